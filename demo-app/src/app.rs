@@ -1,0 +1,516 @@
+//! The demo's components: the HTML shell, the routes and the TodoMVC list page.
+//!
+//! Every control is a real `<form method="post">` aimed at a server function, so the page works
+//! without JavaScript. Once hydrated, each form's submit is handled in the browser instead (a
+//! server action), and the `html.hydrated` class swaps the few controls that differ (see
+//! `style/main.css`): the no-JavaScript toggles are submit buttons with the checkbox role, the
+//! hydrated ones real checkboxes; editing without JavaScript follows an `?edit=<id>` link.
+
+use crate::api::{
+    AddTodo, ClearCompleted, DeleteTodo, EditTodo, TodoError, ToggleAll, ToggleTodo, list_todos,
+};
+use crate::model::{DEFAULT_LIST, Filter, Todo, items_left};
+use leptos::ev;
+use leptos::html::Input;
+use leptos::prelude::*;
+use leptos::server_fn::ServerFn;
+use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
+use leptos_router::components::{Route, Router, Routes};
+use leptos_router::hooks::{use_params_map, use_query_map};
+use leptos_router::{SsrMode, path};
+
+/// The HTML document around the app (server only: the browser hydrates `<body>`).
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8" />
+                <meta name="viewport" content="width=device-width, initial-scale=1" />
+                <AutoReload options=options.clone() />
+                <HydrationScripts options />
+                <MetaTags />
+            </head>
+            <body>
+                <App />
+            </body>
+        </html>
+    }
+}
+
+/// The app: `/` is the default list, `/lists/{id}` any list, each filter its own URL.
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    view! {
+        <Stylesheet id="leptos" href="/pkg/demo-app.css" />
+        <Title text="sssync • TodoMVC" />
+        <Router>
+            <Routes fallback=|| view! { <p class="not-found">"Page not found."</p> }>
+                // Async: the whole page, data included, arrives as HTML (no JavaScript needed).
+                <Route
+                    path=path!("/")
+                    view=|| view! { <ListPage filter=Filter::All /> }
+                    ssr=SsrMode::Async
+                />
+                <Route
+                    path=path!("/lists/:id")
+                    view=|| view! { <ListPage filter=Filter::All /> }
+                    ssr=SsrMode::Async
+                />
+                <Route
+                    path=path!("/lists/:id/active")
+                    view=|| view! { <ListPage filter=Filter::Active /> }
+                    ssr=SsrMode::Async
+                />
+                <Route
+                    path=path!("/lists/:id/completed")
+                    view=|| view! { <ListPage filter=Filter::Completed /> }
+                    ssr=SsrMode::Async
+                />
+            </Routes>
+        </Router>
+    }
+}
+
+/// The page's server actions, one per write.
+#[derive(Clone, Copy)]
+struct Actions {
+    add: ServerAction<AddTodo>,
+    toggle: ServerAction<ToggleTodo>,
+    edit: ServerAction<EditTodo>,
+    delete: ServerAction<DeleteTodo>,
+    toggle_all: ServerAction<ToggleAll>,
+    clear: ServerAction<ClearCompleted>,
+    /// The message of the last failed write, shown in the `role="alert"` element.
+    alert: RwSignal<Option<String>>,
+}
+
+impl Actions {
+    fn new() -> Self {
+        let actions = Actions {
+            add: ServerAction::new(),
+            toggle: ServerAction::new(),
+            edit: ServerAction::new(),
+            delete: ServerAction::new(),
+            toggle_all: ServerAction::new(),
+            clear: ServerAction::new(),
+            alert: RwSignal::new(None),
+        };
+        report(actions.add.value(), actions.alert);
+        report(actions.toggle.value(), actions.alert);
+        report(actions.edit.value(), actions.alert);
+        report(actions.delete.value(), actions.alert);
+        report(actions.toggle_all.value(), actions.alert);
+        report(actions.clear.value(), actions.alert);
+        actions
+    }
+
+    /// Grows each time a write completes: the list refetches then.
+    fn version(&self) -> usize {
+        self.add.version().get()
+            + self.toggle.version().get()
+            + self.edit.version().get()
+            + self.delete.version().get()
+            + self.toggle_all.version().get()
+            + self.clear.version().get()
+    }
+}
+
+/// Shows a failed write's error in the alert.
+fn report(value: MappedSignal<Option<Result<(), TodoError>>>, alert: RwSignal<Option<String>>) {
+    Effect::new(move |_| {
+        if let Some(Err(e)) = value.get() {
+            alert.set(Some(e.to_string()));
+        }
+    });
+}
+
+/// One list under one filter.
+#[component]
+fn ListPage(filter: Filter) -> impl IntoView {
+    let params = use_params_map();
+    let query = use_query_map();
+    let list_id = Memo::new(move |_| {
+        params
+            .read()
+            .get("id")
+            .unwrap_or_else(|| DEFAULT_LIST.to_owned())
+    });
+    let actions = Actions::new();
+    let todos = Resource::new(
+        move || (list_id.get(), actions.version()),
+        |(list_id, _)| list_todos(list_id),
+    );
+    // Editing starts from a double-click (JavaScript) or from an `?edit=<id>` link (without).
+    let editing = RwSignal::new(query.read_untracked().get("edit"));
+
+    // An error left by a plain form post (no JavaScript) shows once.
+    #[cfg(feature = "ssr")]
+    let flash = crate::api::form::take_flash();
+    #[cfg(not(feature = "ssr"))]
+    let flash: Option<String> = None;
+    let flash = Resource::new(|| (), move |_| std::future::ready(flash.clone()));
+
+    let new_todo = NodeRef::<Input>::new();
+    let on_add = move |ev: ev::SubmitEvent| {
+        ev.prevent_default();
+        let Some(input) = new_todo.get() else { return };
+        let title = input.value();
+        if title.trim().is_empty() {
+            return;
+        }
+        input.set_value("");
+        actions.alert.set(None);
+        actions.add.dispatch(AddTodo {
+            list_id: list_id.get_untracked(),
+            title,
+        });
+    };
+
+    view! {
+        <section class="todoapp">
+            <header class="header">
+                <h1>"todos"</h1>
+                <form method="post" action=AddTodo::url() on:submit=on_add>
+                    <input type="hidden" name="list_id" value=move || list_id.get() />
+                    <input
+                        class="new-todo"
+                        name="title"
+                        placeholder="What needs to be done?"
+                        aria-label="New todo"
+                        autocomplete="off"
+                        autofocus
+                        node_ref=new_todo
+                    />
+                </form>
+            </header>
+            <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
+                {move || {
+                    let message = actions.alert.get().or_else(|| flash.get().flatten());
+                    message.map(|m| view! { <p class="alert" role="alert">{m}</p> })
+                }}
+                {move || {
+                    todos
+                        .get()
+                        .map(|result| match result {
+                            Ok(todos) => {
+                                view! {
+                                    <ListBody
+                                        todos
+                                        filter
+                                        list_id=list_id.get()
+                                        editing
+                                        actions
+                                    />
+                                }
+                                    .into_any()
+                            }
+                            Err(e) => {
+                                view! { <p class="alert" role="alert">{e.to_string()}</p> }
+                                    .into_any()
+                            }
+                        })
+                }}
+            </Transition>
+        </section>
+        <footer class="info">
+            <p>"Double-click to edit a todo"</p>
+            <p>
+                "List " <code>{move || list_id.get()}</code> " · "
+                <a href="/new" rel="external">
+                    "New list"
+                </a>
+            </p>
+            <p>"Kept in sync by sssync"</p>
+        </footer>
+    }
+}
+
+/// The list's items, toggle-all and footer, for one fetched version of the list.
+#[component]
+fn ListBody(
+    todos: Vec<Todo>,
+    filter: Filter,
+    list_id: String,
+    editing: RwSignal<Option<String>>,
+    actions: Actions,
+) -> impl IntoView {
+    if todos.is_empty() {
+        return None;
+    }
+    let active = todos.iter().filter(|t| !t.completed).count();
+    let completed = todos.len() - active;
+    let all_done = active == 0;
+
+    let list = StoredValue::new(list_id.clone());
+    let toggle_all = move |completed: bool| {
+        actions.alert.set(None);
+        actions.toggle_all.dispatch(ToggleAll {
+            list_id: list.get_value(),
+            completed,
+        });
+    };
+    let clear = move |ev: ev::SubmitEvent| {
+        ev.prevent_default();
+        actions.alert.set(None);
+        actions.clear.dispatch(ClearCompleted {
+            list_id: list.get_value(),
+        });
+    };
+    let items = todos
+        .into_iter()
+        .filter(|t| filter.shows(t))
+        .map(|todo| {
+            // Type-erased: keeps the page's view type (and compile times) small.
+            view! { <Item todo list_id=list_id.clone() editing actions /> }.into_any()
+        })
+        .collect_view();
+    let links = Filter::ALL
+        .into_iter()
+        .map(|f| {
+            view! {
+                <li>
+                    <a href=f.href(&list_id) class=if f == filter { "selected" } else { "" }>
+                        {f.label()}
+                    </a>
+                </li>
+            }
+        })
+        .collect_view();
+
+    Some(view! {
+        <main class="main">
+            <div class="toggle-all-container">
+                <form
+                    class="inline"
+                    method="post"
+                    action=ToggleAll::url()
+                    on:submit=move |ev: ev::SubmitEvent| {
+                        ev.prevent_default();
+                        toggle_all(!all_done);
+                    }
+                >
+                    <input type="hidden" name="list_id" value=list_id.clone() />
+                    <input type="hidden" name="completed" value=(!all_done).to_string() />
+                    <input
+                        id="toggle-all"
+                        class="toggle-all js-only"
+                        type="checkbox"
+                        prop:checked=all_done
+                        on:change=move |ev| toggle_all(event_target_checked(&ev))
+                    />
+                    <label class="toggle-all-label js-only" for="toggle-all">
+                        "Mark all as complete"
+                    </label>
+                    <button
+                        class="toggle-all-button nojs"
+                        type="submit"
+                        role="checkbox"
+                        aria-checked=all_done.to_string()
+                        aria-label="Mark all as complete"
+                    ></button>
+                </form>
+            </div>
+            <ul class="todo-list">{items}</ul>
+        </main>
+        <footer class="footer">
+            <span class="todo-count" data-testid="todo-count">
+                <strong>{active}</strong>
+                " "
+                {items_left(active)}
+            </span>
+            <ul class="filters">{links}</ul>
+            {(completed > 0)
+                .then(|| {
+                    view! {
+                        <form
+                            class="inline"
+                            method="post"
+                            action=ClearCompleted::url()
+                            on:submit=clear
+                        >
+                            <input type="hidden" name="list_id" value=list_id.clone() />
+                            <button class="clear-completed" type="submit">
+                                "Clear completed"
+                            </button>
+                        </form>
+                    }
+                })}
+        </footer>
+    })
+}
+
+/// One todo: toggle, title (double-click to edit), delete.
+#[component]
+fn Item(
+    todo: Todo,
+    list_id: String,
+    editing: RwSignal<Option<String>>,
+    actions: Actions,
+) -> impl IntoView {
+    let Todo {
+        id,
+        title,
+        completed,
+    } = todo;
+    let list_id = StoredValue::new(list_id);
+    let id = StoredValue::new(id);
+    let is_editing =
+        Memo::new(move |_| editing.read().as_deref() == Some(id.read_value().as_str()));
+    let class = move || {
+        if is_editing.get() {
+            "editing"
+        } else if completed {
+            "completed"
+        } else {
+            ""
+        }
+    };
+    let toggle = move |completed: bool| {
+        actions.alert.set(None);
+        actions.toggle.dispatch(ToggleTodo {
+            list_id: list_id.get_value(),
+            id: id.get_value(),
+            completed,
+        });
+    };
+    let delete = move |ev: ev::SubmitEvent| {
+        ev.prevent_default();
+        actions.alert.set(None);
+        actions.delete.dispatch(DeleteTodo {
+            list_id: list_id.get_value(),
+            id: id.get_value(),
+        });
+    };
+    let edit_title = title.clone();
+
+    view! {
+        <li data-testid="todo-item" class=class>
+            <div class="view">
+                <form
+                    class="inline"
+                    method="post"
+                    action=ToggleTodo::url()
+                    on:submit=move |ev: ev::SubmitEvent| {
+                        ev.prevent_default();
+                        toggle(!completed);
+                    }
+                >
+                    <input type="hidden" name="list_id" value=list_id.get_value() />
+                    <input type="hidden" name="id" value=id.get_value() />
+                    <input type="hidden" name="completed" value=(!completed).to_string() />
+                    <input
+                        class="toggle js-only"
+                        type="checkbox"
+                        aria-label="Toggle Todo"
+                        prop:checked=completed
+                        on:change=move |ev| toggle(event_target_checked(&ev))
+                    />
+                    <button
+                        class="toggle-button nojs"
+                        type="submit"
+                        role="checkbox"
+                        aria-checked=completed.to_string()
+                        aria-label="Toggle Todo"
+                    ></button>
+                </form>
+                <label
+                    data-testid="todo-title"
+                    on:dblclick=move |_| editing.set(Some(id.get_value()))
+                >
+                    {title}
+                </label>
+                <a
+                    class="edit-link nojs"
+                    href=format!("?edit={}", id.get_value())
+                    aria-label="Edit todo"
+                ></a>
+                <form class="inline" method="post" action=DeleteTodo::url() on:submit=delete>
+                    <input type="hidden" name="list_id" value=list_id.get_value() />
+                    <input type="hidden" name="id" value=id.get_value() />
+                    <button class="destroy" type="submit" aria-label="Delete"></button>
+                </form>
+            </div>
+            {move || {
+                is_editing
+                    .get()
+                    .then(|| {
+                        view! {
+                            <EditForm
+                                list_id=list_id.get_value()
+                                id=id.get_value()
+                                title=edit_title.clone()
+                                editing
+                                actions
+                            />
+                        }
+                    })
+            }}
+        </li>
+    }
+}
+
+/// The edit box: Enter or leaving it saves (an empty title deletes), Escape cancels.
+#[component]
+fn EditForm(
+    list_id: String,
+    id: String,
+    title: String,
+    editing: RwSignal<Option<String>>,
+    actions: Actions,
+) -> impl IntoView {
+    let input = NodeRef::<Input>::new();
+    Effect::new(move |_| {
+        if let Some(el) = input.get() {
+            let _ = el.focus();
+        }
+    });
+    let (list_id, id) = (StoredValue::new(list_id), StoredValue::new(id));
+    // Saves once: whichever of Enter and blur comes first ends the edit.
+    let save = move || {
+        if editing.get_untracked().as_deref() != Some(id.read_value().as_str()) {
+            return;
+        }
+        let title = input
+            .get_untracked()
+            .map(|el| el.value())
+            .unwrap_or_default();
+        editing.set(None);
+        actions.alert.set(None);
+        actions.edit.dispatch(EditTodo {
+            list_id: list_id.get_value(),
+            id: id.get_value(),
+            title,
+        });
+    };
+    view! {
+        <form
+            class="edit-form"
+            method="post"
+            action=EditTodo::url()
+            on:submit=move |ev: ev::SubmitEvent| {
+                ev.prevent_default();
+                save();
+            }
+        >
+            <input type="hidden" name="list_id" value=list_id.get_value() />
+            <input type="hidden" name="id" value=id.get_value() />
+            <input
+                class="edit"
+                name="title"
+                aria-label="Edit"
+                value=title
+                autocomplete="off"
+                autofocus
+                node_ref=input
+                on:blur=move |_| save()
+                on:keydown=move |ev: ev::KeyboardEvent| {
+                    if ev.key() == "Escape" {
+                        editing.set(None);
+                    }
+                }
+            />
+        </form>
+    }
+}

@@ -1,0 +1,41 @@
+//! The sssync demo: TodoMVC with many lists.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`model`] | the shared types: a todo, the filters, the validation rules |
+//! | [`api`] | the server functions (every write is one; each also takes a plain form post) |
+//! | [`app`] | the Leptos components: the HTML shell, the router, the list page |
+//! | `db` (server) | the SQLite pool, migrations and the todo queries |
+//! | `server` (server) | the axum server: configuration from the environment, routes |
+//!
+//! The server renders each list into the HTML (also for browsers without JavaScript); the browser
+//! hydrates it and from then on the forms go through server actions without reloading.
+
+// Leptos views are deeply nested types; the hydrate build needs more room than the default.
+#![recursion_limit = "256"]
+
+// `#[server]` generates an args struct per function whose fields cannot carry doc comments.
+#[allow(missing_docs)]
+pub mod api;
+pub mod app;
+#[cfg(feature = "ssr")]
+pub mod db;
+pub mod model;
+#[cfg(feature = "ssr")]
+pub mod server;
+
+/// The browser entry point: hydrates the server-rendered page.
+#[cfg(feature = "hydrate")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn hydrate() {
+    console_error_panic_hook::set_once();
+    leptos::mount::hydrate_body(app::App);
+    // Progressive enhancement: until this class is set, the page shows the form controls that
+    // work without JavaScript (see style/main.css); from now on the interactive ones.
+    if let Some(root) = web_sys::window()
+        .and_then(|w| w.document())
+        .and_then(|d| d.document_element())
+    {
+        let _ = root.class_list().add_1("hydrated");
+    }
+}

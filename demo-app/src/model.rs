@@ -1,0 +1,136 @@
+//! The types and rules shared by the server and the browser.
+
+use serde::{Deserialize, Serialize};
+
+/// The list that `/` opens.
+pub const DEFAULT_LIST: &str = "default";
+
+/// The longest title the server accepts, in characters. Longer ones are rejected (and, with
+/// JavaScript, rolled back in the UI) to show how a rejected write looks.
+pub const MAX_TITLE_CHARS: usize = 200;
+
+/// The longest list or todo id, in bytes.
+pub const MAX_ID_BYTES: usize = 64;
+
+/// One todo of a list.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Todo {
+    /// Stable key (a UUID made by the server).
+    pub id: String,
+    /// The text, trimmed, 1 to [`MAX_TITLE_CHARS`] characters.
+    pub title: String,
+    /// Done or not.
+    pub completed: bool,
+}
+
+/// Which todos a list page shows; each filter has its own URL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Filter {
+    /// Every todo: `/lists/{id}`.
+    All,
+    /// Not completed: `/lists/{id}/active`.
+    Active,
+    /// Completed: `/lists/{id}/completed`.
+    Completed,
+}
+
+impl Filter {
+    /// Every filter, in the order the footer links show them.
+    pub const ALL: [Filter; 3] = [Filter::All, Filter::Active, Filter::Completed];
+
+    /// Whether `todo` passes this filter.
+    pub fn shows(self, todo: &Todo) -> bool {
+        match self {
+            Filter::All => true,
+            Filter::Active => !todo.completed,
+            Filter::Completed => todo.completed,
+        }
+    }
+
+    /// The link text (also the link's accessible name).
+    pub fn label(self) -> &'static str {
+        match self {
+            Filter::All => "All",
+            Filter::Active => "Active",
+            Filter::Completed => "Completed",
+        }
+    }
+
+    /// The URL of list `list_id` under this filter.
+    pub fn href(self, list_id: &str) -> String {
+        match self {
+            Filter::All => format!("/lists/{list_id}"),
+            Filter::Active => format!("/lists/{list_id}/active"),
+            Filter::Completed => format!("/lists/{list_id}/completed"),
+        }
+    }
+}
+
+/// Whether `id` can name a list or a todo: 1 to [`MAX_ID_BYTES`] ASCII letters, digits, `-`, `_`.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_BYTES
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// What a title becomes once trimmed: `Ok(None)` when nothing is left, an error when too long.
+pub fn clean_title(raw: &str) -> Result<Option<String>, crate::api::TodoError> {
+    let title = raw.trim();
+    let chars = title.chars().count();
+    if chars == 0 {
+        Ok(None)
+    } else if chars > MAX_TITLE_CHARS {
+        Err(crate::api::TodoError::TitleTooLong { chars })
+    } else {
+        Ok(Some(title.to_owned()))
+    }
+}
+
+/// "1 item left", "2 items left", "0 items left".
+pub fn items_left(n: usize) -> &'static str {
+    if n == 1 { "item left" } else { "items left" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn titles_are_trimmed_empty_is_nothing_and_long_is_rejected() {
+        assert_eq!(clean_title("  milk \n").unwrap().as_deref(), Some("milk"));
+        assert_eq!(clean_title("   ").unwrap(), None);
+        let ok = "é".repeat(MAX_TITLE_CHARS);
+        assert_eq!(clean_title(&ok).unwrap(), Some(ok.clone()));
+        assert!(matches!(
+            clean_title(&format!("{ok}x")),
+            Err(crate::api::TodoError::TitleTooLong { chars: 201 })
+        ));
+    }
+
+    #[test]
+    fn ids_are_short_and_url_safe() {
+        assert!(valid_id("default"));
+        assert!(valid_id("0b6e1c2a-5f7d-4a8e-9c1d-2f3a4b5c6d7e"));
+        assert!(!valid_id(""));
+        assert!(!valid_id("a/b"));
+        assert!(!valid_id("a b"));
+        assert!(!valid_id(&"a".repeat(MAX_ID_BYTES + 1)));
+    }
+
+    #[test]
+    fn filters_select_and_link() {
+        let done = Todo {
+            id: "1".into(),
+            title: "t".into(),
+            completed: true,
+        };
+        assert!(Filter::All.shows(&done));
+        assert!(!Filter::Active.shows(&done));
+        assert!(Filter::Completed.shows(&done));
+        assert_eq!(Filter::Active.href("x"), "/lists/x/active");
+        assert_eq!(items_left(1), "item left");
+        assert_eq!(items_left(0), "items left");
+    }
+}

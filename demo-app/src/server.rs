@@ -1,0 +1,74 @@
+//! The demo's HTTP server: configuration from the environment, the routes, graceful shutdown.
+
+use crate::app::{App, shell};
+use axum::Router;
+use axum::response::Redirect;
+use axum::routing::get;
+use leptos::prelude::*;
+use leptos_axum::{LeptosRoutes, generate_route_list};
+
+/// Where the database is when `DATABASE_URL` is not set.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://sssync-demo.db";
+
+/// Builds the demo's router: the pages (server-rendered), the server functions, `/new` (a fresh
+/// list), the static files of the site root.
+pub fn router(options: LeptosOptions, pool: crate::db::Pool) -> Router {
+    let routes = generate_route_list(App);
+    Router::new()
+        .route(
+            "/new",
+            get(|| async { Redirect::to(&format!("/lists/{}", uuid::Uuid::new_v4())) }),
+        )
+        .leptos_routes_with_context(&options, routes, move || provide_context(pool.clone()), {
+            let options = options.clone();
+            move || shell(options.clone())
+        })
+        .fallback(leptos_axum::file_and_error_handler(shell))
+        .with_state(options)
+}
+
+/// Runs the server until Ctrl-C or SIGTERM. Configuration:
+/// - `DATABASE_URL` (default [`DEFAULT_DATABASE_URL`]);
+/// - `LEPTOS_SITE_ADDR` (default `127.0.0.1:3000`), `LEPTOS_SITE_ROOT` (the built site), and the
+///   other `LEPTOS_*` variables of Leptos's configuration.
+pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .init();
+    let options = get_configuration(None)?.leptos_options;
+    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_owned());
+    let pool = crate::db::open(&url).await?;
+    let listener = tokio::net::TcpListener::bind(options.site_addr).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(database = %url, "sssync demo listening on http://{addr}");
+    println!("sssync demo: http://{addr}  (database {url})");
+    axum::serve(listener, router(options, pool.clone()))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    pool.close().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Installs what the demo and the tests need and is not there yet. Idempotent: a second run only
+# checks. Versions and traps: see ../shared/TOOLCHAIN.md (facts checked on these machines).
+#
+#   scripts/setup.sh          what building and running the demo needs
+#   scripts/setup.sh --tests  that, plus Chromium and the end2end npm packages
+#
+# Each tool is checked first and installed only when missing or at the wrong version, with a line
+# saying what is happening (the cargo installs take minutes).
+set -euo pipefail
+
+for_tests=false
+[ "${1:-}" = "--tests" ] && for_tests=true
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/env.sh
+source "$here/scripts/env.sh"
+
+CARGO_LEPTOS_VERSION=0.3.10
+WASM_BINDGEN_VERSION=0.2.130 # must equal the wasm-bindgen in Cargo.lock (pinned in Cargo.toml)
+BINARYEN_VERSION=132.0.0
+
+say() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
+elapsed() { printf '%ss' "$((SECONDS - $1))"; }
+
+# 1. The wasm32 target.
+if rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  say "wasm32-unknown-unknown target: present"
+else
+  say "adding the wasm32-unknown-unknown target"
+  rustup target add wasm32-unknown-unknown
+fi
+
+# 1b. rustfmt and clippy (the test command checks formatting and lints).
+for c in rustfmt clippy; do
+  if ! rustup component list --installed 2>/dev/null | grep -q "^$c"; then
+    say "adding the $c component"
+    rustup component add "$c"
+  fi
+done
+
+# 2. cargo-leptos (0.3.11 needs a newer rustc; no_downloads: a missing tool is an error, not a download).
+if cargo leptos --version 2>/dev/null | grep -q "$CARGO_LEPTOS_VERSION"; then
+  say "cargo-leptos $CARGO_LEPTOS_VERSION: present"
+else
+  say "installing cargo-leptos $CARGO_LEPTOS_VERSION (about 11 minutes on 2 cores, once)"
+  t=$SECONDS
+  cargo install cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked --features no_downloads
+  say "cargo-leptos installed in $(elapsed $t)"
+fi
+
+# 3. The wasm-bindgen CLI, exactly the library's version (without --locked: see TOOLCHAIN.md).
+if wasm-bindgen --version 2>/dev/null | grep -q "$WASM_BINDGEN_VERSION"; then
+  say "wasm-bindgen $WASM_BINDGEN_VERSION: present"
+else
+  say "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (about 4 minutes, once)"
+  t=$SECONDS
+  cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
+  say "wasm-bindgen-cli installed in $(elapsed $t)"
+fi
+
+# 4. wasm-opt from the binaryen npm package (never Debian's binaryen: its wasm-opt 108 breaks
+#    the bundle in the browser).
+if [ -x "$SSSYNC_TOOLS/binaryen/node_modules/.bin/wasm-opt" ] &&
+  [ -f "$SSSYNC_TOOLS/binaryen/node_modules/binaryen/package.json" ] &&
+  grep -q "\"version\": \"$BINARYEN_VERSION\"" "$SSSYNC_TOOLS/binaryen/node_modules/binaryen/package.json"; then
+  say "wasm-opt (binaryen $BINARYEN_VERSION): present"
+else
+  say "installing wasm-opt (binaryen $BINARYEN_VERSION from npm) into $SSSYNC_TOOLS/binaryen"
+  mkdir -p "$SSSYNC_TOOLS/binaryen"
+  npm install --silent --no-audit --no-fund --prefix "$SSSYNC_TOOLS/binaryen" "binaryen@$BINARYEN_VERSION"
+fi
+
+if ! $for_tests; then
+  say "setup done"
+  exit 0
+fi
+
+# 5. Chromium for the browser tests (Playwright cannot download its own browser here).
+if [ -x /usr/bin/chromium ]; then
+  say "chromium: present ($(/usr/bin/chromium --version 2>/dev/null || echo unknown version))"
+else
+  say "installing chromium from Debian packages (about a minute)"
+  if [ "$(id -u)" -eq 0 ]; then sudo_cmd=(); else sudo_cmd=(sudo); fi
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq chromium >/dev/null
+  say "chromium installed: $(/usr/bin/chromium --version 2>/dev/null)"
+fi
+
+# 6. The end-to-end test packages (Playwright's test runner; the browser is the one above).
+if [ -d "$here/end2end/node_modules/@playwright/test" ] &&
+  [ "$here/end2end/node_modules/.package-lock.json" -nt "$here/end2end/package-lock.json" ]; then
+  say "end2end npm packages: present"
+else
+  say "installing the end2end npm packages"
+  (cd "$here/end2end" && npm ci --silent --no-audit --no-fund)
+fi
+
+say "setup done"

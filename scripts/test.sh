@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The README's second command: installs what is missing, then runs every check and test:
+# formatting, clippy (native and wasm32), the Rust unit and integration tests, a release build of
+# the demo, and the browser end-to-end tests (Playwright driving Chromium, with and without
+# JavaScript) against that build on a fresh SQLite database.
+#
+# Environment: E2E_PORT (default: a free port), E2E_WORKERS (Playwright workers, default 2).
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$here"
+source scripts/env.sh
+
+step() { printf '\n\033[1;34m[test]\033[0m %s\n' "$*"; }
+started=$SECONDS
+work="$(mktemp -d "${TMPDIR:-/tmp}/sssync-test.XXXXXX")"
+server_pid=""
+cleanup() {
+  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+bash scripts/setup.sh --tests
+
+step "formatting (cargo fmt --check)"
+cargo fmt --all -- --check
+
+step "lints, native (cargo clippy)"
+cargo clippy --workspace --all-targets --features demo-app/ssr -- -D warnings
+
+step "lints, wasm32 (cargo clippy)"
+cargo clippy --workspace --all-targets --target wasm32-unknown-unknown \
+  --features demo-app/hydrate -- -D warnings
+
+step "Rust unit and integration tests (cargo test)"
+cargo test --workspace --features demo-app/ssr 2>&1 | tee "$work/cargo-test.log"
+rust_passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$work/cargo-test.log" |
+  awk '{s += $4} END {print s + 0}')
+rust_failed=$(grep -Eo '[0-9]+ failed' "$work/cargo-test.log" | awk '{s += $1} END {print s + 0}')
+
+step "building the demo (cargo leptos build --release)"
+cargo leptos build --release
+
+step "browser end-to-end tests (Playwright, Chromium)"
+port="${E2E_PORT:-$(node -e "const s=require('net').createServer();s.listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})")}"
+export E2E_BASE_URL="http://127.0.0.1:$port"
+export PLAYWRIGHT_JSON_OUTPUT_NAME="$work/e2e.json"
+# The server under test: the release build, on a database of its own.
+LEPTOS_SITE_ROOT="$CARGO_TARGET_DIR/site" LEPTOS_ENV=PROD LEPTOS_SITE_ADDR="127.0.0.1:$port" \
+  DATABASE_URL="sqlite://$work/e2e.db" RUST_LOG=warn \
+  "$CARGO_TARGET_DIR/release/demo-app" >"$work/server.log" 2>&1 &
+server_pid=$!
+# Wait (bounded) until it answers.
+for _ in $(seq 1 100); do
+  if curl -fsS -o /dev/null "$E2E_BASE_URL/lists/health"; then break; fi
+  if ! kill -0 "$server_pid" 2>/dev/null; then
+    cat "$work/server.log"
+    echo "[test] the demo server exited before answering" >&2
+    exit 1
+  fi
+  sleep 0.1
+done
+curl -fsS -o /dev/null "$E2E_BASE_URL/lists/health" || {
+  cat "$work/server.log"
+  echo "[test] the demo server did not answer within 10 s" >&2
+  exit 1
+}
+e2e_status=0
+(cd end2end && npx playwright test --reporter=list,json --workers="${E2E_WORKERS:-2}") || e2e_status=$?
+read -r e2e_passed e2e_failed e2e_skipped < <(node -e '
+  const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).stats;
+  console.log(r.expected + r.flaky, r.unexpected, r.skipped);' "$PLAYWRIGHT_JSON_OUTPUT_NAME" 2>/dev/null ||
+  echo "0 1 0")
+if [ "$e2e_status" -ne 0 ]; then
+  echo "[test] server log:"; tail -n 50 "$work/server.log"
+fi
+
+step "summary ($((SECONDS - started)) s)"
+echo "rust: $rust_passed passed, $rust_failed failed"
+echo "e2e: $e2e_passed passed, $e2e_failed failed, $e2e_skipped skipped"
+echo "$((rust_passed + e2e_passed)) passed, $((rust_failed + e2e_failed)) failed"
+[ "$rust_failed" -eq 0 ] && [ "$e2e_failed" -eq 0 ] && [ "$e2e_status" -eq 0 ]
