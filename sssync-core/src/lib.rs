@@ -7,12 +7,28 @@
 //!
 //! | module | concept |
 //! |---|---|
-//! | [`query`] | the query key: a query's name plus the canonical encoding of its args (protocol invariant 1) |
+//! | [`query`] | the query key: a query's name plus the canonical encoding of its args (invariant 1) |
+//! | [`version`] | versions and epochs (invariant 2) |
+//! | [`row`] | rows with keys, ordered results, order-independent digests (invariant 8) |
+//! | [`delta`] | deltas: diff by row key with order anchors, and their application (invariant 4) |
+//! | [`protocol`] | the wire messages and limits (invariants 5, 6, 11, 12) |
 //!
-//! The rest of the engine (versions and epochs, events, deltas, subscriptions, the SQLite and
-//! PostgreSQL stores, the transport and the client cache) is being built module by module; the
-//! wire contract it keeps is stated in `docs/protocol.md` at the repository root.
+//! The wire contract is stated in `docs/protocol.md` at the repository root.
+//!
+//! ## Features
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | (none) | the protocol types above; compiles for native and wasm32 |
 
+pub mod delta;
+pub mod protocol;
 pub mod query;
+pub mod row;
+pub mod version;
 
+pub use delta::{Delta, Put};
+pub use protocol::{ClientMsg, ErrorCode, Limits, ProtocolError, Rejection, ServerMsg};
 pub use query::{ArgsError, QueryKey};
+pub use row::{Digest, Row, Rows};
+pub use version::{Epoch, Version};

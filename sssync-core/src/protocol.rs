@@ -1,0 +1,394 @@
+//! The wire protocol: the JSON messages a client and a server exchange over one WebSocket (or
+//! the HTTP fallback), and the limits both sides keep. `docs/protocol.md` states the same
+//! contract in prose.
+//!
+//! Every message is one JSON object whose `t` field names it. Queries are named on the wire by
+//! their name `q` and canonical args `a` (see [`crate::QueryKey`]): every subscriber of a key
+//! receives byte-identical deltas, so the server serializes each delta once.
+
+use crate::delta::{Delta, Put};
+use crate::row::{Digest, Row};
+use crate::version::{Epoch, Version};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// The protocol's revision; a client and a server must agree.
+pub const PROTOCOL: u32 = 1;
+
+/// The bounds of SPEC 2.12. A server sends its own in [`ServerMsg::Welcome`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// The largest message a client may send, in bytes.
+    pub max_message_bytes: usize,
+    /// The largest canonical args of a query or an event, in bytes.
+    pub max_args_bytes: usize,
+    /// Subscriptions one connection may hold.
+    pub max_subscriptions: usize,
+    /// Messages queued for one connection before it is cut off as a slow consumer (it then
+    /// reconnects and resumes).
+    pub max_queued_messages: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_message_bytes: 64 * 1024,
+            max_args_bytes: crate::query::MAX_ARGS_BYTES,
+            max_subscriptions: 256,
+            max_queued_messages: 1024,
+        }
+    }
+}
+
+/// A message from a client. On the wire: the message's fields plus `"t"`, its snake_case name.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ClientMsg {
+    /// The first message on a connection.
+    Hello(Hello),
+    /// Subscribe to a query key (or resume it).
+    Sub(Sub),
+    /// Stop receiving a query key.
+    Unsub(KeyRef),
+    /// The client's rows for a key do not match (digest, or a delta that did not apply): send
+    /// the whole result again, marked as a reset.
+    Resync(KeyRef),
+    /// A write.
+    Event(EventMsg),
+    /// Keep-alive; answered by [`ServerMsg::Pong`].
+    Ping,
+}
+
+/// `hello`: who the client is and which history its cache has.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Must equal [`PROTOCOL`].
+    pub protocol: u32,
+    /// The client's id: 1 to 64 ASCII letters, digits, `-` or `_`, stable across reloads.
+    pub client_id: String,
+    /// The epoch of the client's cache, if it has one.
+    #[serde(default)]
+    pub epoch: Option<Epoch>,
+}
+
+/// `sub`: subscribe to query `q` with args `a`; `v` is the version the client holds (resume).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Sub {
+    /// The query's name.
+    pub q: String,
+    /// Its args.
+    pub a: Box<RawValue>,
+    /// The version of the rows the client holds for this key, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub v: Option<Version>,
+}
+
+/// A query key on the wire: name `q`, args `a`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KeyRef {
+    /// The query's name.
+    pub q: String,
+    /// Its args.
+    pub a: Box<RawValue>,
+}
+
+/// `event`: the client's `seq`-th write (1, 2, 3…): event `name` with `args`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EventMsg {
+    /// The client's sequence number for this event.
+    pub seq: u64,
+    /// The event's registered name.
+    pub name: String,
+    /// Its args.
+    pub args: Box<RawValue>,
+}
+
+/// A message from the server. On the wire: the message's fields plus `"t"`.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ServerMsg {
+    /// The answer to `hello`.
+    Welcome(Welcome),
+    /// A whole result at one version.
+    Snapshot(Snapshot),
+    /// What changed in a result between two versions.
+    Delta(DeltaMsg),
+    /// An event is applied, or had been.
+    Ack(Ack),
+    /// An event was refused.
+    Reject(Reject),
+    /// An event arrived out of order.
+    Gap(Gap),
+    /// A message could not be handled.
+    Error(ProtocolError),
+    /// Answer to `ping`.
+    Pong,
+}
+
+/// `welcome`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The server's protocol revision.
+    pub protocol: u32,
+    /// The database's history; a client whose cache has another one drops it.
+    pub epoch: Epoch,
+    /// The database's current version.
+    pub version: Version,
+    /// The last event seq applied for this client (0: none). Pending events with a seq up to
+    /// this one are already applied.
+    pub last_seq: u64,
+    /// The server's bounds.
+    pub limits: Limits,
+}
+
+/// `snapshot`: every row of query `q`/`a` at version `v`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The query's name.
+    pub q: String,
+    /// Its canonical args.
+    pub a: Box<RawValue>,
+    /// The version of these rows.
+    pub v: Version,
+    /// Whether this replaces rows the client had (swap them in atomically).
+    pub reset: bool,
+    /// Every row, in order.
+    pub rows: Vec<Row>,
+    /// The result's digest.
+    pub digest: Digest,
+}
+
+/// `delta`: what changed in query `q`/`a` from version `from` to `to`. Apply it only when
+/// holding `from`; ignore it when already past it; resync on a gap.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeltaMsg {
+    /// The query's name.
+    pub q: String,
+    /// Its canonical args.
+    pub a: Box<RawValue>,
+    /// The version the delta applies to.
+    pub from: Version,
+    /// The version it produces.
+    pub to: Version,
+    /// Rows to put, in result order.
+    pub puts: Vec<Put>,
+    /// Keys of rows that left.
+    pub dels: Vec<std::sync::Arc<str>>,
+    /// The digest of the result at `to`.
+    pub digest: Digest,
+}
+
+impl DeltaMsg {
+    /// The puts and deletes as a [`Delta`].
+    pub fn delta(&self) -> Delta {
+        Delta {
+            puts: self.puts.clone(),
+            dels: self.dels.clone(),
+        }
+    }
+}
+
+/// `ack`: event `seq` is applied (or was already: `dup`); its effects are visible at version
+/// `v`, and every delta up to `v` for this connection's subscriptions was sent before this.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    /// The event's seq.
+    pub seq: u64,
+    /// The version at which its effects are visible.
+    pub v: Version,
+    /// It had been applied before (a resend).
+    #[serde(default)]
+    pub dup: bool,
+}
+
+/// `reject`: event `seq` was refused: nothing of it was applied, and it never will be.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reject {
+    /// The event's seq.
+    pub seq: u64,
+    /// The version at which the refusal was recorded.
+    pub v: Version,
+    /// Why.
+    pub error: Rejection,
+}
+
+/// `gap`: event `seq` arrived out of order; nothing was applied; resend from `expected`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    /// The seq that arrived.
+    pub seq: u64,
+    /// The seq the server expects next.
+    pub expected: u64,
+}
+
+/// `error`: a message could not be handled; the connection goes on unless the code says it
+/// closes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct ProtocolError {
+    /// What kind of error.
+    pub code: ErrorCode,
+    /// A sentence for people.
+    pub message: String,
+}
+
+/// A message that is not JSON or not a known message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed message: {0}")]
+pub struct ParseError(pub String);
+
+#[derive(Deserialize)]
+struct Tag<'a> {
+    #[serde(borrow)]
+    t: std::borrow::Cow<'a, str>,
+}
+
+fn field<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, ParseError> {
+    serde_json::from_str(text).map_err(|e| ParseError(e.to_string()))
+}
+
+// Parsing reads the tag first, then the message's own struct from the same text: the rows stay
+// raw JSON (serde cannot keep raw values inside an internally tagged enum).
+impl ClientMsg {
+    /// Parses one message.
+    pub fn parse(text: &str) -> Result<ClientMsg, ParseError> {
+        let tag: Tag<'_> = field(text)?;
+        Ok(match &*tag.t {
+            "hello" => ClientMsg::Hello(field(text)?),
+            "sub" => ClientMsg::Sub(field(text)?),
+            "unsub" => ClientMsg::Unsub(field(text)?),
+            "resync" => ClientMsg::Resync(field(text)?),
+            "event" => ClientMsg::Event(field(text)?),
+            "ping" => ClientMsg::Ping,
+            other => return Err(ParseError(format!("unknown message type {other:?}"))),
+        })
+    }
+
+    /// The message as JSON text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("messages serialize")
+    }
+}
+
+impl ServerMsg {
+    /// Parses one message.
+    pub fn parse(text: &str) -> Result<ServerMsg, ParseError> {
+        let tag: Tag<'_> = field(text)?;
+        Ok(match &*tag.t {
+            "welcome" => ServerMsg::Welcome(field(text)?),
+            "snapshot" => ServerMsg::Snapshot(field(text)?),
+            "delta" => ServerMsg::Delta(field(text)?),
+            "ack" => ServerMsg::Ack(field(text)?),
+            "reject" => ServerMsg::Reject(field(text)?),
+            "gap" => ServerMsg::Gap(field(text)?),
+            "error" => ServerMsg::Error(field(text)?),
+            "pong" => ServerMsg::Pong,
+            other => return Err(ParseError(format!("unknown message type {other:?}"))),
+        })
+    }
+
+    /// The message as JSON text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("messages serialize")
+    }
+
+    /// The protocol error `code` with `message`.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> ServerMsg {
+        ServerMsg::Error(ProtocolError {
+            code,
+            message: message.into(),
+        })
+    }
+}
+
+/// Why an event was refused: a code for programs and a message for people.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct Rejection {
+    /// A stable code (`unknown_event`, `bad_args`, or one of the application's own).
+    pub code: String,
+    /// A sentence for people.
+    pub message: String,
+}
+
+impl Rejection {
+    /// A rejection with an application code and a message.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Rejection {
+        Rejection {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The kinds of protocol error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// Not JSON, or not a known message.
+    Malformed,
+    /// Over a size limit.
+    TooLarge,
+    /// `hello` must come first (and once).
+    HelloFirst,
+    /// The client's protocol revision differs from the server's (the connection closes).
+    ProtocolMismatch,
+    /// No query of that name is registered.
+    UnknownQuery,
+    /// The args do not fit the query.
+    BadArgs,
+    /// Over the limit of subscriptions per connection.
+    TooManySubscriptions,
+    /// The connection fell too far behind (the connection closes; reconnect and resume).
+    SlowConsumer,
+    /// The server failed (database, bug); nothing was changed.
+    Internal,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_have_a_stable_json_shape() {
+        let m = ClientMsg::parse(r#"{"t":"sub","q":"todos","a":{"list_id":"x"},"v":7}"#).unwrap();
+        let ClientMsg::Sub(sub) = m else {
+            panic!("not a sub")
+        };
+        assert_eq!((sub.q.as_str(), sub.v), ("todos", Some(Version(7))));
+        assert_eq!(sub.a.get(), r#"{"list_id":"x"}"#);
+        let ack = ServerMsg::Ack(Ack {
+            seq: 3,
+            v: Version(9),
+            dup: false,
+        })
+        .to_json();
+        assert_eq!(ack, r#"{"t":"ack","seq":3,"v":9,"dup":false}"#);
+        assert!(ClientMsg::parse(r#"{"t":"nope"}"#).is_err());
+        assert!(ClientMsg::parse("not json").is_err());
+        assert!(ClientMsg::parse(r#"{"t":"event","seq":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn server_messages_round_trip_with_raw_rows() {
+        let row = Row::from_serialize("k1", &serde_json::json!({"b": 1, "a": [1.5, "x"]})).unwrap();
+        let snap = ServerMsg::Snapshot(Snapshot {
+            q: "todos".into(),
+            a: serde_json::value::to_raw_value(&serde_json::json!({"list_id": "x"})).unwrap(),
+            v: Version(4),
+            reset: false,
+            rows: vec![row.clone()],
+            digest: Digest::of([&row]),
+        });
+        let text = snap.to_json();
+        let ServerMsg::Snapshot(back) = ServerMsg::parse(&text).unwrap() else {
+            panic!("not a snapshot")
+        };
+        assert_eq!(back.rows, vec![row.clone()]);
+        assert_eq!(back.digest, Digest::of([&row]));
+        assert_eq!(ServerMsg::parse(&text).unwrap().to_json(), text);
+    }
+}
