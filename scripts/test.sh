@@ -22,18 +22,21 @@ trap cleanup EXIT
 
 bash scripts/setup.sh --tests
 
+# Native builds: the demo's server, the engine's server and native client (their tests need them).
+native_features="demo-app/ssr,sssync-core/server,sssync-core/native-client"
+
 step "formatting (cargo fmt --check)"
 cargo fmt --all -- --check
 
 step "lints, native (cargo clippy)"
-cargo clippy --workspace --all-targets --features demo-app/ssr -- -D warnings
+cargo clippy --workspace --all-targets --features "$native_features" -- -D warnings
 
 step "lints, wasm32 (cargo clippy)"
 cargo clippy --workspace --all-targets --target wasm32-unknown-unknown \
   --features demo-app/hydrate -- -D warnings
 
 step "Rust unit and integration tests (cargo test)"
-cargo test --workspace --features demo-app/ssr 2>&1 | tee "$work/cargo-test.log"
+cargo test --workspace --features "$native_features" 2>&1 | tee "$work/cargo-test.log"
 rust_passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$work/cargo-test.log" |
   awk '{s += $4} END {print s + 0}')
 rust_failed=$(grep -Eo '[0-9]+ failed' "$work/cargo-test.log" | awk '{s += $1} END {print s + 0}')

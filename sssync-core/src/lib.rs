@@ -12,6 +12,9 @@
 //! | [`row`] | rows with keys, ordered results, order-independent digests (invariant 8) |
 //! | [`delta`] | deltas: diff by row key with order anchors, and their application (invariant 4) |
 //! | [`protocol`] | the wire messages and limits (invariants 5, 6, 11, 12) |
+//! | [`schema`] | what an application declares: [`Query`] and [`Event`] |
+//! | [`client`] | the client state machine: confirmed rows, pending events, views (invariant 7) |
+//! | `server` | the engine, stores, subscriptions hub and transport (feature `server`) |
 //!
 //! The wire contract is stated in `docs/protocol.md` at the repository root.
 //!
@@ -19,16 +22,23 @@
 //!
 //! | feature | what it adds |
 //! |---|---|
-//! | (none) | the protocol types above; compiles for native and wasm32 |
+//! | (none) | the protocol, the schema traits and the client state machine; native and wasm32 |
+//! | `server` | the engine on axum + sqlx (SQLite) |
+//! | `native-client` | a tokio WebSocket transport for the client |
 
+pub mod client;
 pub mod delta;
 pub mod protocol;
 pub mod query;
 pub mod row;
+pub mod schema;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod version;
 
 pub use delta::{Delta, Put};
 pub use protocol::{ClientMsg, ErrorCode, Limits, ProtocolError, Rejection, ServerMsg};
 pub use query::{ArgsError, QueryKey};
 pub use row::{Digest, Row, Rows};
+pub use schema::{Event, Query};
 pub use version::{Epoch, Version};

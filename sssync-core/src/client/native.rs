@@ -1,0 +1,298 @@
+//! A native client transport (feature `native-client`): drives a [`ClientState`] over a
+//! WebSocket with tokio, reconnecting with backoff and resuming.
+
+use super::{ClientState, Update};
+use crate::protocol::{ClientMsg, ProtocolError, Rejection, ServerMsg};
+use crate::query::QueryKey;
+use crate::schema::{Event, Query};
+use futures_util::{SinkExt, StreamExt};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Outgoing messages waiting for the socket; beyond this the client waits (bounded).
+const OUTGOING: usize = 1024;
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+struct Shared {
+    state: Mutex<ClientState>,
+    /// Whether the current connection has been welcomed (messages can flow).
+    live: AtomicBool,
+    online: AtomicBool,
+    url: Mutex<String>,
+    rejected: Mutex<Vec<(u64, Rejection)>>,
+    errors: Mutex<Vec<ProtocolError>>,
+    bytes_in: AtomicU64,
+    changes: watch::Sender<u64>,
+    kick: Notify,
+}
+
+/// A client connected (or reconnecting) to an sssync server.
+#[derive(Clone)]
+pub struct NativeClient {
+    shared: Arc<Shared>,
+    out: mpsc::Sender<ClientMsg>,
+    task: Arc<tokio::task::JoinHandle<()>>,
+}
+
+/// A wait that ran out of time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("condition not met within {0:?}")]
+pub struct TimedOut(pub Duration);
+
+impl NativeClient {
+    /// Connects to the WebSocket at `url` (`ws://host:port/sssync/ws`) as `client_id`.
+    pub fn connect(url: impl Into<String>, client_id: impl Into<String>) -> NativeClient {
+        let (changes, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(ClientState::new(client_id)),
+            live: AtomicBool::new(false),
+            online: AtomicBool::new(true),
+            url: Mutex::new(url.into()),
+            rejected: Mutex::new(Vec::new()),
+            errors: Mutex::new(Vec::new()),
+            bytes_in: AtomicU64::new(0),
+            changes,
+            kick: Notify::new(),
+        });
+        let (out, rx) = mpsc::channel(OUTGOING);
+        let task = tokio::spawn(run(shared.clone(), rx));
+        NativeClient {
+            shared,
+            out,
+            task: Arc::new(task),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, ClientState> {
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends `msg` if the connection is live; otherwise the next welcome resends what matters.
+    fn send_if_live(&self, msg: ClientMsg, live: bool) {
+        if live {
+            // A full queue means the socket is stuck; the reconnect resends everything.
+            let _ = self.out.try_send(msg);
+        }
+    }
+
+    /// Holds query `Q` with `args` from now on.
+    pub fn subscribe<Q: Query>(&self, args: &Q::Args) -> QueryKey {
+        let key = QueryKey::new(Q::NAME, args).expect("query args serialize within limits");
+        let (msg, live) = {
+            let mut st = self.state();
+            (
+                st.subscribe(key.clone()),
+                self.shared.live.load(Ordering::SeqCst),
+            )
+        };
+        self.send_if_live(msg, live);
+        key
+    }
+
+    /// Sends event `e` (predicted at once, sent when connected, exactly once). Returns its seq.
+    pub fn send<E: Event>(&self, e: E) -> u64 {
+        let (msg, live) = {
+            let mut st = self.state();
+            let (msg, _) = st.push(e);
+            (msg, self.shared.live.load(Ordering::SeqCst))
+        };
+        let seq = match &msg {
+            ClientMsg::Event(m) => m.seq,
+            _ => 0,
+        };
+        self.shared.changes.send_modify(|n| *n += 1);
+        self.send_if_live(msg, live);
+        seq
+    }
+
+    /// Sends a raw protocol message (tests of the wire contract).
+    pub fn send_raw(&self, msg: ClientMsg) {
+        let _ = self.out.try_send(msg);
+    }
+
+    /// The typed view of query `Q` with `args` (confirmed rows + predictions), once loaded.
+    pub fn rows<Q: Query>(&self, args: &Q::Args) -> Option<Vec<Q::Row>> {
+        self.state().rows::<Q>(args)
+    }
+
+    /// Runs `f` on the client state.
+    pub fn with_state<T>(&self, f: impl FnOnce(&ClientState) -> T) -> T {
+        f(&self.state())
+    }
+
+    /// Events the server refused so far.
+    pub fn rejected(&self) -> Vec<(u64, Rejection)> {
+        self.shared
+            .rejected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Protocol errors the server reported so far.
+    pub fn errors(&self) -> Vec<ProtocolError> {
+        self.shared
+            .errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Bytes of server messages received so far.
+    pub fn bytes_received(&self) -> u64 {
+        self.shared.bytes_in.load(Ordering::Relaxed)
+    }
+
+    /// Whether the connection is up and welcomed.
+    pub fn is_live(&self) -> bool {
+        self.shared.live.load(Ordering::SeqCst)
+    }
+
+    /// Goes offline (closes the connection and stays away) or back online.
+    pub fn set_online(&self, online: bool) {
+        self.shared.online.store(online, Ordering::SeqCst);
+        self.shared.kick.notify_one();
+    }
+
+    /// Connects to another address from the next connection on.
+    pub fn set_url(&self, url: impl Into<String>) {
+        *self.shared.url.lock().unwrap_or_else(|e| e.into_inner()) = url.into();
+    }
+
+    /// Waits until `f` holds on the state (checked after every change), at most `limit`.
+    pub async fn wait_for(
+        &self,
+        limit: Duration,
+        mut f: impl FnMut(&ClientState) -> bool,
+    ) -> Result<(), TimedOut> {
+        let mut changes = self.shared.changes.subscribe();
+        let check = async {
+            loop {
+                if f(&self.state()) {
+                    return;
+                }
+                if changes.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::time::timeout(limit, check)
+            .await
+            .map_err(|_| TimedOut(limit))
+    }
+}
+
+impl Drop for NativeClient {
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.task) == 1 {
+            self.task.abort();
+        }
+    }
+}
+
+/// Connect, hello, pump messages; on any failure wait (exponential backoff) and do it again.
+async fn run(shared: Arc<Shared>, mut out: mpsc::Receiver<ClientMsg>) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        if !shared.online.load(Ordering::SeqCst) {
+            shared.kick.notified().await;
+            continue;
+        }
+        let url = shared.url.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let ws = match tokio_tungstenite::connect_async(url.as_str()).await {
+            Ok((ws, _)) => ws,
+            Err(e) => {
+                tracing::debug!(error = %e, "connect failed; retrying in {backoff:?}");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shared.kick.notified() => {}
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        };
+        // Messages queued for an older connection are stale: the welcome resends what counts.
+        while out.try_recv().is_ok() {}
+        let welcomed = session(&shared, ws, &mut out).await;
+        shared.live.store(false, Ordering::SeqCst);
+        shared.changes.send_modify(|n| *n += 1);
+        if welcomed {
+            backoff = BACKOFF_MIN;
+        } else {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// One connection; returns whether it got as far as the welcome.
+async fn session(shared: &Shared, ws: Ws, out: &mut mpsc::Receiver<ClientMsg>) -> bool {
+    let (mut sink, mut stream) = ws.split();
+    let hello = shared
+        .state
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .hello();
+    if sink.send(Message::text(hello.to_json())).await.is_err() {
+        return false;
+    }
+    let mut welcomed = false;
+    let mut ping = tokio::time::interval(Duration::from_secs(15));
+    loop {
+        tokio::select! {
+            frame = stream.next() => {
+                let text = match frame {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return welcomed,
+                    Some(Ok(_)) => continue,
+                };
+                shared.bytes_in.fetch_add(text.len() as u64, Ordering::Relaxed);
+                let Ok(msg) = ServerMsg::parse(&text) else { continue };
+                let update: Update = {
+                    let mut st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+                    let u = st.on_message(msg);
+                    if u.live {
+                        shared.live.store(true, Ordering::SeqCst);
+                    }
+                    u
+                };
+                welcomed |= update.live;
+                if !update.rejected.is_empty() {
+                    shared.rejected.lock().unwrap_or_else(|e| e.into_inner()).extend(update.rejected);
+                }
+                if !update.errors.is_empty() {
+                    shared.errors.lock().unwrap_or_else(|e| e.into_inner()).extend(update.errors);
+                }
+                for m in update.send {
+                    if sink.send(Message::text(m.to_json())).await.is_err() {
+                        return welcomed;
+                    }
+                }
+                shared.changes.send_modify(|n| *n += 1);
+            }
+            Some(m) = out.recv() => {
+                if sink.send(Message::text(m.to_json())).await.is_err() {
+                    return welcomed;
+                }
+            }
+            _ = ping.tick() => {
+                if sink.send(Message::text(ClientMsg::Ping.to_json())).await.is_err() {
+                    return welcomed;
+                }
+            }
+            _ = shared.kick.notified() => {
+                if !shared.online.load(Ordering::SeqCst) {
+                    let _ = sink.close().await;
+                    return welcomed;
+                }
+            }
+        }
+    }
+}

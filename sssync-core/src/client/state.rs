@@ -1,0 +1,355 @@
+//! The client's protocol state machine (no I/O).
+
+use super::Prediction;
+use crate::delta;
+use crate::protocol::{
+    ClientMsg, DeltaMsg, EventMsg, Hello, KeyRef, PROTOCOL, ProtocolError, Rejection, ServerMsg,
+    Snapshot, Sub, Welcome,
+};
+use crate::query::QueryKey;
+use crate::row::Rows;
+use crate::schema::{Event, Query};
+use crate::version::{Epoch, Version};
+use serde_json::value::RawValue;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+type PredictFn = Arc<dyn Fn(&mut Prediction<'_>) + Send + Sync>;
+
+/// An event sent but not yet acknowledged.
+#[derive(Clone)]
+struct Pending {
+    name: String,
+    args: Arc<str>,
+    predict: PredictFn,
+}
+
+/// The confirmed state of one subscribed key.
+#[derive(Clone, Debug, Default)]
+struct Held {
+    /// Confirmed rows and their version; `None` until the first snapshot.
+    confirmed: Option<(Version, Rows)>,
+}
+
+/// What a message changed, for the layer above (UI, tests).
+#[derive(Clone, Debug, Default)]
+pub struct Update {
+    /// Keys whose view may have changed.
+    pub changed: Vec<QueryKey>,
+    /// Events the server refused: their seq and why. Their predictions are gone from the view.
+    pub rejected: Vec<(u64, Rejection)>,
+    /// Protocol errors the server reported.
+    pub errors: Vec<ProtocolError>,
+    /// Messages to send to the server now.
+    pub send: Vec<ClientMsg>,
+    /// The server's welcome was processed: the connection is live.
+    pub live: bool,
+}
+
+/// Confirmed rows per key, pending events, and the view (confirmed + predictions).
+pub struct ClientState {
+    client_id: String,
+    epoch: Option<Epoch>,
+    keys: HashMap<QueryKey, Held>,
+    /// Unacknowledged events by seq.
+    pending: BTreeMap<u64, Pending>,
+    next_seq: u64,
+    views: HashMap<QueryKey, Rows>,
+    /// The highest version any message of this connection has carried; deltas up to it have
+    /// arrived for every subscription (the server sends them before acks).
+    seen: Version,
+}
+
+impl ClientState {
+    /// A fresh client with no cache.
+    pub fn new(client_id: impl Into<String>) -> ClientState {
+        ClientState {
+            client_id: client_id.into(),
+            epoch: None,
+            keys: HashMap::new(),
+            pending: BTreeMap::new(),
+            next_seq: 1,
+            views: HashMap::new(),
+            seen: Version(0),
+        }
+    }
+
+    /// This client's id.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// The `hello` to open a connection with.
+    pub fn hello(&self) -> ClientMsg {
+        ClientMsg::Hello(Hello {
+            protocol: PROTOCOL,
+            client_id: self.client_id.clone(),
+            epoch: self.epoch.clone(),
+        })
+    }
+
+    /// Starts holding query `key`; returns the `sub` to send (when connected).
+    pub fn subscribe(&mut self, key: QueryKey) -> ClientMsg {
+        self.keys.entry(key.clone()).or_default();
+        self.sub_msg(&key)
+    }
+
+    /// Stops holding `key`; returns the `unsub` to send.
+    pub fn unsubscribe(&mut self, key: &QueryKey) -> Option<ClientMsg> {
+        self.keys.remove(key)?;
+        self.views.remove(key);
+        Some(ClientMsg::Unsub(key_ref(key)))
+    }
+
+    fn sub_msg(&self, key: &QueryKey) -> ClientMsg {
+        let v = self
+            .keys
+            .get(key)
+            .and_then(|h| h.confirmed.as_ref())
+            .map(|(v, _)| *v);
+        ClientMsg::Sub(Sub {
+            q: key.name().to_owned(),
+            a: raw(key.args_json()),
+            v,
+        })
+    }
+
+    /// Queues event `e` with the next seq and applies its prediction; returns the message to
+    /// send (when connected) and what changed.
+    pub fn push<E: Event>(&mut self, e: E) -> (ClientMsg, Update) {
+        let args: Arc<str> = serde_json::to_string(&e).expect("events serialize").into();
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let predict: PredictFn = Arc::new(move |p: &mut Prediction<'_>| e.predict(p));
+        self.pending.insert(
+            seq,
+            Pending {
+                name: E::NAME.to_owned(),
+                args,
+                predict,
+            },
+        );
+        let msg = self.event_msg(seq);
+        (msg, self.recompute())
+    }
+
+    fn event_msg(&self, seq: u64) -> ClientMsg {
+        let p = &self.pending[&seq];
+        ClientMsg::Event(EventMsg {
+            seq,
+            name: p.name.clone(),
+            args: raw(&p.args),
+        })
+    }
+
+    /// The rows the UI shows for `key` (confirmed + predictions), if held and loaded.
+    pub fn view(&self, key: &QueryKey) -> Option<&Rows> {
+        self.views.get(key)
+    }
+
+    /// The typed rows of query `Q` with `args`, if held and loaded.
+    pub fn rows<Q: Query>(&self, args: &Q::Args) -> Option<Vec<Q::Row>> {
+        let key = QueryKey::new(Q::NAME, args).ok()?;
+        self.view(&key)?
+            .rows()
+            .iter()
+            .map(|r| r.decode::<Q::Row>())
+            .collect::<Result<_, _>>()
+            .ok()
+    }
+
+    /// The confirmed (server) rows of `key` and their version.
+    pub fn confirmed(&self, key: &QueryKey) -> Option<(Version, &Rows)> {
+        let (v, rows) = self.keys.get(key)?.confirmed.as_ref()?;
+        Some((*v, rows))
+    }
+
+    /// How many events wait for the server.
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The epoch of the cache, once a server has welcomed this client.
+    pub fn epoch(&self) -> Option<&Epoch> {
+        self.epoch.as_ref()
+    }
+
+    /// The highest version seen on the current connection.
+    pub fn seen(&self) -> Version {
+        self.seen
+    }
+
+    /// Handles one server message.
+    pub fn on_message(&mut self, msg: ServerMsg) -> Update {
+        match msg {
+            ServerMsg::Welcome(w) => self.on_welcome(w),
+            ServerMsg::Snapshot(s) => self.on_snapshot(s),
+            ServerMsg::Delta(d) => self.on_delta(d),
+            ServerMsg::Ack(a) => {
+                self.seen = self.seen.max(a.v);
+                // Acks come in seq order, after every delta up to `v`: the prediction can go
+                // now without the UI ever showing the old value.
+                if self.pending.remove(&a.seq).is_some() {
+                    self.recompute()
+                } else {
+                    Update::default()
+                }
+            }
+            ServerMsg::Reject(r) => {
+                self.seen = self.seen.max(r.v);
+                let mut u = if self.pending.remove(&r.seq).is_some() {
+                    self.recompute()
+                } else {
+                    Update::default()
+                };
+                u.rejected.push((r.seq, r.error));
+                u
+            }
+            ServerMsg::Gap(g) => Update {
+                send: self
+                    .pending
+                    .range(g.expected..)
+                    .map(|(&seq, _)| self.event_msg(seq))
+                    .collect(),
+                ..Update::default()
+            },
+            ServerMsg::Error(e) => Update {
+                errors: vec![e],
+                ..Update::default()
+            },
+            ServerMsg::Pong => Update::default(),
+        }
+    }
+
+    fn on_welcome(&mut self, w: Welcome) -> Update {
+        self.seen = w.version;
+        if self.epoch.as_ref() != Some(&w.epoch) {
+            // Another history: nothing cached may be mixed into it (invariant 2). Keep the
+            // subscriptions, drop their rows; renumber pending events after the server's
+            // last_seq for this client in that history.
+            if self.epoch.is_some() {
+                for h in self.keys.values_mut() {
+                    h.confirmed = None;
+                }
+                self.views.clear();
+            }
+            let old = std::mem::take(&mut self.pending);
+            let mut seq = w.last_seq;
+            for (_, p) in old {
+                seq += 1;
+                self.pending.insert(seq, p);
+            }
+            self.next_seq = seq + 1;
+            self.epoch = Some(w.epoch);
+        } else {
+            // Same history: events up to last_seq are applied; their effects are in the rows
+            // the subscriptions below bring.
+            self.pending = self.pending.split_off(&(w.last_seq + 1));
+            self.next_seq = self.next_seq.max(w.last_seq + 1);
+        }
+        let mut keys: Vec<&QueryKey> = self.keys.keys().collect();
+        keys.sort();
+        let mut send: Vec<ClientMsg> = keys.into_iter().map(|k| self.sub_msg(k)).collect();
+        send.extend(self.pending.keys().map(|&seq| self.event_msg(seq)));
+        let mut u = self.recompute();
+        u.send = send;
+        u.live = true;
+        u
+    }
+
+    fn on_snapshot(&mut self, s: Snapshot) -> Update {
+        let Ok(key) = QueryKey::from_json(&s.q, s.a.get()) else {
+            return Update::default();
+        };
+        let Some(held) = self.keys.get_mut(&key) else {
+            return Update::default(); // unsubscribed meanwhile
+        };
+        self.seen = self.seen.max(s.v);
+        match Rows::new(s.rows) {
+            Ok(rows) if rows.digest() == s.digest => {
+                held.confirmed = Some((s.v, rows));
+                self.recompute()
+            }
+            _ => Update {
+                send: vec![ClientMsg::Resync(key_ref(&key))],
+                ..Update::default()
+            },
+        }
+    }
+
+    fn on_delta(&mut self, d: DeltaMsg) -> Update {
+        let Ok(key) = QueryKey::from_json(&d.q, d.a.get()) else {
+            return Update::default();
+        };
+        let Some(held) = self.keys.get_mut(&key) else {
+            return Update::default();
+        };
+        self.seen = self.seen.max(d.to);
+        let resync = Update {
+            send: vec![ClientMsg::Resync(key_ref(&key))],
+            ..Update::default()
+        };
+        let Some((v, rows)) = held.confirmed.as_mut() else {
+            return Update::default(); // the snapshot is on its way
+        };
+        if *v != d.from {
+            // A duplicate (already past it) is ignored; a gap means we missed something.
+            return if d.to <= *v {
+                Update::default()
+            } else {
+                resync
+            };
+        }
+        let mut next = rows.clone();
+        if delta::apply(&mut next, &d.delta()).is_err() || next.digest() != d.digest {
+            held.confirmed = None;
+            return resync;
+        }
+        *rows = next;
+        *v = d.to;
+        self.recompute()
+    }
+
+    /// Rebase: confirmed rows, then every pending prediction in seq order.
+    fn recompute(&mut self) -> Update {
+        let mut views: HashMap<QueryKey, Rows> = self
+            .keys
+            .iter()
+            .filter_map(|(k, h)| Some((k.clone(), h.confirmed.as_ref()?.1.clone())))
+            .collect();
+        {
+            let mut p = Prediction { views: &mut views };
+            for pending in self.pending.values() {
+                (pending.predict)(&mut p);
+            }
+        }
+        let mut changed: Vec<QueryKey> = views
+            .iter()
+            .filter(|(k, rows)| self.views.get(*k) != Some(rows))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let gone: HashSet<&QueryKey> = self
+            .views
+            .keys()
+            .filter(|k| !views.contains_key(*k))
+            .collect();
+        changed.extend(gone.into_iter().cloned());
+        changed.sort();
+        self.views = views;
+        Update {
+            changed,
+            ..Update::default()
+        }
+    }
+}
+
+fn key_ref(key: &QueryKey) -> KeyRef {
+    KeyRef {
+        q: key.name().to_owned(),
+        a: raw(key.args_json()),
+    }
+}
+
+fn raw(json: &str) -> Box<RawValue> {
+    RawValue::from_string(json.to_owned()).expect("canonical args are JSON")
+}

@@ -1,0 +1,85 @@
+//! The server (feature `server`): an engine over a store, and its axum routes.
+//!
+//! ```text
+//! Engine::builder(SqliteStore::open(url).await?)
+//!     .table(Table::new("todos", "id")?.partition("list_id")?)
+//!     .query::<Todos>()
+//!     .event::<AddTodo>()
+//!     .start().await?
+//! ```
+//! then `sssync_core::server::router(engine)` merged into the application's router.
+
+mod engine;
+mod hub;
+mod schema;
+mod sqlite;
+mod store;
+mod transport;
+
+pub use engine::{Engine, EngineBuilder, EngineError};
+pub use schema::{
+    BoxFuture, Conn, Dependency, EventCtx, EventError, Identity, QueryCtx, RunError, ServerEvent,
+    ServerQuery,
+};
+pub use sqlite::SqliteStore;
+pub use store::{Store, StoreError};
+pub use transport::{router, valid_client_id};
+
+/// A table the engine watches: its changes are recorded (by triggers) so that writes re-run
+/// only the queries that depend on them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Table {
+    name: String,
+    key: String,
+    partition: Option<String>,
+}
+
+/// A table or column name that is not a plain identifier.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a plain identifier (ASCII letters, digits, '_'; 1 to 63 characters)")]
+pub struct BadIdentifier(pub String);
+
+fn ident(s: &str) -> Result<String, BadIdentifier> {
+    let ok = !s.is_empty()
+        && s.len() < 64
+        && !s.as_bytes()[0].is_ascii_digit()
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(BadIdentifier(s.to_owned()))
+    }
+}
+
+impl Table {
+    /// Table `name` whose rows are keyed by column `key`.
+    pub fn new(name: &str, key: &str) -> Result<Table, BadIdentifier> {
+        Ok(Table {
+            name: ident(name)?,
+            key: ident(key)?,
+            partition: None,
+        })
+    }
+
+    /// Queries depend on the rows with one value of `column` (see
+    /// [`Dependency::partition`]).
+    pub fn partition(mut self, column: &str) -> Result<Table, BadIdentifier> {
+        self.partition = Some(ident(column)?);
+        Ok(self)
+    }
+
+    /// The table's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The key column.
+    pub fn key_column(&self) -> &str {
+        &self.key
+    }
+
+    /// The partition column, if any.
+    pub fn partition_column(&self) -> Option<&str> {
+        self.partition.as_deref()
+    }
+}

@@ -1,0 +1,213 @@
+//! The server side of queries and events, and their type-erased registry.
+
+use crate::protocol::Rejection;
+use crate::row::Row;
+use crate::schema::{Event, Query};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+
+/// A boxed future, as query and event implementations return them.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The connection type of database `Db`.
+pub type Conn<Db> = <Db as sqlx::Database>::Connection;
+
+/// Who is asking: the request's identity (empty for now: anyone).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Identity(pub Option<String>);
+
+/// What a query runs with besides its args.
+#[derive(Clone, Debug, Default)]
+pub struct QueryCtx {
+    /// The identity of the request (for authorization).
+    pub identity: Identity,
+}
+
+/// What an event handler runs with besides its args.
+#[derive(Clone, Debug)]
+pub struct EventCtx {
+    /// The client that sent the event.
+    pub client_id: String,
+    /// The event's seq.
+    pub seq: u64,
+}
+
+/// A table a query reads: the whole table, or only rows whose partition column equals a value.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Dependency {
+    /// The declared table's name.
+    pub table: String,
+    /// The partition value (text), or `None` for any row of the table.
+    pub partition: Option<String>,
+}
+
+impl Dependency {
+    /// Any change to `table`.
+    pub fn table(table: &str) -> Dependency {
+        Dependency {
+            table: table.to_owned(),
+            partition: None,
+        }
+    }
+
+    /// Changes to rows of `table` whose partition column is `value` (before or after the change).
+    pub fn partition(table: &str, value: impl ToString) -> Dependency {
+        Dependency {
+            table: table.to_owned(),
+            partition: Some(value.to_string()),
+        }
+    }
+}
+
+/// A query the server can run against database `Db`.
+pub trait ServerQuery<Db: sqlx::Database>: Query {
+    /// The tables (and partitions) the result depends on: a write re-runs the query only when
+    /// it changed one of them (invariant 10).
+    fn dependencies(args: &Self::Args) -> Vec<Dependency>;
+
+    /// Runs the query: the rows in the result's order.
+    fn run<'a>(
+        conn: &'a mut Conn<Db>,
+        ctx: &'a QueryCtx,
+        args: &'a Self::Args,
+    ) -> BoxFuture<'a, Result<Vec<Self::Row>, sqlx::Error>>;
+}
+
+/// Why an event handler did not apply its event.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventError {
+    /// The application refuses the event (validation, authorization, conflict): nothing of it
+    /// is applied, its seq is used, the client gets the rejection.
+    #[error("rejected: {0}")]
+    Rejected(Rejection),
+    /// The database failed: the whole batch rolls back and is not acknowledged; clients resend.
+    #[error("storage: {0}")]
+    Storage(#[from] sqlx::Error),
+}
+
+impl From<Rejection> for EventError {
+    fn from(r: Rejection) -> EventError {
+        EventError::Rejected(r)
+    }
+}
+
+/// An event the server can apply to database `Db`.
+pub trait ServerEvent<Db: sqlx::Database>: Event {
+    /// Applies the event inside the engine's transaction (which also records the client's
+    /// seq): all or nothing.
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut Conn<Db>,
+        ctx: &'a EventCtx,
+    ) -> BoxFuture<'a, Result<(), EventError>>;
+}
+
+/// Why a registered query could not produce rows.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The args do not decode as the query's args.
+    #[error("bad args for this query: {0}")]
+    BadArgs(String),
+    /// A row did not serialize.
+    #[error("a row did not serialize: {0}")]
+    Encode(String),
+    /// The database failed.
+    #[error("storage: {0}")]
+    Storage(#[from] sqlx::Error),
+}
+
+type RunFn<Db> = for<'a> fn(
+    &'a mut Conn<Db>,
+    &'a QueryCtx,
+    &'a str,
+) -> BoxFuture<'a, Result<Vec<Row>, RunError>>;
+type DepsFn = fn(&str) -> Result<Vec<Dependency>, RunError>;
+type ApplyFn<Db> =
+    for<'a> fn(&'a mut Conn<Db>, &'a EventCtx, &'a str) -> BoxFuture<'a, Result<(), EventError>>;
+
+pub(crate) struct QueryEntry<Db: sqlx::Database> {
+    pub(crate) run: RunFn<Db>,
+    pub(crate) deps: DepsFn,
+}
+
+pub(crate) struct EventEntry<Db: sqlx::Database> {
+    pub(crate) apply: ApplyFn<Db>,
+}
+
+/// The registered queries and events, by name.
+pub(crate) struct Registry<Db: sqlx::Database> {
+    pub(crate) queries: HashMap<&'static str, QueryEntry<Db>>,
+    pub(crate) events: HashMap<&'static str, EventEntry<Db>>,
+}
+
+impl<Db: sqlx::Database> Default for Registry<Db> {
+    fn default() -> Self {
+        Registry {
+            queries: HashMap::new(),
+            events: HashMap::new(),
+        }
+    }
+}
+
+impl<Db: sqlx::Database> Registry<Db> {
+    pub(crate) fn add_query<Q: ServerQuery<Db>>(&mut self) {
+        self.queries.insert(
+            Q::NAME,
+            QueryEntry {
+                run: run_erased::<Db, Q>,
+                deps: deps_erased::<Db, Q>,
+            },
+        );
+    }
+
+    pub(crate) fn add_event<E: ServerEvent<Db>>(&mut self) {
+        self.events.insert(
+            E::NAME,
+            EventEntry {
+                apply: apply_erased::<Db, E>,
+            },
+        );
+    }
+}
+
+fn run_erased<'a, Db: sqlx::Database, Q: ServerQuery<Db>>(
+    conn: &'a mut Conn<Db>,
+    ctx: &'a QueryCtx,
+    args: &'a str,
+) -> BoxFuture<'a, Result<Vec<Row>, RunError>> {
+    Box::pin(async move {
+        let args: Q::Args =
+            serde_json::from_str(args).map_err(|e| RunError::BadArgs(e.to_string()))?;
+        let rows = Q::run(conn, ctx, &args).await?;
+        rows.iter()
+            .map(|r| Row::from_serialize(Q::row_key(r), r))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| RunError::Encode(e.to_string()))
+    })
+}
+
+fn deps_erased<Db: sqlx::Database, Q: ServerQuery<Db>>(
+    args: &str,
+) -> Result<Vec<Dependency>, RunError> {
+    let args: Q::Args = serde_json::from_str(args).map_err(|e| RunError::BadArgs(e.to_string()))?;
+    Ok(Q::dependencies(&args))
+}
+
+fn apply_erased<'a, Db: sqlx::Database, E: ServerEvent<Db>>(
+    conn: &'a mut Conn<Db>,
+    ctx: &'a EventCtx,
+    args: &'a str,
+) -> BoxFuture<'a, Result<(), EventError>> {
+    Box::pin(async move {
+        let event: E = serde_json::from_str(args).map_err(|e| {
+            EventError::Rejected(Rejection::new(
+                "bad_args",
+                format!("the args of event {:?} do not fit it: {e}", E::NAME),
+            ))
+        })?;
+        event.apply(conn, ctx).await
+    })
+}

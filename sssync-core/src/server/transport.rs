@@ -1,0 +1,381 @@
+//! The HTTP side: one WebSocket per client for everything live, and a GET snapshot endpoint.
+//!
+//! - `GET {base}/ws`: the WebSocket. The client's first message is `hello`; then any of `sub`,
+//!   `unsub`, `resync`, `event`, `ping`, in any order, multiplexed (invariant 11). The server
+//!   pings every 20 s and closes a connection it has not heard from for 60 s.
+//! - `GET {base}/snapshot/{query}?a={args JSON}`: one result, as a `snapshot` message; the ETag
+//!   is the result's digest, so an unchanged result costs a `304`.
+
+use super::Engine;
+use super::engine::{EngineError, EventCmd, Reply};
+use super::hub::{Outbox, slow_consumer};
+use super::schema::QueryCtx;
+use super::store::Store;
+use crate::protocol::{
+    ClientMsg, ErrorCode, Hello, PROTOCOL, ProtocolError, ServerMsg, Snapshot, Welcome,
+};
+use crate::query::QueryKey;
+use axum::Router;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures_util::{SinkExt, StreamExt};
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+use tokio::time::timeout;
+
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+const PING_EVERY: Duration = Duration::from_secs(20);
+const SILENCE_LIMIT: Duration = Duration::from_secs(60);
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether `id` can be a client id: 1 to 64 ASCII letters, digits, `-`, `_`.
+pub fn valid_client_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The engine's routes, to merge into an application's router (they carry their own state).
+pub fn router<S: Store>(engine: Engine<S>) -> Router {
+    Router::new()
+        .route("/sssync/ws", get(ws_handler::<S>))
+        .route("/sssync/snapshot/{query}", get(snapshot_handler::<S>))
+        .with_state(engine)
+}
+
+async fn ws_handler<S: Store>(State(engine): State<Engine<S>>, ws: WebSocketUpgrade) -> Response {
+    // Frames up to 4x the limit are read and answered with a typed `too_large` error (the
+    // connection goes on); larger ones end the connection.
+    let hard = engine.limits().max_message_bytes * 4;
+    ws.max_message_size(hard)
+        .max_frame_size(hard)
+        .on_upgrade(move |socket| connection(engine, socket))
+}
+
+/// One client's connection, from `hello` to close.
+async fn connection<S: Store>(engine: Engine<S>, socket: WebSocket) {
+    let (mut sink, mut stream) = socket.split();
+    let send_now = |msg: ServerMsg| Message::Text(msg.to_json().into());
+
+    // 1. hello
+    let hello: Hello = loop {
+        let Ok(Some(Ok(frame))) = timeout(HELLO_TIMEOUT, stream.next()).await else {
+            return;
+        };
+        let text = match frame {
+            Message::Text(t) => t,
+            Message::Close(_) => return,
+            _ => continue,
+        };
+        let problem = match ClientMsg::parse(&text) {
+            Ok(ClientMsg::Hello(h)) if h.protocol != PROTOCOL => {
+                let _ = sink
+                    .send(send_now(ServerMsg::error(
+                        ErrorCode::ProtocolMismatch,
+                        format!("this server speaks protocol {PROTOCOL}, not {}", h.protocol),
+                    )))
+                    .await;
+                return;
+            }
+            Ok(ClientMsg::Hello(h)) if valid_client_id(&h.client_id) => break h,
+            Ok(ClientMsg::Hello(_)) => ServerMsg::error(
+                ErrorCode::Malformed,
+                "client_id must be 1 to 64 ASCII letters, digits, '-' or '_'",
+            ),
+            Ok(_) => ServerMsg::error(ErrorCode::HelloFirst, "send hello first"),
+            Err(e) => ServerMsg::error(ErrorCode::Malformed, e.to_string()),
+        };
+        if sink.send(send_now(problem)).await.is_err() {
+            return;
+        }
+    };
+    let last_seq = match engine.store().last_seq(&hello.client_id).await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = sink
+                .send(send_now(ServerMsg::error(
+                    ErrorCode::Internal,
+                    e.to_string(),
+                )))
+                .await;
+            return;
+        }
+    };
+    let same_history = hello.epoch.as_ref() == Some(engine.epoch());
+    let (outbox, mut queue) =
+        Outbox::new(engine.next_conn_id(), engine.limits().max_queued_messages);
+    let welcome = ServerMsg::Welcome(Welcome {
+        protocol: PROTOCOL,
+        epoch: engine.epoch().clone(),
+        version: engine.current_version(),
+        last_seq,
+        limits: engine.limits().clone(),
+    });
+    if sink.send(send_now(welcome)).await.is_err() {
+        return;
+    }
+
+    // 2. the session
+    let mut conn = Session {
+        engine: &engine,
+        outbox: &outbox,
+        client_id: hello.client_id.into(),
+        same_history,
+        subs: HashSet::new(),
+    };
+    let mut stop = engine.inner.stop.subscribe();
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
+    loop {
+        tokio::select! {
+            frame = stream.next() => {
+                let Some(Ok(frame)) = frame else { break };
+                last_heard = Instant::now();
+                match frame {
+                    Message::Text(text) => {
+                        if !conn.handle(&text).await {
+                            break;
+                        }
+                    }
+                    Message::Binary(_) => {
+                        outbox.send_msg(&ServerMsg::error(ErrorCode::Malformed, "binary frames are not part of the protocol"));
+                    }
+                    Message::Close(_) => break,
+                    Message::Ping(_) | Message::Pong(_) => {}
+                }
+            }
+            Some(out) = queue.recv() => {
+                match timeout(SEND_TIMEOUT, sink.send(Message::Text(out))).await {
+                    Ok(Ok(())) => {}
+                    _ => break,
+                }
+            }
+            _ = outbox.wake.notified() => {
+                if outbox.is_slow() {
+                    let _ = timeout(SEND_TIMEOUT, sink.send(send_now(slow_consumer()))).await;
+                    break;
+                }
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > SILENCE_LIMIT {
+                    break;
+                }
+                if timeout(SEND_TIMEOUT, sink.send(Message::Ping(Default::default()))).await.is_err() {
+                    break;
+                }
+            }
+            _ = stop.changed() => break,
+        }
+    }
+    for key in &conn.subs {
+        engine.inner.hub.unsubscribe(key, outbox.id);
+    }
+    let _ = sink.close().await;
+}
+
+struct Session<'a, S: Store> {
+    engine: &'a Engine<S>,
+    outbox: &'a Outbox,
+    client_id: std::sync::Arc<str>,
+    same_history: bool,
+    subs: HashSet<QueryKey>,
+}
+
+impl<S: Store> Session<'_, S> {
+    fn error(&self, code: ErrorCode, message: impl Into<String>) {
+        self.outbox.send_msg(&ServerMsg::error(code, message));
+    }
+
+    /// Handles one text message; false ends the connection.
+    async fn handle(&mut self, text: &str) -> bool {
+        let limits = self.engine.limits();
+        if text.len() > limits.max_message_bytes {
+            self.error(
+                ErrorCode::TooLarge,
+                format!(
+                    "a message of {} bytes is over the limit of {}",
+                    text.len(),
+                    limits.max_message_bytes
+                ),
+            );
+            return true;
+        }
+        let msg = match ClientMsg::parse(text) {
+            Ok(m) => m,
+            Err(e) => {
+                self.error(ErrorCode::Malformed, e.to_string());
+                return true;
+            }
+        };
+        match msg {
+            ClientMsg::Hello(_) => self.error(ErrorCode::HelloFirst, "hello was already received"),
+            ClientMsg::Ping => {
+                self.outbox.send_msg(&ServerMsg::Pong);
+            }
+            ClientMsg::Sub(sub) => {
+                let key = match self.engine.key(&sub.q, sub.a.get()) {
+                    Ok(k) => k,
+                    Err(e) => {
+                        self.key_error(e);
+                        return true;
+                    }
+                };
+                if !self.subs.contains(&key) && self.subs.len() >= limits.max_subscriptions {
+                    self.error(
+                        ErrorCode::TooManySubscriptions,
+                        format!(
+                            "at most {} subscriptions per connection",
+                            limits.max_subscriptions
+                        ),
+                    );
+                    return true;
+                }
+                self.subs.insert(key.clone());
+                // A version from another history means nothing here.
+                let v = sub.v.filter(|_| self.same_history);
+                if self.engine.subscribe(key, self.outbox, v).await.is_err() {
+                    return false;
+                }
+            }
+            ClientMsg::Unsub(k) => {
+                if let Ok(key) = QueryKey::from_json(&k.q, k.a.get())
+                    && self.subs.remove(&key)
+                {
+                    self.engine.inner.hub.unsubscribe(&key, self.outbox.id);
+                }
+            }
+            ClientMsg::Resync(k) => {
+                let key = match self.engine.key(&k.q, k.a.get()) {
+                    Ok(k) => k,
+                    Err(e) => {
+                        self.key_error(e);
+                        return true;
+                    }
+                };
+                if self.subs.contains(&key)
+                    && !self.engine.inner.hub.resync(&key, self.outbox)
+                    && self.engine.subscribe(key, self.outbox, None).await.is_err()
+                {
+                    return false;
+                }
+            }
+            ClientMsg::Event(e) => {
+                if e.args.get().len() > limits.max_args_bytes {
+                    self.error(
+                        ErrorCode::TooLarge,
+                        format!(
+                            "event {} has {} bytes of args, over the limit of {}",
+                            e.seq,
+                            e.args.get().len(),
+                            limits.max_args_bytes
+                        ),
+                    );
+                    return true;
+                }
+                let cmd = EventCmd {
+                    client_id: self.client_id.clone(),
+                    seq: e.seq,
+                    name: e.name,
+                    args: e.args,
+                    reply: Reply::Outbox(self.outbox.clone()),
+                };
+                if self.engine.submit(cmd).await.is_err() {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn key_error(&self, e: EngineError) {
+        match e {
+            EngineError::UnknownQuery(q) => self.error(
+                ErrorCode::UnknownQuery,
+                format!("no query named {q:?} is registered"),
+            ),
+            other => self.error(ErrorCode::BadArgs, other.to_string()),
+        }
+    }
+}
+
+async fn snapshot_handler<S: Store>(
+    State(engine): State<Engine<S>>,
+    Path(query): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let args = params.get("a").map_or("{}", String::as_str);
+    let fail = |status: StatusCode, code: ErrorCode, message: String| {
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::to_string(&ProtocolError { code, message }).expect("serializes"),
+        )
+            .into_response()
+    };
+    if args.len() > engine.limits().max_args_bytes * 4 {
+        return fail(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::TooLarge,
+            "the args are over the limit".into(),
+        );
+    }
+    match engine
+        .snapshot_json(&query, args, &QueryCtx::default())
+        .await
+    {
+        Ok((key, v, rows)) => {
+            let etag = format!("W/\"{}\"", rows.digest());
+            let fresh = headers
+                .get(header::IF_NONE_MATCH)
+                .and_then(|h| h.to_str().ok())
+                .is_some_and(|h| h.split(',').any(|t| t.trim() == etag));
+            let etag_header = HeaderValue::from_str(&etag).expect("ASCII");
+            if fresh {
+                return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag_header)]).into_response();
+            }
+            let body = ServerMsg::Snapshot(Snapshot {
+                q: key.name().to_owned(),
+                a: serde_json::value::RawValue::from_string(key.args_json().to_owned())
+                    .expect("canonical JSON"),
+                v,
+                reset: false,
+                digest: rows.digest(),
+                rows: rows.into_rows(),
+            })
+            .to_json();
+            (
+                [
+                    (
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    ),
+                    (header::ETAG, etag_header),
+                    (
+                        header::HeaderName::from_static("x-sssync-epoch"),
+                        HeaderValue::from_str(&engine.epoch().0).expect("hex"),
+                    ),
+                ],
+                body,
+            )
+                .into_response()
+        }
+        Err(EngineError::UnknownQuery(q)) => fail(
+            StatusCode::NOT_FOUND,
+            ErrorCode::UnknownQuery,
+            format!("no query named {q:?} is registered"),
+        ),
+        Err(EngineError::BadArgs(m)) => fail(StatusCode::BAD_REQUEST, ErrorCode::BadArgs, m),
+        Err(e) => fail(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            e.to_string(),
+        ),
+    }
+}
