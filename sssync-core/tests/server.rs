@@ -7,9 +7,11 @@ mod common;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
-use sssync_core::client::native::NativeClient;
+use sssync_core::client::native::{Chaos, NativeClient, Options};
+use sssync_core::client::{EventTypes, MemoryStore};
 use sssync_core::protocol::ServerMsg;
 use sssync_core::{ErrorCode, Version};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
@@ -537,8 +539,23 @@ async fn invariant_5_random_clients_with_disconnects_and_duplicates_converge_exa
     };
     let dir = TempDir::create();
     let server = Server::start(&dir.db(), 0).await;
+    // Half the clients deliver some events twice and some out of order.
     let clients: Vec<NativeClient> = (0..4)
-        .map(|i| NativeClient::connect(server.ws_url(), format!("prop-{i}")))
+        .map(|i| {
+            let chaos = if i % 2 == 0 {
+                Chaos {
+                    duplicate_every: 3,
+                    reorder_every: 5,
+                }
+            } else {
+                Chaos::default()
+            };
+            let options = Options {
+                chaos,
+                ..Options::default()
+            };
+            NativeClient::connect_with(server.ws_url(), format!("prop-{i}"), options)
+        })
         .collect();
     let lists = ["p0", "p1"];
     for c in &clients {
@@ -609,5 +626,191 @@ async fn invariant_5_random_clients_with_disconnects_and_duplicates_converge_exa
         server.applied_twice().await.is_empty(),
         "an event was applied twice"
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn invariant_7_pending_events_and_cached_rows_survive_a_client_restart() {
+    let dir = TempDir::create();
+    let server = Server::start(&dir.db(), 0).await;
+    let store = MemoryStore::default();
+    let options = || Options {
+        store: Some(Arc::new(store.clone())),
+        event_types: EventTypes::new().with::<AddTodo>().with::<ToggleTodo>(),
+        ..Options::default()
+    };
+    let c = NativeClient::connect_with(server.ws_url(), "reloader", options());
+    c.subscribe::<Todos>(&list("k"));
+    c.send(AddTodo {
+        id: "a".into(),
+        list_id: "k".into(),
+        title: "confirmed before".into(),
+    });
+    c.wait_for(WAIT, |s| {
+        s.pending_count() == 0 && s.rows::<Todos>(&list("k")).is_some_and(|r| r.len() == 1)
+    })
+    .await
+    .unwrap();
+    // Offline: two writes stay pending; then the client goes away (a closed tab).
+    c.set_online(false);
+    c.wait_for(WAIT, |_| !c.is_live()).await.unwrap();
+    c.send(AddTodo {
+        id: "b".into(),
+        list_id: "k".into(),
+        title: "written offline".into(),
+    });
+    c.send(ToggleTodo {
+        id: "a".into(),
+        list_id: "k".into(),
+        completed: true,
+    });
+    drop(c);
+
+    // A new client on the same store shows the cached rows with the pending predictions at
+    // once, before any server message, then sends the pending events exactly once.
+    let c = NativeClient::connect_with(server.ws_url(), "reloader", options());
+    let shown = c.rows::<Todos>(&list("k")).expect("cached rows at once");
+    assert_eq!(titles(&shown), ["confirmed before", "written offline"]);
+    assert!(shown[0].completed, "the pending toggle is predicted again");
+    assert_eq!(c.with_state(|s| s.pending_count()), 2);
+    c.wait_for(WAIT, |s| s.pending_count() == 0).await.unwrap();
+    let db = server.todos("k").await;
+    assert_eq!(titles(&db), ["confirmed before", "written offline"]);
+    assert!(db[0].completed);
+    c.wait_for(WAIT, |s| s.rows::<Todos>(&list("k")).as_ref() == Some(&db))
+        .await
+        .unwrap();
+    assert_eq!(server.applied_count().await, 3);
+    assert!(server.applied_twice().await.is_empty());
+    server.stop().await;
+}
+
+/// A streaming HTTP/1.0 GET (no chunking: the body runs until close): the SSE `data:` lines.
+struct SseStream {
+    reader: tokio::io::BufReader<tokio::net::TcpStream>,
+}
+
+impl SseStream {
+    async fn open(addr: std::net::SocketAddr, path_and_query: &str) -> SseStream {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut reader = tokio::io::BufReader::new(s);
+        let mut status = String::new();
+        use tokio::io::AsyncBufReadExt;
+        reader.read_line(&mut status).await.unwrap();
+        assert!(status.contains(" 200 "), "{status}");
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).await.unwrap();
+            if line == "\r\n" {
+                break;
+            }
+        }
+        SseStream { reader }
+    }
+
+    async fn next(&mut self) -> ServerMsg {
+        use tokio::io::AsyncBufReadExt;
+        loop {
+            let mut line = String::new();
+            let n = tokio::time::timeout(WAIT, self.reader.read_line(&mut line))
+                .await
+                .expect("an event within the wait")
+                .unwrap();
+            assert!(n > 0, "the stream ended");
+            if let Some(data) = line.strip_prefix("data: ") {
+                return ServerMsg::parse(data.trim_end()).unwrap();
+            }
+        }
+    }
+}
+
+async fn http_post(addr: std::net::SocketAddr, path: &str, body: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (head[9..12].parse().unwrap(), body.to_owned())
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn invariant_11_without_websocket_events_go_by_post_and_updates_by_sse() {
+    let dir = TempDir::create();
+    let server = Server::start(&dir.db(), 0).await;
+    let post = |events: serde_json::Value| {
+        let body = json!({"client_id": "http-client", "events": events}).to_string();
+        async move { http_post(server.addr, "/sssync/events", &body).await }
+    };
+    let (status, body) =
+        post(json!([{"seq": 1, "name": "add_todo", "args": add("h", "t1", "first")}])).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""t":"ack""#), "{body}");
+
+    let hello = json!({"protocol": 1, "client_id": "http-client"}).to_string();
+    let subs = json!([{"q": "todos", "a": {"list_id": "h"}}]).to_string();
+    let mut sse = SseStream::open(
+        server.addr,
+        &format!(
+            "/sssync/sse?hello={}&subs={}",
+            encode(&hello),
+            encode(&subs)
+        ),
+    )
+    .await;
+    let ServerMsg::Welcome(w) = sse.next().await else {
+        panic!("welcome first")
+    };
+    assert_eq!(w.last_seq, 1);
+    let ServerMsg::Snapshot(snap) = sse.next().await else {
+        panic!("then the snapshot")
+    };
+    assert_eq!(snap.rows.len(), 1);
+
+    // Two events in one request: one batch; the delta arrives on the stream.
+    let (_, body) = post(json!([
+        {"seq": 2, "name": "add_todo", "args": add("h", "t2", "second")},
+        {"seq": 2, "name": "add_todo", "args": add("h", "t2", "second")}
+    ]))
+    .await;
+    let outcomes: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(outcomes[0]["t"], "ack");
+    assert_eq!(outcomes[1]["dup"], true, "{body}");
+    let ServerMsg::Delta(d) = sse.next().await else {
+        panic!("a delta")
+    };
+    assert_eq!((d.from, d.puts.len()), (snap.v, 1));
+    assert_eq!(&*d.puts[0].row.key, "t2");
+    assert_eq!(server.applied_count().await, 2);
+
+    let (status, body) = http_post(server.addr, "/sssync/events", "{nope").await;
+    assert_eq!(status, 400);
+    assert!(body.contains("malformed"), "{body}");
     server.stop().await;
 }

@@ -6,9 +6,11 @@
 //! send what it returns. It compiles for native and wasm32; the transports drive it
 //! (`native` with the `native-client` feature; the browser one lives in `sssync-leptos`).
 
+mod persist;
 mod prediction;
 mod state;
 
+pub use persist::{ClientStore, EventTypes, MemoryStore, Persist, Persisted};
 pub use prediction::Prediction;
 pub use state::{ClientState, Update};
 

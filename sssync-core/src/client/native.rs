@@ -1,7 +1,7 @@
 //! A native client transport (feature `native-client`): drives a [`ClientState`] over a
 //! WebSocket with tokio, reconnecting with backoff and resuming.
 
-use super::{ClientState, Update};
+use super::{ClientState, ClientStore, EventTypes, Update};
 use crate::protocol::{ClientMsg, ProtocolError, Rejection, ServerMsg};
 use crate::query::QueryKey;
 use crate::schema::{Event, Query};
@@ -17,8 +17,37 @@ const OUTGOING: usize = 1024;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
+/// Test modes: deliver some events twice, or out of order (the server must cope: duplicates are
+/// acknowledged and not applied again, gaps are resent in order).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Chaos {
+    /// Every n-th event message is sent twice (0: never).
+    pub duplicate_every: u32,
+    /// Every n-th event message is held back and sent after the next one (0: never).
+    pub reorder_every: u32,
+}
+
+/// A callback that sees every server message.
+pub type Observer = Arc<dyn Fn(&ServerMsg) + Send + Sync>;
+
+/// How a [`NativeClient`] starts.
+#[derive(Clone, Default)]
+pub struct Options {
+    /// Where the client keeps its rows and pending events (none: nothing survives the client).
+    pub store: Option<Arc<dyn ClientStore>>,
+    /// The event types, to predict restored pending events again.
+    pub event_types: EventTypes,
+    /// Called with every message from the server (logging, the tour example).
+    pub observer: Option<Observer>,
+    /// Test modes.
+    pub chaos: Chaos,
+}
+
 struct Shared {
     state: Mutex<ClientState>,
+    store: Option<Arc<dyn ClientStore>>,
+    observer: Option<Observer>,
+    chaos: Chaos,
     /// Whether the current connection has been welcomed (messages can flow).
     live: AtomicBool,
     online: AtomicBool,
@@ -46,9 +75,25 @@ pub struct TimedOut(pub Duration);
 impl NativeClient {
     /// Connects to the WebSocket at `url` (`ws://host:port/sssync/ws`) as `client_id`.
     pub fn connect(url: impl Into<String>, client_id: impl Into<String>) -> NativeClient {
+        NativeClient::connect_with(url, client_id, Options::default())
+    }
+
+    /// Connects with options: a store to restore from and keep to, test modes, an observer.
+    pub fn connect_with(
+        url: impl Into<String>,
+        client_id: impl Into<String>,
+        options: Options,
+    ) -> NativeClient {
         let (changes, _) = watch::channel(0);
+        let state = match &options.store {
+            Some(store) => ClientState::restore(client_id, store.load(), &options.event_types),
+            None => ClientState::new(client_id),
+        };
         let shared = Arc::new(Shared {
-            state: Mutex::new(ClientState::new(client_id)),
+            state: Mutex::new(state),
+            store: options.store,
+            observer: options.observer,
+            chaos: options.chaos,
             live: AtomicBool::new(false),
             online: AtomicBool::new(true),
             url: Mutex::new(url.into()),
@@ -69,6 +114,14 @@ impl NativeClient {
 
     fn state(&self) -> std::sync::MutexGuard<'_, ClientState> {
         self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the state and hands what changed to the store.
+    fn mutate<T>(&self, f: impl FnOnce(&mut ClientState) -> T) -> (T, bool) {
+        let mut st = self.state();
+        let out = f(&mut st);
+        self.shared.keep(&mut st);
+        (out, self.shared.live.load(Ordering::SeqCst))
     }
 
     /// Sends `msg` if the connection is live; otherwise the next welcome resends what matters.
@@ -95,11 +148,7 @@ impl NativeClient {
 
     /// Sends event `e` (predicted at once, sent when connected, exactly once). Returns its seq.
     pub fn send<E: Event>(&self, e: E) -> u64 {
-        let (msg, live) = {
-            let mut st = self.state();
-            let (msg, _) = st.push(e);
-            (msg, self.shared.live.load(Ordering::SeqCst))
-        };
+        let (msg, live) = self.mutate(|st| st.push(e).0);
         let seq = match &msg {
             ClientMsg::Event(m) => m.seq,
             _ => 0,
@@ -194,6 +243,19 @@ impl Drop for NativeClient {
     }
 }
 
+impl Shared {
+    /// Hands the state's pending changes to the store (called with the state locked, so the
+    /// store sees them in order).
+    fn keep(&self, st: &mut ClientState) {
+        let ops = st.drain_persist();
+        if let Some(store) = &self.store
+            && !ops.is_empty()
+        {
+            store.save(ops);
+        }
+    }
+}
+
 /// Connect, hello, pump messages; on any failure wait (exponential backoff) and do it again.
 async fn run(shared: Arc<Shared>, mut out: mpsc::Receiver<ClientMsg>) {
     let mut backoff = BACKOFF_MIN;
@@ -245,6 +307,7 @@ async fn session(shared: &Shared, ws: Ws, out: &mut mpsc::Receiver<ClientMsg>) -
     }
     let mut welcomed = false;
     let mut ping = tokio::time::interval(Duration::from_secs(15));
+    let mut chaos = ChaosState::default();
     loop {
         tokio::select! {
             frame = stream.next() => {
@@ -255,9 +318,13 @@ async fn session(shared: &Shared, ws: Ws, out: &mut mpsc::Receiver<ClientMsg>) -
                 };
                 shared.bytes_in.fetch_add(text.len() as u64, Ordering::Relaxed);
                 let Ok(msg) = ServerMsg::parse(&text) else { continue };
+                if let Some(observe) = &shared.observer {
+                    observe(&msg);
+                }
                 let update: Update = {
                     let mut st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
                     let u = st.on_message(msg);
+                    shared.keep(&mut st);
                     if u.live {
                         shared.live.store(true, Ordering::SeqCst);
                     }
@@ -271,18 +338,27 @@ async fn session(shared: &Shared, ws: Ws, out: &mut mpsc::Receiver<ClientMsg>) -
                     shared.errors.lock().unwrap_or_else(|e| e.into_inner()).extend(update.errors);
                 }
                 for m in update.send {
-                    if sink.send(Message::text(m.to_json())).await.is_err() {
-                        return welcomed;
+                    for text in chaos.outgoing(shared.chaos, m) {
+                        if sink.send(Message::text(text)).await.is_err() {
+                            return welcomed;
+                        }
                     }
                 }
                 shared.changes.send_modify(|n| *n += 1);
             }
             Some(m) = out.recv() => {
-                if sink.send(Message::text(m.to_json())).await.is_err() {
-                    return welcomed;
+                for text in chaos.outgoing(shared.chaos, m) {
+                    if sink.send(Message::text(text)).await.is_err() {
+                        return welcomed;
+                    }
                 }
             }
             _ = ping.tick() => {
+                if let Some(held) = chaos.held.take()
+                    && sink.send(Message::text(held)).await.is_err()
+                {
+                    return welcomed;
+                }
                 if sink.send(Message::text(ClientMsg::Ping.to_json())).await.is_err() {
                     return welcomed;
                 }
@@ -294,5 +370,35 @@ async fn session(shared: &Shared, ws: Ws, out: &mut mpsc::Receiver<ClientMsg>) -
                 }
             }
         }
+    }
+}
+
+/// The counters of the test modes for one connection.
+#[derive(Default)]
+struct ChaosState {
+    events: u32,
+    held: Option<String>,
+}
+
+impl ChaosState {
+    /// The frames to send for `msg` under `chaos`.
+    fn outgoing(&mut self, chaos: Chaos, msg: ClientMsg) -> Vec<String> {
+        let text = msg.to_json();
+        if !matches!(msg, ClientMsg::Event(_)) {
+            return vec![text];
+        }
+        self.events += 1;
+        let n = self.events;
+        let mut out = Vec::with_capacity(3);
+        if chaos.reorder_every > 0 && n.is_multiple_of(chaos.reorder_every) && self.held.is_none() {
+            self.held = Some(text);
+            return out;
+        }
+        out.push(text.clone());
+        if chaos.duplicate_every > 0 && n.is_multiple_of(chaos.duplicate_every) {
+            out.push(text);
+        }
+        out.extend(self.held.take());
+        out
     }
 }

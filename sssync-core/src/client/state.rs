@@ -1,6 +1,7 @@
 //! The client's protocol state machine (no I/O).
 
 use super::Prediction;
+use super::persist::{EventTypes, Persist, Persisted, PredictFn};
 use crate::delta;
 use crate::protocol::{
     ClientMsg, DeltaMsg, EventMsg, Hello, KeyRef, PROTOCOL, ProtocolError, Rejection, ServerMsg,
@@ -14,14 +15,13 @@ use serde_json::value::RawValue;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-type PredictFn = Arc<dyn Fn(&mut Prediction<'_>) + Send + Sync>;
-
 /// An event sent but not yet acknowledged.
 #[derive(Clone)]
 struct Pending {
     name: String,
     args: Arc<str>,
-    predict: PredictFn,
+    /// `None` for an event restored without its type registered: sent, not predicted.
+    predict: Option<PredictFn>,
 }
 
 /// The confirmed state of one subscribed key.
@@ -58,6 +58,8 @@ pub struct ClientState {
     /// The highest version any message of this connection has carried; deltas up to it have
     /// arrived for every subscription (the server sends them before acks).
     seen: Version,
+    /// Changes not yet handed to the store.
+    persist: Vec<Persist>,
 }
 
 impl ClientState {
@@ -71,6 +73,83 @@ impl ClientState {
             next_seq: 1,
             views: HashMap::new(),
             seen: Version(0),
+            persist: Vec::new(),
+        }
+    }
+
+    /// A client rebuilt from what its store kept: cached rows show at once (offline too), and
+    /// pending events are predicted again and resent on the next connection.
+    pub fn restore(
+        client_id: impl Into<String>,
+        kept: Persisted,
+        types: &EventTypes,
+    ) -> ClientState {
+        let mut st = ClientState::new(client_id);
+        st.epoch = kept.epoch;
+        for ((name, args), (v, rows)) in kept.keys {
+            let (Ok(key), Ok(rows)) = (QueryKey::from_json(&name, &args), Rows::new(rows)) else {
+                continue;
+            };
+            st.keys.insert(
+                key,
+                Held {
+                    confirmed: Some((v, rows)),
+                },
+            );
+        }
+        for (seq, (name, args)) in kept.events {
+            let predict = types.predictor(&name, &args);
+            st.pending.insert(
+                seq,
+                Pending {
+                    name,
+                    args: args.into(),
+                    predict,
+                },
+            );
+        }
+        st.next_seq = kept
+            .next_seq
+            .max(st.pending.keys().next_back().map_or(1, |s| s + 1));
+        st.recompute();
+        st
+    }
+
+    /// The changes to keep since the last call, in order.
+    pub fn drain_persist(&mut self) -> Vec<Persist> {
+        std::mem::take(&mut self.persist)
+    }
+
+    fn persist_meta(&mut self) {
+        self.persist.push(Persist::Meta {
+            epoch: self.epoch.clone(),
+            next_seq: self.next_seq,
+        });
+    }
+
+    fn persist_rows(&mut self, key: &QueryKey) {
+        let op = match self.keys.get(key).and_then(|h| h.confirmed.as_ref()) {
+            Some((v, rows)) => Persist::Rows {
+                name: key.name().to_owned(),
+                args: key.args_json().to_owned(),
+                version: *v,
+                rows: rows.rows().to_vec(),
+            },
+            None => Persist::DropRows {
+                name: key.name().to_owned(),
+                args: key.args_json().to_owned(),
+            },
+        };
+        self.persist.push(op);
+    }
+
+    fn persist_event(&mut self, seq: u64) {
+        if let Some(p) = self.pending.get(&seq) {
+            self.persist.push(Persist::Event {
+                seq,
+                name: p.name.clone(),
+                args: p.args.clone(),
+            });
         }
     }
 
@@ -98,6 +177,7 @@ impl ClientState {
     pub fn unsubscribe(&mut self, key: &QueryKey) -> Option<ClientMsg> {
         self.keys.remove(key)?;
         self.views.remove(key);
+        self.persist_rows(key);
         Some(ClientMsg::Unsub(key_ref(key)))
     }
 
@@ -126,9 +206,11 @@ impl ClientState {
             Pending {
                 name: E::NAME.to_owned(),
                 args,
-                predict,
+                predict: Some(predict),
             },
         );
+        self.persist_event(seq);
+        self.persist_meta();
         let msg = self.event_msg(seq);
         (msg, self.recompute())
     }
@@ -190,6 +272,7 @@ impl ClientState {
                 // Acks come in seq order, after every delta up to `v`: the prediction can go
                 // now without the UI ever showing the old value.
                 if self.pending.remove(&a.seq).is_some() {
+                    self.persist.push(Persist::DropEvent(a.seq));
                     self.recompute()
                 } else {
                     Update::default()
@@ -198,6 +281,7 @@ impl ClientState {
             ServerMsg::Reject(r) => {
                 self.seen = self.seen.max(r.v);
                 let mut u = if self.pending.remove(&r.seq).is_some() {
+                    self.persist.push(Persist::DropEvent(r.seq));
                     self.recompute()
                 } else {
                     Update::default()
@@ -241,12 +325,22 @@ impl ClientState {
             }
             self.next_seq = seq + 1;
             self.epoch = Some(w.epoch);
+            self.persist.push(Persist::ClearAll);
+            let seqs: Vec<u64> = self.pending.keys().copied().collect();
+            for seq in seqs {
+                self.persist_event(seq);
+            }
         } else {
             // Same history: events up to last_seq are applied; their effects are in the rows
             // the subscriptions below bring.
-            self.pending = self.pending.split_off(&(w.last_seq + 1));
+            let kept = self.pending.split_off(&(w.last_seq + 1));
+            for &seq in self.pending.keys() {
+                self.persist.push(Persist::DropEvent(seq));
+            }
+            self.pending = kept;
             self.next_seq = self.next_seq.max(w.last_seq + 1);
         }
+        self.persist_meta();
         let mut keys: Vec<&QueryKey> = self.keys.keys().collect();
         keys.sort();
         let mut send: Vec<ClientMsg> = keys.into_iter().map(|k| self.sub_msg(k)).collect();
@@ -268,6 +362,7 @@ impl ClientState {
         match Rows::new(s.rows) {
             Ok(rows) if rows.digest() == s.digest => {
                 held.confirmed = Some((s.v, rows));
+                self.persist_rows(&key);
                 self.recompute()
             }
             _ => Update {
@@ -303,10 +398,12 @@ impl ClientState {
         let mut next = rows.clone();
         if delta::apply(&mut next, &d.delta()).is_err() || next.digest() != d.digest {
             held.confirmed = None;
+            self.persist_rows(&key);
             return resync;
         }
         *rows = next;
         *v = d.to;
+        self.persist_rows(&key);
         self.recompute()
     }
 
@@ -319,8 +416,8 @@ impl ClientState {
             .collect();
         {
             let mut p = Prediction { views: &mut views };
-            for pending in self.pending.values() {
-                (pending.predict)(&mut p);
+            for predict in self.pending.values().filter_map(|p| p.predict.as_ref()) {
+                predict(&mut p);
             }
         }
         let mut changed: Vec<QueryKey> = views

@@ -368,3 +368,60 @@ pub(crate) fn slow_consumer() -> ServerMsg {
         "this connection fell too far behind; reconnect and resume",
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::row::Row;
+
+    fn rows(n: i64) -> Rows {
+        Rows::new(
+            (0..n)
+                .map(|i| Row::from_serialize(format!("k{i}"), &i).unwrap())
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn invariant_12_a_slow_subscriber_is_cut_off_not_buffered() {
+        let hub = Hub::default();
+        let key = QueryKey::from_json("q", "{}").unwrap();
+        hub.create(&key, vec![Dependency::table("t")], rows(0), Version(1));
+        let (fast, mut fast_rx) = Outbox::new(1, 2);
+        let (slow, _slow_rx) = Outbox::new(2, 2);
+        hub.subscribe(&key, &fast, None);
+        hub.subscribe(&key, &slow, None);
+        fast_rx.try_recv().unwrap(); // the snapshot
+        for v in 2..6 {
+            hub.update(&key, rows(v as i64), Version(v));
+            while fast_rx.try_recv().is_ok() {}
+        }
+        assert!(!fast.is_slow());
+        assert!(slow.is_slow(), "its queue of 2 overflowed");
+    }
+
+    #[test]
+    fn invariant_10_unaffected_groups_are_not_touched() {
+        let hub = Hub::default();
+        let a = QueryKey::from_json("q", r#"{"l":"a"}"#).unwrap();
+        let b = QueryKey::from_json("q", r#"{"l":"b"}"#).unwrap();
+        let all = QueryKey::from_json("all", "{}").unwrap();
+        hub.create(
+            &a,
+            vec![Dependency::partition("t", "a")],
+            rows(0),
+            Version(1),
+        );
+        hub.create(
+            &b,
+            vec![Dependency::partition("t", "b")],
+            rows(0),
+            Version(1),
+        );
+        hub.create(&all, vec![Dependency::table("t")], rows(0), Version(1));
+        let hit = hub.affected(&[("t".into(), Some("a".into()))]);
+        assert_eq!(hit, vec![all.clone(), a.clone()]);
+        assert!(hub.affected(&[("other".into(), None)]).is_empty());
+    }
+}

@@ -5,6 +5,10 @@
 //!   pings every 20 s and closes a connection it has not heard from for 60 s.
 //! - `GET {base}/snapshot/{query}?a={args JSON}`: one result, as a `snapshot` message; the ETag
 //!   is the result's digest, so an unchanged result costs a `304`.
+//! - The plain-HTTP path, for clients without WebSocket: `GET {base}/sse?hello=…&subs=…` streams
+//!   the same server messages as server-sent events for a fixed set of subscriptions (reopen it
+//!   to change them; it resumes from the versions given), and `POST {base}/events` applies
+//!   events and answers their outcomes. Both are stateless: any instance serves either.
 
 use super::Engine;
 use super::engine::{EngineError, EventCmd, Reply};
@@ -12,7 +16,8 @@ use super::hub::{Outbox, slow_consumer};
 use super::schema::QueryCtx;
 use super::store::Store;
 use crate::protocol::{
-    ClientMsg, ErrorCode, Hello, PROTOCOL, ProtocolError, ServerMsg, Snapshot, Welcome,
+    ClientMsg, ErrorCode, EventMsg, Hello, PROTOCOL, ProtocolError, ServerMsg, Snapshot, Sub,
+    Welcome,
 };
 use crate::query::QueryKey;
 use axum::Router;
@@ -45,6 +50,8 @@ pub fn router<S: Store>(engine: Engine<S>) -> Router {
     Router::new()
         .route("/sssync/ws", get(ws_handler::<S>))
         .route("/sssync/snapshot/{query}", get(snapshot_handler::<S>))
+        .route("/sssync/sse", get(sse_handler::<S>))
+        .route("/sssync/events", axum::routing::post(events_handler::<S>))
         .with_state(engine)
 }
 
@@ -378,4 +385,240 @@ async fn snapshot_handler<S: Store>(
             e.to_string(),
         ),
     }
+}
+
+/// The query of `GET /sssync/sse`: the client's `hello` and its subscriptions, as JSON.
+#[derive(serde::Deserialize)]
+struct SseParams {
+    hello: String,
+    #[serde(default)]
+    subs: Option<String>,
+}
+
+fn json_error(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_string(&ProtocolError {
+            code,
+            message: message.into(),
+        })
+        .expect("serializes"),
+    )
+        .into_response()
+}
+
+fn parse_hello(text: &str) -> Result<Hello, ProtocolError> {
+    let bad = |code, message: String| ProtocolError { code, message };
+    let hello: Hello =
+        serde_json::from_str(text).map_err(|e| bad(ErrorCode::Malformed, e.to_string()))?;
+    if hello.protocol != PROTOCOL {
+        return Err(bad(
+            ErrorCode::ProtocolMismatch,
+            format!(
+                "this server speaks protocol {PROTOCOL}, not {}",
+                hello.protocol
+            ),
+        ));
+    }
+    if !valid_client_id(&hello.client_id) {
+        return Err(bad(
+            ErrorCode::Malformed,
+            "client_id must be 1 to 64 ASCII letters, digits, '-' or '_'".into(),
+        ));
+    }
+    Ok(hello)
+}
+
+/// Server-sent events: `welcome`, then the subscriptions' snapshots or resume deltas, then live
+/// deltas, each as one `data:` line of JSON.
+async fn sse_handler<S: Store>(
+    State(engine): State<Engine<S>>,
+    Query(params): Query<SseParams>,
+) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let limits = engine.limits().clone();
+    if params.hello.len() + params.subs.as_ref().map_or(0, String::len) > limits.max_message_bytes {
+        return json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::TooLarge,
+            "the query is over the limit",
+        );
+    }
+    let hello = match parse_hello(&params.hello) {
+        Ok(h) => h,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e.code, e.message),
+    };
+    let subs: Vec<Sub> = match params.subs.as_deref().map(serde_json::from_str).transpose() {
+        Ok(s) => s.unwrap_or_default(),
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, ErrorCode::Malformed, e.to_string()),
+    };
+    if subs.len() > limits.max_subscriptions {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::TooManySubscriptions,
+            format!(
+                "at most {} subscriptions per connection",
+                limits.max_subscriptions
+            ),
+        );
+    }
+    let keys = match subs
+        .iter()
+        .map(|s| engine.key(&s.q, s.a.get()))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(k) => k,
+        Err(EngineError::UnknownQuery(q)) => {
+            return json_error(
+                StatusCode::NOT_FOUND,
+                ErrorCode::UnknownQuery,
+                format!("no query named {q:?} is registered"),
+            );
+        }
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, ErrorCode::BadArgs, e.to_string()),
+    };
+    let last_seq = match engine.store().last_seq(&hello.client_id).await {
+        Ok(s) => s,
+        Err(e) => {
+            return json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::Internal,
+                e.to_string(),
+            );
+        }
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(16);
+    let same_history = hello.epoch.as_ref() == Some(engine.epoch());
+    tokio::spawn(async move {
+        let (outbox, mut queue) = Outbox::new(engine.next_conn_id(), limits.max_queued_messages);
+        let welcome = ServerMsg::Welcome(Welcome {
+            protocol: PROTOCOL,
+            epoch: engine.epoch().clone(),
+            version: engine.current_version(),
+            last_seq,
+            limits: limits.clone(),
+        });
+        if tx
+            .send(Event::default().data(welcome.to_json()))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        for (key, sub) in keys.iter().zip(&subs) {
+            let v = sub.v.filter(|_| same_history);
+            if engine.subscribe(key.clone(), &outbox, v).await.is_err() {
+                return;
+            }
+        }
+        let mut stop = engine.inner.stop.subscribe();
+        loop {
+            tokio::select! {
+                Some(out) = queue.recv() => {
+                    if tx.send(Event::default().data(out.as_str())).await.is_err() {
+                        break;
+                    }
+                }
+                _ = outbox.wake.notified() => {
+                    if outbox.is_slow() {
+                        let _ = tx.send(Event::default().data(slow_consumer().to_json())).await;
+                        break;
+                    }
+                }
+                _ = tx.closed() => break,
+                _ = stop.changed() => break,
+            }
+        }
+        for key in &keys {
+            engine.inner.hub.unsubscribe(key, outbox.id);
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|e| (Ok::<_, std::convert::Infallible>(e), rx))
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(PING_EVERY))
+        .into_response()
+}
+
+/// The body of `POST /sssync/events`.
+#[derive(serde::Deserialize)]
+struct EventsBody {
+    client_id: String,
+    events: Vec<EventMsg>,
+}
+
+/// Events applied over plain HTTP: the answer is their outcomes (`ack`, `reject`, `gap`), in
+/// order, as a JSON array.
+async fn events_handler<S: Store>(
+    State(engine): State<Engine<S>>,
+    body: axum::body::Bytes,
+) -> Response {
+    let limits = engine.limits();
+    if body.len() > limits.max_message_bytes {
+        return json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::TooLarge,
+            format!(
+                "a body of {} bytes is over the limit of {}",
+                body.len(),
+                limits.max_message_bytes
+            ),
+        );
+    }
+    let parsed: EventsBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, ErrorCode::Malformed, e.to_string()),
+    };
+    if !valid_client_id(&parsed.client_id) {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::Malformed,
+            "client_id must be 1 to 64 ASCII letters, digits, '-' or '_'",
+        );
+    }
+    // Submit them all before waiting, so that they share one batch (one commit).
+    let mut waiting = Vec::with_capacity(parsed.events.len());
+    for e in parsed.events {
+        if e.args.get().len() > limits.max_args_bytes {
+            waiting.push(Err(ServerMsg::error(
+                ErrorCode::TooLarge,
+                format!("event {} has too many bytes of args", e.seq),
+            )));
+            continue;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let cmd = EventCmd {
+            client_id: parsed.client_id.as_str().into(),
+            seq: e.seq,
+            name: e.name,
+            args: e.args,
+            reply: Reply::Once(tx),
+        };
+        if engine.submit(cmd).await.is_err() {
+            return json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::Internal,
+                "the engine has stopped",
+            );
+        }
+        waiting.push(Ok(rx));
+    }
+    let mut out = Vec::with_capacity(waiting.len());
+    for w in waiting {
+        out.push(match w {
+            Ok(rx) => rx.await.unwrap_or_else(|_| {
+                ServerMsg::error(ErrorCode::Internal, "the engine has stopped")
+            }),
+            Err(msg) => msg,
+        });
+    }
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_string(&out).expect("serializes"),
+    )
+        .into_response()
 }
