@@ -814,3 +814,28 @@ async fn invariant_11_without_websocket_events_go_by_post_and_updates_by_sse() {
     assert!(body.contains("malformed"), "{body}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn invariant_8_a_query_that_fails_after_a_change_is_not_left_silently_stale() {
+    let dir = TempDir::create();
+    let server = Server::start(&dir.db(), 0).await;
+    let (mut watcher, _) = Raw::connect(&server, "watcher").await;
+    watcher
+        .send(json!({"t": "sub", "q": "fragile", "a": {"list_id": "f"}}))
+        .await;
+    assert!(matches!(watcher.recv().await, ServerMsg::Snapshot(_)));
+    let (mut writer, _) = Raw::connect(&server, "breaker").await;
+    let r = writer.event(1, "add_todo", add("f", "b", "boom")).await;
+    assert!(matches!(r, ServerMsg::Ack(_)), "{r:?}");
+    // The watcher is told and its connection closed: it must resubscribe, not keep old rows.
+    match watcher.recv().await {
+        ServerMsg::Error(e) => assert_eq!(e.code, ErrorCode::Internal),
+        other => panic!("expected an error, got {other:?}"),
+    }
+    let end = tokio::time::timeout(WAIT, watcher.ws.next()).await.unwrap();
+    assert!(
+        matches!(end, None | Some(Ok(Message::Close(_))) | Some(Err(_))),
+        "{end:?}"
+    );
+    server.stop().await;
+}

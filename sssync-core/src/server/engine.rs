@@ -604,7 +604,10 @@ async fn fan_out<S: Store>(inner: &Inner<S>, v: Version) {
                     Ok(rows) => {
                         inner.hub.update(&key, rows, v);
                     }
-                    Err(e) => tracing::error!(%key, error = %e, "re-run failed"),
+                    Err(e) => {
+                        tracing::error!(%key, error = %e, "re-run failed; dropping the query");
+                        inner.hub.fail(&key);
+                    }
                 }
             }
         }

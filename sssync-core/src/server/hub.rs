@@ -26,6 +26,9 @@ pub(crate) struct Outbox {
     pub(crate) id: u64,
     tx: mpsc::Sender<Utf8Bytes>,
     slow: Arc<AtomicBool>,
+    /// A query this connection follows could not be kept current: the connection closes so
+    /// that the client resubscribes instead of holding stale rows.
+    failed: Arc<AtomicBool>,
     pub(crate) wake: Arc<Notify>,
 }
 
@@ -37,6 +40,7 @@ impl Outbox {
                 id,
                 tx,
                 slow: Arc::new(AtomicBool::new(false)),
+                failed: Arc::new(AtomicBool::new(false)),
                 wake: Arc::new(Notify::new()),
             },
             rx,
@@ -62,6 +66,15 @@ impl Outbox {
 
     pub(crate) fn is_slow(&self) -> bool {
         self.slow.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    fn fail(&self) {
+        self.failed.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
     }
 }
 
@@ -279,6 +292,23 @@ impl Hub {
         sent
     }
 
+    /// A group's query failed after a change: drop the group and close its subscribers'
+    /// connections (they reconnect, resubscribe, and get a fresh result or an error) rather than
+    /// leave them with rows that are silently out of date.
+    pub(crate) fn fail(&self, key: &QueryKey) {
+        let mut st = self.lock();
+        if let Some(g) = st.groups.remove(key) {
+            for o in g.subs.values() {
+                o.fail();
+            }
+            for d in g.deps {
+                if let Some(set) = st.by_dep.get_mut(&d) {
+                    set.remove(key);
+                }
+            }
+        }
+    }
+
     /// Drops groups nobody has subscribed to for `idle`.
     pub(crate) fn evict_idle(&self, idle: Duration) {
         let mut st = self.lock();
@@ -359,6 +389,14 @@ fn resume_msg(key: &QueryKey, g: &Group, v: Version) -> Utf8Bytes {
     })
     .to_json()
     .into()
+}
+
+/// The error a connection gets before it is closed because a query it follows failed.
+pub(crate) fn query_failed() -> ServerMsg {
+    ServerMsg::error(
+        ErrorCode::Internal,
+        "a query this connection follows failed after a change; reconnect to resubscribe",
+    )
 }
 
 /// The error message a slow connection gets before it is closed.

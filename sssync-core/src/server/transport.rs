@@ -12,7 +12,7 @@
 
 use super::Engine;
 use super::engine::{EngineError, EventCmd, Reply};
-use super::hub::{Outbox, slow_consumer};
+use super::hub::{Outbox, query_failed, slow_consumer};
 use super::schema::QueryCtx;
 use super::store::Store;
 use crate::protocol::{
@@ -164,8 +164,9 @@ async fn connection<S: Store>(engine: Engine<S>, socket: WebSocket) {
                 }
             }
             _ = outbox.wake.notified() => {
-                if outbox.is_slow() {
-                    let _ = timeout(SEND_TIMEOUT, sink.send(send_now(slow_consumer()))).await;
+                if outbox.is_slow() || outbox.is_failed() {
+                    let why = if outbox.is_slow() { slow_consumer() } else { query_failed() };
+                    let _ = timeout(SEND_TIMEOUT, sink.send(send_now(why))).await;
                     break;
                 }
             }
@@ -521,8 +522,9 @@ async fn sse_handler<S: Store>(
                     }
                 }
                 _ = outbox.wake.notified() => {
-                    if outbox.is_slow() {
-                        let _ = tx.send(Event::default().data(slow_consumer().to_json())).await;
+                    if outbox.is_slow() || outbox.is_failed() {
+                        let why = if outbox.is_slow() { slow_consumer() } else { query_failed() };
+                        let _ = tx.send(Event::default().data(why.to_json())).await;
                         break;
                     }
                 }

@@ -70,6 +70,38 @@ impl ServerQuery<Db> for Todos {
     }
 }
 
+/// Like [`Todos`], but it fails while the list has a todo titled "boom".
+pub struct Fragile;
+
+impl Query for Fragile {
+    const NAME: &'static str = "fragile";
+    type Args = ListArgs;
+    type Row = Todo;
+    fn row_key(row: &Todo) -> String {
+        row.id.clone()
+    }
+}
+
+impl ServerQuery<Db> for Fragile {
+    fn dependencies(args: &ListArgs) -> Vec<Dependency> {
+        vec![Dependency::partition("todos", &args.list_id)]
+    }
+
+    fn run<'a>(
+        conn: &'a mut Conn<Db>,
+        ctx: &'a QueryCtx,
+        args: &'a ListArgs,
+    ) -> BoxFuture<'a, Result<Vec<Todo>, sqlx::Error>> {
+        Box::pin(async move {
+            let rows = Todos::run(conn, ctx, args).await?;
+            if rows.iter().any(|t| t.title == "boom") {
+                return Err(sqlx::Error::Protocol("the fragile query broke".into()));
+            }
+            Ok(rows)
+        })
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AddTodo {
     pub id: String,
@@ -267,6 +299,7 @@ impl Server {
                     .unwrap(),
             )
             .query::<Todos>()
+            .query::<Fragile>()
             .event::<AddTodo>()
             .event::<ToggleTodo>()
             .event::<DeleteTodo>()
