@@ -4,4 +4,4 @@
 : "${SSSYNC_TOOLS:=$SSSYNC_HOME/tools}"
 : "${CARGO_TARGET_DIR:=$SSSYNC_HOME/target}"
 export SSSYNC_HOME SSSYNC_TOOLS CARGO_TARGET_DIR
-export PATH="$HOME/.cargo/bin:$SSSYNC_TOOLS/binaryen/node_modules/.bin:$PATH"
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$SSSYNC_TOOLS/binaryen/node_modules/.bin:$PATH"
