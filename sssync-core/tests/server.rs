@@ -839,3 +839,35 @@ async fn invariant_8_a_query_that_fails_after_a_change_is_not_left_silently_stal
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn invariant_10_a_server_origin_event_fans_out_like_any_other() {
+    let dir = TempDir::create();
+    let server = Server::start(&dir.db(), 0).await;
+    let c = NativeClient::connect(server.ws_url(), "watching");
+    c.subscribe::<Todos>(&list("srv"));
+    c.wait_for(WAIT, |s| s.rows::<Todos>(&list("srv")).is_some())
+        .await
+        .unwrap();
+    let args = add("srv", "s1", "from a form post").to_string();
+    let r = server
+        .engine
+        .apply_server_event("add_todo", &args)
+        .await
+        .unwrap();
+    assert!(matches!(r, ServerMsg::Ack(_)), "{r:?}");
+    let long = add("srv", "s2", &"x".repeat(300)).to_string();
+    let r = server
+        .engine
+        .apply_server_event("add_todo", &long)
+        .await
+        .unwrap();
+    assert!(matches!(r, ServerMsg::Reject(_)), "{r:?}");
+    c.wait_for(WAIT, |s| {
+        s.rows::<Todos>(&list("srv"))
+            .is_some_and(|r| titles(&r) == ["from a form post"])
+    })
+    .await
+    .unwrap();
+    server.stop().await;
+}

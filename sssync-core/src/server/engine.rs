@@ -241,6 +241,17 @@ impl<S: Store> Engine<S> {
         rx.await.map_err(|_| EngineError::Stopped)
     }
 
+    /// Applies an event that comes from the server itself (a plain form post, a job): no client
+    /// seq, so no duplicate detection; otherwise like any event (same transaction, same
+    /// fan-out). Answers `ack` (seq 0) or `reject`.
+    pub async fn apply_server_event(
+        &self,
+        name: &str,
+        args_json: &str,
+    ) -> Result<ServerMsg, EngineError> {
+        self.apply_event("", 0, name, args_json).await
+    }
+
     /// The rows of query `name` with `args_json` at one version: from the live group when one
     /// exists (no query runs), else read in one transaction with the version.
     pub async fn snapshot_json(
@@ -518,18 +529,22 @@ async fn apply_in_transaction<S: Store>(
         let mut outcomes = Vec::with_capacity(events.len());
         let mut bumped: Option<Version> = None;
         for e in events {
-            let last_seq = match last.get(&e.client_id) {
-                Some(&s) => s,
-                None => S::read_last_seq(&mut conn, &e.client_id).await?,
-            };
-            last.insert(e.client_id.clone(), last_seq);
-            if e.seq <= last_seq {
-                outcomes.push(Outcome::Duplicate);
-                continue;
-            }
-            if e.seq > last_seq + 1 {
-                outcomes.push(Outcome::Gap(last_seq + 1));
-                continue;
+            // Server-origin events (no client, no seq) skip the bookkeeping.
+            let sequenced = !e.client_id.is_empty();
+            if sequenced {
+                let last_seq = match last.get(&e.client_id) {
+                    Some(&s) => s,
+                    None => S::read_last_seq(&mut conn, &e.client_id).await?,
+                };
+                last.insert(e.client_id.clone(), last_seq);
+                if e.seq <= last_seq {
+                    outcomes.push(Outcome::Duplicate);
+                    continue;
+                }
+                if e.seq > last_seq + 1 {
+                    outcomes.push(Outcome::Gap(last_seq + 1));
+                    continue;
+                }
             }
             let outcome = match inner.registry.events.get(e.name.as_str()) {
                 None => Outcome::Rejected(Rejection::new(
@@ -562,8 +577,10 @@ async fn apply_in_transaction<S: Store>(
                     }
                 }
             };
-            S::write_last_seq(&mut conn, &e.client_id, e.seq).await?;
-            last.insert(e.client_id.clone(), e.seq);
+            if sequenced {
+                S::write_last_seq(&mut conn, &e.client_id, e.seq).await?;
+                last.insert(e.client_id.clone(), e.seq);
+            }
             outcomes.push(outcome);
         }
         Ok((outcomes, bumped))
