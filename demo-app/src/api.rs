@@ -1,168 +1,76 @@
-//! The server functions. Every write is one, reachable two ways:
-//! - from the hydrated page, as a Leptos server action (the page stays, the list refetches);
-//! - from a plain `<form method="post">` without JavaScript: the server applies it and answers
-//!   `303 See Other` back to the page the form was on (see [`TodoError`] for how an error gets
-//!   there: a one-shot cookie that the next render shows in the alert).
+//! Every event is also a server function, for plain `<form method="post">`s without
+//! JavaScript: the server applies the event through the sync engine (so every connected browser
+//! sees it) and answers `303 See Other` back to the page the form was on; an error rides a
+//! one-shot cookie to the next render's alert. With JavaScript the same forms' submits are
+//! handled in the browser instead, as sync events (see `app.rs`).
 
-use crate::model::Todo;
+#[cfg(feature = "ssr")]
+use crate::model::{AddTodo, ClearCompleted, DeleteTodo, EditTodo, ToggleAll, ToggleTodo};
 use leptos::prelude::*;
-use leptos::server_fn::codec::JsonEncoding;
-use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
-use serde::{Deserialize, Serialize};
+pub use sssync_leptos::SyncError;
 
-/// Every way a todo operation can fail; crosses the wire typed (JSON).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[non_exhaustive]
-pub enum TodoError {
-    /// The title is longer than [`crate::model::MAX_TITLE_CHARS`] characters.
-    #[error(
-        "A todo can have at most {max} characters; this one has {chars}.",
-        max = crate::model::MAX_TITLE_CHARS
-    )]
-    TitleTooLong {
-        /// The trimmed title's length in characters.
-        chars: usize,
-    },
-    /// A list or todo id that is not 1 to 64 ASCII letters, digits, `-` or `_`.
-    #[error("Invalid id {0:?}.")]
-    BadId(String),
-    /// The database failed; nothing was changed.
-    #[error("The database failed: {0}")]
-    Storage(String),
-    /// The request itself failed (network, encoding, no such server function).
-    #[error("The request failed: {0}")]
-    Request(String),
-}
-
-impl FromServerFnError for TodoError {
-    type Encoder = JsonEncoding;
-
-    fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
-        TodoError::Request(value.to_string())
-    }
-}
-
+/// Applies one event from a plain form post, then sends the browser back.
 #[cfg(feature = "ssr")]
-impl From<sqlx::Error> for TodoError {
-    fn from(e: sqlx::Error) -> Self {
-        tracing::error!(error = %e, "database error");
-        TodoError::Storage(e.to_string())
-    }
+async fn apply<E: sssync_leptos::Event>(event: E) -> Result<(), SyncError> {
+    let result = sssync_leptos::server::apply(&event).await;
+    form::finish(&result);
+    result
 }
 
-#[cfg(feature = "ssr")]
-fn check_id(id: &str) -> Result<(), TodoError> {
-    if crate::model::valid_id(id) {
-        Ok(())
-    } else {
-        Err(TodoError::BadId(id.chars().take(80).collect()))
-    }
-}
-
-#[cfg(feature = "ssr")]
-fn pool() -> Result<crate::db::Pool, TodoError> {
-    use_context::<crate::db::Pool>()
-        .ok_or_else(|| TodoError::Storage("no database in this request's context".into()))
-}
-
-/// The todos of list `list_id`, in their order (an unknown list is empty).
-#[server(endpoint = "list_todos")]
-pub async fn list_todos(list_id: String) -> Result<Vec<Todo>, TodoError> {
-    check_id(&list_id)?;
-    Ok(crate::db::list(&pool()?, &list_id).await?)
-}
-
-/// Adds a todo at the bottom of the list. The title is trimmed; an empty one adds nothing.
+/// Adds a todo (form: `list_id`, `title`).
 #[server(endpoint = "add_todo")]
-pub async fn add_todo(list_id: String, title: String) -> Result<(), TodoError> {
-    let result = async {
-        check_id(&list_id)?;
-        if let Some(title) = crate::model::clean_title(&title)? {
-            crate::db::add(&pool()?, &list_id, &title).await?;
-        }
-        Ok(())
-    }
-    .await;
-    form::finish(&result);
-    result
+pub async fn add_todo_form(list_id: String, title: String) -> Result<(), SyncError> {
+    apply(AddTodo {
+        id: sssync_leptos::new_id(),
+        list_id,
+        title,
+    })
+    .await
 }
 
-/// Marks one todo completed or not.
+/// Marks one todo completed or not (form: `list_id`, `id`, `completed`).
 #[server(endpoint = "toggle_todo")]
-pub async fn toggle_todo(list_id: String, id: String, completed: bool) -> Result<(), TodoError> {
-    let result = async {
-        check_id(&list_id)?;
-        check_id(&id)?;
-        crate::db::set_completed(&pool()?, &list_id, &id, completed).await?;
-        Ok(())
-    }
-    .await;
-    form::finish(&result);
-    result
+pub async fn toggle_todo_form(
+    list_id: String,
+    id: String,
+    completed: bool,
+) -> Result<(), SyncError> {
+    apply(ToggleTodo {
+        list_id,
+        id,
+        completed,
+    })
+    .await
 }
 
-/// Changes a todo's title (trimmed); an empty title deletes the todo.
+/// Changes a todo's title; empty deletes it (form: `list_id`, `id`, `title`).
 #[server(endpoint = "edit_todo")]
-pub async fn edit_todo(list_id: String, id: String, title: String) -> Result<(), TodoError> {
-    let result = async {
-        check_id(&list_id)?;
-        check_id(&id)?;
-        let pool = pool()?;
-        match crate::model::clean_title(&title)? {
-            Some(title) => crate::db::set_title(&pool, &list_id, &id, &title).await?,
-            None => crate::db::delete(&pool, &list_id, &id).await?,
-        }
-        Ok(())
-    }
-    .await;
-    form::finish(&result);
-    result
+pub async fn edit_todo_form(list_id: String, id: String, title: String) -> Result<(), SyncError> {
+    apply(EditTodo { list_id, id, title }).await
 }
 
-/// Deletes one todo.
+/// Deletes one todo (form: `list_id`, `id`).
 #[server(endpoint = "delete_todo")]
-pub async fn delete_todo(list_id: String, id: String) -> Result<(), TodoError> {
-    let result = async {
-        check_id(&list_id)?;
-        check_id(&id)?;
-        crate::db::delete(&pool()?, &list_id, &id).await?;
-        Ok(())
-    }
-    .await;
-    form::finish(&result);
-    result
+pub async fn delete_todo_form(list_id: String, id: String) -> Result<(), SyncError> {
+    apply(DeleteTodo { list_id, id }).await
 }
 
-/// Marks every todo of the list completed, or every one not completed.
+/// Marks every todo of the list completed or not (form: `list_id`, `completed`).
 #[server(endpoint = "toggle_all")]
-pub async fn toggle_all(list_id: String, completed: bool) -> Result<(), TodoError> {
-    let result = async {
-        check_id(&list_id)?;
-        crate::db::set_all_completed(&pool()?, &list_id, completed).await?;
-        Ok(())
-    }
-    .await;
-    form::finish(&result);
-    result
+pub async fn toggle_all_form(list_id: String, completed: bool) -> Result<(), SyncError> {
+    apply(ToggleAll { list_id, completed }).await
 }
 
-/// Deletes the completed todos of the list.
+/// Deletes the completed todos (form: `list_id`).
 #[server(endpoint = "clear_completed")]
-pub async fn clear_completed(list_id: String) -> Result<(), TodoError> {
-    let result = async {
-        check_id(&list_id)?;
-        crate::db::clear_completed(&pool()?, &list_id).await?;
-        Ok(())
-    }
-    .await;
-    form::finish(&result);
-    result
+pub async fn clear_completed_form(list_id: String) -> Result<(), SyncError> {
+    apply(ClearCompleted { list_id }).await
 }
 
 /// The plain-form (no JavaScript) side of the server functions.
 #[cfg(feature = "ssr")]
 pub mod form {
-    use super::TodoError;
+    use super::SyncError;
     use axum::http::{HeaderValue, StatusCode, header, request::Parts};
     use leptos::prelude::*;
     use leptos_axum::ResponseOptions;
@@ -182,7 +90,7 @@ pub mod form {
 
     /// After a plain form post: send the browser back (303) to the page the form was on, minus the
     /// one-shot `edit` parameter; on error, with the message in [`FLASH_COOKIE`].
-    pub fn finish<T>(result: &Result<T, TodoError>) {
+    pub fn finish<T>(result: &Result<T, SyncError>) {
         let (Some(parts), Some(res)) = (use_context::<Parts>(), use_context::<ResponseOptions>())
         else {
             return;

@@ -1,15 +1,20 @@
 //! The demo's components: the HTML shell, the routes and the TodoMVC list page.
 //!
-//! Every control is a real `<form method="post">` aimed at a server function, so the page works
-//! without JavaScript. Once hydrated, each form's submit is handled in the browser instead (a
-//! server action), and the `html.hydrated` class swaps the few controls that differ (see
+//! The list is a sync query (`use_sync_query::<Todos>`): rendered on the server, hydrated without
+//! a second fetch, then live. Every control is a real `<form method="post">` aimed at an event's
+//! server function, so the page works without JavaScript. Once hydrated, each form's submit is
+//! handled in the browser instead (a sync event, predicted at once), and the `html.hydrated`
+//! class swaps the few controls that differ (see
 //! `style/main.css`): the no-JavaScript toggles are submit buttons with the checkbox role, the
 //! hydrated ones real checkboxes; editing without JavaScript follows an `?edit=<id>` link.
 
 use crate::api::{
-    AddTodo, ClearCompleted, DeleteTodo, EditTodo, TodoError, ToggleAll, ToggleTodo, list_todos,
+    AddTodoForm, ClearCompletedForm, DeleteTodoForm, EditTodoForm, ToggleAllForm, ToggleTodoForm,
 };
-use crate::model::{DEFAULT_LIST, Filter, Todo, items_left};
+use crate::model::{
+    AddTodo, ClearCompleted, DEFAULT_LIST, DeleteTodo, EditTodo, Filter, ListArgs, Todo, Todos,
+    ToggleAll, ToggleTodo, items_left,
+};
 use leptos::ev;
 use leptos::html::Input;
 use leptos::prelude::*;
@@ -18,6 +23,9 @@ use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
 use leptos_router::components::{Route, Router, Routes};
 use leptos_router::hooks::{use_params_map, use_query_map};
 use leptos_router::{SsrMode, path};
+use sssync_leptos::{
+    SyncEvent, provide_sync_client, use_sync_event, use_sync_query, use_sync_status,
+};
 
 /// The HTML document around the app (server only: the browser hydrates `<body>`).
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -42,6 +50,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
+    provide_sync_client();
     view! {
         <Stylesheet id="leptos" href="/pkg/demo-app.css" />
         <Title text="sssync • TodoMVC" />
@@ -73,57 +82,28 @@ pub fn App() -> impl IntoView {
     }
 }
 
-/// The page's server actions, one per write.
+/// The page's writes: one sync event sender per event type.
 #[derive(Clone, Copy)]
-struct Actions {
-    add: ServerAction<AddTodo>,
-    toggle: ServerAction<ToggleTodo>,
-    edit: ServerAction<EditTodo>,
-    delete: ServerAction<DeleteTodo>,
-    toggle_all: ServerAction<ToggleAll>,
-    clear: ServerAction<ClearCompleted>,
-    /// The message of the last failed write, shown in the `role="alert"` element.
-    alert: RwSignal<Option<String>>,
+struct Writes {
+    add: SyncEvent<AddTodo>,
+    toggle: SyncEvent<ToggleTodo>,
+    edit: SyncEvent<EditTodo>,
+    delete: SyncEvent<DeleteTodo>,
+    toggle_all: SyncEvent<ToggleAll>,
+    clear: SyncEvent<ClearCompleted>,
 }
 
-impl Actions {
+impl Writes {
     fn new() -> Self {
-        let actions = Actions {
-            add: ServerAction::new(),
-            toggle: ServerAction::new(),
-            edit: ServerAction::new(),
-            delete: ServerAction::new(),
-            toggle_all: ServerAction::new(),
-            clear: ServerAction::new(),
-            alert: RwSignal::new(None),
-        };
-        report(actions.add.value(), actions.alert);
-        report(actions.toggle.value(), actions.alert);
-        report(actions.edit.value(), actions.alert);
-        report(actions.delete.value(), actions.alert);
-        report(actions.toggle_all.value(), actions.alert);
-        report(actions.clear.value(), actions.alert);
-        actions
-    }
-
-    /// Grows each time a write completes: the list refetches then.
-    fn version(&self) -> usize {
-        self.add.version().get()
-            + self.toggle.version().get()
-            + self.edit.version().get()
-            + self.delete.version().get()
-            + self.toggle_all.version().get()
-            + self.clear.version().get()
-    }
-}
-
-/// Shows a failed write's error in the alert.
-fn report(value: MappedSignal<Option<Result<(), TodoError>>>, alert: RwSignal<Option<String>>) {
-    Effect::new(move |_| {
-        if let Some(Err(e)) = value.get() {
-            alert.set(Some(e.to_string()));
+        Writes {
+            add: use_sync_event(),
+            toggle: use_sync_event(),
+            edit: use_sync_event(),
+            delete: use_sync_event(),
+            toggle_all: use_sync_event(),
+            clear: use_sync_event(),
         }
-    });
+    }
 }
 
 /// One list under one filter.
@@ -137,11 +117,11 @@ fn ListPage(filter: Filter) -> impl IntoView {
             .get("id")
             .unwrap_or_else(|| DEFAULT_LIST.to_owned())
     });
-    let actions = Actions::new();
-    let todos = Resource::new(
-        move || (list_id.get(), actions.version()),
-        |(list_id, _)| list_todos(list_id),
-    );
+    let writes = Writes::new();
+    let todos = use_sync_query::<Todos>(move || ListArgs {
+        list_id: list_id.get(),
+    });
+    let status = use_sync_status();
     // Editing starts from a double-click (JavaScript) or from an `?edit=<id>` link (without).
     let editing = RwSignal::new(query.read_untracked().get("edit"));
 
@@ -161,8 +141,8 @@ fn ListPage(filter: Filter) -> impl IntoView {
             return;
         }
         input.set_value("");
-        actions.alert.set(None);
-        actions.add.dispatch(AddTodo {
+        writes.add.send(AddTodo {
+            id: sssync_leptos::new_id(),
             list_id: list_id.get_untracked(),
             title,
         });
@@ -172,7 +152,7 @@ fn ListPage(filter: Filter) -> impl IntoView {
         <section class="todoapp">
             <header class="header">
                 <h1>"todos"</h1>
-                <form method="post" action=AddTodo::url() on:submit=on_add>
+                <form method="post" action=AddTodoForm::url() on:submit=on_add>
                     <input type="hidden" name="list_id" value=move || list_id.get() />
                     <input
                         class="new-todo"
@@ -187,12 +167,16 @@ fn ListPage(filter: Filter) -> impl IntoView {
             </header>
             <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
                 {move || {
-                    let message = actions.alert.get().or_else(|| flash.get().flatten());
+                    let message = status
+                        .last_rejection
+                        .get()
+                        .map(|r| r.message)
+                        .or_else(|| flash.get().flatten());
                     message.map(|m| view! { <p class="alert" role="alert">{m}</p> })
                 }}
                 {move || {
                     todos
-                        .get()
+                        .rows()
                         .map(|result| match result {
                             Ok(todos) => {
                                 view! {
@@ -201,7 +185,7 @@ fn ListPage(filter: Filter) -> impl IntoView {
                                         filter
                                         list_id=list_id.get()
                                         editing
-                                        actions
+                                        writes
                                     />
                                 }
                                     .into_any()
@@ -234,7 +218,7 @@ fn ListBody(
     filter: Filter,
     list_id: String,
     editing: RwSignal<Option<String>>,
-    actions: Actions,
+    writes: Writes,
 ) -> impl IntoView {
     if todos.is_empty() {
         return None;
@@ -245,16 +229,14 @@ fn ListBody(
 
     let list = StoredValue::new(list_id.clone());
     let toggle_all = move |completed: bool| {
-        actions.alert.set(None);
-        actions.toggle_all.dispatch(ToggleAll {
+        writes.toggle_all.send(ToggleAll {
             list_id: list.get_value(),
             completed,
         });
     };
     let clear = move |ev: ev::SubmitEvent| {
         ev.prevent_default();
-        actions.alert.set(None);
-        actions.clear.dispatch(ClearCompleted {
+        writes.clear.send(ClearCompleted {
             list_id: list.get_value(),
         });
     };
@@ -263,7 +245,7 @@ fn ListBody(
         .filter(|t| filter.shows(t))
         .map(|todo| {
             // Type-erased: keeps the page's view type (and compile times) small.
-            view! { <Item todo list_id=list_id.clone() editing actions /> }.into_any()
+            view! { <Item todo list_id=list_id.clone() editing writes /> }.into_any()
         })
         .collect_view();
     let links = Filter::ALL
@@ -285,7 +267,7 @@ fn ListBody(
                 <form
                     class="inline"
                     method="post"
-                    action=ToggleAll::url()
+                    action=ToggleAllForm::url()
                     on:submit=move |ev: ev::SubmitEvent| {
                         ev.prevent_default();
                         toggle_all(!all_done);
@@ -327,7 +309,7 @@ fn ListBody(
                         <form
                             class="inline"
                             method="post"
-                            action=ClearCompleted::url()
+                            action=ClearCompletedForm::url()
                             on:submit=clear
                         >
                             <input type="hidden" name="list_id" value=list_id.clone() />
@@ -347,7 +329,7 @@ fn Item(
     todo: Todo,
     list_id: String,
     editing: RwSignal<Option<String>>,
-    actions: Actions,
+    writes: Writes,
 ) -> impl IntoView {
     let Todo {
         id,
@@ -368,8 +350,7 @@ fn Item(
         }
     };
     let toggle = move |completed: bool| {
-        actions.alert.set(None);
-        actions.toggle.dispatch(ToggleTodo {
+        writes.toggle.send(ToggleTodo {
             list_id: list_id.get_value(),
             id: id.get_value(),
             completed,
@@ -377,8 +358,7 @@ fn Item(
     };
     let delete = move |ev: ev::SubmitEvent| {
         ev.prevent_default();
-        actions.alert.set(None);
-        actions.delete.dispatch(DeleteTodo {
+        writes.delete.send(DeleteTodo {
             list_id: list_id.get_value(),
             id: id.get_value(),
         });
@@ -391,7 +371,7 @@ fn Item(
                 <form
                     class="inline"
                     method="post"
-                    action=ToggleTodo::url()
+                    action=ToggleTodoForm::url()
                     on:submit=move |ev: ev::SubmitEvent| {
                         ev.prevent_default();
                         toggle(!completed);
@@ -426,7 +406,7 @@ fn Item(
                     href=format!("?edit={}", id.get_value())
                     aria-label="Edit todo"
                 ></a>
-                <form class="inline" method="post" action=DeleteTodo::url() on:submit=delete>
+                <form class="inline" method="post" action=DeleteTodoForm::url() on:submit=delete>
                     <input type="hidden" name="list_id" value=list_id.get_value() />
                     <input type="hidden" name="id" value=id.get_value() />
                     <button class="destroy" type="submit" aria-label="Delete"></button>
@@ -442,7 +422,7 @@ fn Item(
                                 id=id.get_value()
                                 title=edit_title.clone()
                                 editing
-                                actions
+                                writes
                             />
                         }
                     })
@@ -458,7 +438,7 @@ fn EditForm(
     id: String,
     title: String,
     editing: RwSignal<Option<String>>,
-    actions: Actions,
+    writes: Writes,
 ) -> impl IntoView {
     let input = NodeRef::<Input>::new();
     Effect::new(move |_| {
@@ -477,8 +457,7 @@ fn EditForm(
             .map(|el| el.value())
             .unwrap_or_default();
         editing.set(None);
-        actions.alert.set(None);
-        actions.edit.dispatch(EditTodo {
+        writes.edit.send(EditTodo {
             list_id: list_id.get_value(),
             id: id.get_value(),
             title,
@@ -488,7 +467,7 @@ fn EditForm(
         <form
             class="edit-form"
             method="post"
-            action=EditTodo::url()
+            action=EditTodoForm::url()
             on:submit=move |ev: ev::SubmitEvent| {
                 ev.prevent_default();
                 save();

@@ -1,11 +1,13 @@
-//! The demo's storage: an embedded SQLite file (WAL), migrations applied at start.
+//! The demo's storage: an embedded SQLite file (WAL, durable commits), migrations applied at
+//! start, and the todo statements the sync handlers run inside the engine's transaction.
 
 use crate::model::Todo;
+use sqlx::SqliteConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use std::str::FromStr;
 use std::time::Duration;
 
-/// The connection pool every request shares.
+/// The connection pool (shared with the sync engine).
 pub type Pool = sqlx::SqlitePool;
 
 /// Why the database could not be opened.
@@ -17,7 +19,7 @@ pub enum OpenError {
         "unsupported database URL {0:?}: the demo runs on SQLite, e.g. sqlite://sssync-demo.db"
     )]
     Unsupported(String),
-    /// SQLite refused to open or migrate the file.
+    /// SQLite refused to open the file.
     #[error("cannot open the database: {0}")]
     Sqlx(#[from] sqlx::Error),
     /// A migration failed.
@@ -33,8 +35,9 @@ pub async fn open(url: &str) -> Result<Pool, OpenError> {
     let options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal)
-        .busy_timeout(Duration::from_secs(5));
+        // An acknowledged write must survive a crash: a commit is durable when it returns.
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(Duration::from_secs(10));
     let pool = SqlitePoolOptions::new()
         .max_connections(8)
         .connect_with(options)
@@ -51,12 +54,12 @@ struct Row {
 }
 
 /// The todos of a list, in order.
-pub async fn list(pool: &Pool, list_id: &str) -> Result<Vec<Todo>, sqlx::Error> {
+pub async fn list(conn: &mut SqliteConnection, list_id: &str) -> Result<Vec<Todo>, sqlx::Error> {
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT id, title, completed FROM todos WHERE list_id = ? ORDER BY position, id",
     )
     .bind(list_id)
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await?;
     Ok(rows
         .into_iter()
@@ -68,25 +71,29 @@ pub async fn list(pool: &Pool, list_id: &str) -> Result<Vec<Todo>, sqlx::Error> 
         .collect())
 }
 
-/// Adds a todo at the bottom of a list; returns its id.
-pub async fn add(pool: &Pool, list_id: &str, title: &str) -> Result<String, sqlx::Error> {
-    let id = uuid::Uuid::new_v4().to_string();
+/// Adds a todo at the bottom of a list (an id already used is a constraint violation).
+pub async fn add(
+    conn: &mut SqliteConnection,
+    id: &str,
+    list_id: &str,
+    title: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO todos (id, list_id, title, completed, position) \
          VALUES (?1, ?2, ?3, FALSE, \
                  COALESCE((SELECT MAX(position) FROM todos WHERE list_id = ?2), 0) + 1)",
     )
-    .bind(&id)
+    .bind(id)
     .bind(list_id)
     .bind(title)
-    .execute(pool)
+    .execute(conn)
     .await?;
-    Ok(id)
+    Ok(())
 }
 
 /// Marks a todo completed or not.
 pub async fn set_completed(
-    pool: &Pool,
+    conn: &mut SqliteConnection,
     list_id: &str,
     id: &str,
     completed: bool,
@@ -95,14 +102,14 @@ pub async fn set_completed(
         .bind(completed)
         .bind(list_id)
         .bind(id)
-        .execute(pool)
+        .execute(conn)
         .await?;
     Ok(())
 }
 
 /// Changes a todo's title.
 pub async fn set_title(
-    pool: &Pool,
+    conn: &mut SqliteConnection,
     list_id: &str,
     id: &str,
     title: &str,
@@ -111,40 +118,47 @@ pub async fn set_title(
         .bind(title)
         .bind(list_id)
         .bind(id)
-        .execute(pool)
+        .execute(conn)
         .await?;
     Ok(())
 }
 
 /// Deletes a todo.
-pub async fn delete(pool: &Pool, list_id: &str, id: &str) -> Result<(), sqlx::Error> {
+pub async fn delete(
+    conn: &mut SqliteConnection,
+    list_id: &str,
+    id: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM todos WHERE list_id = ? AND id = ?")
         .bind(list_id)
         .bind(id)
-        .execute(pool)
+        .execute(conn)
         .await?;
     Ok(())
 }
 
 /// Marks every todo of a list completed, or every one not completed.
 pub async fn set_all_completed(
-    pool: &Pool,
+    conn: &mut SqliteConnection,
     list_id: &str,
     completed: bool,
 ) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE todos SET completed = ? WHERE list_id = ?")
         .bind(completed)
         .bind(list_id)
-        .execute(pool)
+        .execute(conn)
         .await?;
     Ok(())
 }
 
 /// Deletes the completed todos of a list.
-pub async fn clear_completed(pool: &Pool, list_id: &str) -> Result<(), sqlx::Error> {
+pub async fn clear_completed(
+    conn: &mut SqliteConnection,
+    list_id: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM todos WHERE list_id = ? AND completed")
         .bind(list_id)
-        .execute(pool)
+        .execute(conn)
         .await?;
     Ok(())
 }
@@ -153,40 +167,42 @@ pub async fn clear_completed(pool: &Pool, list_id: &str) -> Result<(), sqlx::Err
 mod tests {
     use super::*;
 
-    async fn temp_db() -> (Pool, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!("sssync-demo-test-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let url = format!("sqlite://{}", dir.join("t.db").display());
-        (open(&url).await.unwrap(), dir)
-    }
-
     #[tokio::test]
     async fn todos_keep_their_order_and_lists_are_separate() {
-        let (pool, dir) = temp_db().await;
-        let a = add(&pool, "a", "first").await.unwrap();
-        add(&pool, "b", "elsewhere").await.unwrap();
-        let c = add(&pool, "a", "second").await.unwrap();
-        set_completed(&pool, "a", &a, true).await.unwrap();
-        set_title(&pool, "a", &c, "second, edited").await.unwrap();
-        let todos = list(&pool, "a").await.unwrap();
+        let dir = std::env::temp_dir().join(format!("sssync-demo-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}", dir.join("t.db").display());
+        let pool = open(&url).await.unwrap();
+        let mut c = pool.acquire().await.unwrap();
+        add(&mut c, "1", "a", "first").await.unwrap();
+        add(&mut c, "2", "b", "elsewhere").await.unwrap();
+        add(&mut c, "3", "a", "second").await.unwrap();
+        set_completed(&mut c, "a", "1", true).await.unwrap();
+        set_title(&mut c, "a", "3", "second, edited").await.unwrap();
+        let todos = list(&mut c, "a").await.unwrap();
         let titles: Vec<_> = todos
             .iter()
             .map(|t| (t.title.as_str(), t.completed))
             .collect();
         assert_eq!(titles, [("first", true), ("second, edited", false)]);
-        assert!(list(&pool, "never-seen").await.unwrap().is_empty());
+        assert!(list(&mut c, "never-seen").await.unwrap().is_empty());
+        assert!(
+            add(&mut c, "1", "a", "same id").await.is_err(),
+            "ids are unique"
+        );
 
-        clear_completed(&pool, "a").await.unwrap();
-        assert_eq!(list(&pool, "a").await.unwrap().len(), 1);
-        set_all_completed(&pool, "a", true).await.unwrap();
-        assert!(list(&pool, "a").await.unwrap().iter().all(|t| t.completed));
-        delete(&pool, "a", &c).await.unwrap();
-        assert!(list(&pool, "a").await.unwrap().is_empty());
+        clear_completed(&mut c, "a").await.unwrap();
+        assert_eq!(list(&mut c, "a").await.unwrap().len(), 1);
+        set_all_completed(&mut c, "a", true).await.unwrap();
+        assert!(list(&mut c, "a").await.unwrap().iter().all(|t| t.completed));
+        delete(&mut c, "a", "3").await.unwrap();
+        assert!(list(&mut c, "a").await.unwrap().is_empty());
         assert_eq!(
-            list(&pool, "b").await.unwrap().len(),
+            list(&mut c, "b").await.unwrap().len(),
             1,
             "other lists untouched"
         );
+        drop(c);
         pool.close().await;
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -2,14 +2,16 @@
 //!
 //! | module | what |
 //! |---|---|
-//! | [`model`] | the shared types: a todo, the filters, the validation rules |
-//! | [`api`] | the server functions (every write is one; each also takes a plain form post) |
+//! | [`model`] | the shared types: a todo, the query, the events (with their predictions), the rules |
+//! | [`api`] | every event as a server function, for plain form posts without JavaScript |
 //! | [`app`] | the Leptos components: the HTML shell, the router, the list page |
-//! | `db` (server) | the SQLite pool, migrations and the todo queries |
+//! | `db` (server) | the SQLite pool, migrations and the todo statements |
+//! | `sync` (server) | the query and events in the sync engine |
 //! | `server` (server) | the axum server: configuration from the environment, routes |
 //!
 //! The server renders each list into the HTML (also for browsers without JavaScript); the browser
-//! hydrates it and from then on the forms go through server actions without reloading.
+//! hydrates it and from then on the list is live (sssync): writes apply at once, reach the
+//! server over the tab's WebSocket, and every other browser sees them.
 
 // Leptos views are deeply nested types; the hydrate build needs more room than the default.
 #![recursion_limit = "256"]
@@ -23,6 +25,8 @@ pub mod db;
 pub mod model;
 #[cfg(feature = "ssr")]
 pub mod server;
+#[cfg(feature = "ssr")]
+pub mod sync;
 
 /// The browser entry point: hydrates the server-rendered page.
 #[cfg(feature = "hydrate")]

@@ -1,6 +1,9 @@
 //! The types and rules shared by the server and the browser.
 
 use serde::{Deserialize, Serialize};
+use sssync_core::Rejection;
+use sssync_core::client::Prediction;
+use sssync_leptos::{Event, SyncQueryDef};
 
 /// The list that `/` opens.
 pub const DEFAULT_LIST: &str = "default";
@@ -75,16 +78,187 @@ pub fn valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// What a title becomes once trimmed: `Ok(None)` when nothing is left, an error when too long.
-pub fn clean_title(raw: &str) -> Result<Option<String>, crate::api::TodoError> {
+/// What a title becomes once trimmed: `Ok(None)` when nothing is left, a rejection when too
+/// long (the server's rule; the client predicts the todo anyway and rolls back on rejection).
+pub fn clean_title(raw: &str) -> Result<Option<String>, Rejection> {
     let title = raw.trim();
     let chars = title.chars().count();
     if chars == 0 {
         Ok(None)
     } else if chars > MAX_TITLE_CHARS {
-        Err(crate::api::TodoError::TitleTooLong { chars })
+        Err(Rejection::new(
+            "title_too_long",
+            format!("A todo can have at most {MAX_TITLE_CHARS} characters; this one has {chars}."),
+        ))
     } else {
         Ok(Some(title.to_owned()))
+    }
+}
+
+/// Checks an id from a client.
+pub fn check_id(id: &str) -> Result<(), Rejection> {
+    if valid_id(id) {
+        Ok(())
+    } else {
+        Err(Rejection::new(
+            "bad_id",
+            format!("Invalid id {:?}.", id.chars().take(80).collect::<String>()),
+        ))
+    }
+}
+
+/// The query: the todos of one list, in order (new ones at the bottom).
+pub struct Todos;
+
+/// Its args.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListArgs {
+    /// The list.
+    pub list_id: String,
+}
+
+impl SyncQueryDef for Todos {
+    const NAME: &'static str = "todos";
+    type Args = ListArgs;
+    type Row = Todo;
+    fn row_key(row: &Todo) -> String {
+        row.id.clone()
+    }
+}
+
+fn on_list(view: &mut Prediction<'_>, list_id: &str, f: impl FnOnce(&mut Vec<Todo>)) {
+    view.update::<Todos>(
+        &ListArgs {
+            list_id: list_id.to_owned(),
+        },
+        f,
+    );
+}
+
+/// Adds a todo at the bottom (the title is trimmed; an empty one adds nothing).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AddTodo {
+    /// The new todo's id (made by the client).
+    pub id: String,
+    /// The list.
+    pub list_id: String,
+    /// The title, as typed.
+    pub title: String,
+}
+
+impl Event for AddTodo {
+    const NAME: &'static str = "add_todo";
+    fn predict(&self, view: &mut Prediction<'_>) {
+        let title = self.title.trim();
+        if title.is_empty() {
+            return;
+        }
+        on_list(view, &self.list_id, |rows| {
+            rows.push(Todo {
+                id: self.id.clone(),
+                title: title.to_owned(),
+                completed: false,
+            })
+        });
+    }
+}
+
+/// Marks one todo completed or not.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ToggleTodo {
+    /// The list.
+    pub list_id: String,
+    /// The todo.
+    pub id: String,
+    /// The new state.
+    pub completed: bool,
+}
+
+impl Event for ToggleTodo {
+    const NAME: &'static str = "toggle_todo";
+    fn predict(&self, view: &mut Prediction<'_>) {
+        on_list(view, &self.list_id, |rows| {
+            for t in rows.iter_mut().filter(|t| t.id == self.id) {
+                t.completed = self.completed;
+            }
+        });
+    }
+}
+
+/// Changes a todo's title (trimmed); an empty title deletes it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EditTodo {
+    /// The list.
+    pub list_id: String,
+    /// The todo.
+    pub id: String,
+    /// The new title, as typed.
+    pub title: String,
+}
+
+impl Event for EditTodo {
+    const NAME: &'static str = "edit_todo";
+    fn predict(&self, view: &mut Prediction<'_>) {
+        let title = self.title.trim();
+        on_list(view, &self.list_id, |rows| {
+            if title.is_empty() {
+                rows.retain(|t| t.id != self.id);
+            } else {
+                for t in rows.iter_mut().filter(|t| t.id == self.id) {
+                    t.title = title.to_owned();
+                }
+            }
+        });
+    }
+}
+
+/// Deletes one todo.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeleteTodo {
+    /// The list.
+    pub list_id: String,
+    /// The todo.
+    pub id: String,
+}
+
+impl Event for DeleteTodo {
+    const NAME: &'static str = "delete_todo";
+    fn predict(&self, view: &mut Prediction<'_>) {
+        on_list(view, &self.list_id, |rows| rows.retain(|t| t.id != self.id));
+    }
+}
+
+/// Marks every todo of a list completed, or every one not completed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ToggleAll {
+    /// The list.
+    pub list_id: String,
+    /// The new state of every todo.
+    pub completed: bool,
+}
+
+impl Event for ToggleAll {
+    const NAME: &'static str = "toggle_all";
+    fn predict(&self, view: &mut Prediction<'_>) {
+        on_list(view, &self.list_id, |rows| {
+            for t in rows.iter_mut() {
+                t.completed = self.completed;
+            }
+        });
+    }
+}
+
+/// Deletes the completed todos of a list.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClearCompleted {
+    /// The list.
+    pub list_id: String,
+}
+
+impl Event for ClearCompleted {
+    const NAME: &'static str = "clear_completed";
+    fn predict(&self, view: &mut Prediction<'_>) {
+        on_list(view, &self.list_id, |rows| rows.retain(|t| !t.completed));
     }
 }
 
@@ -103,10 +277,12 @@ mod tests {
         assert_eq!(clean_title("   ").unwrap(), None);
         let ok = "é".repeat(MAX_TITLE_CHARS);
         assert_eq!(clean_title(&ok).unwrap(), Some(ok.clone()));
-        assert!(matches!(
-            clean_title(&format!("{ok}x")),
-            Err(crate::api::TodoError::TitleTooLong { chars: 201 })
-        ));
+        let err = clean_title(&format!("{ok}x")).unwrap_err();
+        assert_eq!(err.code, "title_too_long");
+        assert!(
+            err.message
+                .contains("at most 200 characters; this one has 201")
+        );
     }
 
     #[test]

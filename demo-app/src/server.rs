@@ -11,20 +11,25 @@ use leptos_axum::{LeptosRoutes, generate_route_list};
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://sssync-demo.db";
 
 /// Builds the demo's router: the pages (server-rendered), the server functions, `/new` (a fresh
-/// list), the static files of the site root.
-pub fn router(options: LeptosOptions, pool: crate::db::Pool) -> Router {
+/// list), the sync engine's routes (`/sssync/…`), the static files of the site root.
+pub fn router(
+    options: LeptosOptions,
+    engine: sssync_core::server::Engine<sssync_core::server::SqliteStore>,
+) -> Router {
     let routes = generate_route_list(App);
+    let sync = sssync_leptos::server::SyncServer::new(engine.clone());
     Router::new()
         .route(
             "/new",
             get(|| async { Redirect::to(&format!("/lists/{}", uuid::Uuid::new_v4())) }),
         )
-        .leptos_routes_with_context(&options, routes, move || provide_context(pool.clone()), {
+        .leptos_routes_with_context(&options, routes, move || provide_context(sync.clone()), {
             let options = options.clone();
             move || shell(options.clone())
         })
         .fallback(leptos_axum::file_and_error_handler(shell))
         .with_state(options)
+        .merge(sssync_core::server::router(engine))
 }
 
 /// Runs the server until Ctrl-C or SIGTERM. Configuration:
@@ -41,12 +46,20 @@ pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let options = get_configuration(None)?.leptos_options;
     let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_owned());
     let pool = crate::db::open(&url).await?;
+    let engine = crate::sync::engine(pool.clone()).await?;
     let listener = tokio::net::TcpListener::bind(options.site_addr).await?;
     let addr = listener.local_addr()?;
     tracing::info!(database = %url, "sssync demo listening on http://{addr}");
     println!("sssync demo: http://{addr}  (database {url})");
-    axum::serve(listener, router(options, pool.clone()))
-        .with_graceful_shutdown(shutdown_signal())
+    axum::serve(listener, router(options, engine.clone()))
+        .with_graceful_shutdown({
+            let engine = engine.clone();
+            async move {
+                shutdown_signal().await;
+                // Close the sync connections so that the graceful shutdown can finish.
+                engine.shutdown();
+            }
+        })
         .await?;
     pool.close().await;
     Ok(())

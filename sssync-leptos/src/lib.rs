@@ -1,10 +1,339 @@
 //! # sssync-leptos
 //!
-//! Leptos bindings for sssync. This crate will hold `use_sync_query`, the typed event actions,
-//! the provider component that owns the tab's connection and stores, and the IndexedDB cache;
-//! its features are the Leptos roles `ssr`, `hydrate` and `csr`.
+//! Leptos bindings for sssync: read named queries with [`use_sync_query`], write typed events
+//! with [`use_sync_event`], show the connection with [`use_sync_status`].
 //!
-//! Today it re-exports the engine's core types; the bindings are tracked by the project's
-//! "sssync-leptos" issue and described in `docs/` as they land.
+//! - **On the server** (`ssr`) a query runs in-process on the engine (no HTTP round trip) and
+//!   its rows ride Leptos's own hydration channel (a `Resource`): the page is rendered with real
+//!   data, for any visitor, with or without JavaScript.
+//! - **In the browser** (`hydrate`) the hydration render uses exactly those rows (no request);
+//!   afterwards, outside any render, the client opens one WebSocket per tab, seeds its cache with
+//!   the server's rows and version, subscribes from that version, and applies deltas as they
+//!   come. Events apply at once (the event's `predict`), are sent exactly once, and roll back
+//!   when the server rejects them.
+//!
+//! Browser objects (the WebSocket, timers) are created only after hydration, in effects and
+//! event handlers: never during the server render or the hydration render.
+//!
+//! | feature | role |
+//! |---|---|
+//! | `ssr` | server rendering (with `sssync-core/server`) |
+//! | `hydrate` | the browser, after server rendering |
+//! | `csr` | client-only apps |
 
-pub use sssync_core::QueryKey;
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+use sssync_core::{Epoch, Query, QueryKey, Rejection, Row, Version};
+
+pub use sssync_core::{Event, Query as SyncQueryDef};
+
+#[cfg(feature = "browser")]
+mod runtime;
+#[cfg(feature = "ssr")]
+pub mod server;
+
+/// A query's rows as the server rendered them: what travels in the hydration data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Loaded {
+    /// The database history the rows belong to.
+    pub epoch: Epoch,
+    /// Their version.
+    pub version: Version,
+    /// The rows, in order.
+    pub rows: Vec<Row>,
+}
+
+/// Why a query or an event failed; crosses the wire typed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    /// The server refused the event.
+    #[error("{0}")]
+    Rejected(Rejection),
+    /// No query or event of that name is registered, or its args do not fit.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The server failed; nothing was changed.
+    #[error("the server failed: {0}")]
+    Internal(String),
+    /// The request did not get through (network, encoding).
+    #[error("the request failed: {0}")]
+    Request(String),
+}
+
+impl leptos::server_fn::error::FromServerFnError for SyncError {
+    type Encoder = leptos::server_fn::codec::JsonEncoding;
+
+    fn from_server_fn_error(value: leptos::server_fn::error::ServerFnErrorErr) -> Self {
+        SyncError::Request(value.to_string())
+    }
+}
+
+/// The tab's sync client: signals for the UI, and (in the browser, once started) the runtime
+/// that owns the connection. `Copy`; provided by [`provide_sync_client`].
+#[derive(Clone, Copy)]
+pub struct SyncClient {
+    /// Grows whenever the client's views change.
+    changed: RwSignal<u64>,
+    online: RwSignal<bool>,
+    pending: RwSignal<usize>,
+    rejection: RwSignal<Option<Rejection>>,
+    #[cfg(feature = "browser")]
+    runtime: StoredValue<Option<std::rc::Rc<runtime::Runtime>>, LocalStorage>,
+}
+
+/// The connection state for a status indicator.
+#[derive(Clone, Copy)]
+pub struct SyncStatus {
+    /// Connected and welcomed by the server.
+    pub online: Signal<bool>,
+    /// Events not yet confirmed by the server.
+    pub pending: Signal<usize>,
+    /// The last event the server refused, and why.
+    pub last_rejection: Signal<Option<Rejection>>,
+}
+
+/// Creates the tab's sync client and provides it to the components below (call it once, in
+/// the app's root component).
+pub fn provide_sync_client() -> SyncClient {
+    let client = SyncClient {
+        changed: RwSignal::new(0),
+        online: RwSignal::new(false),
+        pending: RwSignal::new(0),
+        rejection: RwSignal::new(None),
+        #[cfg(feature = "browser")]
+        runtime: StoredValue::new_local(None),
+    };
+    provide_context(client);
+    client
+}
+
+fn client() -> SyncClient {
+    use_context::<SyncClient>()
+        .expect("call sssync_leptos::provide_sync_client() in the app's root component")
+}
+
+impl SyncClient {
+    /// The browser runtime, started on first use (never during a render on the server, nor
+    /// during hydration: only effects, handlers and client-side fetches call this).
+    #[cfg(feature = "browser")]
+    fn runtime(&self) -> std::rc::Rc<runtime::Runtime> {
+        if let Some(rt) = self.runtime.get_value() {
+            return rt;
+        }
+        let rt = runtime::Runtime::start(runtime::Signals {
+            changed: self.changed,
+            online: self.online,
+            pending: self.pending,
+            rejection: self.rejection,
+        });
+        self.runtime.set_value(Some(rt.clone()));
+        rt
+    }
+
+    /// The current view of `key`, if the runtime holds it.
+    fn view<Q: Query>(&self, args: &Q::Args) -> Option<Vec<Q::Row>> {
+        #[cfg(feature = "browser")]
+        {
+            let rt = self.runtime.get_value()?;
+            let st = rt.state.borrow();
+            st.rows::<Q>(args)
+        }
+        #[cfg(not(feature = "browser"))]
+        {
+            let _ = args;
+            None
+        }
+    }
+}
+
+/// A live query: its rows (server-rendered, then synced) and status.
+pub struct SyncQuery<Q: Query> {
+    args: Memo<Q::Args>,
+    resource: Resource<Result<Loaded, SyncError>>,
+    client: SyncClient,
+}
+
+impl<Q: Query> Clone for SyncQuery<Q> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<Q: Query> Copy for SyncQuery<Q> {}
+
+impl<Q: Query> SyncQuery<Q> {
+    /// The rows the UI shows: the server's rows, with pending events' predictions applied, or
+    /// the error. `None` while loading (read it inside `Suspense`/`Transition`).
+    pub fn rows(&self) -> Option<Result<Vec<Q::Row>, SyncError>> {
+        let loaded = self.resource.get()?;
+        self.client.changed.track();
+        if let Some(rows) = self.client.view::<Q>(&self.args.get_untracked()) {
+            return Some(Ok(rows));
+        }
+        Some(loaded.and_then(|l| decode::<Q>(&l.rows)))
+    }
+
+    /// Whether the rows shown are only local (some events are not confirmed yet).
+    pub fn is_confirmed(&self) -> bool {
+        self.client.pending.get() == 0
+    }
+}
+
+fn decode<Q: Query>(rows: &[Row]) -> Result<Vec<Q::Row>, SyncError> {
+    rows.iter()
+        .map(|r| r.decode::<Q::Row>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| SyncError::Internal(format!("a row of {} does not decode: {e}", Q::NAME)))
+}
+
+/// Reads query `Q` with reactive `args`: rendered on the server, hydrated without a second
+/// fetch, then kept live.
+pub fn use_sync_query<Q: Query>(
+    args: impl Fn() -> Q::Args + Send + Sync + 'static,
+) -> SyncQuery<Q> {
+    let client = client();
+    let args = Memo::new(move |_| args());
+    #[cfg(feature = "ssr")]
+    let server = use_context::<server::SyncServer>();
+    let resource = Resource::new(
+        move || args.get(),
+        move |a: Q::Args| {
+            #[cfg(feature = "ssr")]
+            let server = server.clone();
+            let load = async move {
+                let key =
+                    QueryKey::new(Q::NAME, &a).map_err(|e| SyncError::BadRequest(e.to_string()))?;
+                #[cfg(feature = "ssr")]
+                {
+                    let server = server.ok_or_else(|| {
+                        SyncError::Internal(
+                            "no SyncServer in context: provide it in the routes' context".into(),
+                        )
+                    })?;
+                    server.load(&key).await
+                }
+                #[cfg(all(feature = "browser", not(feature = "ssr")))]
+                {
+                    client.runtime().load(key).await
+                }
+                #[cfg(not(any(feature = "ssr", feature = "browser")))]
+                {
+                    let _ = (key, client);
+                    Err::<Loaded, _>(SyncError::Internal(
+                        "sssync-leptos needs the ssr, hydrate or csr feature".into(),
+                    ))
+                }
+            };
+            // In the browser the load touches the (single-threaded) runtime.
+            #[cfg(feature = "browser")]
+            let load = send_wrapper::SendWrapper::new(load);
+            load
+        },
+    );
+    // After hydration (effects never run on the server): seed the cache with the server's rows
+    // and version, and subscribe from there.
+    #[cfg(feature = "browser")]
+    {
+        let held = StoredValue::new_local(None::<QueryKey>);
+        Effect::new(move |_| {
+            if let Some(Ok(loaded)) = resource.get()
+                && let Ok(key) = QueryKey::new(Q::NAME, &args.get())
+            {
+                let rt = client.runtime();
+                rt.hold(key.clone(), Some(loaded));
+                if let Some(old) = held.get_value()
+                    && old != key
+                {
+                    rt.release(&old);
+                }
+                held.set_value(Some(key));
+            }
+        });
+        on_cleanup(move || {
+            if let (Some(key), Some(rt)) = (held.get_value(), client.runtime.get_value()) {
+                rt.release(&key);
+            }
+        });
+    }
+    SyncQuery {
+        args,
+        resource,
+        client,
+    }
+}
+
+/// A typed event sender (see [`use_sync_event`]). `Copy`.
+pub struct SyncEvent<E> {
+    client: SyncClient,
+    _event: std::marker::PhantomData<fn(E)>,
+}
+
+impl<E> Clone for SyncEvent<E> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<E> Copy for SyncEvent<E> {}
+
+impl<E: Event> SyncEvent<E> {
+    /// Applies the event's prediction at once and sends it (exactly once, also after the
+    /// connection comes back). Does nothing on the server.
+    pub fn send(&self, event: E) {
+        #[cfg(feature = "browser")]
+        {
+            self.client.rejection.set(None);
+            self.client.runtime().send(event);
+        }
+        #[cfg(not(feature = "browser"))]
+        {
+            let _ = (event, self.client);
+        }
+    }
+}
+
+/// The sender of event type `E`.
+pub fn use_sync_event<E: Event>() -> SyncEvent<E> {
+    SyncEvent {
+        client: client(),
+        _event: std::marker::PhantomData,
+    }
+}
+
+/// A new random id (128 bits, hex) for rows a client creates (their keys must be known
+/// before the server confirms them).
+pub fn new_id() -> String {
+    #[cfg(feature = "browser")]
+    {
+        runtime::random_id()
+    }
+    #[cfg(not(feature = "browser"))]
+    {
+        use std::hash::{BuildHasher, Hasher};
+        // The server side: the std hasher's random keys, plus time and a counter.
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let mut out = String::with_capacity(32);
+        for _ in 0..2 {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(N.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos()),
+            );
+            out.push_str(&format!("{:016x}", h.finish()));
+        }
+        out
+    }
+}
+
+/// The connection's status: online, pending writes, the last rejection.
+pub fn use_sync_status() -> SyncStatus {
+    let c = client();
+    SyncStatus {
+        online: c.online.into(),
+        pending: c.pending.into(),
+        last_rejection: c.rejection.into(),
+    }
+}

@@ -8,7 +8,7 @@ use crate::protocol::{
     Snapshot, Sub, Welcome,
 };
 use crate::query::QueryKey;
-use crate::row::Rows;
+use crate::row::{Row, Rows};
 use crate::schema::{Event, Query};
 use crate::version::{Epoch, Version};
 use serde_json::value::RawValue;
@@ -171,6 +171,30 @@ impl ClientState {
     pub fn subscribe(&mut self, key: QueryKey) -> ClientMsg {
         self.keys.entry(key.clone()).or_default();
         self.sub_msg(&key)
+    }
+
+    /// Seeds `key` with rows the server rendered (at version `v` of history `epoch`), so the
+    /// client starts from them and subscribes from `v`. Ignored when the client holds newer
+    /// rows, or rows of another history. Returns whether it took them.
+    pub fn seed(&mut self, key: QueryKey, epoch: &Epoch, v: Version, rows: Vec<Row>) -> bool {
+        if self.epoch.is_none() {
+            self.epoch = Some(epoch.clone());
+            self.persist_meta();
+        }
+        if self.epoch.as_ref() != Some(epoch) {
+            return false;
+        }
+        let held = self.keys.entry(key.clone()).or_default();
+        if held.confirmed.as_ref().is_some_and(|(have, _)| *have >= v) {
+            return false;
+        }
+        let Ok(rows) = Rows::new(rows) else {
+            return false;
+        };
+        held.confirmed = Some((v, rows));
+        self.persist_rows(&key);
+        self.recompute();
+        true
     }
 
     /// Stops holding `key`; returns the `unsub` to send.

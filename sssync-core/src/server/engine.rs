@@ -573,7 +573,18 @@ async fn apply_in_transaction<S: Store>(
                             }
                             Outcome::Rejected(r)
                         }
-                        Err(EventError::Storage(err)) => return Err(err),
+                        // A constraint the event's data broke is the event's fault: refuse it
+                        // like a rejection (else a resend would fail the batch forever).
+                        Err(EventError::Storage(err)) => match constraint(&err) {
+                            Some(rejection) => {
+                                S::rollback_to_savepoint(&mut conn).await?;
+                                if bumps_here {
+                                    bumped = None;
+                                }
+                                Outcome::Rejected(rejection)
+                            }
+                            None => return Err(err),
+                        },
                     }
                 }
             };
@@ -603,6 +614,20 @@ async fn apply_in_transaction<S: Store>(
             Err(e)
         }
     }
+}
+
+/// The rejection for a database constraint violation, if `err` is one.
+fn constraint(err: &sqlx::Error) -> Option<Rejection> {
+    use sqlx::error::ErrorKind;
+    let db = err.as_database_error()?;
+    let code = match db.kind() {
+        ErrorKind::UniqueViolation => "unique_violation",
+        ErrorKind::ForeignKeyViolation => "foreign_key_violation",
+        ErrorKind::NotNullViolation => "not_null_violation",
+        ErrorKind::CheckViolation => "check_violation",
+        _ => return None,
+    };
+    Some(Rejection::new(code, db.message().to_owned()))
 }
 
 /// After a commit at `v`: re-run each affected group once and queue its delta.

@@ -1,0 +1,53 @@
+// The demo on sssync: server-rendered rows hydrate without a second fetch, and writes in one
+// browser reach every other browser live.
+import { expect, test } from '@playwright/test';
+import { addTodo, item, items, openFreshList, titles, waitReady } from './helpers';
+
+test('hydration makes no fetch or XHR request', async ({ page }) => {
+  const id = await openFreshList(page, true);
+  await addTodo(page, 'rendered by the server');
+  const requests: string[] = [];
+  page.on('request', (r) => {
+    if (r.resourceType() === 'fetch' || r.resourceType() === 'xhr') requests.push(r.url());
+  });
+  await page.goto(`/lists/${id}`);
+  await waitReady(page, true);
+  await expect(page.locator('html.hydrated')).toHaveCount(1);
+  await expect(titles(page)).toHaveText(['rendered by the server']);
+  // The connection is live (a write goes through the WebSocket, not a request).
+  await addTodo(page, 'and one more');
+  await expect(titles(page)).toHaveText(['rendered by the server', 'and one more']);
+  expect(requests).toEqual([]);
+});
+
+test('two browsers see each other’s adds, toggles and deletes within a second', async ({ browser }) => {
+  const a = await (await browser.newContext()).newPage();
+  const b = await (await browser.newContext()).newPage();
+  const id = await openFreshList(a, true);
+  await b.goto(`/lists/${id}`);
+  await waitReady(b, true);
+  const live = { timeout: 1_000 };
+
+  await addTodo(a, 'from a');
+  await expect(titles(b)).toHaveText(['from a'], live);
+  await addTodo(b, 'from b');
+  await expect(titles(a)).toHaveText(['from a', 'from b'], live);
+
+  await item(b, 'from a').getByRole('checkbox', { name: 'Toggle Todo' }).click();
+  await expect(item(a, 'from a')).toHaveClass('completed', live);
+
+  const row = item(a, 'from b');
+  await row.hover();
+  await row.getByRole('button', { name: 'Delete' }).click();
+  await expect(titles(b)).toHaveText(['from a'], live);
+  await expect(items(a)).toHaveCount(1);
+});
+
+test('a write without JavaScript reaches a live browser', async ({ browser }) => {
+  const live = await (await browser.newContext()).newPage();
+  const id = await openFreshList(live, true);
+  const nojs = await (await browser.newContext({ javaScriptEnabled: false })).newPage();
+  await nojs.goto(`/lists/${id}`);
+  await addTodo(nojs, 'posted by a plain form');
+  await expect(titles(live)).toHaveText(['posted by a plain form'], { timeout: 1_000 });
+});

@@ -1,0 +1,290 @@
+//! The browser runtime (features `hydrate`, `csr`): one WebSocket per tab driving the core
+//! client state machine, reconnecting with backoff. Single-threaded (wasm), so plain `RefCell`s;
+//! no borrow is held across a call that could re-enter.
+
+use crate::{Loaded, SyncError};
+use futures_channel::oneshot;
+use leptos::prelude::*;
+use sssync_core::client::ClientState;
+use sssync_core::protocol::{ClientMsg, ServerMsg};
+use sssync_core::{Event, QueryKey, Rejection};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::Closure;
+use web_sys::{MessageEvent, WebSocket};
+
+const BACKOFF_MIN_MS: u64 = 50;
+const BACKOFF_MAX_MS: u64 = 5_000;
+const PING_EVERY: Duration = Duration::from_secs(15);
+
+/// A socket callback.
+type Callback = Closure<dyn FnMut(web_sys::Event)>;
+
+/// The signals the runtime keeps current for the UI.
+pub(crate) struct Signals {
+    pub(crate) changed: RwSignal<u64>,
+    pub(crate) online: RwSignal<bool>,
+    pub(crate) pending: RwSignal<usize>,
+    pub(crate) rejection: RwSignal<Option<Rejection>>,
+}
+
+pub(crate) struct Runtime {
+    pub(crate) state: RefCell<ClientState>,
+    signals: Signals,
+    url: String,
+    ws: RefCell<Option<WebSocket>>,
+    /// The current socket's callbacks (kept alive as long as the socket).
+    callbacks: RefCell<Vec<Callback>>,
+    live: Cell<bool>,
+    attempts: Cell<u32>,
+    /// How many components hold each key.
+    refs: RefCell<HashMap<QueryKey, usize>>,
+    waiters: RefCell<Vec<(QueryKey, oneshot::Sender<()>)>>,
+}
+
+/// A random client id for this tab's page load (pending events live as long as the tab's
+/// memory; the id must not outlive them, or a reload would reuse seqs).
+pub(crate) fn random_id() -> String {
+    let mut bytes = [0u8; 16];
+    if let Some(crypto) = web_sys::window().and_then(|w| w.crypto().ok()) {
+        let _ = crypto.get_random_values_with_u8_array(&mut bytes);
+    } else {
+        for b in &mut bytes {
+            *b = (js_sys::Math::random() * 256.0) as u8;
+        }
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn socket_url() -> String {
+    let location = web_sys::window().expect("a window").location();
+    let scheme = match location.protocol().as_deref() {
+        Ok("https:") => "wss:",
+        _ => "ws:",
+    };
+    let host = location.host().unwrap_or_default();
+    format!("{scheme}//{host}/sssync/ws")
+}
+
+impl Runtime {
+    pub(crate) fn start(signals: Signals) -> Rc<Runtime> {
+        let rt = Rc::new(Runtime {
+            state: RefCell::new(ClientState::new(random_id())),
+            signals,
+            url: socket_url(),
+            ws: RefCell::new(None),
+            callbacks: RefCell::new(Vec::new()),
+            live: Cell::new(false),
+            attempts: Cell::new(0),
+            refs: RefCell::new(HashMap::new()),
+            waiters: RefCell::new(Vec::new()),
+        });
+        rt.connect();
+        let weak = Rc::downgrade(&rt);
+        set_interval(
+            move || {
+                if let Some(rt) = weak.upgrade() {
+                    rt.send_if_live(&ClientMsg::Ping);
+                }
+            },
+            PING_EVERY,
+        );
+        rt
+    }
+
+    fn connect(self: &Rc<Self>) {
+        let ws = match WebSocket::new(&self.url) {
+            Ok(ws) => ws,
+            Err(_) => return self.retry(),
+        };
+        let weak: Weak<Runtime> = Rc::downgrade(self);
+        let on_open = {
+            let weak = weak.clone();
+            Callback::new(move |_| {
+                if let Some(rt) = weak.upgrade() {
+                    let hello = rt.state.borrow().hello();
+                    rt.send_raw(&hello);
+                }
+            })
+        };
+        let on_message = {
+            let weak = weak.clone();
+            Callback::new(move |e: web_sys::Event| {
+                let Some(text) = e
+                    .dyn_ref::<MessageEvent>()
+                    .and_then(|m| m.data().as_string())
+                else {
+                    return;
+                };
+                if let Some(rt) = weak.upgrade() {
+                    rt.on_text(&text);
+                }
+            })
+        };
+        let on_close = Callback::new(move |_| {
+            if let Some(rt) = weak.upgrade() {
+                rt.on_close();
+            }
+        });
+        ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+        ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+        *self.callbacks.borrow_mut() = vec![on_open, on_message, on_close];
+        *self.ws.borrow_mut() = Some(ws);
+    }
+
+    fn on_close(self: &Rc<Self>) {
+        self.live.set(false);
+        self.signals.online.set(false);
+        self.ws.borrow_mut().take();
+        self.retry();
+    }
+
+    /// Reconnects after an exponential backoff.
+    fn retry(self: &Rc<Self>) {
+        let n = self.attempts.get().min(16);
+        self.attempts.set(n + 1);
+        let delay = (BACKOFF_MIN_MS << n).min(BACKOFF_MAX_MS);
+        let weak = Rc::downgrade(self);
+        set_timeout(
+            move || {
+                if let Some(rt) = weak.upgrade() {
+                    rt.connect();
+                }
+            },
+            Duration::from_millis(delay),
+        );
+    }
+
+    fn on_text(&self, text: &str) {
+        let Ok(msg) = ServerMsg::parse(text) else {
+            return;
+        };
+        let update = self.state.borrow_mut().on_message(msg);
+        if update.live {
+            self.live.set(true);
+            self.attempts.set(0);
+            self.signals.online.set(true);
+        }
+        for m in &update.send {
+            self.send_raw(m);
+        }
+        if let Some((_, r)) = update.rejected.last() {
+            self.signals.rejection.set(Some(r.clone()));
+        }
+        self.after_change();
+    }
+
+    fn after_change(&self) {
+        let pending = self.state.borrow().pending_count();
+        self.signals.pending.set(pending);
+        self.signals.changed.update(|n| *n += 1);
+        let ready: Vec<oneshot::Sender<()>> = {
+            let st = self.state.borrow();
+            let mut waiters = self.waiters.borrow_mut();
+            let (ready, waiting): (Vec<_>, Vec<_>) = waiters
+                .drain(..)
+                .partition(|(k, _)| st.confirmed(k).is_some());
+            *waiters = waiting;
+            ready.into_iter().map(|(_, tx)| tx).collect()
+        };
+        for tx in ready {
+            let _ = tx.send(());
+        }
+    }
+
+    fn send_raw(&self, m: &ClientMsg) {
+        if let Some(ws) = self.ws.borrow().as_ref() {
+            let _ = ws.send_with_str(&m.to_json());
+        }
+    }
+
+    /// Sends now if welcomed; otherwise the next welcome resends what matters.
+    fn send_if_live(&self, m: &ClientMsg) {
+        if self.live.get() {
+            self.send_raw(m);
+        }
+    }
+
+    /// A component holds `key` (with the rows the server rendered, if any).
+    pub(crate) fn hold(&self, key: QueryKey, loaded: Option<Loaded>) {
+        let first = {
+            let mut refs = self.refs.borrow_mut();
+            let n = refs.entry(key.clone()).or_insert(0);
+            *n += 1;
+            *n == 1
+        };
+        let msg = {
+            let mut st = self.state.borrow_mut();
+            if let Some(l) = loaded {
+                st.seed(key.clone(), &l.epoch, l.version, l.rows);
+            }
+            st.subscribe(key)
+        };
+        if first {
+            self.send_if_live(&msg);
+        }
+        self.after_change();
+    }
+
+    /// A component no longer holds `key`; the last one unsubscribes.
+    pub(crate) fn release(&self, key: &QueryKey) {
+        let last = {
+            let mut refs = self.refs.borrow_mut();
+            match refs.get_mut(key) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                Some(_) => {
+                    refs.remove(key);
+                    true
+                }
+                None => false,
+            }
+        };
+        if last {
+            let msg = self.state.borrow_mut().unsubscribe(key);
+            if let Some(m) = msg {
+                self.send_if_live(&m);
+            }
+        }
+    }
+
+    /// The rows of `key` for a client-side load: at once when cached, else after the
+    /// subscription's first snapshot.
+    pub(crate) async fn load(&self, key: QueryKey) -> Result<Loaded, SyncError> {
+        let cached = self.loaded(&key);
+        if let Some(l) = cached {
+            return Ok(l);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.waiters.borrow_mut().push((key.clone(), tx));
+        let msg = self.state.borrow_mut().subscribe(key.clone());
+        self.send_if_live(&msg);
+        rx.await
+            .map_err(|_| SyncError::Request("the client stopped".into()))?;
+        self.loaded(&key)
+            .ok_or_else(|| SyncError::Request("the rows went away".into()))
+    }
+
+    fn loaded(&self, key: &QueryKey) -> Option<Loaded> {
+        let st = self.state.borrow();
+        let (version, rows) = st.confirmed(key)?;
+        Some(Loaded {
+            epoch: st.epoch()?.clone(),
+            version,
+            rows: rows.rows().to_vec(),
+        })
+    }
+
+    /// Queues an event: predicted now, sent when connected.
+    pub(crate) fn send<E: Event>(&self, e: E) {
+        let (msg, _) = self.state.borrow_mut().push(e);
+        self.send_if_live(&msg);
+        self.after_change();
+    }
+}

@@ -1,0 +1,86 @@
+//! The server side (feature `ssr`): the engine behind the components' queries and the
+//! applications' server functions.
+
+use crate::{Loaded, SyncError};
+use leptos::prelude::*;
+use sssync_core::protocol::ServerMsg;
+use sssync_core::server::{BoxFuture, Engine, EngineError, QueryCtx, Store};
+use sssync_core::{Event, QueryKey};
+use std::sync::Arc;
+
+/// What the components need from an engine, whatever its store.
+trait Source: Send + Sync + 'static {
+    fn load<'a>(&'a self, key: &'a QueryKey) -> BoxFuture<'a, Result<Loaded, SyncError>>;
+    fn apply<'a>(&'a self, name: &'a str, args: &'a str) -> BoxFuture<'a, Result<(), SyncError>>;
+}
+
+impl<S: Store> Source for Engine<S> {
+    fn load<'a>(&'a self, key: &'a QueryKey) -> BoxFuture<'a, Result<Loaded, SyncError>> {
+        Box::pin(async move {
+            let (_, version, rows) = self
+                .snapshot_json(key.name(), key.args_json(), &QueryCtx::default())
+                .await
+                .map_err(engine_error)?;
+            Ok(Loaded {
+                epoch: self.epoch().clone(),
+                version,
+                rows: rows.into_rows(),
+            })
+        })
+    }
+
+    fn apply<'a>(&'a self, name: &'a str, args: &'a str) -> BoxFuture<'a, Result<(), SyncError>> {
+        Box::pin(async move {
+            match self
+                .apply_server_event(name, args)
+                .await
+                .map_err(engine_error)?
+            {
+                ServerMsg::Ack(_) => Ok(()),
+                ServerMsg::Reject(r) => Err(SyncError::Rejected(r.error)),
+                other => Err(SyncError::Internal(format!("unexpected answer {other:?}"))),
+            }
+        })
+    }
+}
+
+fn engine_error(e: EngineError) -> SyncError {
+    match e {
+        EngineError::UnknownQuery(_) | EngineError::BadArgs(_) => {
+            SyncError::BadRequest(e.to_string())
+        }
+        other => SyncError::Internal(other.to_string()),
+    }
+}
+
+/// The engine, as the components and server functions of one app see it. Provide it in the
+/// routes' context (`leptos_routes_with_context`), next to the engine's own router.
+#[derive(Clone)]
+pub struct SyncServer(Arc<dyn Source>);
+
+impl SyncServer {
+    /// Wraps an engine.
+    pub fn new<S: Store>(engine: Engine<S>) -> SyncServer {
+        SyncServer(Arc::new(engine))
+    }
+
+    /// The rows of `key` at one version (in-process: no HTTP).
+    pub async fn load(&self, key: &QueryKey) -> Result<Loaded, SyncError> {
+        self.0.load(key).await
+    }
+
+    /// Applies an event from the server (a plain form post without JavaScript).
+    pub async fn apply<E: Event>(&self, event: &E) -> Result<(), SyncError> {
+        let args =
+            serde_json::to_string(event).map_err(|e| SyncError::BadRequest(e.to_string()))?;
+        self.0.apply(E::NAME, &args).await
+    }
+}
+
+/// Applies `event` through the [`SyncServer`] in context: the body of an event's server
+/// function, so that a plain `<form>` works without JavaScript.
+pub async fn apply<E: Event>(event: &E) -> Result<(), SyncError> {
+    let server = use_context::<SyncServer>()
+        .ok_or_else(|| SyncError::Internal("no SyncServer in this request's context".into()))?;
+    server.apply(event).await
+}
