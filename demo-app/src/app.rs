@@ -206,7 +206,21 @@ fn ListPage(filter: Filter) -> impl IntoView {
                     "New list"
                 </a>
             </p>
-            <p>"Kept in sync by sssync"</p>
+            <p>
+                "Kept in sync by sssync: "
+                <span
+                    class="sync-status"
+                    data-testid="sync-status"
+                    class:online=move || status.online.get()
+                >
+                    {move || if status.online.get() { "live" } else { "offline" }}
+                    {move || match status.pending.get() {
+                        0 => String::new(),
+                        1 => ", 1 write pending".to_owned(),
+                        n => format!(", {n} writes pending"),
+                    }}
+                </span>
+            </p>
         </footer>
     }
 }

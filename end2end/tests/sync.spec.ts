@@ -51,3 +51,35 @@ test('a write without JavaScript reaches a live browser', async ({ browser }) =>
   await addTodo(nojs, 'posted by a plain form');
   await expect(titles(live)).toHaveText(['posted by a plain form'], { timeout: 1_000 });
 });
+
+test('offline: writes wait (the indicator counts them), then apply once; the browser catches up', async ({ browser }) => {
+  const ctxA = await browser.newContext();
+  const a = await ctxA.newPage();
+  const b = await (await browser.newContext()).newPage();
+  const id = await openFreshList(a, true);
+  await b.goto(`/lists/${id}`);
+  await waitReady(b, true);
+  const status = a.getByTestId('sync-status');
+  await expect(status).toHaveText('live');
+
+  await ctxA.setOffline(true);
+  await expect(status).toHaveText('offline');
+  await addTodo(b, 'while a was away');
+  await addTodo(a, 'written offline'); // shown at once, predicted
+  await expect(status).toHaveText('offline, 1 write pending');
+  await expect(titles(b)).toHaveText(['while a was away']);
+
+  await ctxA.setOffline(false);
+  await expect(status).toHaveText('live', { timeout: 10_000 });
+  await expect(titles(a)).toHaveText(['while a was away', 'written offline']);
+  await expect(titles(b)).toHaveText(['while a was away', 'written offline']);
+  // Applied exactly once: the server renders it once.
+  const html = await (await a.request.get(`/lists/${id}`)).text();
+  expect(html.split('>written offline</label>').length - 1).toBe(1);
+});
+
+test('without JavaScript the indicator says the page is not live', async ({ browser }) => {
+  const page = await (await browser.newContext({ javaScriptEnabled: false })).newPage();
+  await openFreshList(page, false);
+  await expect(page.getByTestId('sync-status')).toHaveText('offline');
+});

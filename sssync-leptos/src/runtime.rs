@@ -40,6 +40,8 @@ pub(crate) struct Runtime {
     callbacks: RefCell<Vec<Callback>>,
     live: Cell<bool>,
     attempts: Cell<u32>,
+    /// When the server was last heard from (ms since the epoch).
+    last_heard: Cell<f64>,
     /// How many components hold each key.
     refs: RefCell<HashMap<QueryKey, usize>>,
     waiters: RefCell<Vec<(QueryKey, oneshot::Sender<()>)>>,
@@ -57,6 +59,10 @@ pub(crate) fn random_id() -> String {
         }
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn now_ms() -> f64 {
+    js_sys::Date::now()
 }
 
 fn socket_url() -> String {
@@ -79,15 +85,48 @@ impl Runtime {
             callbacks: RefCell::new(Vec::new()),
             live: Cell::new(false),
             attempts: Cell::new(0),
+            last_heard: Cell::new(now_ms()),
             refs: RefCell::new(HashMap::new()),
             waiters: RefCell::new(Vec::new()),
         });
         rt.connect();
+        // Back online: reconnect now rather than at the end of the backoff.
+        if let Some(window) = web_sys::window() {
+            let weak = Rc::downgrade(&rt);
+            let on_online = Callback::new(move |_| {
+                if let Some(rt) = weak.upgrade() {
+                    rt.attempts.set(0);
+                    rt.connect();
+                }
+            });
+            let _ = window
+                .add_event_listener_with_callback("online", on_online.as_ref().unchecked_ref());
+            // Gone offline: the socket may not notice for a long time; close it now (pending
+            // writes wait, the status says offline).
+            let weak = Rc::downgrade(&rt);
+            let on_offline = Callback::new(move |_| {
+                if let Some(rt) = weak.upgrade() {
+                    rt.drop_socket();
+                }
+            });
+            let _ = window
+                .add_event_listener_with_callback("offline", on_offline.as_ref().unchecked_ref());
+            // Both live as long as the page (one runtime per tab).
+            on_online.forget();
+            on_offline.forget();
+        }
+        // Heartbeat: a ping every interval; a connection silent for two intervals is dead.
         let weak = Rc::downgrade(&rt);
         set_interval(
             move || {
                 if let Some(rt) = weak.upgrade() {
-                    rt.send_if_live(&ClientMsg::Ping);
+                    if rt.live.get()
+                        && now_ms() - rt.last_heard.get() > 2.0 * PING_EVERY.as_millis() as f64
+                    {
+                        rt.drop_socket();
+                    } else {
+                        rt.send_if_live(&ClientMsg::Ping);
+                    }
                 }
             },
             PING_EVERY,
@@ -95,7 +134,11 @@ impl Runtime {
         rt
     }
 
+    /// Opens the socket, unless one is open or opening.
     fn connect(self: &Rc<Self>) {
+        if self.ws.borrow().is_some() {
+            return;
+        }
         let ws = match WebSocket::new(&self.url) {
             Ok(ws) => ws,
             Err(_) => return self.retry(),
@@ -124,9 +167,9 @@ impl Runtime {
                 }
             })
         };
-        let on_close = Callback::new(move |_| {
+        let on_close = Callback::new(move |e: web_sys::Event| {
             if let Some(rt) = weak.upgrade() {
-                rt.on_close();
+                rt.on_close(&e);
             }
         });
         ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
@@ -136,7 +179,18 @@ impl Runtime {
         *self.ws.borrow_mut() = Some(ws);
     }
 
-    fn on_close(self: &Rc<Self>) {
+    fn on_close(self: &Rc<Self>, e: &web_sys::Event) {
+        // Only the current socket's close counts (an old one may close late).
+        let current = self.ws.borrow().as_ref().is_some_and(|ws| {
+            e.target().is_some_and(|t| {
+                let t: &wasm_bindgen::JsValue = t.as_ref();
+                let ws: &wasm_bindgen::JsValue = ws.as_ref();
+                t == ws
+            })
+        });
+        if !current {
+            return;
+        }
         self.live.set(false);
         self.signals.online.set(false);
         self.ws.borrow_mut().take();
@@ -159,7 +213,20 @@ impl Runtime {
         );
     }
 
+    /// Closes the current socket and treats the connection as lost (reconnecting with backoff).
+    fn drop_socket(self: &Rc<Self>) {
+        let ws = self.ws.borrow_mut().take();
+        if let Some(ws) = ws {
+            ws.set_onclose(None);
+            let _ = ws.close();
+            self.live.set(false);
+            self.signals.online.set(false);
+            self.retry();
+        }
+    }
+
     fn on_text(&self, text: &str) {
+        self.last_heard.set(now_ms());
         let Ok(msg) = ServerMsg::parse(text) else {
             return;
         };
