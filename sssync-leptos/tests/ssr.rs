@@ -1,0 +1,176 @@
+//! The server-render-to-hydration round trip, natively: a component's `use_sync_query` runs the
+//! query in-process on a real engine (SQLite file); its rows and version travel in Leptos's
+//! serialized hydration data; a client seeded with them subscribes from that version (so the
+//! browser neither fetches again nor receives the rows twice).
+#![cfg(feature = "ssr")]
+
+use futures_util::StreamExt;
+use hydration_context::SharedContext;
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+use sssync_core::client::ClientState;
+use sssync_core::protocol::{ClientMsg, ServerMsg};
+use sssync_core::server::{
+    BoxFuture, Conn, Dependency, Engine, EventCtx, EventError, QueryCtx, ServerEvent, ServerQuery,
+    SqliteStore, Store, Table,
+};
+use sssync_core::{Event, Query, QueryKey};
+use sssync_leptos::server::SyncServer;
+use sssync_leptos::{Loaded, provide_sync_client, use_sync_query};
+use std::sync::Arc;
+
+type Db = sqlx::Sqlite;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+struct Note {
+    id: String,
+    text: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Board {
+    board: String,
+}
+
+struct Notes;
+
+impl Query for Notes {
+    const NAME: &'static str = "notes";
+    type Args = Board;
+    type Row = Note;
+    fn row_key(n: &Note) -> String {
+        n.id.clone()
+    }
+}
+
+impl ServerQuery<Db> for Notes {
+    fn dependencies(a: &Board) -> Vec<Dependency> {
+        vec![Dependency::partition("notes", &a.board)]
+    }
+    fn run<'a>(
+        conn: &'a mut Conn<Db>,
+        _: &'a QueryCtx,
+        a: &'a Board,
+    ) -> BoxFuture<'a, Result<Vec<Note>, sqlx::Error>> {
+        Box::pin(
+            sqlx::query_as("SELECT id, text FROM notes WHERE board = ? ORDER BY rowid")
+                .bind(&a.board)
+                .fetch_all(conn),
+        )
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct AddNote {
+    id: String,
+    board: String,
+    text: String,
+}
+
+impl Event for AddNote {
+    const NAME: &'static str = "add_note";
+}
+
+impl ServerEvent<Db> for AddNote {
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut Conn<Db>,
+        _: &'a EventCtx,
+    ) -> BoxFuture<'a, Result<(), EventError>> {
+        Box::pin(async move {
+            sqlx::query("INSERT INTO notes (id, board, text) VALUES (?, ?, ?)")
+                .bind(&self.id)
+                .bind(&self.board)
+                .bind(&self.text)
+                .execute(conn)
+                .await?;
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test]
+async fn the_server_rendered_snapshot_rides_the_hydration_data_and_seeds_the_client() {
+    let _ = any_spawner::Executor::init_tokio();
+    let dir = std::env::temp_dir().join(format!("sssync-leptos-ssr-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = SqliteStore::open(&format!("sqlite://{}", dir.join("t.db").display()))
+        .await
+        .unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE notes (id TEXT PRIMARY KEY, board TEXT NOT NULL, text TEXT NOT NULL)",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let engine = Engine::builder(store)
+        .table(
+            Table::new("notes", "id")
+                .unwrap()
+                .partition("board")
+                .unwrap(),
+        )
+        .query::<Notes>()
+        .event::<AddNote>()
+        .start()
+        .await
+        .unwrap();
+    for (id, text) in [("n1", "rendered on the server"), ("n2", "and hydrated")] {
+        let args = serde_json::json!({"id": id, "board": "b", "text": text}).to_string();
+        let r = engine.apply_server_event("add_note", &args).await.unwrap();
+        assert!(matches!(r, ServerMsg::Ack(_)), "{r:?}");
+    }
+
+    // Server render: the component's query runs in-process.
+    let shared = Arc::new(hydration_context::SsrSharedContext::new());
+    let owner = Owner::new_root(Some(shared.clone()));
+    let query = owner.with(|| {
+        provide_context(SyncServer::new(engine.clone()));
+        provide_sync_client();
+        use_sync_query::<Notes>(|| Board { board: "b".into() })
+    });
+    // What Leptos sends the browser for hydration.
+    let data: String = shared
+        .pending_data()
+        .expect("hydration data")
+        .collect::<Vec<String>>()
+        .await
+        .concat();
+    assert!(data.contains("rendered on the server"), "{data}");
+    assert!(
+        data.contains(&engine.epoch().0),
+        "the epoch rides along: {data}"
+    );
+
+    // The rows the server rendered.
+    let rows = owner.with(|| query.rows()).expect("resolved").unwrap();
+    assert_eq!(
+        rows.iter().map(|n| n.text.as_str()).collect::<Vec<_>>(),
+        ["rendered on the server", "and hydrated"]
+    );
+
+    // The browser's side: seeded with the same snapshot, its subscription resumes from that
+    // version (no refetch: the server answers with what changed since, here nothing).
+    let key = QueryKey::new("notes", &Board { board: "b".into() }).unwrap();
+    let loaded: Loaded = sssync_leptos::server::SyncServer::new(engine.clone())
+        .load(&key)
+        .await
+        .unwrap();
+    let mut client = ClientState::new("hydrated-tab");
+    assert!(client.seed(
+        key.clone(),
+        &loaded.epoch,
+        loaded.version,
+        loaded.rows.clone()
+    ));
+    let ClientMsg::Sub(sub) = client.subscribe(key.clone()) else {
+        panic!("a sub")
+    };
+    assert_eq!(sub.v, Some(loaded.version));
+    assert_eq!(
+        client.rows::<Notes>(&Board { board: "b".into() }).unwrap(),
+        rows
+    );
+    engine.shutdown();
+    let _ = std::fs::remove_dir_all(dir);
+}
