@@ -80,20 +80,14 @@ async fn connection<S: Store>(engine: Engine<S>, socket: WebSocket) {
             _ => continue,
         };
         let problem = match ClientMsg::parse(&text) {
-            Ok(ClientMsg::Hello(h)) if h.protocol != PROTOCOL => {
-                let _ = sink
-                    .send(send_now(ServerMsg::error(
-                        ErrorCode::ProtocolMismatch,
-                        format!("this server speaks protocol {PROTOCOL}, not {}", h.protocol),
-                    )))
-                    .await;
-                return;
-            }
-            Ok(ClientMsg::Hello(h)) if valid_client_id(&h.client_id) => break h,
-            Ok(ClientMsg::Hello(_)) => ServerMsg::error(
-                ErrorCode::Malformed,
-                "client_id must be 1 to 64 ASCII letters, digits, '-' or '_'",
-            ),
+            Ok(ClientMsg::Hello(h)) => match check_hello(h) {
+                Ok(h) => break h,
+                Err(e) if e.code == ErrorCode::ProtocolMismatch => {
+                    let _ = sink.send(send_now(ServerMsg::Error(e))).await;
+                    return;
+                }
+                Err(e) => ServerMsg::Error(e),
+            },
             Ok(_) => ServerMsg::error(ErrorCode::HelloFirst, "send hello first"),
             Err(e) => ServerMsg::error(ErrorCode::Malformed, e.to_string()),
         };
@@ -409,10 +403,9 @@ fn json_error(status: StatusCode, code: ErrorCode, message: impl Into<String>) -
         .into_response()
 }
 
-fn parse_hello(text: &str) -> Result<Hello, ProtocolError> {
+/// A `hello` this server accepts: its protocol, a valid client id.
+fn check_hello(hello: Hello) -> Result<Hello, ProtocolError> {
     let bad = |code, message: String| ProtocolError { code, message };
-    let hello: Hello =
-        serde_json::from_str(text).map_err(|e| bad(ErrorCode::Malformed, e.to_string()))?;
     if hello.protocol != PROTOCOL {
         return Err(bad(
             ErrorCode::ProtocolMismatch,
@@ -446,7 +439,13 @@ async fn sse_handler<S: Store>(
             "the query is over the limit",
         );
     }
-    let hello = match parse_hello(&params.hello) {
+    let hello = match serde_json::from_str::<Hello>(&params.hello)
+        .map_err(|e| ProtocolError {
+            code: ErrorCode::Malformed,
+            message: e.to_string(),
+        })
+        .and_then(check_hello)
+    {
         Ok(h) => h,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, e.code, e.message),
     };
