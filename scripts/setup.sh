@@ -76,7 +76,18 @@ if ! $for_tests; then
   exit 0
 fi
 
-# 5. Chromium for the browser tests (Playwright cannot download its own browser here).
+# 5. Trunk, for the client-only (CSR) build of the demo (0.22 needs a newer rustc).
+TRUNK_VERSION=0.21.14
+if trunk --version 2>/dev/null | grep -q "$TRUNK_VERSION"; then
+  say "trunk $TRUNK_VERSION: present"
+else
+  say "installing trunk $TRUNK_VERSION (about 6 minutes, once)"
+  t=$SECONDS
+  cargo install trunk --version "$TRUNK_VERSION" --locked
+  say "trunk installed in $(elapsed $t)"
+fi
+
+# 6. Chromium for the browser tests (Playwright cannot download its own browser here).
 if [ -x /usr/bin/chromium ]; then
   say "chromium: present ($(/usr/bin/chromium --version 2>/dev/null || echo unknown version))"
 else
@@ -87,7 +98,7 @@ else
   say "chromium installed: $(/usr/bin/chromium --version 2>/dev/null)"
 fi
 
-# 6. The end-to-end test packages (Playwright's test runner; the browser is the one above).
+# 7. The end-to-end test packages (Playwright's test runner; the browser is the one above).
 if [ -d "$here/end2end/node_modules/@playwright/test" ] &&
   [ "$here/end2end/node_modules/.package-lock.json" -nt "$here/end2end/package-lock.json" ]; then
   say "end2end npm packages: present"

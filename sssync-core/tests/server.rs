@@ -204,6 +204,7 @@ async fn invariant_7_a_rejection_rolls_back_the_prediction_and_reports_why() {
         list_id: "l".into(),
         title: "y".repeat(300),
     });
+    let seq = seq.expect("sent");
     // Predicted at once, before any server reply.
     assert_eq!(c.rows::<Todos>(&list("l")).unwrap().len(), 2);
     c.wait_for(WAIT, |s| s.pending_count() == 0).await.unwrap();
@@ -444,13 +445,20 @@ async fn invariant_12_bad_input_gets_typed_errors_changes_nothing_and_the_connec
         .await;
     expect_error(raw.recv().await, ErrorCode::TooLarge);
 
-    // Events with an unknown name or args of the wrong shape are refused, typed, seq used.
-    let r = raw.event(1, "no_such_event", json!({})).await;
+    // An event with args over the limit, an unknown name, or args of the wrong shape is
+    // refused, typed, and its seq is used (later events are not stuck behind it).
+    let big = "w".repeat(5 * 1024);
+    let r = raw.event(1, "add_todo", add("l", "b", &big)).await;
+    assert!(
+        matches!(r, ServerMsg::Reject(ref r) if r.error.code == "too_large"),
+        "{r:?}"
+    );
+    let r = raw.event(2, "no_such_event", json!({})).await;
     assert!(
         matches!(r, ServerMsg::Reject(ref r) if r.error.code == "unknown_event"),
         "{r:?}"
     );
-    let r = raw.event(2, "add_todo", json!({"id": 5})).await;
+    let r = raw.event(3, "add_todo", json!({"id": 5})).await;
     assert!(
         matches!(r, ServerMsg::Reject(ref r) if r.error.code == "bad_args"),
         "{r:?}"
@@ -460,7 +468,7 @@ async fn invariant_12_bad_input_gets_typed_errors_changes_nothing_and_the_connec
     assert_eq!(server.applied_count().await, 0);
     raw.send(json!({"t": "ping"})).await;
     assert!(matches!(raw.recv().await, ServerMsg::Pong));
-    let r = raw.event(3, "add_todo", add("l", "t", "still fine")).await;
+    let r = raw.event(4, "add_todo", add("l", "t", "still fine")).await;
     assert!(matches!(r, ServerMsg::Ack(_)), "{r:?}");
     server.stop().await;
 }

@@ -35,6 +35,10 @@ pub mod server;
 /// A query's rows as the server rendered them: what travels in the hydration data.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Loaded {
+    /// The query's name.
+    pub q: String,
+    /// Its canonical args.
+    pub a: String,
     /// The database history the rows belong to.
     pub epoch: Epoch,
     /// Their version.
@@ -59,6 +63,13 @@ pub enum SyncError {
     /// The request did not get through (network, encoding).
     #[error("the request failed: {0}")]
     Request(String),
+}
+
+impl Loaded {
+    /// Whether these are the rows of `key`.
+    pub fn is_for(&self, key: &QueryKey) -> bool {
+        self.q == key.name() && self.a == key.args_json()
+    }
 }
 
 impl leptos::server_fn::error::FromServerFnError for SyncError {
@@ -237,18 +248,27 @@ pub fn use_sync_query<Q: Query>(
     {
         let held = StoredValue::new_local(None::<QueryKey>);
         Effect::new(move |_| {
-            if let Some(Ok(loaded)) = resource.get()
-                && let Ok(key) = QueryKey::new(Q::NAME, &args.get())
-            {
-                let rt = client.runtime();
-                rt.hold(key.clone(), Some(loaded));
-                if let Some(old) = held.get_value()
-                    && old != key
-                {
-                    rt.release(&old);
+            let Ok(key) = QueryKey::new(Q::NAME, &args.get()) else {
+                return;
+            };
+            // A resource keeps its old value while it reloads: only rows of this key count.
+            let loaded = resource
+                .get()
+                .and_then(Result::ok)
+                .filter(|l| l.is_for(&key));
+            let rt = client.runtime();
+            let old = held.get_value();
+            if old.as_ref() == Some(&key) {
+                if let Some(l) = loaded {
+                    rt.seed(key, l);
                 }
-                held.set_value(Some(key));
+                return;
             }
+            rt.hold(key.clone(), loaded);
+            if let Some(old) = old {
+                rt.release(&old);
+            }
+            held.set_value(Some(key));
         });
         on_cleanup(move || {
             if let (Some(key), Some(rt)) = (held.get_value(), client.runtime.get_value()) {

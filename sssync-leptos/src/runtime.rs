@@ -217,6 +217,9 @@ impl Runtime {
     fn drop_socket(self: &Rc<Self>) {
         let ws = self.ws.borrow_mut().take();
         if let Some(ws) = ws {
+            // Its callbacks go with it (they are dropped at the next connect).
+            ws.set_onopen(None);
+            ws.set_onmessage(None);
             ws.set_onclose(None);
             let _ = ws.close();
             self.live.set(false);
@@ -297,6 +300,17 @@ impl Runtime {
         self.after_change();
     }
 
+    /// Newer rows of a held key from a client-side load.
+    pub(crate) fn seed(&self, key: QueryKey, l: Loaded) {
+        let took = self
+            .state
+            .borrow_mut()
+            .seed(key, &l.epoch, l.version, l.rows);
+        if took {
+            self.after_change();
+        }
+    }
+
     /// A component no longer holds `key`; the last one unsubscribes.
     pub(crate) fn release(&self, key: &QueryKey) {
         let last = {
@@ -342,16 +356,22 @@ impl Runtime {
         let st = self.state.borrow();
         let (version, rows) = st.confirmed(key)?;
         Some(Loaded {
+            q: key.name().to_owned(),
+            a: key.args_json().to_owned(),
             epoch: st.epoch()?.clone(),
             version,
             rows: rows.rows().to_vec(),
         })
     }
 
-    /// Queues an event: predicted now, sent when connected.
+    /// Queues an event: predicted now, sent when connected. One the client refuses (args over
+    /// the limit) shows as the last rejection.
     pub(crate) fn send<E: Event>(&self, e: E) {
-        let (msg, _) = self.state.borrow_mut().push(e);
-        self.send_if_live(&msg);
+        let pushed = self.state.borrow_mut().push(e);
+        match pushed {
+            Ok((msg, _)) => self.send_if_live(&msg),
+            Err(r) => self.signals.rejection.set(Some(r)),
+        }
         self.after_change();
     }
 }

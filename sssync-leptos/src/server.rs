@@ -22,6 +22,8 @@ impl<S: Store> Source for Engine<S> {
                 .await
                 .map_err(engine_error)?;
             Ok(Loaded {
+                q: key.name().to_owned(),
+                a: key.args_json().to_owned(),
                 epoch: self.epoch().clone(),
                 version,
                 rows: rows.into_rows(),

@@ -146,16 +146,30 @@ impl NativeClient {
         key
     }
 
-    /// Sends event `e` (predicted at once, sent when connected, exactly once). Returns its seq.
-    pub fn send<E: Event>(&self, e: E) -> u64 {
-        let (msg, live) = self.mutate(|st| st.push(e).0);
+    /// Sends event `e` (predicted at once, sent when connected, exactly once). Returns its seq;
+    /// `None` when the client refuses to send it (args over the limit): the refusal is then in
+    /// [`NativeClient::rejected`] with seq 0.
+    pub fn send<E: Event>(&self, e: E) -> Option<u64> {
+        let (pushed, live) = self.mutate(|st| st.push(e).map(|(msg, _)| msg));
+        let msg = match pushed {
+            Ok(m) => m,
+            Err(r) => {
+                self.shared
+                    .rejected
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((0, r));
+                self.shared.changes.send_modify(|n| *n += 1);
+                return None;
+            }
+        };
         let seq = match &msg {
             ClientMsg::Event(m) => m.seq,
             _ => 0,
         };
         self.shared.changes.send_modify(|n| *n += 1);
         self.send_if_live(msg, live);
-        seq
+        Some(seq)
     }
 
     /// Sends a raw protocol message (tests of the wire contract).

@@ -53,6 +53,11 @@ pub struct ClientState {
     keys: HashMap<QueryKey, Held>,
     /// Unacknowledged events by seq.
     pending: BTreeMap<u64, Pending>,
+    /// Events a reconnect's welcome says are applied, whose effects may not have reached the
+    /// confirmed rows yet: still predicted until every held key has answered its `sub`.
+    settling: BTreeMap<u64, Pending>,
+    /// Held keys that have not answered since the last welcome.
+    awaiting: HashSet<QueryKey>,
     next_seq: u64,
     views: HashMap<QueryKey, Rows>,
     /// The highest version any message of this connection has carried; deltas up to it have
@@ -70,6 +75,8 @@ impl ClientState {
             epoch: None,
             keys: HashMap::new(),
             pending: BTreeMap::new(),
+            settling: BTreeMap::new(),
+            awaiting: HashSet::new(),
             next_seq: 1,
             views: HashMap::new(),
             seen: Version(0),
@@ -202,6 +209,7 @@ impl ClientState {
         self.keys.remove(key)?;
         self.views.remove(key);
         self.persist_rows(key);
+        self.answered(key);
         Some(ClientMsg::Unsub(key_ref(key)))
     }
 
@@ -219,9 +227,22 @@ impl ClientState {
     }
 
     /// Queues event `e` with the next seq and applies its prediction; returns the message to
-    /// send (when connected) and what changed.
-    pub fn push<E: Event>(&mut self, e: E) -> (ClientMsg, Update) {
-        let args: Arc<str> = serde_json::to_string(&e).expect("events serialize").into();
+    /// send (when connected) and what changed. An event whose args are over the protocol's
+    /// limit is refused here, before it takes a seq (the server would refuse it anyway).
+    pub fn push<E: Event>(&mut self, e: E) -> Result<(ClientMsg, Update), Rejection> {
+        let args: Arc<str> = serde_json::to_string(&e)
+            .map_err(|err| Rejection::new("bad_args", err.to_string()))?
+            .into();
+        if args.len() > crate::query::MAX_ARGS_BYTES {
+            return Err(Rejection::new(
+                "too_large",
+                format!(
+                    "the event's args are {} bytes, over the limit of {}",
+                    args.len(),
+                    crate::query::MAX_ARGS_BYTES
+                ),
+            ));
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
         let predict: PredictFn = Arc::new(move |p: &mut Prediction<'_>| e.predict(p));
@@ -236,7 +257,7 @@ impl ClientState {
         self.persist_event(seq);
         self.persist_meta();
         let msg = self.event_msg(seq);
-        (msg, self.recompute())
+        Ok((msg, self.recompute()))
     }
 
     fn event_msg(&self, seq: u64) -> ClientMsg {
@@ -293,6 +314,9 @@ impl ClientState {
             ServerMsg::Delta(d) => self.on_delta(d),
             ServerMsg::Ack(a) => {
                 self.seen = self.seen.max(a.v);
+                // Every `sub` sent before this event has been answered before its ack.
+                self.awaiting.clear();
+                self.settle();
                 // Acks come in seq order, after every delta up to `v`: the prediction can go
                 // now without the UI ever showing the old value.
                 if self.pending.remove(&a.seq).is_some() {
@@ -361,10 +385,15 @@ impl ClientState {
             for &seq in self.pending.keys() {
                 self.persist.push(Persist::DropEvent(seq));
             }
-            self.pending = kept;
+            // Their effects arrive with the answers to the subscriptions below: keep showing
+            // them until then (invariant 6 across a reconnect).
+            let applied = std::mem::replace(&mut self.pending, kept);
+            self.settling.extend(applied);
             self.next_seq = self.next_seq.max(w.last_seq + 1);
         }
         self.persist_meta();
+        self.awaiting = self.keys.keys().cloned().collect();
+        self.settle();
         let mut keys: Vec<&QueryKey> = self.keys.keys().collect();
         keys.sort();
         let mut send: Vec<ClientMsg> = keys.into_iter().map(|k| self.sub_msg(k)).collect();
@@ -387,6 +416,7 @@ impl ClientState {
             Ok(rows) if rows.digest() == s.digest => {
                 held.confirmed = Some((s.v, rows));
                 self.persist_rows(&key);
+                self.answered(&key);
                 self.recompute()
             }
             _ => Update {
@@ -428,7 +458,20 @@ impl ClientState {
         *rows = next;
         *v = d.to;
         self.persist_rows(&key);
+        self.answered(&key);
         self.recompute()
+    }
+
+    /// `key` has answered since the welcome; when all have, settled events stop predicting.
+    fn answered(&mut self, key: &QueryKey) {
+        self.awaiting.remove(key);
+        self.settle();
+    }
+
+    fn settle(&mut self) {
+        if self.awaiting.is_empty() {
+            self.settling.clear();
+        }
     }
 
     /// Rebase: confirmed rows, then every pending prediction in seq order.
@@ -440,7 +483,8 @@ impl ClientState {
             .collect();
         {
             let mut p = Prediction { views: &mut views };
-            for predict in self.pending.values().filter_map(|p| p.predict.as_ref()) {
+            let events = self.settling.values().chain(self.pending.values());
+            for predict in events.filter_map(|p| p.predict.as_ref()) {
                 predict(&mut p);
             }
         }
@@ -473,4 +517,154 @@ fn key_ref(key: &QueryKey) -> KeyRef {
 
 fn raw(json: &str) -> Box<RawValue> {
     RawValue::from_string(json.to_owned()).expect("canonical args are JSON")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delta::Put;
+    use crate::protocol::{Ack, DeltaMsg, Limits};
+    use crate::row::Digest;
+    use serde::{Deserialize, Serialize};
+
+    struct Items;
+    impl Query for Items {
+        const NAME: &'static str = "items";
+        type Args = ();
+        type Row = String;
+        fn row_key(r: &String) -> String {
+            r.clone()
+        }
+    }
+
+    #[derive(Clone, Serialize, Deserialize)]
+    struct AddItem(String);
+    impl Event for AddItem {
+        const NAME: &'static str = "add_item";
+        fn predict(&self, view: &mut Prediction<'_>) {
+            view.update::<Items>(&(), |rows| rows.push(self.0.clone()));
+        }
+    }
+
+    fn key() -> QueryKey {
+        QueryKey::new("items", &()).unwrap()
+    }
+
+    fn welcome(last_seq: u64, version: u64) -> ServerMsg {
+        ServerMsg::Welcome(Welcome {
+            protocol: crate::protocol::PROTOCOL,
+            epoch: Epoch("e".into()),
+            version: Version(version),
+            last_seq,
+            limits: Limits::default(),
+        })
+    }
+
+    fn snapshot(v: u64, rows: &[&str]) -> ServerMsg {
+        let rows: Vec<Row> = rows
+            .iter()
+            .map(|r| Row::from_serialize(*r, r).unwrap())
+            .collect();
+        ServerMsg::Snapshot(Snapshot {
+            q: "items".into(),
+            a: raw("null"),
+            v: Version(v),
+            reset: false,
+            digest: Digest::of(&rows),
+            rows,
+        })
+    }
+
+    fn view(st: &ClientState) -> Vec<String> {
+        st.rows::<Items>(&()).unwrap_or_default()
+    }
+
+    #[test]
+    fn invariant_6_an_event_applied_before_a_reconnect_stays_shown_until_its_rows_arrive() {
+        let mut st = ClientState::new("c");
+        st.subscribe(key());
+        st.on_message(welcome(0, 1));
+        st.on_message(snapshot(1, &[]));
+        st.push(AddItem("milk".into())).unwrap();
+        assert_eq!(view(&st), ["milk"]);
+        // The connection drops before the ack; on reconnect the server says seq 1 is applied.
+        st.on_message(welcome(1, 2));
+        assert_eq!(st.pending_count(), 0);
+        assert_eq!(
+            view(&st),
+            ["milk"],
+            "still shown while the resume delta is on its way"
+        );
+        // The resume delta brings the confirmed row: now it is confirmed, shown once.
+        let row = Row::from_serialize("milk", &"milk").unwrap();
+        st.on_message(ServerMsg::Delta(DeltaMsg {
+            q: "items".into(),
+            a: raw("null"),
+            from: Version(1),
+            to: Version(2),
+            puts: vec![Put {
+                row: row.clone(),
+                after: None,
+            }],
+            dels: vec![],
+            digest: Digest::of([&row]),
+        }));
+        assert_eq!(view(&st), ["milk"]);
+        assert_eq!(st.settling.len(), 0);
+    }
+
+    #[test]
+    fn invariant_4_deltas_apply_only_on_their_base_version() {
+        let mut st = ClientState::new("c");
+        st.subscribe(key());
+        st.on_message(welcome(0, 3));
+        st.on_message(snapshot(3, &["a"]));
+        let row = Row::from_serialize("b", &"b").unwrap();
+        let delta = |from: u64, to: u64| {
+            ServerMsg::Delta(DeltaMsg {
+                q: "items".into(),
+                a: raw("null"),
+                from: Version(from),
+                to: Version(to),
+                puts: vec![Put {
+                    row: row.clone(),
+                    after: Some("a".into()),
+                }],
+                dels: vec![],
+                digest: Digest::of([&Row::from_serialize("a", &"a").unwrap(), &row]),
+            })
+        };
+        // A gap: asks for a resync, changes nothing.
+        let u = st.on_message(delta(5, 6));
+        assert!(matches!(u.send.as_slice(), [ClientMsg::Resync(_)]));
+        assert_eq!(view(&st), ["a"]);
+        // The right base: applied.
+        st.on_message(delta(3, 4));
+        assert_eq!(view(&st), ["a", "b"]);
+        // A duplicate: ignored.
+        let u = st.on_message(delta(3, 4));
+        assert!(u.send.is_empty());
+        assert_eq!(view(&st), ["a", "b"]);
+        // Acks drop pending events.
+        st.push(AddItem("c".into())).unwrap();
+        st.on_message(ServerMsg::Ack(Ack {
+            seq: 1,
+            v: Version(5),
+            dup: false,
+        }));
+        assert_eq!(st.pending_count(), 0);
+    }
+
+    #[test]
+    fn invariant_12_an_event_over_the_size_limit_is_refused_before_it_takes_a_seq() {
+        let mut st = ClientState::new("c");
+        let r = st
+            .push(AddItem("x".repeat(crate::query::MAX_ARGS_BYTES)))
+            .err()
+            .unwrap();
+        assert_eq!(r.code, "too_large");
+        assert_eq!(st.pending_count(), 0);
+        let (msg, _) = st.push(AddItem("ok".into())).unwrap();
+        assert!(matches!(msg, ClientMsg::Event(ref e) if e.seq == 1));
+    }
 }

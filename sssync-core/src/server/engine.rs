@@ -66,6 +66,20 @@ pub(crate) enum Reply {
 }
 
 impl Reply {
+    /// The event was not applied and its seq not used: a connection is closed (its client
+    /// reconnects and resends its pending events); an in-process caller gets an error.
+    fn retry(self) {
+        match self {
+            Reply::Outbox(o) => o.fail(),
+            Reply::Once(tx) => {
+                let _ = tx.send(ServerMsg::error(
+                    ErrorCode::Internal,
+                    "the server could not apply the event; nothing was changed, try again",
+                ));
+            }
+        }
+    }
+
     fn send(self, msg: ServerMsg) {
         match self {
             Reply::Outbox(o) => {
@@ -84,6 +98,9 @@ pub(crate) struct EventCmd {
     pub(crate) name: String,
     pub(crate) args: Box<RawValue>,
     pub(crate) reply: Reply,
+    /// Refused before it reached the writer (too large): recorded as a rejection, so its seq
+    /// is used and the client's later events are not stuck behind it.
+    pub(crate) refused: Option<Rejection>,
 }
 
 pub(crate) enum Cmd {
@@ -236,6 +253,7 @@ impl<S: Store> Engine<S> {
             name: name.to_owned(),
             args,
             reply: Reply::Once(tx),
+            refused: None,
         })
         .await?;
         rx.await.map_err(|_| EngineError::Stopped)
@@ -373,6 +391,8 @@ impl<S: Store> EngineBuilder<S> {
 /// What happened to one event of a batch.
 enum Outcome {
     Applied,
+    /// Not applied, seq not used: the sender must resend it (its connection is closed).
+    Retry,
     Duplicate,
     Gap(u64),
     Rejected(Rejection),
@@ -412,6 +432,11 @@ async fn writer<S: Store>(inner: Arc<Inner<S>>, mut rx: mpsc::Receiver<Cmd>, mut
                 next = rx.try_recv().ok();
             }
         }
+        // Opens first: a client that subscribed before sending events gets the key's rows
+        // before the acks of those events (no flicker, invariant 6).
+        for (key, outbox, client_v) in opens {
+            open_group(&inner, key, &outbox, client_v).await;
+        }
         if !events.is_empty() {
             if let Some(v) = apply_batch(&inner, events, version).await {
                 version = v;
@@ -423,9 +448,6 @@ async fn writer<S: Store>(inner: Arc<Inner<S>>, mut rx: mpsc::Receiver<Cmd>, mut
                     .prune_changes(Version(version.0 - CHANGES_KEPT))
                     .await;
             }
-        }
-        for (key, outbox, client_v) in opens {
-            open_group(&inner, key, &outbox, client_v).await;
         }
     }
 }
@@ -476,6 +498,10 @@ async fn apply_batch<S: Store>(
             }
             for (e, outcome) in events.into_iter().zip(outcomes) {
                 let msg = match outcome {
+                    Outcome::Retry => {
+                        e.reply.retry();
+                        continue;
+                    }
                     Outcome::Applied => ServerMsg::Ack(Ack {
                         seq: e.seq,
                         v: now,
@@ -547,6 +573,7 @@ async fn apply_in_transaction<S: Store>(
                 }
             }
             let outcome = match inner.registry.events.get(e.name.as_str()) {
+                _ if e.refused.is_some() => Outcome::Rejected(e.refused.clone().expect("checked")),
                 None => Outcome::Rejected(Rejection::new(
                     "unknown_event",
                     format!("no event named {:?} is registered", e.name),
@@ -583,7 +610,17 @@ async fn apply_in_transaction<S: Store>(
                                 }
                                 Outcome::Rejected(rejection)
                             }
-                            None => return Err(err),
+                            // Anything else: undo this event only and have it resent later;
+                            // if even that fails, the whole batch rolls back.
+                            None => {
+                                tracing::error!(error = %err, event = %e.name, "handler failed");
+                                S::rollback_to_savepoint(&mut conn).await?;
+                                if bumps_here {
+                                    bumped = None;
+                                }
+                                outcomes.push(Outcome::Retry);
+                                continue;
+                            }
                         },
                     }
                 }
@@ -653,7 +690,11 @@ async fn fan_out<S: Store>(inner: &Inner<S>, v: Version) {
                 }
             }
         }
-        Err(e) => tracing::error!(error = %e, "reading the change log failed"),
+        Err(e) => {
+            // Which queries changed is unknown: none may stay silently stale.
+            tracing::error!(error = %e, "reading the change log failed; dropping every query");
+            inner.hub.fail_all();
+        }
     }
     inner.hub.set_processed(v);
 }

@@ -72,9 +72,14 @@ impl Outbox {
         self.failed.load(Ordering::Relaxed)
     }
 
-    fn fail(&self) {
+    pub(crate) fn fail(&self) {
         self.failed.store(true, Ordering::Relaxed);
         self.wake.notify_one();
+    }
+
+    /// Whether the connection behind it has gone.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.tx.is_closed()
     }
 }
 
@@ -145,6 +150,9 @@ impl Hub {
         let Some(g) = st.groups.get_mut(key) else {
             return Subscribed::NoGroup;
         };
+        if outbox.is_closed() {
+            return Subscribed::Yes; // the connection went away meanwhile: nothing to do
+        }
         g.subs.insert(outbox.id, outbox.clone());
         g.idle_since = None;
         let msg = match client_v {
@@ -284,10 +292,14 @@ impl Hub {
         g.rows = rows;
         g.version = version;
         let mut sent = 0;
-        for o in g.subs.values() {
+        g.subs.retain(|_, o| {
             if o.send(msg.clone()) {
                 sent += 1;
             }
+            !o.is_closed()
+        });
+        if g.subs.is_empty() && g.idle_since.is_none() {
+            g.idle_since = Some(Instant::now());
         }
         sent
     }
@@ -306,6 +318,14 @@ impl Hub {
                     set.remove(key);
                 }
             }
+        }
+    }
+
+    /// Drops every group, closing their subscribers' connections.
+    pub(crate) fn fail_all(&self) {
+        let keys: Vec<QueryKey> = self.lock().groups.keys().cloned().collect();
+        for k in keys {
+            self.fail(&k);
         }
     }
 

@@ -36,6 +36,18 @@ const PING_EVERY: Duration = Duration::from_secs(20);
 const SILENCE_LIMIT: Duration = Duration::from_secs(60);
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The rejection of an event whose args are over the limit (its seq is used, like any refusal).
+fn too_large(len: usize, max: usize) -> crate::protocol::Rejection {
+    crate::protocol::Rejection::new(
+        "too_large",
+        format!("the event's args are {len} bytes, over the limit of {max}"),
+    )
+}
+
+fn null() -> Box<serde_json::value::RawValue> {
+    serde_json::value::RawValue::from_string("null".into()).expect("JSON")
+}
+
 /// Whether `id` can be a client id: 1 to 64 ASCII letters, digits, `-`, `_`.
 pub fn valid_client_id(id: &str) -> bool {
     !id.is_empty()
@@ -268,24 +280,15 @@ impl<S: Store> Session<'_, S> {
                 }
             }
             ClientMsg::Event(e) => {
-                if e.args.get().len() > limits.max_args_bytes {
-                    self.error(
-                        ErrorCode::TooLarge,
-                        format!(
-                            "event {} has {} bytes of args, over the limit of {}",
-                            e.seq,
-                            e.args.get().len(),
-                            limits.max_args_bytes
-                        ),
-                    );
-                    return true;
-                }
+                let refused = (e.args.get().len() > limits.max_args_bytes)
+                    .then(|| too_large(e.args.get().len(), limits.max_args_bytes));
                 let cmd = EventCmd {
                     client_id: self.client_id.clone(),
                     seq: e.seq,
                     name: e.name,
-                    args: e.args,
+                    args: if refused.is_some() { null() } else { e.args },
                     reply: Reply::Outbox(self.outbox.clone()),
+                    refused,
                 };
                 if self.engine.submit(cmd).await.is_err() {
                     return false;
@@ -333,7 +336,13 @@ async fn snapshot_handler<S: Store>(
         .await
     {
         Ok((key, v, rows)) => {
-            let etag = format!("W/\"{}\"", rows.digest());
+            // The digest ignores order; the ETag must not (a reordered result is a new one).
+            let order = rows.rows().iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, r| {
+                r.key.bytes().chain([0xff]).fold(h, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+                })
+            });
+            let etag = format!("W/\"{}-{order:016x}\"", rows.digest());
             let fresh = headers
                 .get(header::IF_NONE_MATCH)
                 .and_then(|h| h.to_str().ok())
@@ -584,20 +593,16 @@ async fn events_handler<S: Store>(
     // Submit them all before waiting, so that they share one batch (one commit).
     let mut waiting = Vec::with_capacity(parsed.events.len());
     for e in parsed.events {
-        if e.args.get().len() > limits.max_args_bytes {
-            waiting.push(Err(ServerMsg::error(
-                ErrorCode::TooLarge,
-                format!("event {} has too many bytes of args", e.seq),
-            )));
-            continue;
-        }
+        let refused = (e.args.get().len() > limits.max_args_bytes)
+            .then(|| too_large(e.args.get().len(), limits.max_args_bytes));
         let (tx, rx) = tokio::sync::oneshot::channel();
         let cmd = EventCmd {
             client_id: parsed.client_id.as_str().into(),
             seq: e.seq,
             name: e.name,
-            args: e.args,
+            args: if refused.is_some() { null() } else { e.args },
             reply: Reply::Once(tx),
+            refused,
         };
         if engine.submit(cmd).await.is_err() {
             return json_error(
@@ -606,16 +611,15 @@ async fn events_handler<S: Store>(
                 "the engine has stopped",
             );
         }
-        waiting.push(Ok(rx));
+        waiting.push(rx);
     }
     let mut out = Vec::with_capacity(waiting.len());
-    for w in waiting {
-        out.push(match w {
-            Ok(rx) => rx.await.unwrap_or_else(|_| {
+    for rx in waiting {
+        out.push(
+            rx.await.unwrap_or_else(|_| {
                 ServerMsg::error(ErrorCode::Internal, "the engine has stopped")
             }),
-            Err(msg) => msg,
-        });
+        );
     }
     (
         [(header::CONTENT_TYPE, "application/json")],
