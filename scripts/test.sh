@@ -14,8 +14,10 @@ step() { printf '\n\033[1;34m[test]\033[0m %s\n' "$*"; }
 started=$SECONDS
 work="$(mktemp -d "${TMPDIR:-/tmp}/sssync-test.XXXXXX")"
 server_pid=""
+csr_pid=""
 cleanup() {
   if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; fi
+  if [ -n "$csr_pid" ]; then kill "$csr_pid" 2>/dev/null || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -31,9 +33,11 @@ cargo fmt --all -- --check
 step "lints, native (cargo clippy)"
 cargo clippy --workspace --all-targets --features "$native_features" -- -D warnings
 
-step "lints, wasm32 (cargo clippy)"
+step "lints, wasm32 (cargo clippy: the hydrate build, then the client-only build)"
 cargo clippy --workspace --all-targets --target wasm32-unknown-unknown \
   --features demo-app/hydrate -- -D warnings
+cargo clippy -p demo-app -p sssync-leptos --all-targets --target wasm32-unknown-unknown \
+  --features demo-app/csr -- -D warnings
 
 step "Rust unit and integration tests (cargo test)"
 cargo test --workspace --features "$native_features" 2>&1 | tee "$work/cargo-test.log"
@@ -44,7 +48,7 @@ rust_failed=$(grep -Eo '[0-9]+ failed' "$work/cargo-test.log" | awk '{s += $1} E
 step "building the demo (cargo leptos build --release)"
 cargo leptos build --release
 
-step "browser end-to-end tests (Playwright, Chromium)"
+step "starting the demo server for the browser tests"
 port="${E2E_PORT:-$(node -e "const s=require('net').createServer();s.listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})")}"
 export E2E_BASE_URL="http://127.0.0.1:$port"
 export PLAYWRIGHT_JSON_OUTPUT_NAME="$work/e2e.json"
@@ -68,6 +72,31 @@ curl -fsS -o /dev/null "$E2E_BASE_URL/lists/health" || {
   echo "[test] the demo server did not answer within 10 s" >&2
   exit 1
 }
+# The client-only build, served by Trunk with the sync endpoint proxied to the server above.
+step "building and serving the client-only (CSR) build (trunk serve)"
+cargo fetch --target wasm32-unknown-unknown --quiet
+csr_port="$(node -e "const s=require('net').createServer();s.listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})")"
+trunk serve --offline --release --no-autoreload --dist "$work/csr-dist" --port "$csr_port" \
+  --proxy-backend="ws://127.0.0.1:$port/sssync/ws" --proxy-ws >"$work/trunk.log" 2>&1 &
+csr_pid=$!
+export E2E_CSR_URL="http://127.0.0.1:$csr_port"
+# A cold build takes minutes: wait (bounded) until it serves.
+for _ in $(seq 1 1200); do
+  if curl -fsS -o /dev/null "$E2E_CSR_URL/"; then break; fi
+  if ! kill -0 "$csr_pid" 2>/dev/null; then
+    tail -n 40 "$work/trunk.log"
+    echo "[test] trunk serve exited before serving" >&2
+    exit 1
+  fi
+  sleep 0.5
+done
+curl -fsS -o /dev/null "$E2E_CSR_URL/" || {
+  tail -n 40 "$work/trunk.log"
+  echo "[test] trunk serve did not serve within 10 minutes" >&2
+  exit 1
+}
+
+step "browser end-to-end tests (Playwright, Chromium)"
 e2e_status=0
 (cd end2end && npx playwright test --reporter=list,json --workers="${E2E_WORKERS:-2}") || e2e_status=$?
 read -r e2e_passed e2e_failed e2e_skipped < <(node -e '
