@@ -158,6 +158,20 @@ impl SyncClient {
     }
 }
 
+/// Where a query stands (see [`SyncQuery::status`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum QueryStatus {
+    /// No rows yet.
+    Loading,
+    /// Rows shown, following the server's changes.
+    Live,
+    /// Rows shown (server-rendered or cached), not connected: changes arrive on reconnect.
+    Offline,
+    /// The query failed.
+    Error(SyncError),
+}
+
 /// A live query: its rows (server-rendered, then synced) and status.
 pub struct SyncQuery<Q: Query> {
     args: Memo<Q::Args>,
@@ -185,9 +199,21 @@ impl<Q: Query> SyncQuery<Q> {
         Some(loaded.and_then(|l| decode::<Q>(&l.rows)))
     }
 
-    /// Whether the rows shown are only local (some events are not confirmed yet).
+    /// Whether the rows shown are all confirmed by the server (no event of this tab is
+    /// pending; while some are, the rows include their local predictions).
     pub fn is_confirmed(&self) -> bool {
         self.client.pending.get() == 0
+    }
+
+    /// Where the query stands: loading, live (following the server), offline (showing what
+    /// the tab has), or failed. Reactive.
+    pub fn status(&self) -> QueryStatus {
+        match self.resource.get() {
+            None => QueryStatus::Loading,
+            Some(Err(e)) => QueryStatus::Error(e),
+            Some(Ok(_)) if self.client.online.get() => QueryStatus::Live,
+            Some(Ok(_)) => QueryStatus::Offline,
+        }
     }
 }
 
