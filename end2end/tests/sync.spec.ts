@@ -83,3 +83,36 @@ test('without JavaScript the indicator says the page is not live', async ({ brow
   await openFreshList(page, false);
   await expect(page.getByTestId('sync-status')).toHaveText('offline');
 });
+
+test('two tabs of one browser see each other’s writes at once, also offline', async ({ browser }) => {
+  const ctx = await browser.newContext();
+  const a = await ctx.newPage();
+  const b = await ctx.newPage();
+  const id = await openFreshList(a, true);
+  await b.goto(`/lists/${id}`);
+  await waitReady(b, true);
+  await expect(b.getByTestId('sync-status')).toHaveText('live');
+  const now = { timeout: 1_000 };
+
+  await ctx.setOffline(true);
+  await expect(a.getByTestId('sync-status')).toHaveText('offline');
+  await expect(b.getByTestId('sync-status')).toHaveText('offline');
+  await addTodo(a, 'written offline in tab a');
+  await expect(titles(b)).toHaveText(['written offline in tab a'], now);
+  await addTodo(b, 'and in tab b');
+  await expect(titles(a)).toHaveText(['written offline in tab a', 'and in tab b'], now);
+
+  // Back online: each tab sends its own writes once; both converge on the server's rows (in the
+  // order the server applied them, which depends on which tab reconnected first).
+  await ctx.setOffline(false);
+  for (const p of [a, b]) {
+    await expect(p.getByTestId('sync-status')).toHaveText('live', { timeout: 10_000 });
+  }
+  await expect(a.getByTestId('sync-status')).toHaveText('live');
+  await expect(titles(a)).toHaveCount(2);
+  await expect(titles(b)).toHaveText(await titles(a).allTextContents());
+  expect((await titles(a).allTextContents()).sort()).toEqual(['and in tab b', 'written offline in tab a']);
+  const html = await (await a.request.get(`/lists/${id}`)).text();
+  expect(html.split('>written offline in tab a</label>').length - 1).toBe(1);
+  expect(html.split('>and in tab b</label>').length - 1).toBe(1);
+});

@@ -89,6 +89,9 @@ pub struct SyncClient {
     online: RwSignal<bool>,
     pending: RwSignal<usize>,
     rejection: RwSignal<Option<Rejection>>,
+    /// The event types this tab uses (registered by `use_sync_event`), so that other tabs'
+    /// pending events can be predicted here too.
+    types: StoredValue<sssync_core::client::EventTypes>,
     #[cfg(feature = "browser")]
     runtime: StoredValue<Option<std::rc::Rc<runtime::Runtime>>, LocalStorage>,
 }
@@ -112,6 +115,7 @@ pub fn provide_sync_client() -> SyncClient {
         online: RwSignal::new(false),
         pending: RwSignal::new(0),
         rejection: RwSignal::new(None),
+        types: StoredValue::new(Default::default()),
         #[cfg(feature = "browser")]
         runtime: StoredValue::new_local(None),
     };
@@ -132,12 +136,15 @@ impl SyncClient {
         if let Some(rt) = self.runtime.get_value() {
             return rt;
         }
-        let rt = runtime::Runtime::start(runtime::Signals {
-            changed: self.changed,
-            online: self.online,
-            pending: self.pending,
-            rejection: self.rejection,
-        });
+        let rt = runtime::Runtime::start(
+            runtime::Signals {
+                changed: self.changed,
+                online: self.online,
+                pending: self.pending,
+                rejection: self.rejection,
+            },
+            self.types,
+        );
         self.runtime.set_value(Some(rt.clone()));
         rt
     }
@@ -341,8 +348,10 @@ impl<E: Event> SyncEvent<E> {
 
 /// The sender of event type `E`.
 pub fn use_sync_event<E: Event>() -> SyncEvent<E> {
+    let client = client();
+    client.types.update_value(|t| t.add::<E>());
     SyncEvent {
-        client: client(),
+        client,
         _event: std::marker::PhantomData,
     }
 }

@@ -5,7 +5,9 @@
 use crate::{Loaded, SyncError};
 use futures_channel::oneshot;
 use leptos::prelude::*;
-use sssync_core::client::ClientState;
+use serde::{Deserialize, Serialize};
+use sssync_core::Version;
+use sssync_core::client::{ClientState, EventTypes};
 use sssync_core::protocol::{ClientMsg, ServerMsg};
 use sssync_core::{Event, QueryKey, Rejection};
 use std::cell::{Cell, RefCell};
@@ -14,7 +16,25 @@ use std::rc::{Rc, Weak};
 use std::time::Duration;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::Closure;
-use web_sys::{MessageEvent, WebSocket};
+use web_sys::{BroadcastChannel, MessageEvent, WebSocket};
+
+/// What tabs of one browser tell each other (BroadcastChannel `sssync`): so that a write shows
+/// in every tab at once, also offline.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+enum TabMsg {
+    /// Tab `tab` has event `seq` pending.
+    Event {
+        tab: String,
+        seq: u64,
+        name: String,
+        args: String,
+    },
+    /// The server settled it at version `v`.
+    Settled { tab: String, seq: u64, v: Version },
+    /// Tab `tab` is gone (its pending events with it).
+    Gone { tab: String },
+}
 
 const BACKOFF_MIN_MS: u64 = 50;
 const BACKOFF_MAX_MS: u64 = 5_000;
@@ -45,6 +65,8 @@ pub(crate) struct Runtime {
     /// How many components hold each key.
     refs: RefCell<HashMap<QueryKey, usize>>,
     waiters: RefCell<Vec<(QueryKey, oneshot::Sender<()>)>>,
+    types: StoredValue<EventTypes>,
+    tabs: Option<BroadcastChannel>,
 }
 
 /// A random client id for this tab's page load (pending events live as long as the tab's
@@ -76,7 +98,7 @@ fn socket_url() -> String {
 }
 
 impl Runtime {
-    pub(crate) fn start(signals: Signals) -> Rc<Runtime> {
+    pub(crate) fn start(signals: Signals, types: StoredValue<EventTypes>) -> Rc<Runtime> {
         let rt = Rc::new(Runtime {
             state: RefCell::new(ClientState::new(random_id())),
             signals,
@@ -88,7 +110,10 @@ impl Runtime {
             last_heard: Cell::new(now_ms()),
             refs: RefCell::new(HashMap::new()),
             waiters: RefCell::new(Vec::new()),
+            types,
+            tabs: BroadcastChannel::new("sssync").ok(),
         });
+        rt.listen_to_tabs();
         rt.connect();
         // Back online: reconnect now rather than at the end of the backoff.
         if let Some(window) = web_sys::window() {
@@ -132,6 +157,62 @@ impl Runtime {
             PING_EVERY,
         );
         rt
+    }
+
+    fn listen_to_tabs(self: &Rc<Self>) {
+        let Some(channel) = &self.tabs else { return };
+        let weak = Rc::downgrade(self);
+        let on_message = Callback::new(move |e: web_sys::Event| {
+            let Some(text) = e
+                .dyn_ref::<MessageEvent>()
+                .and_then(|m| m.data().as_string())
+            else {
+                return;
+            };
+            if let (Some(rt), Ok(msg)) = (weak.upgrade(), serde_json::from_str::<TabMsg>(&text)) {
+                rt.on_tab(msg);
+            }
+        });
+        channel.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        on_message.forget(); // one per tab, for the page's life
+        if let Some(window) = web_sys::window() {
+            let weak = Rc::downgrade(self);
+            let on_hide = Callback::new(move |_| {
+                if let Some(rt) = weak.upgrade() {
+                    let tab = rt.state.borrow().client_id().to_owned();
+                    rt.tell_tabs(&TabMsg::Gone { tab });
+                }
+            });
+            let _ = window
+                .add_event_listener_with_callback("pagehide", on_hide.as_ref().unchecked_ref());
+            on_hide.forget();
+        }
+    }
+
+    fn tell_tabs(&self, msg: &TabMsg) {
+        if let (Some(channel), Ok(text)) = (&self.tabs, serde_json::to_string(msg)) {
+            let _ = channel.post_message(&wasm_bindgen::JsValue::from_str(&text));
+        }
+    }
+
+    fn on_tab(&self, msg: TabMsg) {
+        // Views are recomputed inside; the signals below tell the UI.
+        {
+            let mut st = self.state.borrow_mut();
+            match msg {
+                TabMsg::Event {
+                    tab,
+                    seq,
+                    name,
+                    args,
+                } => self
+                    .types
+                    .with_value(|types| st.add_foreign(&tab, seq, &name, &args, types)),
+                TabMsg::Settled { tab, seq, v } => st.settle_foreign(&tab, seq, v),
+                TabMsg::Gone { tab } => st.drop_tab(&tab),
+            };
+        }
+        self.after_change();
     }
 
     /// Opens the socket, unless one is open or opening.
@@ -244,6 +325,16 @@ impl Runtime {
         }
         if let Some((_, r)) = update.rejected.last() {
             self.signals.rejection.set(Some(r.clone()));
+        }
+        if !update.settled.is_empty() {
+            let tab = self.state.borrow().client_id().to_owned();
+            for &(seq, v) in &update.settled {
+                self.tell_tabs(&TabMsg::Settled {
+                    tab: tab.clone(),
+                    seq,
+                    v,
+                });
+            }
         }
         self.after_change();
     }
@@ -369,7 +460,18 @@ impl Runtime {
     pub(crate) fn send<E: Event>(&self, e: E) {
         let pushed = self.state.borrow_mut().push(e);
         match pushed {
-            Ok((msg, _)) => self.send_if_live(&msg),
+            Ok((msg, _)) => {
+                self.send_if_live(&msg);
+                if let ClientMsg::Event(ev) = &msg {
+                    let tab = self.state.borrow().client_id().to_owned();
+                    self.tell_tabs(&TabMsg::Event {
+                        tab,
+                        seq: ev.seq,
+                        name: ev.name.clone(),
+                        args: ev.args.get().to_owned(),
+                    });
+                }
+            }
             Err(r) => self.signals.rejection.set(Some(r)),
         }
         self.after_change();

@@ -151,8 +151,13 @@ impl EventTypes {
 
     /// Adds event type `E`.
     pub fn with<E: Event>(mut self) -> EventTypes {
-        self.revive.insert(E::NAME, revive::<E>);
+        self.add::<E>();
         self
+    }
+
+    /// Adds event type `E` (in place).
+    pub fn add<E: Event>(&mut self) {
+        self.revive.insert(E::NAME, revive::<E>);
     }
 
     pub(crate) fn predictor(&self, name: &str, args: &str) -> Option<PredictFn> {

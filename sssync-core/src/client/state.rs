@@ -22,6 +22,8 @@ struct Pending {
     args: Arc<str>,
     /// `None` for an event restored without its type registered: sent, not predicted.
     predict: Option<PredictFn>,
+    /// When this tab learned of it (see `ClientState::arrivals`).
+    order: u64,
 }
 
 /// The confirmed state of one subscribed key.
@@ -38,6 +40,9 @@ pub struct Update {
     pub changed: Vec<QueryKey>,
     /// Events the server refused: their seq and why. Their predictions are gone from the view.
     pub rejected: Vec<(u64, Rejection)>,
+    /// Events the server applied or refused, with the version of that outcome (other tabs drop
+    /// their copies of these predictions once they have seen that version).
+    pub settled: Vec<(u64, Version)>,
     /// Protocol errors the server reported.
     pub errors: Vec<ProtocolError>,
     /// Messages to send to the server now.
@@ -58,6 +63,14 @@ pub struct ClientState {
     settling: BTreeMap<u64, Pending>,
     /// Held keys that have not answered since the last welcome.
     awaiting: HashSet<QueryKey>,
+    /// Predictions of events pending in other tabs of this browser, by (tab, seq): shown here
+    /// too, so that tabs see each other's writes at once, also offline.
+    foreign: BTreeMap<(String, u64), (u64, PredictFn)>,
+    /// A counter of the events this tab learned of, its own and other tabs': predictions apply
+    /// in that order, so every tab shows writes in the order they were made.
+    arrivals: u64,
+    /// Foreign events the server has applied at a version this tab has not seen yet.
+    foreign_done: Vec<(Version, (String, u64))>,
     next_seq: u64,
     views: HashMap<QueryKey, Rows>,
     /// The highest version any message of this connection has carried; deltas up to it have
@@ -77,6 +90,9 @@ impl ClientState {
             pending: BTreeMap::new(),
             settling: BTreeMap::new(),
             awaiting: HashSet::new(),
+            foreign: BTreeMap::new(),
+            foreign_done: Vec::new(),
+            arrivals: 0,
             next_seq: 1,
             views: HashMap::new(),
             seen: Version(0),
@@ -106,12 +122,14 @@ impl ClientState {
         }
         for (seq, (name, args)) in kept.events {
             let predict = types.predictor(&name, &args);
+            st.arrivals += 1;
             st.pending.insert(
                 seq,
                 Pending {
                     name,
                     args: args.into(),
                     predict,
+                    order: st.arrivals,
                 },
             );
         }
@@ -246,12 +264,14 @@ impl ClientState {
         let seq = self.next_seq;
         self.next_seq += 1;
         let predict: PredictFn = Arc::new(move |p: &mut Prediction<'_>| e.predict(p));
+        self.arrivals += 1;
         self.pending.insert(
             seq,
             Pending {
                 name: E::NAME.to_owned(),
                 args,
                 predict: Some(predict),
+                order: self.arrivals,
             },
         );
         self.persist_event(seq);
@@ -308,6 +328,17 @@ impl ClientState {
 
     /// Handles one server message.
     pub fn on_message(&mut self, msg: ServerMsg) -> Update {
+        let mut u = self.on_message_inner(msg);
+        if !self.foreign_done.is_empty() {
+            let more = self.drop_seen_foreign();
+            u.changed.extend(more.changed);
+            u.changed.sort();
+            u.changed.dedup();
+        }
+        u
+    }
+
+    fn on_message_inner(&mut self, msg: ServerMsg) -> Update {
         match msg {
             ServerMsg::Welcome(w) => self.on_welcome(w),
             ServerMsg::Snapshot(s) => self.on_snapshot(s),
@@ -319,12 +350,14 @@ impl ClientState {
                 self.settle();
                 // Acks come in seq order, after every delta up to `v`: the prediction can go
                 // now without the UI ever showing the old value.
-                if self.pending.remove(&a.seq).is_some() {
+                let mut u = if self.pending.remove(&a.seq).is_some() {
                     self.persist.push(Persist::DropEvent(a.seq));
                     self.recompute()
                 } else {
                     Update::default()
-                }
+                };
+                u.settled.push((a.seq, a.v));
+                u
             }
             ServerMsg::Reject(r) => {
                 self.seen = self.seen.max(r.v);
@@ -335,6 +368,7 @@ impl ClientState {
                     Update::default()
                 };
                 u.rejected.push((r.seq, r.error));
+                u.settled.push((r.seq, r.v));
                 u
             }
             ServerMsg::Gap(g) => Update {
@@ -462,6 +496,59 @@ impl ClientState {
         self.recompute()
     }
 
+    /// Another tab of this browser has event `seq` pending: predict it here too.
+    pub fn add_foreign(
+        &mut self,
+        tab: &str,
+        seq: u64,
+        name: &str,
+        args: &str,
+        types: &EventTypes,
+    ) -> Update {
+        match types.predictor(name, args) {
+            Some(p) => {
+                self.arrivals += 1;
+                self.foreign
+                    .insert((tab.to_owned(), seq), (self.arrivals, p));
+                self.recompute()
+            }
+            None => Update::default(),
+        }
+    }
+
+    /// Another tab's event `seq` was settled by the server at version `v`: drop its prediction
+    /// once this tab has seen `v` (its own connection brings the effect; no flicker).
+    pub fn settle_foreign(&mut self, tab: &str, seq: u64, v: Version) -> Update {
+        self.foreign_done.push((v, (tab.to_owned(), seq)));
+        self.drop_seen_foreign()
+    }
+
+    /// Another tab went away: its predictions go (its pending events went with it).
+    pub fn drop_tab(&mut self, tab: &str) -> Update {
+        self.foreign.retain(|(t, _), _| t != tab);
+        self.foreign_done.retain(|(_, (t, _))| t != tab);
+        self.recompute()
+    }
+
+    fn drop_seen_foreign(&mut self) -> Update {
+        let seen = self.seen;
+        let before = self.foreign.len();
+        let foreign = &mut self.foreign;
+        self.foreign_done.retain(|(v, id)| {
+            if *v <= seen {
+                foreign.remove(id);
+                false
+            } else {
+                true
+            }
+        });
+        if self.foreign.len() != before {
+            self.recompute()
+        } else {
+            Update::default()
+        }
+    }
+
     /// `key` has answered since the welcome; when all have, settled events stop predicting.
     fn answered(&mut self, key: &QueryKey) {
         self.awaiting.remove(key);
@@ -483,8 +570,19 @@ impl ClientState {
             .collect();
         {
             let mut p = Prediction { views: &mut views };
-            let events = self.settling.values().chain(self.pending.values());
-            for predict in events.filter_map(|p| p.predict.as_ref()) {
+            // Settled events first (they are older); then this tab's and other tabs' pending
+            // events in the order this tab learned of them.
+            for predict in self.settling.values().filter_map(|e| e.predict.as_ref()) {
+                predict(&mut p);
+            }
+            let mut live: Vec<(u64, &PredictFn)> = self
+                .pending
+                .values()
+                .filter_map(|e| Some((e.order, e.predict.as_ref()?)))
+                .chain(self.foreign.values().map(|(order, f)| (*order, f)))
+                .collect();
+            live.sort_by_key(|(order, _)| *order);
+            for (_, predict) in live {
                 predict(&mut p);
             }
         }
@@ -653,6 +751,53 @@ mod tests {
             dup: false,
         }));
         assert_eq!(st.pending_count(), 0);
+    }
+
+    #[test]
+    fn invariant_7_another_tabs_pending_event_shows_here_in_order_until_this_tab_sees_it() {
+        let types = EventTypes::new().with::<AddItem>();
+        let mut st = ClientState::new("tab-b");
+        st.subscribe(key());
+        st.on_message(welcome(0, 1));
+        st.on_message(snapshot(1, &[]));
+        let args = serde_json::to_string(&AddItem("from a".into())).unwrap();
+        st.add_foreign("tab-a", 1, "add_item", &args, &types);
+        st.push(AddItem("from b".into())).unwrap();
+        assert_eq!(
+            view(&st),
+            ["from a", "from b"],
+            "in the order they were made"
+        );
+        // Tab a's event is applied at v2; this tab has not seen v2 yet: still predicted.
+        st.settle_foreign("tab-a", 1, Version(2));
+        assert_eq!(view(&st), ["from a", "from b"]);
+        // This tab's own connection brings v2 (the row, confirmed): the prediction goes.
+        let row = Row::from_serialize("from a", &"from a").unwrap();
+        st.on_message(ServerMsg::Delta(DeltaMsg {
+            q: "items".into(),
+            a: raw("null"),
+            from: Version(1),
+            to: Version(2),
+            puts: vec![Put {
+                row: row.clone(),
+                after: None,
+            }],
+            dels: vec![],
+            digest: Digest::of([&row]),
+        }));
+        assert_eq!(view(&st), ["from a", "from b"]);
+        assert!(st.foreign.is_empty());
+        // A tab that goes away takes its predictions with it.
+        st.add_foreign(
+            "tab-c",
+            1,
+            "add_item",
+            &serde_json::to_string(&AddItem("from c".into())).unwrap(),
+            &types,
+        );
+        assert_eq!(view(&st), ["from a", "from b", "from c"]);
+        st.drop_tab("tab-c");
+        assert_eq!(view(&st), ["from a", "from b"]);
     }
 
     #[test]
