@@ -28,6 +28,10 @@ use sssync_core::{Epoch, Query, QueryKey, Rejection, Row, Version};
 pub use sssync_core::{Event, Query as SyncQueryDef};
 
 #[cfg(feature = "browser")]
+mod adopt;
+#[cfg(feature = "browser")]
+mod persist;
+#[cfg(feature = "browser")]
 mod runtime;
 #[cfg(feature = "ssr")]
 pub mod server;

@@ -41,7 +41,7 @@ const BACKOFF_MAX_MS: u64 = 5_000;
 const PING_EVERY: Duration = Duration::from_secs(15);
 
 /// A socket callback.
-type Callback = Closure<dyn FnMut(web_sys::Event)>;
+pub(crate) type Callback = Closure<dyn FnMut(web_sys::Event)>;
 
 /// The signals the runtime keeps current for the UI.
 pub(crate) struct Signals {
@@ -67,6 +67,12 @@ pub(crate) struct Runtime {
     waiters: RefCell<Vec<(QueryKey, oneshot::Sender<()>)>>,
     types: StoredValue<EventTypes>,
     tabs: Option<BroadcastChannel>,
+    /// Where this tab keeps its pending events (`None`: storage unavailable, memory only).
+    db: RefCell<Option<Rc<indexed_db_futures::database::Database>>>,
+    /// The pending events last written there: (count, sum of seqs).
+    saved: Cell<(usize, u64)>,
+    /// Gone tabs' pending events this tab is sending.
+    adoptions: RefCell<Vec<Rc<crate::adopt::Adoption>>>,
 }
 
 /// A random client id for this tab's page load (pending events live as long as the tab's
@@ -112,9 +118,49 @@ impl Runtime {
             waiters: RefCell::new(Vec::new()),
             types,
             tabs: BroadcastChannel::new("sssync").ok(),
+            db: RefCell::new(None),
+            saved: Cell::new((0, 0)),
+            adoptions: RefCell::new(Vec::new()),
         });
         rt.listen_to_tabs();
         rt.connect();
+        // Storage: open it, then adopt what gone tabs left (in the background; a failure
+        // leaves this tab working from memory).
+        {
+            let weak = Rc::downgrade(&rt);
+            leptos::task::spawn_local(async move {
+                let Some(db) = crate::persist::open().await else {
+                    return;
+                };
+                let db = Rc::new(db);
+                let Some(rt) = weak.upgrade() else { return };
+                *rt.db.borrow_mut() = Some(db.clone());
+                rt.save_own(true);
+                let own = rt.state.borrow().client_id().to_owned();
+                let now = now_ms();
+                for entry in crate::persist::load_all(&db).await {
+                    let gone = crate::persist::is_gone(&entry.client_id)
+                        || now - entry.beat > crate::persist::ORPHAN_AFTER_MS;
+                    if entry.client_id != own && gone {
+                        let a = crate::adopt::Adoption::start(&rt, entry);
+                        rt.adoptions.borrow_mut().push(a);
+                    }
+                }
+                rt.after_change();
+            });
+        }
+        // The heartbeat of this tab's entry (only while it has pending events).
+        {
+            let weak = Rc::downgrade(&rt);
+            set_interval(
+                move || {
+                    if let Some(rt) = weak.upgrade() {
+                        rt.save_own(true);
+                    }
+                },
+                Duration::from_secs(5),
+            );
+        }
         // Back online: reconnect now rather than at the end of the backoff.
         if let Some(window) = web_sys::window() {
             let weak = Rc::downgrade(&rt);
@@ -180,6 +226,8 @@ impl Runtime {
             let on_hide = Callback::new(move |_| {
                 if let Some(rt) = weak.upgrade() {
                     let tab = rt.state.borrow().client_id().to_owned();
+                    // Synchronous: the page may be gone before any promise resolves.
+                    crate::persist::mark_gone(&tab);
                     rt.tell_tabs(&TabMsg::Gone { tab });
                 }
             });
@@ -339,7 +387,65 @@ impl Runtime {
         self.after_change();
     }
 
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub(crate) fn db(&self) -> Option<Rc<indexed_db_futures::database::Database>> {
+        self.db.borrow().clone()
+    }
+
+    pub(crate) fn predict_foreign(&self, tab: &str, seq: u64, name: &str, args: &str) {
+        {
+            let mut st = self.state.borrow_mut();
+            self.types
+                .with_value(|types| st.add_foreign(tab, seq, name, args, types));
+        }
+        self.after_change();
+    }
+
+    pub(crate) fn settle_foreign(&self, tab: &str, seq: u64, v: Version) {
+        self.state.borrow_mut().settle_foreign(tab, seq, v);
+        self.after_change();
+    }
+
+    pub(crate) fn show_rejection(&self, r: Rejection) {
+        self.signals.rejection.set(Some(r));
+    }
+
+    /// Writes this tab's pending events to storage when they changed (or, with `beat`, to
+    /// refresh the heartbeat); removes the entry when none is left.
+    fn save_own(&self, beat: bool) {
+        let Some(db) = self.db() else { return };
+        let (entry, sig) = {
+            let st = self.state.borrow();
+            let events = st.pending_events();
+            let sig = (events.len(), events.iter().map(|e| e.0).sum::<u64>());
+            (
+                crate::persist::Entry {
+                    client_id: st.client_id().to_owned(),
+                    epoch: st.epoch().cloned(),
+                    events,
+                    beat: now_ms(),
+                },
+                sig,
+            )
+        };
+        if sig == self.saved.get() && !(beat && sig.0 > 0) {
+            return;
+        }
+        self.saved.set(sig);
+        leptos::task::spawn_local(async move {
+            if entry.events.is_empty() {
+                crate::persist::remove(&db, &entry.client_id).await;
+            } else {
+                crate::persist::save(&db, &entry).await;
+            }
+        });
+    }
+
     fn after_change(&self) {
+        self.save_own(false);
         let pending = self.state.borrow().pending_count();
         self.signals.pending.set(pending);
         self.signals.changed.update(|n| *n += 1);

@@ -316,6 +316,14 @@ impl ClientState {
         self.pending.len()
     }
 
+    /// The events waiting for the server: (seq, name, args JSON), in seq order.
+    pub fn pending_events(&self) -> Vec<(u64, String, String)> {
+        self.pending
+            .iter()
+            .map(|(&seq, p)| (seq, p.name.clone(), p.args.to_string()))
+            .collect()
+    }
+
     /// The epoch of the cache, once a server has welcomed this client.
     pub fn epoch(&self) -> Option<&Epoch> {
         self.epoch.as_ref()

@@ -1,0 +1,199 @@
+//! Adopting the pending events of a tab that is gone: a second, short-lived WebSocket speaks as
+//! that tab's client id, sends its events with their own seqs (the server applies each once,
+//! whoever sends it), and, when all are settled, removes the tab's entry. Meanwhile this tab
+//! predicts them, like another tab's pending events.
+
+use crate::persist::{self, Entry};
+use crate::runtime::{Callback, Runtime};
+use leptos::prelude::*;
+use sssync_core::protocol::{ClientMsg, EventMsg, Hello, PROTOCOL, ServerMsg};
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+use wasm_bindgen::JsCast;
+use web_sys::{MessageEvent, WebSocket};
+
+const RETRY: Duration = Duration::from_secs(2);
+
+pub(crate) struct Adoption {
+    entry: Entry,
+    rt: Weak<Runtime>,
+    ws: RefCell<Option<WebSocket>>,
+    callbacks: RefCell<Vec<Callback>>,
+    /// Sent seq -> the event's original seq, for the events not yet settled.
+    outstanding: RefCell<BTreeMap<u64, u64>>,
+    done: Cell<bool>,
+}
+
+impl Adoption {
+    pub(crate) fn start(rt: &Rc<Runtime>, entry: Entry) -> Rc<Adoption> {
+        for (seq, name, args) in &entry.events {
+            rt.predict_foreign(&entry.client_id, *seq, name, args);
+        }
+        let a = Rc::new(Adoption {
+            entry,
+            rt: Rc::downgrade(rt),
+            ws: RefCell::new(None),
+            callbacks: RefCell::new(Vec::new()),
+            outstanding: RefCell::new(BTreeMap::new()),
+            done: Cell::new(false),
+        });
+        a.connect();
+        a
+    }
+
+    fn connect(self: &Rc<Self>) {
+        if self.done.get() {
+            return;
+        }
+        let Some(rt) = self.rt.upgrade() else { return };
+        let Ok(ws) = WebSocket::new(rt.url()) else {
+            return self.retry();
+        };
+        let weak = Rc::downgrade(self);
+        let on_open = {
+            let weak = weak.clone();
+            Callback::new(move |_| {
+                if let Some(a) = weak.upgrade() {
+                    a.send(&ClientMsg::Hello(Hello {
+                        protocol: PROTOCOL,
+                        client_id: a.entry.client_id.clone(),
+                        epoch: a.entry.epoch.clone(),
+                    }));
+                }
+            })
+        };
+        let on_message = {
+            let weak = weak.clone();
+            Callback::new(move |e: web_sys::Event| {
+                let text = e
+                    .dyn_ref::<MessageEvent>()
+                    .and_then(|m| m.data().as_string());
+                if let (Some(a), Some(text)) = (weak.upgrade(), text)
+                    && let Ok(msg) = ServerMsg::parse(&text)
+                {
+                    a.on_message(msg);
+                }
+            })
+        };
+        let on_close = Callback::new(move |_| {
+            if let Some(a) = weak.upgrade() {
+                a.ws.borrow_mut().take();
+                a.retry();
+            }
+        });
+        ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+        ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+        *self.callbacks.borrow_mut() = vec![on_open, on_message, on_close];
+        *self.ws.borrow_mut() = Some(ws);
+    }
+
+    fn retry(self: &Rc<Self>) {
+        if self.done.get() {
+            return;
+        }
+        let weak = Rc::downgrade(self);
+        set_timeout(
+            move || {
+                if let Some(a) = weak.upgrade() {
+                    a.connect();
+                }
+            },
+            RETRY,
+        );
+    }
+
+    fn send(&self, m: &ClientMsg) {
+        if let Some(ws) = self.ws.borrow().as_ref() {
+            let _ = ws.send_with_str(&m.to_json());
+        }
+    }
+
+    fn send_event(&self, sent: u64, original: u64) {
+        if let Some((_, name, args)) = self.entry.events.iter().find(|(s, ..)| *s == original)
+            && let Ok(args) = serde_json::value::RawValue::from_string(args.clone())
+        {
+            self.send(&ClientMsg::Event(EventMsg {
+                seq: sent,
+                name: name.clone(),
+                args,
+            }));
+        }
+    }
+
+    fn on_message(self: &Rc<Self>, msg: ServerMsg) {
+        let Some(rt) = self.rt.upgrade() else { return };
+        let id = &self.entry.client_id;
+        match msg {
+            ServerMsg::Welcome(w) => {
+                let same = self.entry.epoch.as_ref() == Some(&w.epoch);
+                let mut out = self.outstanding.borrow_mut();
+                out.clear();
+                let mut next = w.last_seq;
+                for (seq, ..) in &self.entry.events {
+                    if same && *seq <= w.last_seq {
+                        // Already applied (its tab got that far): its rows come with them.
+                        rt.settle_foreign(id, *seq, w.version);
+                    } else {
+                        // Same history: its own seq; another history: the next free ones.
+                        let sent = if same { *seq } else { next + 1 };
+                        next = sent;
+                        out.insert(sent, *seq);
+                    }
+                }
+                let to_send: Vec<(u64, u64)> = out.iter().map(|(&s, &o)| (s, o)).collect();
+                drop(out);
+                for (sent, original) in to_send {
+                    self.send_event(sent, original);
+                }
+            }
+            ServerMsg::Ack(a) => self.settled(&rt, a.seq, a.v),
+            ServerMsg::Reject(r) => {
+                rt.show_rejection(r.error.clone());
+                self.settled(&rt, r.seq, r.v);
+            }
+            ServerMsg::Gap(g) => {
+                let again: Vec<(u64, u64)> = self
+                    .outstanding
+                    .borrow()
+                    .range(g.expected..)
+                    .map(|(&s, &o)| (s, o))
+                    .collect();
+                for (sent, original) in again {
+                    self.send_event(sent, original);
+                }
+            }
+            _ => {}
+        }
+        if self.outstanding.borrow().is_empty() && !self.done.get() && self.ws.borrow().is_some() {
+            self.finish(&rt);
+        }
+    }
+
+    fn settled(&self, rt: &Rc<Runtime>, sent: u64, v: sssync_core::Version) {
+        let original = self.outstanding.borrow_mut().remove(&sent);
+        if let Some(original) = original {
+            rt.settle_foreign(&self.entry.client_id, original, v);
+        }
+    }
+
+    /// Every event is settled: forget the tab.
+    fn finish(&self, rt: &Rc<Runtime>) {
+        self.done.set(true);
+        if let Some(ws) = self.ws.borrow_mut().take() {
+            ws.set_onclose(None);
+            ws.set_onmessage(None);
+            ws.set_onopen(None);
+            let _ = ws.close();
+        }
+        persist::clear_gone(&self.entry.client_id);
+        if let Some(db) = rt.db() {
+            let id = self.entry.client_id.clone();
+            leptos::task::spawn_local(async move {
+                persist::remove(&db, &id).await;
+            });
+        }
+    }
+}
