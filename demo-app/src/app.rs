@@ -24,7 +24,7 @@ use leptos_router::components::{Route, Router, Routes};
 use leptos_router::hooks::{use_params_map, use_query_map};
 use leptos_router::{SsrMode, path};
 use sssync_leptos::{
-    SyncEvent, provide_sync_client, use_sync_event, use_sync_query, use_sync_status,
+    SyncEvent, SyncQuery, provide_sync_client, use_sync_event, use_sync_query, use_sync_status,
 };
 
 /// The HTML document around the app (server only: the browser hydrates `<body>`).
@@ -176,9 +176,9 @@ fn ListPage(filter: Filter) -> impl IntoView {
                 }}
                 {move || {
                     todos
-                        .rows()
+                        .loaded()
                         .map(|result| match result {
-                            Ok(todos) => {
+                            Ok(()) => {
                                 view! {
                                     <ListBody
                                         todos
@@ -225,21 +225,22 @@ fn ListPage(filter: Filter) -> impl IntoView {
     }
 }
 
-/// The list's items, toggle-all and footer, for one fetched version of the list.
+/// The list's items, toggle-all and footer. Built once per load; the rows flow in reactively
+/// (deltas, predictions), and only the items that changed are rebuilt, so an edit in progress
+/// survives other changes to the list.
 #[component]
 fn ListBody(
-    todos: Vec<Todo>,
+    todos: SyncQuery<Todos>,
     filter: Filter,
     list_id: String,
     editing: RwSignal<Option<String>>,
     writes: Writes,
 ) -> impl IntoView {
-    if todos.is_empty() {
-        return None;
-    }
-    let active = todos.iter().filter(|t| !t.completed).count();
-    let completed = todos.len() - active;
-    let all_done = active == 0;
+    let all = Memo::new(move |_| todos.rows().and_then(Result::ok).unwrap_or_default());
+    let total = Memo::new(move |_| all.read().len());
+    let active = Memo::new(move |_| all.read().iter().filter(|t| !t.completed).count());
+    let completed = move || total.get() - active.get();
+    let all_done = move || total.get() > 0 && active.get() == 0;
 
     let list = StoredValue::new(list_id.clone());
     let toggle_all = move |completed: bool| {
@@ -254,14 +255,6 @@ fn ListBody(
             list_id: list.get_value(),
         });
     };
-    let items = todos
-        .into_iter()
-        .filter(|t| filter.shows(t))
-        .map(|todo| {
-            // Type-erased: keeps the page's view type (and compile times) small.
-            view! { <Item todo list_id=list_id.clone() editing writes /> }.into_any()
-        })
-        .collect_view();
     let links = Filter::ALL
         .into_iter()
         .map(|f| {
@@ -275,66 +268,80 @@ fn ListBody(
         })
         .collect_view();
 
-    Some(view! {
-        <main class="main">
-            <div class="toggle-all-container">
-                <form
-                    class="inline"
-                    method="post"
-                    action=ToggleAllForm::url()
-                    on:submit=move |ev: ev::SubmitEvent| {
-                        ev.prevent_default();
-                        toggle_all(!all_done);
-                    }
-                >
-                    <input type="hidden" name="list_id" value=list_id.clone() />
-                    <input type="hidden" name="completed" value=(!all_done).to_string() />
-                    <input
-                        id="toggle-all"
-                        class="toggle-all js-only"
-                        type="checkbox"
-                        prop:checked=all_done
-                        on:change=move |ev| toggle_all(event_target_checked(&ev))
-                    />
-                    <label class="toggle-all-label js-only" for="toggle-all">
-                        "Mark all as complete"
-                    </label>
-                    <button
-                        class="toggle-all-button nojs"
-                        type="submit"
-                        role="checkbox"
-                        aria-checked=all_done.to_string()
-                        aria-label="Mark all as complete"
-                    ></button>
-                </form>
-            </div>
-            <ul class="todo-list">{items}</ul>
-        </main>
-        <footer class="footer">
-            <span class="todo-count" data-testid="todo-count">
-                <strong>{active}</strong>
-                " "
-                {items_left(active)}
-            </span>
-            <ul class="filters">{links}</ul>
-            {(completed > 0)
-                .then(|| {
-                    view! {
-                        <form
-                            class="inline"
-                            method="post"
-                            action=ClearCompletedForm::url()
-                            on:submit=clear
-                        >
-                            <input type="hidden" name="list_id" value=list_id.clone() />
-                            <button class="clear-completed" type="submit">
-                                "Clear completed"
-                            </button>
-                        </form>
-                    }
-                })}
-        </footer>
-    })
+    view! {
+        <Show when=move || { total.get() > 0 }>
+            <main class="main">
+                <div class="toggle-all-container">
+                    <form
+                        class="inline"
+                        method="post"
+                        action=ToggleAllForm::url()
+                        on:submit=move |ev: ev::SubmitEvent| {
+                            ev.prevent_default();
+                            toggle_all(!all_done());
+                        }
+                    >
+                        <input type="hidden" name="list_id" value=list.get_value() />
+                        <input
+                            type="hidden"
+                            name="completed"
+                            value=move || (!all_done()).to_string()
+                        />
+                        <input
+                            id="toggle-all"
+                            class="toggle-all js-only"
+                            type="checkbox"
+                            prop:checked=all_done
+                            on:change=move |ev| toggle_all(event_target_checked(&ev))
+                        />
+                        <label class="toggle-all-label js-only" for="toggle-all">
+                            "Mark all as complete"
+                        </label>
+                        <button
+                            class="toggle-all-button nojs"
+                            type="submit"
+                            role="checkbox"
+                            aria-checked=move || all_done().to_string()
+                            aria-label="Mark all as complete"
+                        ></button>
+                    </form>
+                </div>
+                <ul class="todo-list">
+                    <For
+                        each=move || {
+                            all.get().into_iter().filter(|t| filter.shows(t)).collect::<Vec<_>>()
+                        }
+                        // A changed todo is a new key: rebuilt; the others keep their elements.
+                        key=|todo| todo.clone()
+                        let:todo
+                    >
+                        <Item todo list_id=list.get_value() editing writes />
+                    </For>
+                </ul>
+            </main>
+            <footer class="footer">
+                <span class="todo-count" data-testid="todo-count">
+                    <strong>{move || active.get()}</strong>
+                    " "
+                    {move || items_left(active.get())}
+                </span>
+                <ul class="filters">{links.clone()}</ul>
+                <Show when=move || { completed() > 0 }>
+                    <form
+                        class="inline"
+                        method="post"
+                        action=ClearCompletedForm::url()
+                        on:submit=clear
+                    >
+                        <input type="hidden" name="list_id" value=list.get_value() />
+                        <button class="clear-completed" type="submit">
+                            "Clear completed"
+                        </button>
+                    </form>
+                </Show>
+            </footer>
+        </Show>
+    }
 }
 
 /// One todo: toggle, title (double-click to edit), delete.

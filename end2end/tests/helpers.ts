@@ -44,3 +44,9 @@ export async function clickHoverControl(row: Locator, control: Locator): Promise
   await row.hover();
   await control.click();
 }
+
+/** With JavaScript, writes show before the server has them: wait until none is pending (the
+ *  status indicator says just `live`) before looking at what the server renders. */
+export async function settled(page: Page, js: boolean): Promise<void> {
+  if (js) await expect(page.getByTestId('sync-status')).toHaveText('live');
+}

@@ -1,11 +1,12 @@
 // The demo on sssync: server-rendered rows hydrate without a second fetch, and writes in one
 // browser reach every other browser live.
 import { expect, test } from '@playwright/test';
-import { addTodo, item, items, openFreshList, titles, waitReady } from './helpers';
+import { addTodo, item, items, openFreshList, settled, titles, waitReady } from './helpers';
 
 test('hydration makes no fetch or XHR request', async ({ page }) => {
   const id = await openFreshList(page, true);
   await addTodo(page, 'rendered by the server');
+  await settled(page, true);
   const requests: string[] = [];
   page.on('request', (r) => {
     if (r.resourceType() === 'fetch' || r.resourceType() === 'xhr') requests.push(r.url());
@@ -115,4 +116,23 @@ test('two tabs of one browser see each other’s writes at once, also offline', 
   const html = await (await a.request.get(`/lists/${id}`)).text();
   expect(html.split('>written offline in tab a</label>').length - 1).toBe(1);
   expect(html.split('>and in tab b</label>').length - 1).toBe(1);
+});
+
+test('an edit in progress survives another browser’s change to the list', async ({ browser }) => {
+  const a = await (await browser.newContext()).newPage();
+  const b = await (await browser.newContext()).newPage();
+  const id = await openFreshList(a, true);
+  await addTodo(a, 'edit me');
+  await addTodo(a, 'other');
+  await b.goto(`/lists/${id}`);
+  await waitReady(b, true);
+  const edit = a.getByRole('textbox', { name: 'Edit' });
+  await item(a, 'edit me').getByTestId('todo-title').dblclick();
+  await edit.fill('edited while b writes');
+  await addTodo(b, 'added by b');
+  await expect(items(a)).toHaveCount(3, { timeout: 2_000 });
+  await expect(edit).toHaveValue('edited while b writes');
+  await expect(edit).toBeFocused();
+  await edit.press('Enter');
+  await expect(titles(b)).toHaveText(['edited while b writes', 'other', 'added by b'], { timeout: 2_000 });
 });

@@ -10,6 +10,7 @@ import {
   items,
   newTodo,
   openFreshList,
+  settled,
   titles,
   toggleAll,
   waitReady,
@@ -157,6 +158,7 @@ for (const js of [true, false]) {
       await expect(page.getByRole('link', { name: 'All' })).toHaveAttribute('class', 'selected');
 
       // A write under a filter stays under that filter.
+      await settled(page, js);
       await page.goto(`/lists/${id}/active`);
       await waitReady(page, js);
       await addTodo(page, 'another');
@@ -167,11 +169,13 @@ for (const js of [true, false]) {
     test('lists are separate, each at its own URL, and / opens the default list', async ({ page }) => {
       const first = await openFreshList(page, js);
       await addTodo(page, 'only in the first list');
+      await settled(page, js);
       const second = await openFreshList(page, js);
       expect(second).not.toBe(first);
       await expect(items(page)).toHaveCount(0);
       await addTodo(page, 'only in the second list');
 
+      await settled(page, js);
       await page.goto(`/lists/${first}`);
       await waitReady(page, js);
       await expect(titles(page)).toHaveText(['only in the first list']);
@@ -183,6 +187,7 @@ for (const js of [true, false]) {
       await expect(page).toHaveURL('/');
       // The footer (present once the list has a todo) links to the default list's own URL.
       await expect(page.getByRole('link', { name: 'All' })).toHaveAttribute('href', '/lists/default');
+      await settled(page, js);
       await page.goto('/lists/default');
       await waitReady(page, js);
       await expect(item(page, unique)).toHaveCount(1);
@@ -197,6 +202,7 @@ for (const js of [true, false]) {
       await addTodos(page, 'rendered on the server', 'second');
       await item(page, 'second').getByRole('checkbox', { name: 'Toggle Todo' }).click();
       await expect(item(page, 'second')).toHaveClass('completed');
+      await settled(page, js);
       const html = await (await page.request.get(`/lists/${id}`)).text();
       expect(html).toContain('rendered on the server');
       expect(html).toContain('class="completed"');
@@ -219,6 +225,7 @@ for (const js of [true, false]) {
       await expect(items(page)).toHaveCount(2);
       await expect(page.getByRole('alert')).toHaveCount(0);
       // The message does not come back on the next visit.
+      await settled(page, js);
       await page.reload();
       await waitReady(page, js);
       await expect(page.getByRole('alert')).toHaveCount(0);
@@ -252,6 +259,7 @@ test.describe('editing with JavaScript', () => {
     await edit(page).fill('first, blurred');
     await newTodo(page).focus();
     await expect(titles(page)).toHaveText(['first, blurred', 'second']);
+    await settled(page, true);
     await page.reload();
     await expect(titles(page)).toHaveText(['first, blurred', 'second']);
   });
@@ -264,6 +272,7 @@ test.describe('editing with JavaScript', () => {
     await edit(page).press('Escape');
     await expect(edit(page)).toHaveCount(0);
     await expect(titles(page)).toHaveText(['unchanged']);
+    await settled(page, true);
     await page.reload();
     await expect(titles(page)).toHaveText(['unchanged']);
   });

@@ -210,6 +210,14 @@ impl<Q: Query> SyncQuery<Q> {
         Some(loaded.and_then(|l| decode::<Q>(&l.rows)))
     }
 
+    /// Whether the query has loaded (`Some(Ok)`), failed (`Some(Err)`), or is loading (`None`).
+    /// Unlike [`SyncQuery::rows`] it does not change when rows change: build the list's
+    /// structure from this (inside `Suspense`/`Transition`) and read the rows inside it, so a
+    /// delta updates the rows without rebuilding what holds them (an edit box, say).
+    pub fn loaded(&self) -> Option<Result<(), SyncError>> {
+        self.resource.get().map(|r| r.map(|_| ()))
+    }
+
     /// Whether the rows shown are all confirmed by the server (no event of this tab is
     /// pending; while some are, the rows include their local predictions).
     pub fn is_confirmed(&self) -> bool {
