@@ -59,7 +59,7 @@ LEPTOS_SITE_ROOT="$CARGO_TARGET_DIR/site" LEPTOS_ENV=PROD LEPTOS_SITE_ADDR="127.
 server_pid=$!
 # Wait (bounded) until it answers.
 for _ in $(seq 1 100); do
-  if curl -fsS -o /dev/null "$E2E_BASE_URL/lists/health"; then break; fi
+  if curl -fs -o /dev/null "$E2E_BASE_URL/lists/health"; then break; fi
   if ! kill -0 "$server_pid" 2>/dev/null; then
     cat "$work/server.log"
     echo "[test] the demo server exited before answering" >&2
@@ -82,7 +82,7 @@ csr_pid=$!
 export E2E_CSR_URL="http://127.0.0.1:$csr_port"
 # A cold build takes minutes: wait (bounded) until it serves.
 for _ in $(seq 1 1200); do
-  if curl -fsS -o /dev/null "$E2E_CSR_URL/"; then break; fi
+  if curl -fs -o /dev/null "$E2E_CSR_URL/"; then break; fi
   if ! kill -0 "$csr_pid" 2>/dev/null; then
     tail -n 40 "$work/trunk.log"
     echo "[test] trunk serve exited before serving" >&2
