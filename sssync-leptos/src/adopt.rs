@@ -23,6 +23,9 @@ pub(crate) struct Adoption {
     callbacks: RefCell<Vec<Callback>>,
     /// Sent seq -> the event's original seq, for the events not yet settled.
     outstanding: RefCell<BTreeMap<u64, u64>>,
+    /// The current connection has been welcomed (only then can "nothing outstanding" mean
+    /// "all settled").
+    welcomed: Cell<bool>,
     done: Cell<bool>,
 }
 
@@ -37,6 +40,7 @@ impl Adoption {
             ws: RefCell::new(None),
             callbacks: RefCell::new(Vec::new()),
             outstanding: RefCell::new(BTreeMap::new()),
+            welcomed: Cell::new(false),
             done: Cell::new(false),
         });
         a.connect();
@@ -80,6 +84,7 @@ impl Adoption {
         let on_close = Callback::new(move |_| {
             if let Some(a) = weak.upgrade() {
                 a.ws.borrow_mut().take();
+                a.welcomed.set(false);
                 a.retry();
             }
         });
@@ -128,6 +133,7 @@ impl Adoption {
         let id = &self.entry.client_id;
         match msg {
             ServerMsg::Welcome(w) => {
+                self.welcomed.set(true);
                 let same = self.entry.epoch.as_ref() == Some(&w.epoch);
                 let mut out = self.outstanding.borrow_mut();
                 out.clear();
@@ -167,7 +173,7 @@ impl Adoption {
             }
             _ => {}
         }
-        if self.outstanding.borrow().is_empty() && !self.done.get() && self.ws.borrow().is_some() {
+        if self.welcomed.get() && self.outstanding.borrow().is_empty() && !self.done.get() {
             self.finish(&rt);
         }
     }

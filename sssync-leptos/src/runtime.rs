@@ -234,6 +234,16 @@ impl Runtime {
             let _ = window
                 .add_event_listener_with_callback("pagehide", on_hide.as_ref().unchecked_ref());
             on_hide.forget();
+            // Back from the back-forward cache: this tab lives again.
+            let weak = Rc::downgrade(self);
+            let on_show = Callback::new(move |_| {
+                if let Some(rt) = weak.upgrade() {
+                    crate::persist::clear_gone(rt.state.borrow().client_id());
+                }
+            });
+            let _ = window
+                .add_event_listener_with_callback("pageshow", on_show.as_ref().unchecked_ref());
+            on_show.forget();
         }
     }
 
