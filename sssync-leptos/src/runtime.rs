@@ -455,6 +455,9 @@ impl Runtime {
     }
 
     fn after_change(&self) {
+        // The state describes its changes for a store; this runtime keeps its pending events
+        // itself (`save_own`), so the descriptions are dropped here (or they would pile up).
+        drop(self.state.borrow_mut().drain_persist());
         self.save_own(false);
         let pending = self.state.borrow().pending_count();
         self.signals.pending.set(pending);
