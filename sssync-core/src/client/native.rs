@@ -172,11 +172,6 @@ impl NativeClient {
         Some(seq)
     }
 
-    /// Sends a raw protocol message (tests of the wire contract).
-    pub fn send_raw(&self, msg: ClientMsg) {
-        let _ = self.out.try_send(msg);
-    }
-
     /// The typed view of query `Q` with `args` (confirmed rows + predictions), once loaded.
     pub fn rows<Q: Query>(&self, args: &Q::Args) -> Option<Vec<Q::Row>> {
         self.state().rows::<Q>(args)

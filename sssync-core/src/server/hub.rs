@@ -3,7 +3,7 @@
 //! subscriber. A std `Mutex` guards it: nothing inside awaits, every operation is short.
 
 use super::schema::Dependency;
-use crate::delta::{self, Delta, Put};
+use crate::delta::{self, Put};
 use crate::protocol::{DeltaMsg, ErrorCode, ServerMsg, Snapshot};
 use crate::query::QueryKey;
 use crate::row::Rows;
@@ -397,14 +397,13 @@ fn resume_msg(key: &QueryKey, g: &Group, v: Version) -> Utf8Bytes {
         .collect();
     dels.sort();
     dels.dedup();
-    let d = Delta { puts, dels };
     ServerMsg::Delta(DeltaMsg {
         q: key.name().to_owned(),
         a: g.args.clone(),
         from: v,
         to: g.version,
-        puts: d.puts,
-        dels: d.dels,
+        puts,
+        dels,
         digest: g.rows.digest(),
     })
     .to_json()

@@ -36,16 +36,38 @@ const PING_EVERY: Duration = Duration::from_secs(20);
 const SILENCE_LIMIT: Duration = Duration::from_secs(60);
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The rejection of an event whose args are over the limit (its seq is used, like any refusal).
-fn too_large(len: usize, max: usize) -> crate::protocol::Rejection {
-    crate::protocol::Rejection::new(
-        "too_large",
-        format!("the event's args are {len} bytes, over the limit of {max}"),
-    )
-}
-
-fn null() -> Box<serde_json::value::RawValue> {
-    serde_json::value::RawValue::from_string("null".into()).expect("JSON")
+impl EventCmd {
+    /// An event as it came over the wire. One whose args are over the limit goes to the writer
+    /// as a refusal: its seq is used, so the client's later events are not stuck behind it.
+    fn from_wire(
+        client_id: std::sync::Arc<str>,
+        e: EventMsg,
+        limits: &crate::protocol::Limits,
+        reply: Reply,
+    ) -> EventCmd {
+        let len = e.args.get().len();
+        let refused = (len > limits.max_args_bytes).then(|| {
+            crate::protocol::Rejection::new(
+                "too_large",
+                format!(
+                    "the event's args are {len} bytes, over the limit of {}",
+                    limits.max_args_bytes
+                ),
+            )
+        });
+        EventCmd {
+            client_id,
+            seq: e.seq,
+            name: e.name,
+            args: if refused.is_some() {
+                serde_json::value::RawValue::from_string("null".into()).expect("JSON")
+            } else {
+                e.args
+            },
+            reply,
+            refused,
+        }
+    }
 }
 
 /// Whether `id` can be a client id: 1 to 64 ASCII letters, digits, `-`, `_`.
@@ -280,16 +302,8 @@ impl<S: Store> Session<'_, S> {
                 }
             }
             ClientMsg::Event(e) => {
-                let refused = (e.args.get().len() > limits.max_args_bytes)
-                    .then(|| too_large(e.args.get().len(), limits.max_args_bytes));
-                let cmd = EventCmd {
-                    client_id: self.client_id.clone(),
-                    seq: e.seq,
-                    name: e.name,
-                    args: if refused.is_some() { null() } else { e.args },
-                    reply: Reply::Outbox(self.outbox.clone()),
-                    refused,
-                };
+                let reply = Reply::Outbox(self.outbox.clone());
+                let cmd = EventCmd::from_wire(self.client_id.clone(), e, limits, reply);
                 if self.engine.submit(cmd).await.is_err() {
                     return false;
                 }
@@ -593,17 +607,8 @@ async fn events_handler<S: Store>(
     // Submit them all before waiting, so that they share one batch (one commit).
     let mut waiting = Vec::with_capacity(parsed.events.len());
     for e in parsed.events {
-        let refused = (e.args.get().len() > limits.max_args_bytes)
-            .then(|| too_large(e.args.get().len(), limits.max_args_bytes));
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let cmd = EventCmd {
-            client_id: parsed.client_id.as_str().into(),
-            seq: e.seq,
-            name: e.name,
-            args: if refused.is_some() { null() } else { e.args },
-            reply: Reply::Once(tx),
-            refused,
-        };
+        let cmd = EventCmd::from_wire(parsed.client_id.as_str().into(), e, limits, Reply::Once(tx));
         if engine.submit(cmd).await.is_err() {
             return json_error(
                 StatusCode::SERVICE_UNAVAILABLE,
