@@ -122,6 +122,7 @@ fn ListPage(filter: Filter) -> impl IntoView {
         list_id: list_id.get(),
     });
     let status = use_sync_status();
+    let recent = recent_lists(list_id);
     // Editing starts from a double-click (JavaScript) or from an `?edit=<id>` link (without).
     let editing = RwSignal::new(query.read_untracked().get("edit"));
 
@@ -206,6 +207,25 @@ fn ListPage(filter: Filter) -> impl IntoView {
                     "New list"
                 </a>
             </p>
+            <Show when=move || !recent.read().is_empty()>
+                <nav aria-label="Recent lists">
+                    <p>
+                        "Recent lists: "
+                        <For
+                            each=move || recent.get()
+                            key=|id| id.clone()
+                            children=|id| {
+                                view! {
+                                    <a class="recent-list" href=format!("/lists/{id}")>
+                                        {short(&id)}
+                                    </a>
+                                    " "
+                                }
+                            }
+                        />
+                    </p>
+                </nav>
+            </Show>
             <p>
                 "Kept in sync by sssync: "
                 <span
@@ -223,6 +243,33 @@ fn ListPage(filter: Filter) -> impl IntoView {
             </p>
         </footer>
     }
+}
+
+/// How many other lists the footer links to.
+const RECENT: usize = 5;
+/// Where the browser keeps the lists it opened lately (UI state, in localStorage).
+const RECENT_KEY: &str = "demo.recent-lists";
+
+/// The lists this browser opened lately, other than the current one: links that navigate in
+/// the browser (the list's rows show at once from the sync cache, then sync). Empty on the
+/// server and in the hydration render (storage is read only in an effect, after hydration).
+fn recent_lists(list_id: Memo<String>) -> RwSignal<Vec<String>> {
+    let recent = RwSignal::new(Vec::new());
+    Effect::new(move |_| {
+        let current = list_id.get();
+        let mut seen: Vec<String> = sssync_leptos::meta::get(RECENT_KEY).unwrap_or_default();
+        seen.retain(|id| *id != current);
+        recent.set(seen.iter().take(RECENT).cloned().collect());
+        seen.insert(0, current);
+        seen.truncate(RECENT + 1);
+        sssync_leptos::meta::set(RECENT_KEY, &seen);
+    });
+    recent
+}
+
+/// A list id as the footer shows it.
+fn short(id: &str) -> String {
+    id.chars().take(8).collect()
 }
 
 /// The list's items, toggle-all and footer. Built once per load; the rows flow in reactively

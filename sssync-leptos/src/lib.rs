@@ -29,6 +29,7 @@ pub use sssync_core::{Event, Query as SyncQueryDef};
 
 #[cfg(feature = "browser")]
 mod adopt;
+pub mod meta;
 #[cfg(feature = "browser")]
 mod persist;
 #[cfg(feature = "browser")]

@@ -1,8 +1,16 @@
-//! What a tab keeps in the browser so that its writes survive the tab: its pending events, in
-//! IndexedDB (database `sssync`, store `queues`, one entry per tab's client id), with a
-//! heartbeat. A tab that finds an entry whose tab is gone (closed: a mark in localStorage; or
-//! silent for a while) adopts it: it sends those events under their own client id and seqs, so
-//! the server's exactly-once rule holds even when two tabs adopt the same entry at once.
+//! What a browser keeps, in IndexedDB (database `sssync`):
+//!
+//! - **`queues`**: each tab's pending events (one entry per tab's client id), with a heartbeat,
+//!   so that writes survive the tab. A tab that finds an entry whose tab is gone (closed: a mark
+//!   in localStorage; or silent for a while) adopts it: it sends those events under their own
+//!   client id and seqs, so the server's exactly-once rule holds even when two tabs adopt the
+//!   same entry at once.
+//! - **`rows`**: the confirmed rows of each query key, with their epoch and version (shared by
+//!   the browser's tabs: confirmed rows at a version are the same for everyone), so that a
+//!   client-side navigation or a client-only app's reload shows cached rows at once, offline
+//!   too, and subscribes from their version (the server sends only what changed since).
+//!   **`touched`** holds when each key was last written; past [`MAX_CACHED_KEYS`] the least
+//!   recently written keys are dropped.
 //!
 //! Any storage failure (private mode, quota, disabled) leaves the tab working from memory.
 
@@ -10,10 +18,16 @@ use indexed_db_futures::database::Database;
 use indexed_db_futures::prelude::*;
 use indexed_db_futures::transaction::TransactionMode;
 use serde::{Deserialize, Serialize};
-use sssync_core::Epoch;
+use sssync_core::{Epoch, Row, Version};
 
 const DB: &str = "sssync";
 const STORE: &str = "queues";
+const ROWS: &str = "rows";
+const TOUCHED: &str = "touched";
+/// How many query keys the rows cache keeps (the least recently written go first).
+pub(crate) const MAX_CACHED_KEYS: u32 = 200;
+/// A key whose rows take more than this (as JSON) is not cached.
+pub(crate) const MAX_CACHED_BYTES: usize = 4 << 20;
 /// An entry whose heartbeat is older than this belongs to a tab that is gone.
 pub(crate) const ORPHAN_AFTER_MS: f64 = 20_000.0;
 
@@ -28,16 +42,101 @@ pub(crate) struct Entry {
     pub(crate) beat: f64,
 }
 
-/// Opens the database (creating the store); `None` when storage is unavailable.
+/// A query key's confirmed rows, as the rows cache keeps them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Cached {
+    pub(crate) epoch: Epoch,
+    pub(crate) version: Version,
+    pub(crate) rows: Vec<Row>,
+}
+
+/// Opens the database (creating the stores it lacks); `None` when storage is unavailable.
 pub(crate) async fn open() -> Option<Database> {
     let db = Database::open(DB)
-        .with_version(1u8)
+        .with_version(2u8)
         .with_on_upgrade_needed(|_, db| {
-            db.create_object_store(STORE).build()?;
+            let have: Vec<String> = db.object_store_names().collect();
+            for name in [STORE, ROWS, TOUCHED] {
+                if !have.iter().any(|h| h == name) {
+                    db.create_object_store(name).build()?;
+                }
+            }
             Ok(())
         })
         .await;
     db.ok()
+}
+
+/// The key of a query key's entry in the rows cache.
+pub(crate) fn cache_key(name: &str, args: &str) -> String {
+    format!("{name}\n{args}")
+}
+
+/// The cached rows of a query key, if any.
+pub(crate) async fn cached(db: &Database, key: &str) -> Option<Cached> {
+    let result: Result<Option<String>, indexed_db_futures::error::Error> = async {
+        let tx = db.transaction(ROWS).build()?;
+        let store = tx.object_store(ROWS)?;
+        store.get(key.to_owned()).await
+    }
+    .await;
+    serde_json::from_str(&result.ok()??).ok()
+}
+
+/// Writes these keys' rows (a key whose rows are over [`MAX_CACHED_BYTES`] is forgotten
+/// instead), then drops the least recently written keys past [`MAX_CACHED_KEYS`].
+pub(crate) async fn cache(db: &Database, entries: Vec<(String, Cached)>, now: f64) {
+    let result: Result<(), indexed_db_futures::error::Error> = async {
+        let tx = db
+            .transaction([ROWS, TOUCHED])
+            .with_mode(TransactionMode::Readwrite)
+            .build()?;
+        let rows = tx.object_store(ROWS)?;
+        let touched = tx.object_store(TOUCHED)?;
+        for (key, entry) in entries {
+            let text = serde_json::to_string(&entry).ok();
+            match text {
+                Some(text) if text.len() <= MAX_CACHED_BYTES => {
+                    rows.put(text).with_key(key.clone()).await?;
+                    touched.put(now).with_key(key).await?;
+                }
+                _ => {
+                    rows.delete(key.clone()).await?;
+                    touched.delete(key).await?;
+                }
+            }
+        }
+        let count = touched.count().await?;
+        if count > MAX_CACHED_KEYS {
+            let keys: Vec<String> = touched.get_all_keys().await?.collect::<Result<_, _>>()?;
+            let ats: Vec<f64> = touched.get_all().await?.collect::<Result<_, _>>()?;
+            let mut by_age: Vec<(f64, String)> = ats.into_iter().zip(keys).collect();
+            by_age.sort_by(|a, b| a.0.total_cmp(&b.0));
+            for (_, key) in by_age.into_iter().take((count - MAX_CACHED_KEYS) as usize) {
+                rows.delete(key.clone()).await?;
+                touched.delete(key).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+    .await;
+    let _ = result;
+}
+
+/// Forgets every cached row (the server's history changed).
+pub(crate) async fn clear_cache(db: &Database) {
+    let _ = async {
+        let tx = db
+            .transaction([ROWS, TOUCHED])
+            .with_mode(TransactionMode::Readwrite)
+            .build()?;
+        tx.object_store(ROWS)?.clear()?.await?;
+        tx.object_store(TOUCHED)?.clear()?.await?;
+        tx.commit().await?;
+        Ok::<(), indexed_db_futures::error::Error>(())
+    }
+    .await;
 }
 
 /// Writes (or replaces) a tab's entry.
@@ -89,31 +188,19 @@ pub(crate) async fn load_all(db: &Database) -> Vec<Entry> {
     result.unwrap_or_default()
 }
 
-/// localStorage, when the browser lets this page have it (private modes, policies and quotas
-/// may not: then `None`, never a panic).
-fn local_storage() -> Option<web_sys::Storage> {
-    web_sys::window()?.local_storage().ok().flatten()
-}
-
 /// Marks a tab as gone (synchronously: it runs while the page is being hidden).
 pub(crate) fn mark_gone(client_id: &str) {
-    if let Some(s) = local_storage() {
-        let _ = s.set_item(&gone_key(client_id), "1");
-    }
+    crate::meta::set(&gone_key(client_id), &1u8);
 }
 
 /// Whether a tab was marked gone.
 pub(crate) fn is_gone(client_id: &str) -> bool {
-    local_storage()
-        .and_then(|s| s.get_item(&gone_key(client_id)).ok().flatten())
-        .is_some()
+    crate::meta::get::<u8>(&gone_key(client_id)).is_some()
 }
 
 /// Forgets the mark.
 pub(crate) fn clear_gone(client_id: &str) {
-    if let Some(s) = local_storage() {
-        let _ = s.remove_item(&gone_key(client_id));
-    }
+    crate::meta::remove(&gone_key(client_id));
 }
 
 fn gone_key(client_id: &str) -> String {

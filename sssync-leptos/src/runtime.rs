@@ -7,11 +7,11 @@ use futures_channel::oneshot;
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 use sssync_core::Version;
-use sssync_core::client::{ClientState, EventTypes};
+use sssync_core::client::{ClientState, EventTypes, Persist};
 use sssync_core::protocol::{ClientMsg, ServerMsg};
 use sssync_core::{Event, QueryKey, Rejection};
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 use wasm_bindgen::JsCast;
@@ -39,6 +39,9 @@ enum TabMsg {
 const BACKOFF_MIN_MS: u64 = 50;
 const BACKOFF_MAX_MS: u64 = 5_000;
 const PING_EVERY: Duration = Duration::from_secs(15);
+/// How long a load waits for the database to open before going on without the rows cache (an
+/// open can be blocked by another tab holding an older version of the database).
+const DB_OPEN_WAIT: Duration = Duration::from_secs(1);
 
 /// A socket callback.
 pub(crate) type Callback = Closure<dyn FnMut(web_sys::Event)>;
@@ -52,6 +55,7 @@ pub(crate) struct Signals {
 }
 
 pub(crate) struct Runtime {
+    me: Weak<Runtime>,
     pub(crate) state: RefCell<ClientState>,
     signals: Signals,
     url: String,
@@ -67,8 +71,18 @@ pub(crate) struct Runtime {
     waiters: RefCell<Vec<(QueryKey, oneshot::Sender<()>)>>,
     types: StoredValue<EventTypes>,
     tabs: Option<BroadcastChannel>,
-    /// Where this tab keeps its pending events (`None`: storage unavailable, memory only).
+    /// Where this tab keeps its pending events and the rows cache (`None`: storage unavailable,
+    /// memory only).
     db: RefCell<Option<Rc<indexed_db_futures::database::Database>>>,
+    /// The database is still being opened; loads wait for it (a bounded time) in `db_waiters`.
+    db_opening: Cell<bool>,
+    db_waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    /// Keys (name, canonical args) whose confirmed rows changed since the cache was written.
+    dirty: RefCell<BTreeSet<(String, String)>>,
+    /// The server's history changed: the cache is cleared before the next write.
+    clear_cache: Cell<bool>,
+    /// A cache write is under way (it takes what is dirty when it starts, then looks again).
+    flushing: Cell<bool>,
     /// The pending events last written there: (count, sum of seqs).
     saved: Cell<(usize, u64)>,
     /// Gone tabs' pending events this tab is sending.
@@ -105,7 +119,8 @@ fn socket_url() -> String {
 
 impl Runtime {
     pub(crate) fn start(signals: Signals, types: StoredValue<EventTypes>) -> Rc<Runtime> {
-        let rt = Rc::new(Runtime {
+        let rt = Rc::new_cyclic(|me| Runtime {
+            me: me.clone(),
             state: RefCell::new(ClientState::new(random_id())),
             signals,
             url: socket_url(),
@@ -119,6 +134,11 @@ impl Runtime {
             types,
             tabs: BroadcastChannel::new("sssync").ok(),
             db: RefCell::new(None),
+            db_opening: Cell::new(true),
+            db_waiters: RefCell::new(Vec::new()),
+            dirty: RefCell::new(BTreeSet::new()),
+            clear_cache: Cell::new(false),
+            flushing: Cell::new(false),
             saved: Cell::new((0, 0)),
             adoptions: RefCell::new(Vec::new()),
         });
@@ -129,13 +149,13 @@ impl Runtime {
         {
             let weak = Rc::downgrade(&rt);
             leptos::task::spawn_local(async move {
-                let Some(db) = crate::persist::open().await else {
-                    return;
-                };
-                let db = Rc::new(db);
+                let db = crate::persist::open().await.map(Rc::new);
                 let Some(rt) = weak.upgrade() else { return };
-                *rt.db.borrow_mut() = Some(db.clone());
+                *rt.db.borrow_mut() = db.clone();
+                rt.db_settled();
+                let Some(db) = db else { return };
                 rt.save_own(true);
+                rt.flush_cache();
                 let own = rt.state.borrow().client_id().to_owned();
                 let now = now_ms();
                 for entry in crate::persist::load_all(&db).await {
@@ -148,6 +168,18 @@ impl Runtime {
                 }
                 rt.after_change();
             });
+        }
+        // Loads do not wait for a blocked open for long.
+        {
+            let weak = Rc::downgrade(&rt);
+            set_timeout(
+                move || {
+                    if let Some(rt) = weak.upgrade() {
+                        rt.db_settled();
+                    }
+                },
+                DB_OPEN_WAIT,
+            );
         }
         // The heartbeat of this tab's entry (only while it has pending events).
         {
@@ -405,6 +437,76 @@ impl Runtime {
         self.db.borrow().clone()
     }
 
+    /// The database, once open; while it is being opened, waits (at most `DB_OPEN_WAIT`).
+    async fn database(&self) -> Option<Rc<indexed_db_futures::database::Database>> {
+        if self.db_opening.get() {
+            let (tx, rx) = oneshot::channel();
+            self.db_waiters.borrow_mut().push(tx);
+            let _ = rx.await;
+        }
+        self.db()
+    }
+
+    /// The database is open, unavailable, or not worth waiting for any longer.
+    fn db_settled(&self) {
+        self.db_opening.set(false);
+        let waiters = std::mem::take(&mut *self.db_waiters.borrow_mut());
+        for tx in waiters {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Writes the confirmed rows of the keys that changed to the rows cache, in the background;
+    /// one write at a time, each taking the newest rows (so a burst of deltas costs one write).
+    fn flush_cache(&self) {
+        if self.flushing.get() || self.db().is_none() {
+            return;
+        }
+        self.flushing.set(true);
+        let weak = self.me.clone();
+        leptos::task::spawn_local(async move {
+            loop {
+                let Some(rt) = weak.upgrade() else { return };
+                let Some(db) = rt.db() else {
+                    rt.flushing.set(false);
+                    return;
+                };
+                let clear = rt.clear_cache.take();
+                let keys = std::mem::take(&mut *rt.dirty.borrow_mut());
+                if !clear && keys.is_empty() {
+                    rt.flushing.set(false);
+                    return;
+                }
+                let entries: Vec<(String, crate::persist::Cached)> = {
+                    let st = rt.state.borrow();
+                    let Some(epoch) = st.epoch().cloned() else {
+                        rt.flushing.set(false);
+                        return;
+                    };
+                    keys.iter()
+                        .filter_map(|(name, args)| {
+                            let key = QueryKey::from_json(name, args).ok()?;
+                            let (version, rows) = st.confirmed(&key)?;
+                            Some((
+                                crate::persist::cache_key(name, args),
+                                crate::persist::Cached {
+                                    epoch: epoch.clone(),
+                                    version,
+                                    rows: rows.rows().to_vec(),
+                                },
+                            ))
+                        })
+                        .collect()
+                };
+                drop(rt);
+                if clear {
+                    crate::persist::clear_cache(&db).await;
+                }
+                crate::persist::cache(&db, entries, now_ms()).await;
+            }
+        });
+    }
+
     pub(crate) fn predict_foreign(&self, tab: &str, seq: u64, name: &str, args: &str) {
         {
             let mut st = self.state.borrow_mut();
@@ -455,9 +557,28 @@ impl Runtime {
     }
 
     fn after_change(&self) {
-        // The state describes its changes for a store; this runtime keeps its pending events
-        // itself (`save_own`), so the descriptions are dropped here (or they would pile up).
-        drop(self.state.borrow_mut().drain_persist());
+        // The state describes its changes for a store: changed rows go to the rows cache (the
+        // keys only: the write takes the newest rows); this runtime keeps its pending events
+        // itself (`save_own`). A key no longer held stays cached.
+        let ops = self.state.borrow_mut().drain_persist();
+        let mut cache = false;
+        for op in ops {
+            match op {
+                Persist::Rows { name, args, .. } => {
+                    self.dirty.borrow_mut().insert((name, args));
+                    cache = true;
+                }
+                Persist::ClearAll => {
+                    self.dirty.borrow_mut().clear();
+                    self.clear_cache.set(true);
+                    cache = true;
+                }
+                _ => {}
+            }
+        }
+        if cache {
+            self.flush_cache();
+        }
         self.save_own(false);
         let pending = self.state.borrow().pending_count();
         self.signals.pending.set(pending);
@@ -545,12 +666,27 @@ impl Runtime {
         }
     }
 
-    /// The rows of `key` for a client-side load: at once when cached, else after the
+    /// The rows of `key` for a client-side load: at once when this tab holds them or the
+    /// browser's rows cache has them (then synced from their version), else after the
     /// subscription's first snapshot.
     pub(crate) async fn load(&self, key: QueryKey) -> Result<Loaded, SyncError> {
-        let cached = self.loaded(&key);
-        if let Some(l) = cached {
+        if let Some(l) = self.loaded(&key) {
             return Ok(l);
+        }
+        if let Some(db) = self.database().await {
+            let name = crate::persist::cache_key(key.name(), key.args_json());
+            if let Some(c) = crate::persist::cached(&db, &name).await {
+                // Ignored when rows of another history or newer rows arrived meanwhile.
+                self.state
+                    .borrow_mut()
+                    .seed(key.clone(), &c.epoch, c.version, c.rows);
+            }
+            if let Some(l) = self.loaded(&key) {
+                let msg = self.state.borrow_mut().subscribe(key);
+                self.send_if_live(&msg);
+                self.after_change();
+                return Ok(l);
+            }
         }
         let (tx, rx) = oneshot::channel();
         self.waiters.borrow_mut().push((key.clone(), tx));
