@@ -94,6 +94,17 @@ struct Writes {
 }
 
 impl Writes {
+    /// Why the server refused the page's last refused write (each event's own state).
+    fn last_rejection(&self) -> Option<sssync_leptos::Rejection> {
+        self.add
+            .last_rejection()
+            .or_else(|| self.toggle.last_rejection())
+            .or_else(|| self.edit.last_rejection())
+            .or_else(|| self.delete.last_rejection())
+            .or_else(|| self.toggle_all.last_rejection())
+            .or_else(|| self.clear.last_rejection())
+    }
+
     fn new() -> Self {
         Writes {
             add: use_sync_event(),
@@ -168,9 +179,8 @@ fn ListPage(filter: Filter) -> impl IntoView {
             </header>
             <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
                 {move || {
-                    let message = status
-                        .last_rejection
-                        .get()
+                    let message = writes
+                        .last_rejection()
                         .map(|r| r.message)
                         .or_else(|| flash.get().flatten());
                     message.map(|m| view! { <p class="alert" role="alert">{m}</p> })
@@ -302,18 +312,23 @@ fn ListBody(
             list_id: list.get_value(),
         });
     };
-    let links = Filter::ALL
-        .into_iter()
-        .map(|f| {
-            view! {
-                <li>
-                    <a href=f.href(&list_id) class=if f == filter { "selected" } else { "" }>
-                        {f.label()}
-                    </a>
-                </li>
-            }
-        })
-        .collect_view();
+    let links = move || {
+        Filter::ALL
+            .into_iter()
+            .map(|f| {
+                view! {
+                    <li>
+                        <a
+                            href=f.href(&list.get_value())
+                            class=if f == filter { "selected" } else { "" }
+                        >
+                            {f.label()}
+                        </a>
+                    </li>
+                }
+            })
+            .collect_view()
+    };
 
     view! {
         <Show when=move || { total.get() > 0 }>
@@ -353,7 +368,8 @@ fn ListBody(
                         ></button>
                     </form>
                 </div>
-                <ul class="todo-list">
+                // Busy while adds wait for the server (offline, say).
+                <ul class="todo-list" aria-busy=move || (writes.add.pending() > 0).to_string()>
                     <For
                         each=move || {
                             all.get().into_iter().filter(|t| filter.shows(t)).collect::<Vec<_>>()
@@ -372,7 +388,7 @@ fn ListBody(
                     " "
                     {move || items_left(active.get())}
                 </span>
-                <ul class="filters">{links.clone()}</ul>
+                <ul class="filters">{links()}</ul>
                 <Show when=move || { completed() > 0 }>
                     <form
                         class="inline"

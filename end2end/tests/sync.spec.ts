@@ -68,10 +68,13 @@ test('offline: writes wait (the indicator counts them), then apply once; the bro
   await addTodo(b, 'while a was away');
   await addTodo(a, 'written offline'); // shown at once, predicted
   await expect(status).toHaveText('offline, 1 write pending');
+  // The add's own pending state: the list is busy until the server has it.
+  await expect(a.locator('ul.todo-list')).toHaveAttribute('aria-busy', 'true');
   await expect(titles(b)).toHaveText(['while a was away']);
 
   await ctxA.setOffline(false);
   await expect(status).toHaveText('live', { timeout: 10_000 });
+  await expect(a.locator('ul.todo-list')).toHaveAttribute('aria-busy', 'false');
   await expect(titles(a)).toHaveText(['while a was away', 'written offline']);
   await expect(titles(b)).toHaveText(['while a was away', 'written offline']);
   // Applied exactly once: the server renders it once.

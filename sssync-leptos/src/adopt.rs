@@ -157,7 +157,14 @@ impl Adoption {
             }
             ServerMsg::Ack(a) => self.settled(&rt, a.seq, a.v),
             ServerMsg::Reject(r) => {
-                rt.show_rejection(r.error.clone());
+                let name = self
+                    .outstanding
+                    .borrow()
+                    .get(&r.seq)
+                    .and_then(|o| self.entry.events.iter().find(|e| e.0 == *o))
+                    .map(|e| e.1.clone())
+                    .unwrap_or_default();
+                rt.show_rejection(name, r.error.clone());
                 self.settled(&rt, r.seq, r.v);
             }
             ServerMsg::Gap(g) => {

@@ -23,9 +23,9 @@
 
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
-use sssync_core::{Epoch, Query, QueryKey, Rejection, Row, Version};
+use sssync_core::{Epoch, Query, QueryKey, Row, Version};
 
-pub use sssync_core::{Event, Query as SyncQueryDef};
+pub use sssync_core::{Event, Query as SyncQueryDef, Rejection};
 
 #[cfg(feature = "browser")]
 mod adopt;
@@ -93,12 +93,22 @@ pub struct SyncClient {
     changed: RwSignal<u64>,
     online: RwSignal<bool>,
     pending: RwSignal<usize>,
-    rejection: RwSignal<Option<Rejection>>,
+    rejection: RwSignal<Option<Refused>>,
     /// The event types this tab uses (registered by `use_sync_event`), so that other tabs'
     /// pending events can be predicted here too.
     types: StoredValue<sssync_core::client::EventTypes>,
     #[cfg(feature = "browser")]
     runtime: StoredValue<Option<std::rc::Rc<runtime::Runtime>>, LocalStorage>,
+}
+
+/// The last event the server (or the client, for args over the limit) refused.
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(not(feature = "browser"), allow(dead_code))] // made by the browser runtime only
+pub(crate) struct Refused {
+    /// The event's name.
+    pub(crate) event: String,
+    /// Why.
+    pub(crate) why: Rejection,
 }
 
 /// The connection state for a status indicator.
@@ -357,6 +367,35 @@ impl<E: Event> SyncEvent<E> {
             let _ = (event, self.client);
         }
     }
+
+    /// How many events of this type this tab has sent that the server has not confirmed yet
+    /// (their predictions show meanwhile). Reactive; 0 on the server.
+    pub fn pending(&self) -> usize {
+        self.client.pending.track();
+        #[cfg(feature = "browser")]
+        {
+            self.client
+                .runtime
+                .get_value()
+                .map_or(0, |rt| rt.state.borrow().pending_count_of(E::NAME))
+        }
+        #[cfg(not(feature = "browser"))]
+        {
+            0
+        }
+    }
+
+    /// Why the server refused the last event of this type, if the last refusal in this tab
+    /// was one (cleared by the next send of any event). Its prediction is gone by then.
+    /// Reactive.
+    pub fn last_rejection(&self) -> Option<Rejection> {
+        self.client
+            .rejection
+            .read()
+            .as_ref()
+            .filter(|r| r.event == E::NAME)
+            .map(|r| r.why.clone())
+    }
 }
 
 /// The sender of event type `E`.
@@ -402,6 +441,6 @@ pub fn use_sync_status() -> SyncStatus {
     SyncStatus {
         online: c.online.into(),
         pending: c.pending.into(),
-        last_rejection: c.rejection.into(),
+        last_rejection: Signal::derive(move || c.rejection.read().as_ref().map(|r| r.why.clone())),
     }
 }

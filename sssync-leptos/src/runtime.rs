@@ -51,7 +51,7 @@ pub(crate) struct Signals {
     pub(crate) changed: RwSignal<u64>,
     pub(crate) online: RwSignal<bool>,
     pub(crate) pending: RwSignal<usize>,
-    pub(crate) rejection: RwSignal<Option<Rejection>>,
+    pub(crate) rejection: RwSignal<Option<crate::Refused>>,
 }
 
 pub(crate) struct Runtime {
@@ -404,6 +404,11 @@ impl Runtime {
         let Ok(msg) = ServerMsg::parse(text) else {
             return;
         };
+        // Which event a rejection is about (the state forgets it).
+        let refused = match &msg {
+            ServerMsg::Reject(r) => self.state.borrow().pending_name(r.seq).map(str::to_owned),
+            _ => None,
+        };
         let update = self.state.borrow_mut().on_message(msg);
         if update.live {
             self.live.set(true);
@@ -414,7 +419,10 @@ impl Runtime {
             self.send_raw(m);
         }
         if let Some((_, r)) = update.rejected.last() {
-            self.signals.rejection.set(Some(r.clone()));
+            self.signals.rejection.set(Some(crate::Refused {
+                event: refused.unwrap_or_default(),
+                why: r.clone(),
+            }));
         }
         if !update.settled.is_empty() {
             let tab = self.state.borrow().client_id().to_owned();
@@ -521,8 +529,10 @@ impl Runtime {
         self.after_change();
     }
 
-    pub(crate) fn show_rejection(&self, r: Rejection) {
-        self.signals.rejection.set(Some(r));
+    pub(crate) fn show_rejection(&self, event: String, why: Rejection) {
+        self.signals
+            .rejection
+            .set(Some(crate::Refused { event, why }));
     }
 
     /// Writes this tab's pending events to storage when they changed (or, with `beat`, to
@@ -727,7 +737,10 @@ impl Runtime {
                     });
                 }
             }
-            Err(r) => self.signals.rejection.set(Some(r)),
+            Err(why) => self.signals.rejection.set(Some(crate::Refused {
+                event: E::NAME.to_owned(),
+                why,
+            })),
         }
         self.after_change();
     }

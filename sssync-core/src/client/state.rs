@@ -316,6 +316,16 @@ impl ClientState {
         self.pending.len()
     }
 
+    /// How many events named `name` wait for the server.
+    pub fn pending_count_of(&self, name: &str) -> usize {
+        self.pending.values().filter(|p| p.name == name).count()
+    }
+
+    /// The name of pending event `seq`.
+    pub fn pending_name(&self, seq: u64) -> Option<&str> {
+        self.pending.get(&seq).map(|p| p.name.as_str())
+    }
+
     /// The events waiting for the server: (seq, name, args JSON), in seq order.
     pub fn pending_events(&self) -> Vec<(u64, String, String)> {
         self.pending
@@ -819,5 +829,27 @@ mod tests {
         assert_eq!(st.pending_count(), 0);
         let (msg, _) = st.push(AddItem("ok".into())).unwrap();
         assert!(matches!(msg, ClientMsg::Event(ref e) if e.seq == 1));
+    }
+
+    #[test]
+    fn pending_events_are_counted_by_name_and_a_rejection_names_its_event() {
+        let mut st = ClientState::new("c");
+        st.subscribe(key());
+        st.on_message(welcome(0, 1));
+        st.on_message(snapshot(1, &[]));
+        st.push(AddItem("a".into())).unwrap();
+        st.push(AddItem("b".into())).unwrap();
+        assert_eq!(st.pending_count_of("add_item"), 2);
+        assert_eq!(st.pending_count_of("other"), 0);
+        assert_eq!(st.pending_name(2), Some("add_item"));
+        let u = st.on_message(ServerMsg::Reject(crate::protocol::Reject {
+            seq: 2,
+            v: Version(1),
+            error: Rejection::new("nope", "refused"),
+        }));
+        assert_eq!(u.rejected.len(), 1);
+        assert_eq!(st.pending_name(2), None);
+        assert_eq!(st.pending_count_of("add_item"), 1);
+        assert_eq!(view(&st), ["a"]);
     }
 }
