@@ -24,7 +24,7 @@ use leptos_router::components::{Route, Router, Routes};
 use leptos_router::hooks::{use_params_map, use_query_map};
 use leptos_router::{SsrMode, path};
 use sssync_leptos::{
-    SyncEvent, SyncQuery, provide_sync_client, use_sync_event, use_sync_query, use_sync_status,
+    SyncEvent, SyncProvider, SyncQuery, use_sync_event, use_sync_query, use_sync_status,
 };
 
 /// The HTML document around the app (server only: the browser hydrates `<body>`).
@@ -50,35 +50,37 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
-    provide_sync_client();
     view! {
         <Stylesheet id="leptos" href="/pkg/demo-app.css" />
         <Title text="sssync • TodoMVC" />
-        <Router>
-            <Routes fallback=|| view! { <p class="not-found">"Page not found."</p> }>
-                // Async: the whole page, data included, arrives as HTML (no JavaScript needed).
-                <Route
-                    path=path!("/")
-                    view=|| view! { <ListPage filter=Filter::All /> }
-                    ssr=SsrMode::Async
-                />
-                <Route
-                    path=path!("/lists/:id")
-                    view=|| view! { <ListPage filter=Filter::All /> }
-                    ssr=SsrMode::Async
-                />
-                <Route
-                    path=path!("/lists/:id/active")
-                    view=|| view! { <ListPage filter=Filter::Active /> }
-                    ssr=SsrMode::Async
-                />
-                <Route
-                    path=path!("/lists/:id/completed")
-                    view=|| view! { <ListPage filter=Filter::Completed /> }
-                    ssr=SsrMode::Async
-                />
-            </Routes>
-        </Router>
+        // The tab's sync client (connection, stores) for everything below.
+        <SyncProvider>
+            <Router>
+                <Routes fallback=|| view! { <p class="not-found">"Page not found."</p> }>
+                    // Async: the whole page, data included, arrives as HTML (no JavaScript needed).
+                    <Route
+                        path=path!("/")
+                        view=|| view! { <ListPage filter=Filter::All /> }
+                        ssr=SsrMode::Async
+                    />
+                    <Route
+                        path=path!("/lists/:id")
+                        view=|| view! { <ListPage filter=Filter::All /> }
+                        ssr=SsrMode::Async
+                    />
+                    <Route
+                        path=path!("/lists/:id/active")
+                        view=|| view! { <ListPage filter=Filter::Active /> }
+                        ssr=SsrMode::Async
+                    />
+                    <Route
+                        path=path!("/lists/:id/completed")
+                        view=|| view! { <ListPage filter=Filter::Completed /> }
+                        ssr=SsrMode::Async
+                    />
+                </Routes>
+            </Router>
+        </SyncProvider>
     }
 }
 

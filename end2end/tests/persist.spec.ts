@@ -86,3 +86,48 @@ test('with IndexedDB and localStorage throwing, the app still works, live, from 
   await expect(titles(a)).toHaveText(['kept in memory', 'and back'], { timeout: 2_000 });
   expect(errors.filter((m) => m.includes('panicked') || m.includes('unreachable'))).toEqual([]);
 });
+
+test('a newer version of the app can upgrade the browser database while a tab is open', async ({ browser }) => {
+  const ctx = await browser.newContext();
+  const a = await ctx.newPage();
+  await openFreshList(a, true);
+  await expect(a.getByTestId('sync-status')).toHaveText('live');
+  // The tab has made its stores (so its connection to the database is open).
+  await expect
+    .poll(() =>
+      a.evaluate(
+        () =>
+          new Promise<boolean>((resolve) => {
+            const req = indexedDB.open('sssync');
+            req.onerror = () => resolve(false);
+            req.onsuccess = () => {
+              const has = req.result.objectStoreNames.contains('rows');
+              req.result.close();
+              resolve(has);
+            };
+          }),
+      ),
+    )
+    .toBe(true);
+
+  // A newer version asks for an upgrade: the open tab lets it through instead of blocking it.
+  const b = await ctx.newPage();
+  await b.goto('/pkg/demo-app.css'); // same origin, no app
+  const outcome = await b.evaluate(
+    () =>
+      new Promise<string>((resolve) => {
+        const req = indexedDB.open('sssync', 1000);
+        req.onblocked = () => resolve('blocked');
+        req.onerror = () => resolve('error');
+        req.onsuccess = () => {
+          req.result.close();
+          resolve('upgraded');
+        };
+      }),
+  );
+  expect(outcome).toBe('upgraded');
+
+  // The old tab goes on from memory.
+  await addTodo(a, 'after the upgrade');
+  await expect(a.getByTestId('sync-status')).toHaveText('live');
+});

@@ -138,9 +138,20 @@ pub fn provide_sync_client() -> SyncClient {
     client
 }
 
+/// Provides the tab's sync client to its children: the component form of
+/// [`provide_sync_client`]. Wrap the app (its router) in it, once.
+#[component]
+pub fn SyncProvider(
+    /// The app.
+    children: Children,
+) -> impl IntoView {
+    provide_sync_client();
+    children()
+}
+
 fn client() -> SyncClient {
     use_context::<SyncClient>()
-        .expect("call sssync_leptos::provide_sync_client() in the app's root component")
+        .expect("wrap the app in <SyncProvider> (or call sssync_leptos::provide_sync_client() in its root component)")
 }
 
 impl SyncClient {

@@ -154,6 +154,7 @@ impl Runtime {
                 *rt.db.borrow_mut() = db.clone();
                 rt.db_settled();
                 let Some(db) = db else { return };
+                rt.yield_on_version_change(&db);
                 rt.save_own(true);
                 rt.flush_cache();
                 let own = rt.state.borrow().client_id().to_owned();
@@ -443,6 +444,24 @@ impl Runtime {
 
     pub(crate) fn db(&self) -> Option<Rc<indexed_db_futures::database::Database>> {
         self.db.borrow().clone()
+    }
+
+    /// When a newer version of the app asks to upgrade the database, lets it: closes this tab's
+    /// connection (which would otherwise block the upgrade until this tab closes) and goes on
+    /// from memory.
+    fn yield_on_version_change(&self, db: &indexed_db_futures::database::Database) {
+        use indexed_db_futures::internals::SystemRepr;
+        let raw: &web_sys::IdbDatabase = db.as_sys().as_ref();
+        let target = raw.clone();
+        let weak = self.me.clone();
+        let on_change = Callback::new(move |_| {
+            target.close();
+            if let Some(rt) = weak.upgrade() {
+                rt.db.borrow_mut().take();
+            }
+        });
+        raw.set_onversionchange(Some(on_change.as_ref().unchecked_ref()));
+        on_change.forget(); // one per tab
     }
 
     /// The database, once open; while it is being opened, waits (at most `DB_OPEN_WAIT`).
