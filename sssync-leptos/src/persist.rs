@@ -86,7 +86,7 @@ pub(crate) async fn cached(db: &Database, key: &str) -> Option<Cached> {
 /// Writes these keys' rows (a key whose rows are over [`MAX_CACHED_BYTES`] is forgotten
 /// instead), then drops the least recently written keys past [`MAX_CACHED_KEYS`].
 pub(crate) async fn cache(db: &Database, entries: Vec<(String, Cached)>, now: f64) {
-    let result: Result<(), indexed_db_futures::error::Error> = async {
+    let _ = async {
         let tx = db
             .transaction([ROWS, TOUCHED])
             .with_mode(TransactionMode::Readwrite)
@@ -118,10 +118,9 @@ pub(crate) async fn cache(db: &Database, entries: Vec<(String, Cached)>, now: f6
             }
         }
         tx.commit().await?;
-        Ok(())
+        Ok::<(), indexed_db_futures::error::Error>(())
     }
     .await;
-    let _ = result;
 }
 
 /// Forgets every cached row (the server's history changed).

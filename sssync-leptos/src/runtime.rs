@@ -486,6 +486,10 @@ impl Runtime {
     /// Writes the confirmed rows of the keys that changed to the rows cache, in the background;
     /// one write at a time, each taking the newest rows (so a burst of deltas costs one write).
     fn flush_cache(&self) {
+        if self.db().is_none() && !self.db_opening.get() {
+            // No storage (or no longer): nothing will take these.
+            self.dirty.borrow_mut().clear();
+        }
         if self.flushing.get() || self.db().is_none() {
             return;
         }
@@ -506,10 +510,6 @@ impl Runtime {
                 }
                 let entries: Vec<(String, crate::persist::Cached)> = {
                     let st = rt.state.borrow();
-                    let Some(epoch) = st.epoch().cloned() else {
-                        rt.flushing.set(false);
-                        return;
-                    };
                     keys.iter()
                         .filter_map(|(name, args)| {
                             let key = QueryKey::from_json(name, args).ok()?;
@@ -517,7 +517,7 @@ impl Runtime {
                             Some((
                                 crate::persist::cache_key(name, args),
                                 crate::persist::Cached {
-                                    epoch: epoch.clone(),
+                                    epoch: st.epoch()?.clone(),
                                     version,
                                     rows: rows.rows().to_vec(),
                                 },
@@ -711,9 +711,13 @@ impl Runtime {
                     .seed(key.clone(), &c.epoch, c.version, c.rows);
             }
             if let Some(l) = self.loaded(&key) {
-                let msg = self.state.borrow_mut().subscribe(key);
+                let msg = self.state.borrow_mut().subscribe(key.clone());
                 self.send_if_live(&msg);
                 self.after_change();
+                // The cache already holds exactly these rows: no need to write them back.
+                self.dirty
+                    .borrow_mut()
+                    .remove(&(key.name().to_owned(), key.args_json().to_owned()));
                 return Ok(l);
             }
         }
