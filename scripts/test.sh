@@ -34,7 +34,7 @@ step "lints, native (cargo clippy)"
 cargo clippy --workspace --all-targets --features "$native_features" -- -D warnings
 
 step "lints, wasm32 (cargo clippy: the hydrate build, then the client-only build)"
-cargo clippy --workspace --all-targets --target wasm32-unknown-unknown \
+cargo clippy --workspace --exclude sssync-fault --all-targets --target wasm32-unknown-unknown \
   --features demo-app/hydrate -- -D warnings
 cargo clippy -p demo-app -p sssync-leptos --all-targets --target wasm32-unknown-unknown \
   --features demo-app/csr -- -D warnings
@@ -45,12 +45,17 @@ rust_passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$work/cargo-tes
   awk '{s += $4} END {print s + 0}')
 rust_failed=$(grep -Eo '[0-9]+ failed' "$work/cargo-test.log" | awk '{s += $1} END {print s + 0}')
 
+step "fuzzing, a short pass (scripts/fuzz.sh: 20 s per target)"
+bash scripts/fuzz.sh 20
+
 step "building the demo (cargo leptos build --release)"
 cargo leptos build --release
 
 step "starting the demo server for the browser tests"
 port="${E2E_PORT:-$(node -e "const s=require('net').createServer();s.listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})")}"
 export E2E_BASE_URL="http://127.0.0.1:$port"
+# Tests that kill and restart a server run their own, from the same build.
+export E2E_SERVER_BIN="$CARGO_TARGET_DIR/release/demo-app" E2E_SITE_ROOT="$CARGO_TARGET_DIR/site"
 export PLAYWRIGHT_JSON_OUTPUT_NAME="$work/e2e.json"
 # The server under test: the release build, on a database of its own.
 LEPTOS_SITE_ROOT="$CARGO_TARGET_DIR/site" LEPTOS_ENV=PROD LEPTOS_SITE_ADDR="127.0.0.1:$port" \

@@ -9,22 +9,36 @@ use crate::model::{AddTodo, ClearCompleted, DeleteTodo, EditTodo, ToggleAll, Tog
 use leptos::prelude::*;
 pub use sssync_leptos::SyncError;
 
-/// Applies one event from a plain form post, then sends the browser back.
+/// Applies one event from a plain form post (once per form key: a resubmitted form is not
+/// applied again), then sends the browser back.
 #[cfg(feature = "ssr")]
-async fn apply<E: sssync_leptos::Event>(event: E) -> Result<(), SyncError> {
-    let result = sssync_leptos::server::apply(&event).await;
+async fn apply<E: sssync_leptos::Event>(
+    event: E,
+    fields: impl serde::Serialize,
+    sssync_key: Option<String>,
+) -> Result<(), SyncError> {
+    let result = sssync_leptos::server::apply_form(sssync_key.as_deref(), &fields, &event).await;
     form::finish(&result);
     result
 }
 
 /// Adds a todo (form: `list_id`, `title`).
 #[server(endpoint = "add_todo")]
-pub async fn add_todo_form(list_id: String, title: String) -> Result<(), SyncError> {
-    apply(AddTodo {
-        id: sssync_leptos::new_id(),
-        list_id,
-        title,
-    })
+pub async fn add_todo_form(
+    list_id: String,
+    title: String,
+    sssync_key: Option<String>,
+) -> Result<(), SyncError> {
+    let fields = (list_id.clone(), title.clone());
+    apply(
+        AddTodo {
+            id: sssync_leptos::new_id(),
+            list_id,
+            title,
+        },
+        fields,
+        sssync_key,
+    )
     .await
 }
 
@@ -34,37 +48,58 @@ pub async fn toggle_todo_form(
     list_id: String,
     id: String,
     completed: bool,
+    sssync_key: Option<String>,
 ) -> Result<(), SyncError> {
-    apply(ToggleTodo {
+    let event = ToggleTodo {
         list_id,
         id,
         completed,
-    })
-    .await
+    };
+    apply(event.clone(), event, sssync_key).await
 }
 
 /// Changes a todo's title; empty deletes it (form: `list_id`, `id`, `title`).
 #[server(endpoint = "edit_todo")]
-pub async fn edit_todo_form(list_id: String, id: String, title: String) -> Result<(), SyncError> {
-    apply(EditTodo { list_id, id, title }).await
+pub async fn edit_todo_form(
+    list_id: String,
+    id: String,
+    title: String,
+    sssync_key: Option<String>,
+) -> Result<(), SyncError> {
+    let event = EditTodo { list_id, id, title };
+    apply(event.clone(), event, sssync_key).await
 }
 
 /// Deletes one todo (form: `list_id`, `id`).
 #[server(endpoint = "delete_todo")]
-pub async fn delete_todo_form(list_id: String, id: String) -> Result<(), SyncError> {
-    apply(DeleteTodo { list_id, id }).await
+pub async fn delete_todo_form(
+    list_id: String,
+    id: String,
+    sssync_key: Option<String>,
+) -> Result<(), SyncError> {
+    let event = DeleteTodo { list_id, id };
+    apply(event.clone(), event, sssync_key).await
 }
 
 /// Marks every todo of the list completed or not (form: `list_id`, `completed`).
 #[server(endpoint = "toggle_all")]
-pub async fn toggle_all_form(list_id: String, completed: bool) -> Result<(), SyncError> {
-    apply(ToggleAll { list_id, completed }).await
+pub async fn toggle_all_form(
+    list_id: String,
+    completed: bool,
+    sssync_key: Option<String>,
+) -> Result<(), SyncError> {
+    let event = ToggleAll { list_id, completed };
+    apply(event.clone(), event, sssync_key).await
 }
 
 /// Deletes the completed todos (form: `list_id`).
 #[server(endpoint = "clear_completed")]
-pub async fn clear_completed_form(list_id: String) -> Result<(), SyncError> {
-    apply(ClearCompleted { list_id }).await
+pub async fn clear_completed_form(
+    list_id: String,
+    sssync_key: Option<String>,
+) -> Result<(), SyncError> {
+    let event = ClearCompleted { list_id };
+    apply(event.clone(), event, sssync_key).await
 }
 
 /// The plain-form (no JavaScript) side of the server functions.

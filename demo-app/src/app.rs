@@ -24,7 +24,7 @@ use leptos_router::components::{Route, Router, Routes};
 use leptos_router::hooks::{use_params_map, use_query_map};
 use leptos_router::{SsrMode, path};
 use sssync_leptos::{
-    SyncEvent, SyncProvider, SyncQuery, use_sync_event, use_sync_query, use_sync_status,
+    FormKey, SyncEvent, SyncProvider, SyncQuery, use_sync_event, use_sync_query, use_sync_status,
 };
 
 /// The HTML document around the app (server only: the browser hydrates `<body>`).
@@ -177,6 +177,7 @@ fn ListPage(filter: Filter) -> impl IntoView {
                         autofocus
                         node_ref=new_todo
                     />
+                    <FormKey />
                 </form>
             </header>
             <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
@@ -253,6 +254,20 @@ fn ListPage(filter: Filter) -> impl IntoView {
                     }}
                 </span>
             </p>
+            // A fault the tab is handling (the server cannot save for now; its data was
+            // restored from an earlier copy), in words.
+            {move || {
+                status
+                    .notice
+                    .get()
+                    .map(|n| {
+                        view! {
+                            <p class="sync-notice" role="status" data-testid="sync-notice">
+                                {n}
+                            </p>
+                        }
+                    })
+            }}
         </footer>
     }
 }
@@ -368,6 +383,7 @@ fn ListBody(
                             aria-checked=move || all_done().to_string()
                             aria-label="Mark all as complete"
                         ></button>
+                        <FormKey />
                     </form>
                 </div>
                 // Busy while adds wait for the server (offline, say).
@@ -402,6 +418,7 @@ fn ListBody(
                         <button class="clear-completed" type="submit">
                             "Clear completed"
                         </button>
+                        <FormKey />
                     </form>
                 </Show>
             </footer>
@@ -480,6 +497,7 @@ fn Item(
                         aria-checked=completed.to_string()
                         aria-label="Toggle Todo"
                     ></button>
+                    <FormKey />
                 </form>
                 <label
                     data-testid="todo-title"
@@ -496,6 +514,7 @@ fn Item(
                     <input type="hidden" name="list_id" value=list_id.get_value() />
                     <input type="hidden" name="id" value=id.get_value() />
                     <button class="destroy" type="submit" aria-label="Delete"></button>
+                    <FormKey />
                 </form>
             </div>
             {move || {
@@ -576,6 +595,7 @@ fn EditForm(
                     }
                 }
             />
+            <FormKey />
         </form>
     }
 }

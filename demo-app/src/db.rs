@@ -3,9 +3,7 @@
 
 use crate::model::Todo;
 use sqlx::SqliteConnection;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use std::str::FromStr;
-use std::time::Duration;
+use sqlx::sqlite::SqlitePoolOptions;
 
 /// The connection pool (shared with the sync engine).
 pub type Pool = sqlx::SqlitePool;
@@ -32,12 +30,9 @@ pub async fn open(url: &str) -> Result<Pool, OpenError> {
     if !url.starts_with("sqlite:") {
         return Err(OpenError::Unsupported(url.to_owned()));
     }
-    let options = SqliteConnectOptions::from_str(url)?
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        // An acknowledged write must survive a crash: a commit is durable when it returns.
-        .synchronous(SqliteSynchronous::Full)
-        .busy_timeout(Duration::from_secs(10));
+    // WAL, durable commits (an acknowledged write must survive a crash), a busy timeout,
+    // recursive triggers (the change log sees the rows an INSERT OR REPLACE deletes).
+    let options = sssync_core::server::SqliteStore::connect_options(url)?;
     let pool = SqlitePoolOptions::new()
         .max_connections(8)
         .connect_with(options)

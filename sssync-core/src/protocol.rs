@@ -27,6 +27,30 @@ pub struct Limits {
     /// Messages queued for one connection before it is cut off as a slow consumer (it then
     /// reconnects and resumes).
     pub max_queued_messages: usize,
+    /// Bytes queued for one connection before it is cut off as a slow consumer (a single message
+    /// is always let through to an empty queue).
+    #[serde(default = "default_queued_bytes")]
+    pub max_queued_bytes: usize,
+    /// The largest result a query may have (the JSON of its rows), in bytes: a bigger one is
+    /// refused with `too_large` for that key.
+    #[serde(default = "default_result_bytes")]
+    pub max_result_bytes: usize,
+    /// Query keys the server keeps live at once (idle ones are evicted first); beyond that a
+    /// new key is refused with `overloaded` for that key (the client retries later).
+    #[serde(default = "default_groups")]
+    pub max_groups: usize,
+}
+
+fn default_queued_bytes() -> usize {
+    16 * 1024 * 1024
+}
+
+fn default_result_bytes() -> usize {
+    8 * 1024 * 1024
+}
+
+fn default_groups() -> usize {
+    10_000
 }
 
 impl Default for Limits {
@@ -36,6 +60,9 @@ impl Default for Limits {
             max_args_bytes: crate::query::MAX_ARGS_BYTES,
             max_subscriptions: 256,
             max_queued_messages: 1024,
+            max_queued_bytes: default_queued_bytes(),
+            max_result_bytes: default_result_bytes(),
+            max_groups: default_groups(),
         }
     }
 }
@@ -70,6 +97,14 @@ pub struct Hello {
     /// The epoch of the client's cache, if it has one.
     #[serde(default)]
     pub epoch: Option<Epoch>,
+    /// In that epoch: the highest seq of this client the server has settled (acknowledged or
+    /// rejected). A server whose `last_seq` is lower has lost history (a restored backup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acked: Option<u64>,
+    /// In that epoch: the highest version the client has seen. A server whose version is lower
+    /// has lost history (a restored backup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<Version>,
 }
 
 /// `sub`: subscribe to query `q` with args `a`; `v` is the version the client holds (resume).
@@ -121,6 +156,8 @@ pub enum ServerMsg {
     Reject(Reject),
     /// An event arrived out of order.
     Gap(Gap),
+    /// An event could not be applied for now (the database refused the write): resend it later.
+    Retry(Retry),
     /// A message could not be handled.
     Error(ProtocolError),
     /// Answer to `ping`.
@@ -223,15 +260,77 @@ pub struct Gap {
     pub expected: u64,
 }
 
+/// `retry`: event `seq` was not applied and its seq is not used, because the database refused
+/// the write for now (busy, full, an I/O error) after the server's own retries; resend it, and
+/// every pending event after it, in `after_ms` milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retry {
+    /// The event's seq.
+    pub seq: u64,
+    /// How long to wait before resending, in milliseconds.
+    pub after_ms: u64,
+    /// Why, for people.
+    pub message: String,
+}
+
 /// `error`: a message could not be handled; the connection goes on unless the code says it
-/// closes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+/// closes. An error about one query key (`query_failed`, `too_large`, `overloaded`,
+/// `unknown_query`, `bad_args` for a `sub`) names it in `q` and `a`.
+#[derive(Clone, Debug, Serialize, Deserialize, thiserror::Error)]
 #[error("{code:?}: {message}")]
 pub struct ProtocolError {
     /// What kind of error.
     pub code: ErrorCode,
     /// A sentence for people.
     pub message: String,
+    /// The query the error is about, if it is about one key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub q: Option<String>,
+    /// That query's canonical args.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub a: Option<Box<RawValue>>,
+}
+
+impl PartialEq for ProtocolError {
+    fn eq(&self, other: &ProtocolError) -> bool {
+        self.code == other.code
+            && self.message == other.message
+            && self.q == other.q
+            && self.a.as_ref().map(|a| a.get()) == other.a.as_ref().map(|a| a.get())
+    }
+}
+
+impl Eq for ProtocolError {}
+
+impl ProtocolError {
+    /// An error not about any one key.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ProtocolError {
+        ProtocolError {
+            code,
+            message: message.into(),
+            q: None,
+            a: None,
+        }
+    }
+
+    /// An error about query key `key`.
+    pub fn for_key(
+        code: ErrorCode,
+        message: impl Into<String>,
+        key: &crate::QueryKey,
+    ) -> ProtocolError {
+        ProtocolError {
+            code,
+            message: message.into(),
+            q: Some(key.name().to_owned()),
+            a: RawValue::from_string(key.args_json().to_owned()).ok(),
+        }
+    }
+
+    /// The query key this error is about, if any.
+    pub fn key(&self) -> Option<crate::QueryKey> {
+        crate::QueryKey::from_json(self.q.as_deref()?, self.a.as_ref()?.get()).ok()
+    }
 }
 
 /// A message that is not JSON or not a known message.
@@ -283,6 +382,7 @@ impl ServerMsg {
             "ack" => ServerMsg::Ack(field(text)?),
             "reject" => ServerMsg::Reject(field(text)?),
             "gap" => ServerMsg::Gap(field(text)?),
+            "retry" => ServerMsg::Retry(field(text)?),
             "error" => ServerMsg::Error(field(text)?),
             "pong" => ServerMsg::Pong,
             other => return Err(ParseError(format!("unknown message type {other:?}"))),
@@ -296,10 +396,76 @@ impl ServerMsg {
 
     /// The protocol error `code` with `message`.
     pub fn error(code: ErrorCode, message: impl Into<String>) -> ServerMsg {
-        ServerMsg::Error(ProtocolError {
-            code,
-            message: message.into(),
-        })
+        ServerMsg::Error(ProtocolError::new(code, message))
+    }
+
+    /// The protocol error `code` about query key `key`.
+    pub fn key_error(
+        code: ErrorCode,
+        message: impl Into<String>,
+        key: &crate::QueryKey,
+    ) -> ServerMsg {
+        ServerMsg::Error(ProtocolError::for_key(code, message, key))
+    }
+}
+
+/// Whether `id` can be a client id: 1 to 64 ASCII letters, digits, `-`, `_`.
+pub fn valid_client_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A client's message as a server reads it: checked against the size limit, then parsed. The
+/// error is what the server answers (`too_large`, `malformed`); nothing else happens.
+pub fn decode_client(text: &str, limits: &Limits) -> Result<ClientMsg, ProtocolError> {
+    if text.len() > limits.max_message_bytes {
+        return Err(ProtocolError::new(
+            ErrorCode::TooLarge,
+            format!(
+                "a message of {} bytes is over the limit of {}",
+                text.len(),
+                limits.max_message_bytes
+            ),
+        ));
+    }
+    ClientMsg::parse(text).map_err(|e| ProtocolError::new(ErrorCode::Malformed, e.to_string()))
+}
+
+/// The body of `POST /sssync/events` (clients without WebSocket): a client id and its events.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EventsBody {
+    /// The client's id.
+    pub client_id: String,
+    /// Its events, in seq order.
+    pub events: Vec<EventMsg>,
+}
+
+impl EventsBody {
+    /// The body as a server reads it: within the size limit, JSON of this shape, a valid
+    /// client id. The error is what the server answers (`too_large`, `malformed`).
+    pub fn decode(body: &[u8], limits: &Limits) -> Result<EventsBody, ProtocolError> {
+        if body.len() > limits.max_message_bytes {
+            return Err(ProtocolError::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "a body of {} bytes is over the limit of {}",
+                    body.len(),
+                    limits.max_message_bytes
+                ),
+            ));
+        }
+        let parsed: EventsBody = serde_json::from_slice(body)
+            .map_err(|e| ProtocolError::new(ErrorCode::Malformed, e.to_string()))?;
+        if !valid_client_id(&parsed.client_id) {
+            return Err(ProtocolError::new(
+                ErrorCode::Malformed,
+                "client_id must be 1 to 64 ASCII letters, digits, '-' or '_'",
+            ));
+        }
+        Ok(parsed)
     }
 }
 
@@ -344,6 +510,11 @@ pub enum ErrorCode {
     TooManySubscriptions,
     /// The connection fell too far behind (the connection closes; reconnect and resume).
     SlowConsumer,
+    /// A query failed on the server (for the key named in the error): the client keeps its
+    /// rows, shows the query as failed, and subscribes again later.
+    QueryFailed,
+    /// The server holds as many live queries as it may: subscribe again later.
+    Overloaded,
     /// The server failed (database, bug); nothing was changed.
     Internal,
 }

@@ -3,7 +3,9 @@
 //! A subscription is identified by the query's name and the *canonical* encoding of its
 //! arguments, so that equal arguments give equal keys whatever field order or whitespace a client
 //! used (protocol invariant 1). The canonical form is compact JSON with object keys sorted
-//! (`serde_json`'s map is ordered by key), numbers and strings as `serde_json` writes them.
+//! (`serde_json`'s map is ordered by key), numbers and strings as `serde_json` writes them
+//! (parsed exactly, with serde_json's `float_roundtrip`, so that the canonical form of a number
+//! is a fixed point: the same number written two ways gives one key).
 
 use serde::Serialize;
 use std::fmt;
@@ -122,6 +124,16 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a, typed);
         assert_eq!(a.args_json(), r#"{"limit":10,"list_id":"a"}"#);
+    }
+
+    #[test]
+    fn invariant_1_the_same_number_written_two_ways_gives_one_key() {
+        // Found by the query_key fuzz target: without exact float parsing, "99e29" became
+        // 9.9e+30, which parsed again as 9.899999999999999e+30 (another key for the same args).
+        let a = QueryKey::from_json("q", "99e29").unwrap();
+        let b = QueryKey::from_json("q", a.args_json()).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a, QueryKey::from_json("q", "9.9e30").unwrap());
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub(crate) struct Adoption {
     /// The current connection has been welcomed (only then can "nothing outstanding" mean
     /// "all settled").
     welcomed: Cell<bool>,
+    /// The last gap answered by resending (one resend per gap).
+    resent_from: Cell<Option<u64>>,
     done: Cell<bool>,
 }
 
@@ -41,6 +43,7 @@ impl Adoption {
             callbacks: RefCell::new(Vec::new()),
             outstanding: RefCell::new(BTreeMap::new()),
             welcomed: Cell::new(false),
+            resent_from: Cell::new(None),
             done: Cell::new(false),
         });
         a.connect();
@@ -60,10 +63,14 @@ impl Adoption {
             let weak = weak.clone();
             Callback::new(move |_| {
                 if let Some(a) = weak.upgrade() {
+                    // Every seq below the gone tab's first pending event was settled.
+                    let acked = a.entry.events.iter().map(|e| e.0).min().map(|s| s - 1);
                     a.send(&ClientMsg::Hello(Hello {
                         protocol: PROTOCOL,
                         client_id: a.entry.client_id.clone(),
                         epoch: a.entry.epoch.clone(),
+                        acked: a.entry.epoch.as_ref().and(acked),
+                        version: None,
                     }));
                 }
             })
@@ -134,17 +141,22 @@ impl Adoption {
         match msg {
             ServerMsg::Welcome(w) => {
                 self.welcomed.set(true);
-                let same = self.entry.epoch.as_ref() == Some(&w.epoch);
+                self.resent_from.set(None);
                 let mut out = self.outstanding.borrow_mut();
                 out.clear();
+                // The same rule as the tab's own client state: when the server lacks seqs the
+                // gone tab had settled (another history, restored from an earlier copy), its
+                // events are renumbered after the server's last_seq; otherwise those up to
+                // last_seq were applied (whatever the epoch) and the others keep their seqs.
+                let first = self.entry.events.iter().map(|e| e.0).min().unwrap_or(1);
+                let lost = w.last_seq + 1 < first;
                 let mut next = w.last_seq;
                 for (seq, ..) in &self.entry.events {
-                    if same && *seq <= w.last_seq {
+                    if !lost && *seq <= w.last_seq {
                         // Already applied (its tab got that far): its rows come with them.
                         rt.settle_foreign(id, *seq, w.version);
                     } else {
-                        // Same history: its own seq; another history: the next free ones.
-                        let sent = if same { *seq } else { next + 1 };
+                        let sent = if lost { next + 1 } else { *seq };
                         next = sent;
                         out.insert(sent, *seq);
                     }
@@ -167,16 +179,20 @@ impl Adoption {
                 rt.show_rejection(name, r.error.clone());
                 self.settled(&rt, r.seq, r.v);
             }
-            ServerMsg::Gap(g) => {
-                let again: Vec<(u64, u64)> = self
-                    .outstanding
-                    .borrow()
-                    .range(g.expected..)
-                    .map(|(&s, &o)| (s, o))
-                    .collect();
-                for (sent, original) in again {
-                    self.send_event(sent, original);
-                }
+            ServerMsg::Gap(g) if self.resent_from.replace(Some(g.expected)) != Some(g.expected) => {
+                self.resend_from(g.expected);
+            }
+            ServerMsg::Retry(r) => {
+                // The server cannot save for now: send them again when it says.
+                let weak = Rc::downgrade(self);
+                set_timeout(
+                    move || {
+                        if let Some(a) = weak.upgrade() {
+                            a.resend_from(0);
+                        }
+                    },
+                    Duration::from_millis(r.after_ms),
+                );
             }
             _ => {}
         }
@@ -185,7 +201,20 @@ impl Adoption {
         }
     }
 
+    fn resend_from(&self, from: u64) {
+        let again: Vec<(u64, u64)> = self
+            .outstanding
+            .borrow()
+            .range(from..)
+            .map(|(&s, &o)| (s, o))
+            .collect();
+        for (sent, original) in again {
+            self.send_event(sent, original);
+        }
+    }
+
     fn settled(&self, rt: &Rc<Runtime>, sent: u64, v: sssync_core::Version) {
+        self.resent_from.set(None);
         let original = self.outstanding.borrow_mut().remove(&sent);
         if let Some(original) = original {
             rt.settle_foreign(&self.entry.client_id, original, v);

@@ -94,6 +94,7 @@ pub struct SyncClient {
     online: RwSignal<bool>,
     pending: RwSignal<usize>,
     rejection: RwSignal<Option<Refused>>,
+    notice: RwSignal<Option<String>>,
     /// The event types this tab uses (registered by `use_sync_event`), so that other tabs'
     /// pending events can be predicted here too.
     types: StoredValue<sssync_core::client::EventTypes>,
@@ -120,6 +121,10 @@ pub struct SyncStatus {
     pub pending: Signal<usize>,
     /// The last event the server refused, and why.
     pub last_rejection: Signal<Option<Rejection>>,
+    /// A sentence for the user about a fault the tab is handling: the server cannot save for
+    /// now (writes are kept and sent again), or its data changed history (a restored backup:
+    /// the tab reloaded its data and sent its unsaved writes again).
+    pub notice: Signal<Option<String>>,
 }
 
 /// Creates the tab's sync client and provides it to the components below (call it once, in
@@ -130,6 +135,7 @@ pub fn provide_sync_client() -> SyncClient {
         online: RwSignal::new(false),
         pending: RwSignal::new(0),
         rejection: RwSignal::new(None),
+        notice: RwSignal::new(None),
         types: StoredValue::new(Default::default()),
         #[cfg(feature = "browser")]
         runtime: StoredValue::new_local(None),
@@ -168,6 +174,7 @@ impl SyncClient {
                 online: self.online,
                 pending: self.pending,
                 rejection: self.rejection,
+                notice: self.notice,
             },
             self.types,
         );
@@ -252,8 +259,32 @@ impl<Q: Query> SyncQuery<Q> {
         match self.resource.get() {
             None => QueryStatus::Loading,
             Some(Err(e)) => QueryStatus::Error(e),
-            Some(Ok(_)) if self.client.online.get() => QueryStatus::Live,
-            Some(Ok(_)) => QueryStatus::Offline,
+            Some(Ok(_)) => {
+                if let Some(why) = self.query_error() {
+                    return QueryStatus::Error(SyncError::Internal(why));
+                }
+                if self.client.online.get() {
+                    QueryStatus::Live
+                } else {
+                    QueryStatus::Offline
+                }
+            }
+        }
+    }
+
+    /// Why the server could not serve this query lately (its rows stay shown; the tab
+    /// subscribes again with backoff and this clears once it works). Reactive.
+    fn query_error(&self) -> Option<String> {
+        self.client.changed.track();
+        #[cfg(feature = "browser")]
+        {
+            let rt = self.client.runtime.get_value()?;
+            let key = QueryKey::new(Q::NAME, &self.args.get_untracked()).ok()?;
+            rt.query_error(&key)
+        }
+        #[cfg(not(feature = "browser"))]
+        {
+            None
         }
     }
 }
@@ -446,6 +477,23 @@ pub fn new_id() -> String {
     }
 }
 
+/// The name of the hidden field [`FormKey`] renders.
+pub const FORM_KEY_FIELD: &str = "sssync_key";
+
+/// A hidden `<input name="sssync_key">` for a plain form whose server function applies an event
+/// with [`server::apply_form`]: its value, made when the server renders the form, makes the post
+/// idempotent (a resubmission of the same form is not applied again). Rendered empty in the
+/// browser (there the form's submit goes through the sync connection), and left as the server
+/// rendered it by hydration.
+#[component]
+pub fn FormKey() -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    let key = new_id();
+    #[cfg(not(feature = "ssr"))]
+    let key = String::new();
+    view! { <input type="hidden" name=FORM_KEY_FIELD value=key/> }
+}
+
 /// The connection's status: online, pending writes, the last rejection.
 pub fn use_sync_status() -> SyncStatus {
     let c = client();
@@ -453,5 +501,6 @@ pub fn use_sync_status() -> SyncStatus {
         online: c.online.into(),
         pending: c.pending.into(),
         last_rejection: Signal::derive(move || c.rejection.read().as_ref().map(|r| r.why.clone())),
+        notice: c.notice.into(),
     }
 }

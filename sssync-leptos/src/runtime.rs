@@ -39,6 +39,9 @@ enum TabMsg {
 const BACKOFF_MIN_MS: u64 = 50;
 const BACKOFF_MAX_MS: u64 = 5_000;
 const PING_EVERY: Duration = Duration::from_secs(15);
+/// How long a live connection may leave pending events unanswered before they are sent again
+/// (the server acknowledges those it had as duplicates).
+const ACK_TIMEOUT_MS: f64 = 20_000.0;
 /// How long a load waits for the database to open before going on without the rows cache (an
 /// open can be blocked by another tab holding an older version of the database).
 const DB_OPEN_WAIT: Duration = Duration::from_secs(1);
@@ -52,6 +55,7 @@ pub(crate) struct Signals {
     pub(crate) online: RwSignal<bool>,
     pub(crate) pending: RwSignal<usize>,
     pub(crate) rejection: RwSignal<Option<crate::Refused>>,
+    pub(crate) notice: RwSignal<Option<String>>,
 }
 
 pub(crate) struct Runtime {
@@ -66,6 +70,11 @@ pub(crate) struct Runtime {
     attempts: Cell<u32>,
     /// When the server was last heard from (ms since the epoch).
     last_heard: Cell<f64>,
+    /// When an event was last answered (or the first pending one sent), for the watchdog that
+    /// resends events a live connection leaves unanswered.
+    last_progress: Cell<f64>,
+    /// A resend the server asked for (`retry`) is scheduled.
+    resend_scheduled: Cell<bool>,
     /// How many components hold each key.
     refs: RefCell<HashMap<QueryKey, usize>>,
     waiters: RefCell<Vec<(QueryKey, oneshot::Sender<()>)>>,
@@ -129,6 +138,8 @@ impl Runtime {
             live: Cell::new(false),
             attempts: Cell::new(0),
             last_heard: Cell::new(now_ms()),
+            last_progress: Cell::new(now_ms()),
+            resend_scheduled: Cell::new(false),
             refs: RefCell::new(HashMap::new()),
             waiters: RefCell::new(Vec::new()),
             types,
@@ -230,6 +241,7 @@ impl Runtime {
                         rt.drop_socket();
                     } else {
                         rt.send_if_live(&ClientMsg::Ping);
+                        rt.watchdog();
                     }
                 }
             },
@@ -400,11 +412,49 @@ impl Runtime {
         }
     }
 
+    /// Pending events a live connection has left unanswered for long are sent again.
+    fn watchdog(&self) {
+        if self.live.get() && now_ms() - self.last_progress.get() > ACK_TIMEOUT_MS {
+            self.last_progress.set(now_ms());
+            // Answers that did not come (a message the server could not read): ask again.
+            let again = {
+                let mut st = self.state.borrow_mut();
+                let mut again = st.unanswered();
+                again.extend(st.resend());
+                again
+            };
+            for m in &again {
+                self.send_raw(m);
+            }
+        }
+    }
+
     fn on_text(&self, text: &str) {
         self.last_heard.set(now_ms());
         let Ok(msg) = ServerMsg::parse(text) else {
+            // The stream lost something this tab cannot name: start over (resume).
+            if let Some(rt) = self.me.upgrade() {
+                rt.drop_socket();
+            }
             return;
         };
+        // An error before the welcome: the hello did not get through as sent; start over.
+        if !self.live.get() && matches!(msg, ServerMsg::Error(_)) {
+            if let Some(rt) = self.me.upgrade() {
+                rt.drop_socket();
+            }
+            return;
+        }
+        if matches!(
+            msg,
+            ServerMsg::Ack(_)
+                | ServerMsg::Reject(_)
+                | ServerMsg::Gap(_)
+                | ServerMsg::Retry(_)
+                | ServerMsg::Welcome(_)
+        ) {
+            self.last_progress.set(now_ms());
+        }
         // Which event a rejection is about (the state forgets it).
         let refused = match &msg {
             ServerMsg::Reject(r) => self.state.borrow().pending_name(r.seq).map(str::to_owned),
@@ -435,7 +485,91 @@ impl Runtime {
                 });
             }
         }
+        if let Some(n) = update.history_reset {
+            let sent = match n {
+                0 => String::new(),
+                1 => " and sent your unsaved change again".to_owned(),
+                n => format!(" and sent your {n} unsaved changes again"),
+            };
+            self.signals.notice.set(Some(format!(
+                "The server's data changed history (restored from an earlier copy, or another \
+                 database): this page reloaded its data{sent}."
+            )));
+        }
+        if let Some(after) = update.resend_after {
+            let why = self.state.borrow().trouble().unwrap_or_default().to_owned();
+            self.signals.notice.set(Some(format!(
+                "The server cannot save changes right now ({why}); they are kept here and sent \
+                 again in {} s.",
+                after.as_millis().div_ceil(1000)
+            )));
+            self.schedule_resend(after);
+        } else if !update.settled.is_empty()
+            && self
+                .signals
+                .notice
+                .get_untracked()
+                .is_some_and(|n| n.starts_with("The server cannot save"))
+        {
+            self.signals.notice.set(None);
+        }
+        for (key, after) in update.retry_subs {
+            self.schedule_resubscribe(key, after);
+        }
+        if update.reconnect
+            && let Some(rt) = self.me.upgrade()
+        {
+            rt.drop_socket();
+        }
         self.after_change();
+    }
+
+    /// Sends the pending events again after `after` (the server asked: `retry`).
+    fn schedule_resend(&self, after: Duration) {
+        if self.resend_scheduled.replace(true) {
+            return;
+        }
+        let weak = self.me.clone();
+        set_timeout(
+            move || {
+                let Some(rt) = weak.upgrade() else { return };
+                rt.resend_scheduled.set(false);
+                if rt.live.get() {
+                    rt.last_progress.set(now_ms());
+                    let again = rt.state.borrow_mut().resend();
+                    for m in &again {
+                        rt.send_raw(m);
+                    }
+                }
+            },
+            after,
+        );
+    }
+
+    /// Subscribes again to a key whose query failed on the server, after `after`.
+    fn schedule_resubscribe(&self, key: QueryKey, after: Duration) {
+        let weak = self.me.clone();
+        set_timeout(
+            move || {
+                let Some(rt) = weak.upgrade() else { return };
+                if !rt.live.get() {
+                    return; // the next welcome subscribes to every held key anyway
+                }
+                let msg = rt.state.borrow_mut().resubscribe(&key);
+                if let Some(m) = msg {
+                    rt.send_raw(&m);
+                }
+            },
+            after,
+        );
+    }
+
+    /// Why the server could not serve `key` lately, if it could not.
+    pub(crate) fn query_error(&self, key: &QueryKey) -> Option<String> {
+        self.state
+            .borrow()
+            .query_error(key)
+            .map(|e| e.message.clone())
     }
 
     pub(crate) fn url(&self) -> &str {
@@ -746,6 +880,9 @@ impl Runtime {
     /// Queues an event: predicted now, sent when connected. One the client refuses (args over
     /// the limit) shows as the last rejection.
     pub(crate) fn send<E: Event>(&self, e: E) {
+        if self.state.borrow().pending_count() == 0 {
+            self.last_progress.set(now_ms());
+        }
         let pushed = self.state.borrow_mut().push(e);
         match pushed {
             Ok((msg, _)) => {

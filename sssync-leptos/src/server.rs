@@ -11,7 +11,12 @@ use std::sync::Arc;
 /// What the components need from an engine, whatever its store.
 trait Source: Send + Sync + 'static {
     fn load<'a>(&'a self, key: &'a QueryKey) -> BoxFuture<'a, Result<Loaded, SyncError>>;
-    fn apply<'a>(&'a self, name: &'a str, args: &'a str) -> BoxFuture<'a, Result<(), SyncError>>;
+    fn apply<'a>(
+        &'a self,
+        once: Option<&'a str>,
+        name: &'a str,
+        args: &'a str,
+    ) -> BoxFuture<'a, Result<(), SyncError>>;
 }
 
 impl<S: Store> Source for Engine<S> {
@@ -31,15 +36,21 @@ impl<S: Store> Source for Engine<S> {
         })
     }
 
-    fn apply<'a>(&'a self, name: &'a str, args: &'a str) -> BoxFuture<'a, Result<(), SyncError>> {
+    fn apply<'a>(
+        &'a self,
+        once: Option<&'a str>,
+        name: &'a str,
+        args: &'a str,
+    ) -> BoxFuture<'a, Result<(), SyncError>> {
         Box::pin(async move {
-            match self
-                .apply_server_event(name, args)
-                .await
-                .map_err(engine_error)?
-            {
+            let answer = match once {
+                Some(key) => self.apply_once(key, name, args).await,
+                None => self.apply_server_event(name, args).await,
+            };
+            match answer.map_err(engine_error)? {
                 ServerMsg::Ack(_) => Ok(()),
                 ServerMsg::Reject(r) => Err(SyncError::Rejected(r.error)),
+                ServerMsg::Retry(r) => Err(SyncError::Internal(r.message)),
                 other => Err(SyncError::Internal(format!("unexpected answer {other:?}"))),
             }
         })
@@ -71,18 +82,54 @@ impl SyncServer {
         self.0.load(key).await
     }
 
-    /// Applies an event from the server (a plain form post without JavaScript).
+    /// Applies an event from the server (a job, a plain form post without a form key).
     pub async fn apply<E: Event>(&self, event: &E) -> Result<(), SyncError> {
         let args =
             serde_json::to_string(event).map_err(|e| SyncError::BadRequest(e.to_string()))?;
-        self.0.apply(E::NAME, &args).await
+        self.0.apply(None, E::NAME, &args).await
+    }
+
+    /// Applies an event at most once per `idempotency_key` (a second call with the same key is
+    /// acknowledged and not applied again).
+    pub async fn apply_once<E: Event>(
+        &self,
+        idempotency_key: &str,
+        event: &E,
+    ) -> Result<(), SyncError> {
+        let args =
+            serde_json::to_string(event).map_err(|e| SyncError::BadRequest(e.to_string()))?;
+        self.0.apply(Some(idempotency_key), E::NAME, &args).await
     }
 }
 
 /// Applies `event` through the [`SyncServer`] in context: the body of an event's server
 /// function, so that a plain `<form>` works without JavaScript.
 pub async fn apply<E: Event>(event: &E) -> Result<(), SyncError> {
-    let server = use_context::<SyncServer>()
-        .ok_or_else(|| SyncError::Internal("no SyncServer in this request's context".into()))?;
-    server.apply(event).await
+    sync_server()?.apply(event).await
+}
+
+/// Like [`apply`], at most once per submission of a rendered form: `form_key` is the value of
+/// the form's [`FormKey`](crate::FormKey) field (none or empty: like [`apply`]), `fields` the
+/// other fields as posted. A resubmission of the same form with the same fields (the browser's
+/// resend, a double click) is acknowledged without being applied again; the same form posted
+/// with other fields (from a page the back button brought back, say) is another write.
+pub async fn apply_form<E: Event>(
+    form_key: Option<&str>,
+    fields: &impl serde::Serialize,
+    event: &E,
+) -> Result<(), SyncError> {
+    match form_key.filter(|k| !k.is_empty()) {
+        Some(k) => {
+            let fields =
+                serde_json::to_string(fields).map_err(|e| SyncError::BadRequest(e.to_string()))?;
+            let key = format!("form\u{0}{k}\u{0}{}\u{0}{fields}", E::NAME);
+            sync_server()?.apply_once(&key, event).await
+        }
+        None => apply(event).await,
+    }
+}
+
+fn sync_server() -> Result<SyncServer, SyncError> {
+    use_context::<SyncServer>()
+        .ok_or_else(|| SyncError::Internal("no SyncServer in this request's context".into()))
 }

@@ -8,7 +8,7 @@ use crate::schema::{Event, Query};
 use futures_util::{SinkExt, StreamExt};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -16,6 +16,9 @@ use tokio_tungstenite::tungstenite::Message;
 const OUTGOING: usize = 1024;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long a live connection may leave an event unanswered before the client sends its
+/// pending events again (the server acknowledges those it had as duplicates).
+const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Test modes: deliver some events twice, or out of order (the server must cope: duplicates are
 /// acknowledged and not applied again, gaps are resent in order).
@@ -41,6 +44,11 @@ pub struct Options {
     pub observer: Option<Observer>,
     /// Test modes.
     pub chaos: Chaos,
+    /// How long a live connection may leave pending events or subscriptions unanswered before
+    /// they are sent again, and how long a connection may wait for its welcome (default 10 s).
+    pub ack_timeout: Option<Duration>,
+    /// The longest wait between reconnection attempts (default 5 s).
+    pub max_backoff: Option<Duration>,
 }
 
 struct Shared {
@@ -48,6 +56,8 @@ struct Shared {
     store: Option<Arc<dyn ClientStore>>,
     observer: Option<Observer>,
     chaos: Chaos,
+    ack_timeout: Duration,
+    max_backoff: Duration,
     /// Whether the current connection has been welcomed (messages can flow).
     live: AtomicBool,
     online: AtomicBool,
@@ -94,6 +104,8 @@ impl NativeClient {
             store: options.store,
             observer: options.observer,
             chaos: options.chaos,
+            ack_timeout: options.ack_timeout.unwrap_or(ACK_TIMEOUT),
+            max_backoff: options.max_backoff.unwrap_or(BACKOFF_MAX),
             live: AtomicBool::new(false),
             online: AtomicBool::new(true),
             url: Mutex::new(url.into()),
@@ -282,7 +294,7 @@ async fn run(shared: Arc<Shared>, mut out: mpsc::Receiver<ClientMsg>) {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = shared.kick.notified() => {}
                 }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                backoff = (backoff * 2).min(shared.max_backoff);
                 continue;
             }
         };
@@ -295,7 +307,7 @@ async fn run(shared: Arc<Shared>, mut out: mpsc::Receiver<ClientMsg>) {
             backoff = BACKOFF_MIN;
         } else {
             tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(BACKOFF_MAX);
+            backoff = (backoff * 2).min(shared.max_backoff);
         }
     }
 }
@@ -317,7 +329,26 @@ async fn session(shared: &Shared, ws: Ws, out: &mut mpsc::Receiver<ClientMsg>) -
     let mut welcomed = false;
     let mut ping = tokio::time::interval(Duration::from_secs(15));
     let mut chaos = ChaosState::default();
+    // Timers the server's answers ask for: resend the pending events; subscribe again to
+    // keys whose query failed.
+    let mut resend_at: Option<Instant> = None;
+    let mut resubscribe: Vec<(Instant, QueryKey)> = Vec::new();
+    // When an answer to an event last came (or the first pending event went out).
+    let mut progress = Instant::now();
+    let mut watchdog =
+        tokio::time::interval((shared.ack_timeout / 4).max(Duration::from_millis(10)));
     loop {
+        let next_timer = resend_at
+            .into_iter()
+            .chain(resubscribe.iter().map(|(at, _)| *at))
+            .min();
+        let timer = async {
+            match next_timer {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut outgoing: Vec<ClientMsg> = Vec::new();
         tokio::select! {
             frame = stream.next() => {
                 let text = match frame {
@@ -326,9 +357,17 @@ async fn session(shared: &Shared, ws: Ws, out: &mut mpsc::Receiver<ClientMsg>) -
                     Some(Ok(_)) => continue,
                 };
                 shared.bytes_in.fetch_add(text.len() as u64, Ordering::Relaxed);
-                let Ok(msg) = ServerMsg::parse(&text) else { continue };
+                // A message that does not parse means the stream lost something: start over.
+                let Ok(msg) = ServerMsg::parse(&text) else { return welcomed };
+                // An error before the welcome: the hello did not get through as sent.
+                if !welcomed && matches!(msg, ServerMsg::Error(_)) {
+                    return false;
+                }
                 if let Some(observe) = &shared.observer {
                     observe(&msg);
+                }
+                if matches!(msg, ServerMsg::Ack(_) | ServerMsg::Reject(_) | ServerMsg::Gap(_) | ServerMsg::Retry(_) | ServerMsg::Welcome(_)) {
+                    progress = Instant::now();
                 }
                 let update: Update = {
                     let mut st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -346,21 +385,24 @@ async fn session(shared: &Shared, ws: Ws, out: &mut mpsc::Receiver<ClientMsg>) -
                 if !update.errors.is_empty() {
                     shared.errors.lock().unwrap_or_else(|e| e.into_inner()).extend(update.errors);
                 }
-                for m in update.send {
-                    for text in chaos.outgoing(shared.chaos, m) {
-                        if sink.send(Message::text(text)).await.is_err() {
-                            return welcomed;
-                        }
-                    }
+                if let Some(after) = update.resend_after {
+                    resend_at.get_or_insert(Instant::now() + after);
                 }
+                for (key, after) in update.retry_subs {
+                    resubscribe.retain(|(_, k)| *k != key);
+                    resubscribe.push((Instant::now() + after, key));
+                }
+                outgoing = update.send;
                 shared.changes.send_modify(|n| *n += 1);
+                if update.reconnect {
+                    return welcomed;
+                }
             }
             Some(m) = out.recv() => {
-                for text in chaos.outgoing(shared.chaos, m) {
-                    if sink.send(Message::text(text)).await.is_err() {
-                        return welcomed;
-                    }
+                if matches!(m, ClientMsg::Event(_)) && shared.state.lock().unwrap_or_else(|e| e.into_inner()).pending_count() == 1 {
+                    progress = Instant::now();
                 }
+                outgoing.push(m);
             }
             _ = ping.tick() => {
                 if let Some(held) = chaos.held.take()
@@ -368,13 +410,47 @@ async fn session(shared: &Shared, ws: Ws, out: &mut mpsc::Receiver<ClientMsg>) -
                 {
                     return welcomed;
                 }
-                if sink.send(Message::text(ClientMsg::Ping.to_json())).await.is_err() {
-                    return welcomed;
+                outgoing.push(ClientMsg::Ping);
+            }
+            _ = watchdog.tick() => {
+                if !welcomed {
+                    if progress.elapsed() >= shared.ack_timeout {
+                        return false; // no welcome: connect again
+                    }
+                    continue;
+                }
+                let mut st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+                if progress.elapsed() >= shared.ack_timeout {
+                    progress = Instant::now();
+                    // Answers that did not come (a message the server could not read): ask again.
+                    outgoing = st.unanswered();
+                    outgoing.extend(st.resend());
+                }
+            }
+            () = timer => {
+                let now = Instant::now();
+                let mut st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+                if resend_at.is_some_and(|at| at <= now) {
+                    resend_at = None;
+                    progress = now;
+                    outgoing.extend(st.resend());
+                }
+                let (due, later): (Vec<_>, Vec<_>) = resubscribe.drain(..).partition(|(at, _)| *at <= now);
+                resubscribe = later;
+                for (_, key) in due {
+                    outgoing.extend(st.resubscribe(&key));
                 }
             }
             _ = shared.kick.notified() => {
                 if !shared.online.load(Ordering::SeqCst) {
                     let _ = sink.close().await;
+                    return welcomed;
+                }
+            }
+        }
+        for m in outgoing {
+            for text in chaos.outgoing(shared.chaos, m) {
+                if sink.send(Message::text(text)).await.is_err() {
                     return welcomed;
                 }
             }

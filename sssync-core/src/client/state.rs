@@ -14,6 +14,12 @@ use crate::version::{Epoch, Version};
 use serde_json::value::RawValue;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// The first wait before subscribing again to a query that failed on the server; it doubles
+/// with each failure in a row, up to `QUERY_RETRY_MAX`.
+const QUERY_RETRY_MIN: Duration = Duration::from_millis(500);
+const QUERY_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// An event sent but not yet acknowledged.
 #[derive(Clone)]
@@ -31,6 +37,12 @@ struct Pending {
 struct Held {
     /// Confirmed rows and their version; `None` until the first snapshot.
     confirmed: Option<(Version, Rows)>,
+    /// The rows did not match the server's (a digest mismatch, a delta that did not apply): a
+    /// reset is asked for; the old rows stay shown (and stored) until it swaps in.
+    resyncing: bool,
+    /// The server could not serve this key (its query failed, its result is too large, the
+    /// server is full): the error, and how many times in a row.
+    failed: Option<(ProtocolError, u32)>,
 }
 
 /// What a message changed, for the layer above (UI, tests).
@@ -49,6 +61,19 @@ pub struct Update {
     pub send: Vec<ClientMsg>,
     /// The server's welcome was processed: the connection is live.
     pub live: bool,
+    /// The server refused writes for now (`retry`): resend the pending events (with
+    /// [`ClientState::resend`]) after this long.
+    pub resend_after: Option<Duration>,
+    /// Keys whose query failed on the server: subscribe again (with
+    /// [`ClientState::resubscribe`]) after the given wait.
+    pub retry_subs: Vec<(QueryKey, Duration)>,
+    /// The connection lost track of the server (a message that did not parse, a gap in seqs
+    /// the client cannot fill): close it and connect again.
+    pub reconnect: bool,
+    /// The server's history is not the one the client's cache came from (another database, or
+    /// this one restored from an earlier copy): the cache was reset, and this many pending
+    /// events were renumbered to be sent (once) into the new history.
+    pub history_reset: Option<usize>,
 }
 
 /// Confirmed rows per key, pending events, and the view (confirmed + predictions).
@@ -63,6 +88,8 @@ pub struct ClientState {
     settling: BTreeMap<u64, Pending>,
     /// Held keys that have not answered since the last welcome.
     awaiting: HashSet<QueryKey>,
+    /// Keys whose `sub` is on its way (sent, not answered): sent again if the answer is lost.
+    asked: HashSet<QueryKey>,
     /// Predictions of events pending in other tabs of this browser, by (tab, seq): shown here
     /// too, so that tabs see each other's writes at once, also offline.
     foreign: BTreeMap<(String, u64), (u64, PredictFn)>,
@@ -76,6 +103,14 @@ pub struct ClientState {
     /// The highest version any message of this connection has carried; deltas up to it have
     /// arrived for every subscription (the server sends them before acks).
     seen: Version,
+    /// The highest version seen in this epoch (on any connection, or in the restored cache): a
+    /// server with a lower one has lost history.
+    high: Version,
+    /// The last `gap` answered by resending (its `expected`): one resend per gap, not one per
+    /// event that arrives out of order.
+    resent_from: Option<u64>,
+    /// The server refused writes for now (its message), until an event is settled again.
+    trouble: Option<String>,
     /// Changes not yet handed to the store.
     persist: Vec<Persist>,
 }
@@ -90,12 +125,16 @@ impl ClientState {
             pending: BTreeMap::new(),
             settling: BTreeMap::new(),
             awaiting: HashSet::new(),
+            asked: HashSet::new(),
             foreign: BTreeMap::new(),
             foreign_done: Vec::new(),
             arrivals: 0,
             next_seq: 1,
             views: HashMap::new(),
             seen: Version(0),
+            high: Version(0),
+            resent_from: None,
+            trouble: None,
             persist: Vec::new(),
         }
     }
@@ -113,10 +152,12 @@ impl ClientState {
             let (Ok(key), Ok(rows)) = (QueryKey::from_json(&name, &args), Rows::new(rows)) else {
                 continue;
             };
+            st.high = st.high.max(v);
             st.keys.insert(
                 key,
                 Held {
                     confirmed: Some((v, rows)),
+                    ..Held::default()
                 },
             );
         }
@@ -183,19 +224,68 @@ impl ClientState {
         &self.client_id
     }
 
-    /// The `hello` to open a connection with.
+    /// The `hello` to open a connection with. With a cache, it says how far this client got in
+    /// that history (the highest seq settled, the highest version seen), so that a server whose
+    /// database lost that history (a restored backup) can tell.
     pub fn hello(&self) -> ClientMsg {
+        let known = self.epoch.is_some();
         ClientMsg::Hello(Hello {
             protocol: PROTOCOL,
             client_id: self.client_id.clone(),
             epoch: self.epoch.clone(),
+            acked: known.then(|| self.acked()),
+            version: known.then_some(self.high),
         })
+    }
+
+    /// The highest seq the server has settled for this client, as far as it knows: every seq
+    /// below the oldest pending event (or below the next seq, when none is pending).
+    pub fn acked(&self) -> u64 {
+        let first = self.pending.keys().next().copied().unwrap_or(self.next_seq);
+        first.saturating_sub(1)
+    }
+
+    /// Why the server refuses writes for now (`retry`), until one is settled again.
+    pub fn trouble(&self) -> Option<&str> {
+        self.trouble.as_deref()
+    }
+
+    /// Why the server could not serve `key` lately, if it could not (cleared once it does).
+    pub fn query_error(&self, key: &QueryKey) -> Option<&ProtocolError> {
+        self.keys.get(key)?.failed.as_ref().map(|(e, _)| e)
+    }
+
+    /// The `sub` to send again for a key whose query failed (after the wait the update gave);
+    /// `None` when it is no longer held or no longer failed.
+    pub fn resubscribe(&mut self, key: &QueryKey) -> Option<ClientMsg> {
+        self.keys.get(key)?.failed.as_ref()?;
+        self.asked.insert(key.clone());
+        Some(self.sub_msg(key))
+    }
+
+    /// Every pending event, to send again (after a `retry`, or when acknowledgements are late):
+    /// the server acknowledges the ones it had as duplicates.
+    pub fn resend(&mut self) -> Vec<ClientMsg> {
+        self.resent_from = None;
+        self.pending
+            .keys()
+            .map(|&seq| self.event_msg(seq))
+            .collect()
     }
 
     /// Starts holding query `key`; returns the `sub` to send (when connected).
     pub fn subscribe(&mut self, key: QueryKey) -> ClientMsg {
         self.keys.entry(key.clone()).or_default();
+        self.asked.insert(key.clone());
         self.sub_msg(&key)
+    }
+
+    /// The `sub`s still unanswered (their answer may be lost: a message the server could not
+    /// read): send them again; a duplicate `sub` only costs a resume.
+    pub fn unanswered(&self) -> Vec<ClientMsg> {
+        let mut keys: Vec<&QueryKey> = self.asked.iter().collect();
+        keys.sort();
+        keys.into_iter().map(|k| self.sub_msg(k)).collect()
     }
 
     /// Seeds `key` with rows the server rendered (at version `v` of history `epoch`), so the
@@ -217,6 +307,7 @@ impl ClientState {
             return false;
         };
         held.confirmed = Some((v, rows));
+        self.high = self.high.max(v);
         self.persist_rows(&key);
         self.recompute();
         true
@@ -232,9 +323,11 @@ impl ClientState {
     }
 
     fn sub_msg(&self, key: &QueryKey) -> ClientMsg {
+        // Rows that did not match are not resumed from: a reset is what they need.
         let v = self
             .keys
             .get(key)
+            .filter(|h| !h.resyncing)
             .and_then(|h| h.confirmed.as_ref())
             .map(|(v, _)| *v);
         ClientMsg::Sub(Sub {
@@ -362,7 +455,9 @@ impl ClientState {
             ServerMsg::Snapshot(s) => self.on_snapshot(s),
             ServerMsg::Delta(d) => self.on_delta(d),
             ServerMsg::Ack(a) => {
-                self.seen = self.seen.max(a.v);
+                self.see(a.v);
+                self.trouble = None;
+                self.resent_from = None;
                 // Every `sub` sent before this event has been answered before its ack.
                 self.awaiting.clear();
                 self.settle();
@@ -378,7 +473,9 @@ impl ClientState {
                 u
             }
             ServerMsg::Reject(r) => {
-                self.seen = self.seen.max(r.v);
+                self.see(r.v);
+                self.trouble = None;
+                self.resent_from = None;
                 let mut u = if self.pending.remove(&r.seq).is_some() {
                     self.persist.push(Persist::DropEvent(r.seq));
                     self.recompute()
@@ -389,46 +486,122 @@ impl ClientState {
                 u.settled.push((r.seq, r.v));
                 u
             }
-            ServerMsg::Gap(g) => Update {
-                send: self
-                    .pending
-                    .range(g.expected..)
-                    .map(|(&seq, _)| self.event_msg(seq))
-                    .collect(),
-                ..Update::default()
-            },
-            ServerMsg::Error(e) => Update {
-                errors: vec![e],
-                ..Update::default()
-            },
+            ServerMsg::Gap(g) => self.on_gap(g.expected),
+            ServerMsg::Retry(r) => {
+                self.trouble = Some(r.message);
+                Update {
+                    resend_after: Some(Duration::from_millis(r.after_ms)),
+                    ..Update::default()
+                }
+            }
+            ServerMsg::Error(e) => self.on_error(e),
             ServerMsg::Pong => Update::default(),
         }
     }
 
+    /// A `gap`: the server expects seq `expected`. Resend from there, once per gap (not once
+    /// per event that arrived out of order). When this client has nothing from `expected` on
+    /// but later events, the server lacks seqs it had settled: its history changed under the
+    /// same epoch (a restored backup); reconnecting lets it find out.
+    fn on_gap(&mut self, expected: u64) -> Update {
+        let first = self.pending.keys().next().copied();
+        if first.is_some_and(|f| f > expected) || (first.is_none() && self.next_seq > expected) {
+            return Update {
+                reconnect: true,
+                ..Update::default()
+            };
+        }
+        if self.resent_from == Some(expected) {
+            return Update::default();
+        }
+        self.resent_from = Some(expected);
+        Update {
+            send: self
+                .pending
+                .range(expected..)
+                .map(|(&seq, _)| self.event_msg(seq))
+                .collect(),
+            ..Update::default()
+        }
+    }
+
+    /// An `error`: one about a key marks it failed (its rows stay shown) and, unless it cannot
+    /// succeed later (an unknown query, args that do not fit), subscribes again after a
+    /// backoff.
+    fn on_error(&mut self, e: ProtocolError) -> Update {
+        let mut u = Update::default();
+        if let Some(key) = e.key()
+            && let Some(held) = self.keys.get_mut(&key)
+        {
+            let n = held.failed.as_ref().map_or(0, |(_, n)| n + 1);
+            let retry = !matches!(
+                e.code,
+                crate::protocol::ErrorCode::UnknownQuery | crate::protocol::ErrorCode::BadArgs
+            );
+            held.failed = Some((e.clone(), n));
+            if retry {
+                let wait = QUERY_RETRY_MIN
+                    .saturating_mul(1 << n.min(10))
+                    .min(QUERY_RETRY_MAX);
+                u.retry_subs.push((key.clone(), wait));
+            }
+            // It answered (with an error): settled events do not wait for it.
+            self.answered(&key);
+            u.changed.push(key);
+        }
+        u.errors.push(e);
+        u
+    }
+
+    fn see(&mut self, v: Version) {
+        self.seen = self.seen.max(v);
+        self.high = self.high.max(v);
+    }
+
     fn on_welcome(&mut self, w: Welcome) -> Update {
         self.seen = w.version;
-        if self.epoch.as_ref() != Some(&w.epoch) {
+        let acked = self.acked();
+        // Events this client knows settled are missing from the server: its history is not
+        // the one this client saw, even if its epoch is (a server that did not notice).
+        let lost = w.last_seq < acked;
+        let mut history_reset = None;
+        if self.epoch.as_ref() != Some(&w.epoch) || lost {
             // Another history: nothing cached may be mixed into it (invariant 2). Keep the
-            // subscriptions, drop their rows; renumber pending events after the server's
-            // last_seq for this client in that history.
-            if self.epoch.is_some() {
-                for h in self.keys.values_mut() {
-                    h.confirmed = None;
-                }
-                self.views.clear();
+            // subscriptions, drop their rows.
+            let had = self.epoch.is_some();
+            for h in self.keys.values_mut() {
+                h.confirmed = None;
+                h.resyncing = false;
             }
-            let old = std::mem::take(&mut self.pending);
-            let mut seq = w.last_seq;
-            for (_, p) in old {
-                seq += 1;
-                self.pending.insert(seq, p);
-            }
-            self.next_seq = seq + 1;
+            self.views.clear();
+            self.settling.clear();
             self.epoch = Some(w.epoch);
+            self.high = w.version;
             self.persist.push(Persist::ClearAll);
+            if lost {
+                // The server has none of this client's seqs beyond its last_seq, pending ones
+                // included: renumber them after it, to be applied once in this history.
+                let old = std::mem::take(&mut self.pending);
+                let mut seq = w.last_seq;
+                for (_, p) in old {
+                    seq += 1;
+                    self.pending.insert(seq, p);
+                }
+                self.next_seq = seq + 1;
+            } else {
+                // The server has every seq this client settled: the pending ones up to its
+                // last_seq were applied there (in flight when the history changed); the others
+                // keep their seqs.
+                let kept = self.pending.split_off(&(w.last_seq + 1));
+                self.pending = kept;
+                self.next_seq = self.next_seq.max(w.last_seq + 1);
+            }
             let seqs: Vec<u64> = self.pending.keys().copied().collect();
-            for seq in seqs {
+            for &seq in &seqs {
                 self.persist_event(seq);
+            }
+            if had {
+                history_reset = Some(seqs.len());
             }
         } else {
             // Same history: events up to last_seq are applied; their effects are in the rows
@@ -443,8 +616,11 @@ impl ClientState {
             self.settling.extend(applied);
             self.next_seq = self.next_seq.max(w.last_seq + 1);
         }
+        self.high = self.high.max(w.version);
+        self.resent_from = None;
         self.persist_meta();
         self.awaiting = self.keys.keys().cloned().collect();
+        self.asked = self.awaiting.clone();
         self.settle();
         let mut keys: Vec<&QueryKey> = self.keys.keys().collect();
         keys.sort();
@@ -453,6 +629,7 @@ impl ClientState {
         let mut u = self.recompute();
         u.send = send;
         u.live = true;
+        u.history_reset = history_reset;
         u
     }
 
@@ -464,9 +641,13 @@ impl ClientState {
             return Update::default(); // unsubscribed meanwhile
         };
         self.seen = self.seen.max(s.v);
+        self.high = self.high.max(s.v);
         match Rows::new(s.rows) {
             Ok(rows) if rows.digest() == s.digest => {
+                // Swapped in at once: the old rows (kept while a reset was on its way) go now.
                 held.confirmed = Some((s.v, rows));
+                held.resyncing = false;
+                held.failed = None;
                 self.persist_rows(&key);
                 self.answered(&key);
                 self.recompute()
@@ -486,27 +667,37 @@ impl ClientState {
             return Update::default();
         };
         self.seen = self.seen.max(d.to);
-        let resync = Update {
-            send: vec![ClientMsg::Resync(key_ref(&key))],
-            ..Update::default()
-        };
+        self.high = self.high.max(d.to);
+        if held.resyncing {
+            return Update::default(); // the reset is on its way; nothing applies to these rows
+        }
         let Some((v, rows)) = held.confirmed.as_mut() else {
             return Update::default(); // the snapshot is on its way
         };
         if *v != d.from {
             // A duplicate (already past it) is ignored; a gap means we missed something.
-            return if d.to <= *v {
-                Update::default()
-            } else {
-                resync
+            if d.to <= *v {
+                return Update::default();
+            }
+            held.resyncing = true;
+            self.asked.insert(key.clone());
+            return Update {
+                send: vec![ClientMsg::Resync(key_ref(&key))],
+                ..Update::default()
             };
         }
         let mut next = rows.clone();
         if delta::apply(&mut next, &d.delta()).is_err() || next.digest() != d.digest {
-            held.confirmed = None;
-            self.persist_rows(&key);
-            return resync;
+            // Keep showing (and keep stored) the rows held until the reset swaps in: the list
+            // never vanishes, and a reload in between still has them.
+            held.resyncing = true;
+            self.asked.insert(key.clone());
+            return Update {
+                send: vec![ClientMsg::Resync(key_ref(&key))],
+                ..Update::default()
+            };
         }
+        held.failed = None;
         *rows = next;
         *v = d.to;
         self.persist_rows(&key);
@@ -570,6 +761,7 @@ impl ClientState {
     /// `key` has answered since the welcome; when all have, settled events stop predicting.
     fn answered(&mut self, key: &QueryKey) {
         self.awaiting.remove(key);
+        self.asked.remove(key);
         self.settle();
     }
 
@@ -750,16 +942,16 @@ mod tests {
                 digest: Digest::of([&Row::from_serialize("a", &"a").unwrap(), &row]),
             })
         };
-        // A gap: asks for a resync, changes nothing.
-        let u = st.on_message(delta(5, 6));
-        assert!(matches!(u.send.as_slice(), [ClientMsg::Resync(_)]));
-        assert_eq!(view(&st), ["a"]);
         // The right base: applied.
         st.on_message(delta(3, 4));
         assert_eq!(view(&st), ["a", "b"]);
         // A duplicate: ignored.
         let u = st.on_message(delta(3, 4));
         assert!(u.send.is_empty());
+        assert_eq!(view(&st), ["a", "b"]);
+        // A gap: asks for a resync, changes nothing.
+        let u = st.on_message(delta(5, 6));
+        assert!(matches!(u.send.as_slice(), [ClientMsg::Resync(_)]));
         assert_eq!(view(&st), ["a", "b"]);
         // Acks drop pending events.
         st.push(AddItem("c".into())).unwrap();
@@ -829,6 +1021,222 @@ mod tests {
         assert_eq!(st.pending_count(), 0);
         let (msg, _) = st.push(AddItem("ok".into())).unwrap();
         assert!(matches!(msg, ClientMsg::Event(ref e) if e.seq == 1));
+    }
+
+    fn bad_delta(from: u64, to: u64) -> ServerMsg {
+        let row = Row::from_serialize("b", &"b").unwrap();
+        ServerMsg::Delta(DeltaMsg {
+            q: "items".into(),
+            a: raw("null"),
+            from: Version(from),
+            to: Version(to),
+            puts: vec![Put {
+                row: row.clone(),
+                after: Some("a".into()),
+            }],
+            dels: vec![],
+            // Not the digest of the rows it makes: the client's rows no longer match.
+            digest: Digest::of([&row]),
+        })
+    }
+
+    #[test]
+    fn a_resync_keeps_the_old_rows_shown_and_stored_until_the_reset_swaps_in() {
+        let mut st = ClientState::new("c");
+        st.subscribe(key());
+        st.on_message(welcome(0, 3));
+        st.on_message(snapshot(3, &["a"]));
+        st.drain_persist();
+        let u = st.on_message(bad_delta(3, 4));
+        assert!(matches!(u.send.as_slice(), [ClientMsg::Resync(_)]));
+        assert_eq!(view(&st), ["a"], "the list does not vanish");
+        assert!(
+            st.drain_persist().is_empty(),
+            "nothing is dropped from the store: a reload in between still has the rows"
+        );
+        // Deltas while the reset is on its way change nothing (they build on other rows).
+        assert!(st.on_message(bad_delta(4, 5)).send.is_empty());
+        assert_eq!(view(&st), ["a"]);
+        // A reconnect meanwhile asks for the whole result, not a resume from rows that are off.
+        let ServerMsg::Welcome(w) = welcome(0, 5) else {
+            unreachable!()
+        };
+        let u = st.on_message(ServerMsg::Welcome(w));
+        assert!(
+            u.send
+                .iter()
+                .any(|m| matches!(m, ClientMsg::Sub(s) if s.v.is_none())),
+            "{:?}",
+            u.send
+        );
+        // The reset swaps in at once.
+        let ServerMsg::Snapshot(mut s) = snapshot(5, &["a", "b"]) else {
+            unreachable!()
+        };
+        s.reset = true;
+        st.on_message(ServerMsg::Snapshot(s));
+        assert_eq!(view(&st), ["a", "b"]);
+        assert!(
+            st.drain_persist()
+                .iter()
+                .any(|p| matches!(p, Persist::Rows { version, .. } if *version == Version(5)))
+        );
+    }
+
+    fn gap(seq: u64, expected: u64) -> ServerMsg {
+        ServerMsg::Gap(crate::protocol::Gap { seq, expected })
+    }
+
+    #[test]
+    fn a_burst_of_gaps_resends_the_pending_events_once() {
+        let mut st = ClientState::new("c");
+        st.on_message(welcome(0, 1));
+        for i in 0..5 {
+            st.push(AddItem(format!("e{i}"))).unwrap();
+        }
+        // Events 2..5 arrived before 1 (reordered): four gaps, all expecting 1.
+        let sent: usize = (2..=5).map(|s| st.on_message(gap(s, 1)).send.len()).sum();
+        assert_eq!(sent, 5, "one resend of the five, not one per gap");
+        // After progress, a new gap resends again.
+        st.on_message(ServerMsg::Ack(Ack {
+            seq: 1,
+            v: Version(2),
+            dup: false,
+        }));
+        assert_eq!(st.on_message(gap(5, 2)).send.len(), 4);
+    }
+
+    #[test]
+    fn a_gap_below_what_the_client_knows_settled_means_lost_history_and_reconnects() {
+        let mut st = ClientState::new("c");
+        st.on_message(welcome(0, 1));
+        for i in 0..3 {
+            st.push(AddItem(format!("e{i}"))).unwrap();
+        }
+        for seq in 1..=2 {
+            st.on_message(ServerMsg::Ack(Ack {
+                seq,
+                v: Version(1 + seq),
+                dup: false,
+            }));
+        }
+        // The server now expects seq 1 again: it lost 1 and 2 (a restored backup).
+        let u = st.on_message(gap(3, 1));
+        assert!(u.reconnect && u.send.is_empty());
+        // The next hello says how far this client got.
+        let ClientMsg::Hello(h) = st.hello() else {
+            unreachable!()
+        };
+        assert_eq!((h.acked, h.version), (Some(2), Some(Version(3))));
+    }
+
+    fn welcome_epoch(epoch: &str, last_seq: u64, version: u64) -> ServerMsg {
+        ServerMsg::Welcome(Welcome {
+            protocol: crate::protocol::PROTOCOL,
+            epoch: Epoch(epoch.into()),
+            version: Version(version),
+            last_seq,
+            limits: Limits::default(),
+        })
+    }
+
+    #[test]
+    fn a_history_behind_the_client_renumbers_its_pending_events_after_the_servers_last_seq() {
+        let mut st = ClientState::new("c");
+        st.subscribe(key());
+        st.on_message(welcome(0, 1));
+        st.on_message(snapshot(1, &["x"]));
+        for i in 0..4 {
+            st.push(AddItem(format!("e{i}"))).unwrap();
+        }
+        for seq in 1..=2 {
+            st.on_message(ServerMsg::Ack(Ack {
+                seq,
+                v: Version(1 + seq),
+                dup: false,
+            }));
+        }
+        // A restored copy: a new epoch whose last_seq (1) is below what this client settled (2).
+        let u = st.on_message(welcome_epoch("restored", 1, 2));
+        assert_eq!(u.history_reset, Some(2));
+        assert_eq!(
+            st.pending_events().iter().map(|e| e.0).collect::<Vec<_>>(),
+            [2, 3]
+        );
+        assert!(
+            st.confirmed(&key()).is_none(),
+            "the cache of the old history is gone"
+        );
+        let events: Vec<u64> = u
+            .send
+            .iter()
+            .filter_map(|m| match m {
+                ClientMsg::Event(e) => Some(e.seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(events, [2, 3]);
+    }
+
+    #[test]
+    fn a_new_history_that_has_every_settled_seq_keeps_the_pending_seqs_it_applied() {
+        let mut st = ClientState::new("c");
+        st.on_message(welcome(0, 1));
+        for i in 0..3 {
+            st.push(AddItem(format!("e{i}"))).unwrap();
+        }
+        st.on_message(ServerMsg::Ack(Ack {
+            seq: 1,
+            v: Version(2),
+            dup: false,
+        }));
+        // Another epoch, but it has seqs 1 and 2 of this client (2 was in flight): 2 must not
+        // be sent again under another number (it would apply twice); 3 keeps its seq.
+        st.on_message(welcome_epoch("rotated", 2, 5));
+        assert_eq!(
+            st.pending_events().iter().map(|e| e.0).collect::<Vec<_>>(),
+            [3]
+        );
+    }
+
+    #[test]
+    fn a_retry_tells_when_to_resend_and_the_trouble_clears_on_the_next_ack() {
+        let mut st = ClientState::new("c");
+        st.on_message(welcome(0, 1));
+        st.push(AddItem("a".into())).unwrap();
+        let u = st.on_message(ServerMsg::Retry(crate::protocol::Retry {
+            seq: 1,
+            after_ms: 250,
+            message: "disk full".into(),
+        }));
+        assert_eq!(u.resend_after, Some(Duration::from_millis(250)));
+        assert_eq!(st.trouble(), Some("disk full"));
+        assert_eq!(st.resend().len(), 1);
+        st.on_message(ServerMsg::Ack(Ack {
+            seq: 1,
+            v: Version(2),
+            dup: false,
+        }));
+        assert_eq!(st.trouble(), None);
+    }
+
+    #[test]
+    fn a_query_error_for_a_key_keeps_its_rows_and_asks_to_subscribe_again_with_backoff() {
+        let mut st = ClientState::new("c");
+        st.subscribe(key());
+        st.on_message(welcome(0, 1));
+        st.on_message(snapshot(1, &["a"]));
+        let err = || ServerMsg::key_error(crate::protocol::ErrorCode::QueryFailed, "broke", &key());
+        let u = st.on_message(err());
+        assert_eq!(u.retry_subs, vec![(key(), Duration::from_millis(500))]);
+        assert_eq!(view(&st), ["a"]);
+        assert!(st.query_error(&key()).is_some());
+        assert!(st.resubscribe(&key()).is_some());
+        let u = st.on_message(err());
+        assert_eq!(u.retry_subs, vec![(key(), Duration::from_millis(1000))]);
+        st.on_message(snapshot(2, &["a", "b"]));
+        assert!(st.query_error(&key()).is_none());
+        assert!(st.resubscribe(&key()).is_none(), "it works again");
     }
 
     #[test]

@@ -9,12 +9,12 @@
 //! first result and its first delta.
 
 use super::Table;
-use super::hub::{Hub, Outbox, Subscribed};
-use super::schema::{
-    Dependency, EventCtx, EventError, QueryCtx, Registry, RunError, ServerEvent, ServerQuery,
-};
+use super::hub::{DepKey, Hub, Outbox, Subscribed, query_failed};
+use super::schema::{EventCtx, EventError, QueryCtx, Registry, RunError, ServerEvent, ServerQuery};
 use super::store::{Store, StoreError};
-use crate::protocol::{Ack, ErrorCode, Gap, Limits, Reject, Rejection, ServerMsg};
+use crate::protocol::{
+    Ack, ErrorCode, Gap, Hello, Limits, PROTOCOL, Reject, Rejection, Retry, ServerMsg, Welcome,
+};
 use crate::query::QueryKey;
 use crate::row::Rows;
 use crate::version::{Epoch, Version};
@@ -27,10 +27,50 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 /// Events applied in one transaction at most.
 const MAX_BATCH: usize = 512;
-/// How long a group nobody subscribes to is kept (for clients that reconnect).
+/// How long a group nobody subscribes to is kept (for clients that reconnect), by default.
 const IDLE_GROUP: Duration = Duration::from_secs(60);
 /// Change-log versions kept.
 const CHANGES_KEPT: u64 = 100_000;
+/// How long a `hello` waits for the fan-out of the commits it reports.
+const HELLO_WAIT: Duration = Duration::from_secs(10);
+
+/// Where the writer is in a batch: the points at which a fault-injection test can stop (or
+/// kill) the process. In production nothing is installed and nothing happens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FaultPoint {
+    /// Every handler of the batch has run; the transaction is not committed yet.
+    BeforeCommit,
+    /// The batch is committed (durable); nothing is fanned out or acknowledged yet.
+    AfterCommit,
+    /// The deltas are queued; the acknowledgements are not.
+    BeforeAcks,
+}
+
+/// A function the writer calls at each [`FaultPoint`] (see [`EngineBuilder::fault_hook`]).
+pub type FaultHook = Arc<dyn Fn(FaultPoint) + Send + Sync>;
+
+/// How the writer retries a batch the database refused for now (busy, full, I/O).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteRetry {
+    /// Attempts of one batch, the first included.
+    pub attempts: u32,
+    /// The wait before the second attempt; it quadruples for each further one.
+    pub backoff: Duration,
+    /// What the clients are told to wait before resending, after a batch's last attempt
+    /// failed; it doubles with each batch that fails in a row (at most 30 s).
+    pub resend_after: Duration,
+}
+
+impl Default for WriteRetry {
+    fn default() -> Self {
+        WriteRetry {
+            attempts: 4,
+            backoff: Duration::from_millis(25),
+            resend_after: Duration::from_millis(500),
+        }
+    }
+}
 
 /// Why the engine could not start or answer.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +85,12 @@ pub enum EngineError {
     /// The args do not fit the query.
     #[error("bad args: {0}")]
     BadArgs(String),
+    /// The query's result is over [`Limits::max_result_bytes`].
+    #[error("the result is {0} bytes, over the limit of {1}")]
+    TooLarge(usize, usize),
+    /// The server holds as many live queries as it may.
+    #[error("the server holds as many live queries as it may ({0}); try again later")]
+    Overloaded(usize),
     /// The engine has stopped.
     #[error("the engine has stopped")]
     Stopped,
@@ -59,6 +105,30 @@ impl From<RunError> for EngineError {
     }
 }
 
+impl EngineError {
+    /// The error a subscriber of `key` gets for this failure.
+    pub(crate) fn for_key(&self, key: &QueryKey) -> ServerMsg {
+        match self {
+            EngineError::UnknownQuery(q) => ServerMsg::key_error(
+                ErrorCode::UnknownQuery,
+                format!("no query named {q:?} is registered"),
+                key,
+            ),
+            EngineError::BadArgs(m) => ServerMsg::key_error(ErrorCode::BadArgs, m.clone(), key),
+            EngineError::TooLarge(..) => {
+                ServerMsg::key_error(ErrorCode::TooLarge, format!("query {key}: {self}"), key)
+            }
+            EngineError::Overloaded(_) => {
+                ServerMsg::key_error(ErrorCode::Overloaded, self.to_string(), key)
+            }
+            EngineError::Storage(e) => query_failed(key, &e.to_string()),
+            EngineError::Stopped => {
+                ServerMsg::key_error(ErrorCode::Internal, self.to_string(), key)
+            }
+        }
+    }
+}
+
 /// Where an event's outcome goes.
 pub(crate) enum Reply {
     Outbox(Outbox),
@@ -66,20 +136,6 @@ pub(crate) enum Reply {
 }
 
 impl Reply {
-    /// The event was not applied and its seq not used: a connection is closed (its client
-    /// reconnects and resends its pending events); an in-process caller gets an error.
-    fn retry(self) {
-        match self {
-            Reply::Outbox(o) => o.fail(),
-            Reply::Once(tx) => {
-                let _ = tx.send(ServerMsg::error(
-                    ErrorCode::Internal,
-                    "the server could not apply the event; nothing was changed, try again",
-                ));
-            }
-        }
-    }
-
     fn send(self, msg: ServerMsg) {
         match self {
             Reply::Outbox(o) => {
@@ -110,17 +166,35 @@ pub(crate) enum Cmd {
         outbox: Outbox,
         client_v: Option<Version>,
     },
+    /// A client proved that the database lost history it saw (a restored backup): give it a
+    /// new epoch, unless that was done already (the epoch is no longer `seen`).
+    NewEpoch {
+        seen: Epoch,
+        reply: oneshot::Sender<Result<Epoch, StoreError>>,
+    },
 }
 
 pub(crate) struct Inner<S: Store> {
     pub(crate) store: S,
     pub(crate) registry: Registry<S::Db>,
     pub(crate) hub: Hub,
-    pub(crate) epoch: Epoch,
+    /// The database's history; connections watch it and close when it changes.
+    pub(crate) epoch: watch::Sender<Epoch>,
     pub(crate) limits: Limits,
     next_conn: AtomicU64,
     /// Set to true when the engine shuts down: connections close.
     pub(crate) stop: watch::Sender<bool>,
+    group_ttl: Duration,
+    retry: WriteRetry,
+    fault: Option<FaultHook>,
+}
+
+impl<S: Store> Inner<S> {
+    fn fault(&self, at: FaultPoint) {
+        if let Some(hook) = &self.fault {
+            hook(at);
+        }
+    }
 }
 
 /// A running sync engine. Cheap to clone; every clone is the same engine.
@@ -144,6 +218,9 @@ pub struct EngineBuilder<S: Store> {
     tables: Vec<Table>,
     registry: Registry<S::Db>,
     limits: Limits,
+    group_ttl: Duration,
+    retry: WriteRetry,
+    fault: Option<FaultHook>,
 }
 
 impl<S: Store> Engine<S> {
@@ -154,12 +231,16 @@ impl<S: Store> Engine<S> {
             tables: Vec::new(),
             registry: Registry::default(),
             limits: Limits::default(),
+            group_ttl: IDLE_GROUP,
+            retry: WriteRetry::default(),
+            fault: None,
         }
     }
 
-    /// The database's epoch.
-    pub fn epoch(&self) -> &Epoch {
-        &self.inner.epoch
+    /// The database's epoch (its history; it changes when the engine finds the database was
+    /// restored from an earlier copy).
+    pub fn epoch(&self) -> Epoch {
+        self.inner.epoch.borrow().clone()
     }
 
     /// The database version every live query reflects.
@@ -213,6 +294,7 @@ impl<S: Store> Engine<S> {
         outbox: &Outbox,
         client_v: Option<Version>,
     ) -> Result<(), EngineError> {
+        outbox.want(&key);
         match self.inner.hub.subscribe(&key, outbox, client_v) {
             Subscribed::Yes => Ok(()),
             Subscribed::NoGroup => self
@@ -227,12 +309,69 @@ impl<S: Store> Engine<S> {
         }
     }
 
+    /// Ends a connection's subscription to `key` (also one whose group is still being made).
+    pub(crate) fn unsubscribe(&self, key: &QueryKey, outbox: &Outbox) {
+        outbox.unwant(key);
+        self.inner.hub.unsubscribe(key, outbox.id);
+    }
+
     /// Queues an event for the writer.
     pub(crate) async fn submit(&self, cmd: EventCmd) -> Result<(), EngineError> {
         self.cmds
             .send(Cmd::Event(cmd))
             .await
             .map_err(|_| EngineError::Stopped)
+    }
+
+    /// Answers a client's `hello`: the welcome, and whether the client's cache belongs to this
+    /// history. Reads the client's `last_seq` and the database's version together, and waits
+    /// until the commits they reflect are fanned out, so that the subscriptions that follow are
+    /// answered with their effects (an event applied before a reconnect never flickers out:
+    /// invariant 6). A client that saw more than this database holds (a seq settled beyond its
+    /// `last_seq`, a version beyond its own) proves the database lost history: it gets a new
+    /// epoch, and so does every other client (their caches are reset; their pending events are
+    /// renumbered and sent once).
+    pub(crate) async fn welcome(&self, hello: &Hello) -> Result<(Welcome, bool), EngineError> {
+        let (mut epoch, mut last_seq, mut v_db) =
+            self.inner.store.hello_state(&hello.client_id).await?;
+        let same = hello.epoch.as_ref() == Some(&epoch);
+        let behind =
+            hello.acked.is_some_and(|a| a > last_seq) || hello.version.is_some_and(|v| v > v_db);
+        if same && behind {
+            tracing::warn!(
+                client = %hello.client_id,
+                acked = ?hello.acked,
+                last_seq,
+                client_version = ?hello.version,
+                version = %v_db,
+                "a client saw history this database does not have (restored from a backup?): \
+                 starting a new epoch"
+            );
+            let (tx, rx) = oneshot::channel();
+            self.cmds
+                .send(Cmd::NewEpoch {
+                    seen: epoch.clone(),
+                    reply: tx,
+                })
+                .await
+                .map_err(|_| EngineError::Stopped)?;
+            rx.await.map_err(|_| EngineError::Stopped)??;
+            (epoch, last_seq, v_db) = self.inner.store.hello_state(&hello.client_id).await?;
+        }
+        if !self.inner.hub.wait_processed(v_db, HELLO_WAIT).await {
+            return Err(EngineError::Stopped);
+        }
+        let same_history = hello.epoch.as_ref() == Some(&epoch);
+        Ok((
+            Welcome {
+                protocol: PROTOCOL,
+                epoch,
+                version: self.current_version(),
+                last_seq,
+                limits: self.inner.limits.clone(),
+            },
+            same_history,
+        ))
     }
 
     /// Applies one event from in-process code (a server function, a test) and waits for its
@@ -268,6 +407,36 @@ impl<S: Store> Engine<S> {
         args_json: &str,
     ) -> Result<ServerMsg, EngineError> {
         self.apply_event("", 0, name, args_json).await
+    }
+
+    /// Applies an event that comes from the server (a plain form post, a job) at most once per
+    /// `idempotency_key`: a second call with the same key (a resubmitted form, a retried job) is
+    /// acknowledged as a duplicate (`ack` with `dup`) and not applied again. The key is recorded
+    /// like a client's seq (client id `k-{128-bit hash of the key}`, seq 1), in the event's
+    /// transaction.
+    pub async fn apply_once(
+        &self,
+        idempotency_key: &str,
+        name: &str,
+        args_json: &str,
+    ) -> Result<ServerMsg, EngineError> {
+        if idempotency_key.is_empty() {
+            return Err(EngineError::BadArgs(
+                "an idempotency key is not empty".into(),
+            ));
+        }
+        // Two 64-bit FNV-1a hashes with different offsets: 128 bits, no collision in practice.
+        let fnv = |offset: u64| {
+            idempotency_key.bytes().fold(offset, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+            })
+        };
+        let id = format!(
+            "k-{:016x}{:016x}",
+            fnv(0xcbf2_9ce4_8422_2325),
+            fnv(0x6c62_272e_07bb_0142)
+        );
+        self.apply_event(&id, 1, name, args_json).await
     }
 
     /// The rows of query `name` with `args_json` at one version: from the live group when one
@@ -306,6 +475,34 @@ impl<S: Store> Engine<S> {
 }
 
 impl<S: Store> Inner<S> {
+    /// A fresh result, checked against the result size limit.
+    fn result(&self, rows: Vec<crate::row::Row>) -> Result<Rows, EngineError> {
+        let bytes: usize = rows
+            .iter()
+            .map(|r| r.key.len() + r.value.get().len() + 16)
+            .sum();
+        if bytes > self.limits.max_result_bytes {
+            return Err(EngineError::TooLarge(bytes, self.limits.max_result_bytes));
+        }
+        Rows::new(rows).map_err(|e| EngineError::BadArgs(e.to_string()))
+    }
+
+    /// The dependencies of `key`, as the change log records them.
+    fn deps(&self, key: &QueryKey) -> Result<Vec<DepKey>, EngineError> {
+        let entry = self
+            .registry
+            .queries
+            .get(key.name())
+            .ok_or_else(|| EngineError::UnknownQuery(key.name().to_owned()))?;
+        Ok((entry.deps)(key.args_json())?
+            .into_iter()
+            .map(|d| DepKey {
+                table: d.table,
+                part: d.partition.as_ref().map(S::partition_text),
+            })
+            .collect())
+    }
+
     /// Runs a query in a read transaction together with the version it saw.
     async fn read(&self, key: &QueryKey, ctx: &QueryCtx) -> Result<(Version, Rows), EngineError> {
         let entry = self
@@ -326,8 +523,7 @@ impl<S: Store> Inner<S> {
             conn.close_on_drop();
         }
         let (v, rows) = result?;
-        let rows = Rows::new(rows).map_err(|e| EngineError::BadArgs(e.to_string()))?;
-        Ok((v, rows))
+        Ok((v, self.result(rows)?))
     }
 
     /// Re-runs a query after a commit (no transaction needed: the writer is the only writer).
@@ -335,7 +531,7 @@ impl<S: Store> Inner<S> {
         let entry = &self.registry.queries[key.name()];
         let mut conn = self.store.pool().acquire().await?;
         let rows = (entry.run)(&mut conn, &QueryCtx::default(), key.args_json()).await?;
-        Rows::new(rows).map_err(|e| EngineError::BadArgs(e.to_string()))
+        self.result(rows)
     }
 }
 
@@ -364,6 +560,26 @@ impl<S: Store> EngineBuilder<S> {
         self
     }
 
+    /// How long a query key nobody subscribes to stays live (default 60 s), so that clients
+    /// that reconnect resume it with a delta.
+    pub fn group_ttl(mut self, ttl: Duration) -> Self {
+        self.group_ttl = ttl;
+        self
+    }
+
+    /// How a batch the database refuses for now is retried (see [`WriteRetry`]).
+    pub fn write_retry(mut self, retry: WriteRetry) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Calls `hook` at each [`FaultPoint`] of every batch: for fault-injection tests that stop
+    /// or kill the process at a precise point. Never needed in production.
+    pub fn fault_hook(mut self, hook: FaultHook) -> Self {
+        self.fault = Some(hook);
+        self
+    }
+
     /// Creates the engine's tables, installs the change triggers, starts the writer.
     pub async fn start(self) -> Result<Engine<S>, EngineError> {
         let (epoch, version) = self.store.init().await?;
@@ -371,16 +587,19 @@ impl<S: Store> EngineBuilder<S> {
             self.store.install_table(t).await?;
         }
         let (stop, _) = watch::channel(false);
-        let hub = Hub::default();
+        let hub = Hub::new(self.limits.max_groups);
         hub.set_processed(version);
         let inner = Arc::new(Inner {
             store: self.store,
             registry: self.registry,
             hub,
-            epoch,
+            epoch: watch::channel(epoch).0,
             limits: self.limits,
             next_conn: AtomicU64::new(1),
             stop,
+            group_ttl: self.group_ttl,
+            retry: self.retry,
+            fault: self.fault,
         });
         let (cmds, rx) = mpsc::channel(4 * MAX_BATCH);
         tokio::spawn(writer(inner.clone(), rx, version));
@@ -391,18 +610,21 @@ impl<S: Store> EngineBuilder<S> {
 /// What happened to one event of a batch.
 enum Outcome {
     Applied,
-    /// Not applied, seq not used: the sender must resend it (its connection is closed).
-    Retry,
     Duplicate,
     Gap(u64),
     Rejected(Rejection),
 }
 
+/// Why a batch did not commit (it rolled back as a whole: nothing of it applied).
+struct BatchFailed(StoreError);
+
 async fn writer<S: Store>(inner: Arc<Inner<S>>, mut rx: mpsc::Receiver<Cmd>, mut version: Version) {
     let mut stop = inner.stop.subscribe();
-    let mut janitor = tokio::time::interval(Duration::from_secs(5));
+    let mut janitor = tokio::time::interval(Duration::from_secs(5).min(inner.group_ttl));
     janitor.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batches: u64 = 0;
+    // Batches that failed in a row: the resend delay clients are told grows with it.
+    let mut failing: u32 = 0;
     loop {
         let first = tokio::select! {
             cmd = rx.recv() => match cmd {
@@ -411,13 +633,14 @@ async fn writer<S: Store>(inner: Arc<Inner<S>>, mut rx: mpsc::Receiver<Cmd>, mut
             },
             _ = stop.changed() => return,
             _ = janitor.tick() => {
-                inner.hub.evict_idle(IDLE_GROUP);
+                inner.hub.evict_idle(inner.group_ttl);
                 continue;
             }
         };
         // Everything already waiting joins the batch (bursts coalesce into one commit).
         let mut events = Vec::new();
         let mut opens = Vec::new();
+        let mut epochs = Vec::new();
         let mut next = Some(first);
         while let Some(cmd) = next.take() {
             match cmd {
@@ -427,10 +650,14 @@ async fn writer<S: Store>(inner: Arc<Inner<S>>, mut rx: mpsc::Receiver<Cmd>, mut
                     outbox,
                     client_v,
                 } => opens.push((key, outbox, client_v)),
+                Cmd::NewEpoch { seen, reply } => epochs.push((seen, reply)),
             }
             if events.len() < MAX_BATCH {
                 next = rx.try_recv().ok();
             }
+        }
+        for (seen, reply) in epochs {
+            let _ = reply.send(new_epoch(&inner, seen).await);
         }
         // Opens first: a client that subscribed before sending events gets the key's rows
         // before the acks of those events (no flicker, invariant 6).
@@ -438,8 +665,12 @@ async fn writer<S: Store>(inner: Arc<Inner<S>>, mut rx: mpsc::Receiver<Cmd>, mut
             open_group(&inner, key, &outbox, client_v).await;
         }
         if !events.is_empty() {
-            if let Some(v) = apply_batch(&inner, events, version).await {
-                version = v;
+            match apply_batch(&inner, events, version, failing).await {
+                Ok(v) => {
+                    version = v;
+                    failing = 0;
+                }
+                Err(()) => failing = failing.saturating_add(1),
             }
             batches += 1;
             if batches.is_multiple_of(1000) && version.0 > CHANGES_KEPT {
@@ -452,7 +683,38 @@ async fn writer<S: Store>(inner: Arc<Inner<S>>, mut rx: mpsc::Receiver<Cmd>, mut
     }
 }
 
-/// Creates the group of `key` (first subscriber) and subscribes `outbox`.
+/// Gives the database a new epoch (once: not when it already moved on from `seen`), drops
+/// every live result, and closes every connection (they reconnect into the new history).
+async fn new_epoch<S: Store>(inner: &Inner<S>, seen: Epoch) -> Result<Epoch, StoreError> {
+    let current = inner.epoch.borrow().clone();
+    if current != seen {
+        return Ok(current);
+    }
+    let mut conn = inner.store.pool().acquire().await?;
+    S::begin(&mut conn).await?;
+    let epoch = match S::rotate_epoch(&mut conn).await {
+        Ok(e) => e,
+        Err(e) => {
+            if S::rollback(&mut conn).await.is_err() {
+                conn.close_on_drop();
+            }
+            return Err(e);
+        }
+    };
+    if let Err(e) = S::commit(&mut conn).await {
+        if S::rollback(&mut conn).await.is_err() {
+            conn.close_on_drop();
+        }
+        return Err(e);
+    }
+    inner.hub.clear();
+    inner.epoch.send_replace(epoch.clone());
+    tracing::warn!(%epoch, "new epoch: every client resets its cache");
+    Ok(epoch)
+}
+
+/// Creates the group of `key` (first subscriber) and subscribes `outbox`. A failure is told to
+/// this subscriber, for this key (the client shows the query as failed and retries).
 async fn open_group<S: Store>(
     inner: &Inner<S>,
     key: QueryKey,
@@ -460,96 +722,126 @@ async fn open_group<S: Store>(
     client_v: Option<Version>,
 ) {
     if let Subscribed::Yes = inner.hub.subscribe(&key, outbox, client_v) {
-        return; // another subscriber created it first
+        return; // another subscriber created it first, or this one no longer wants it
     }
-    let deps: Vec<Dependency> = match (inner.registry.queries[key.name()].deps)(key.args_json()) {
-        Ok(d) => d,
-        Err(e) => {
-            outbox.send_msg(&ServerMsg::error(ErrorCode::BadArgs, e.to_string()));
-            return;
-        }
-    };
-    match inner.read(&key, &QueryCtx::default()).await {
-        Ok((v, rows)) => {
-            inner.hub.create(&key, deps, rows, v);
+    if !outbox.wants(&key) {
+        return;
+    }
+    let result = async {
+        let deps = inner.deps(&key)?;
+        let (v, rows) = inner.read(&key, &QueryCtx::default()).await?;
+        inner
+            .hub
+            .create(&key, deps, rows, v)
+            .map_err(|_| EngineError::Overloaded(inner.limits.max_groups))
+    }
+    .await;
+    match result {
+        Ok(()) => {
             inner.hub.subscribe(&key, outbox, client_v);
         }
         Err(e) => {
-            tracing::error!(%key, error = %e, "query failed");
-            outbox.send_msg(&ServerMsg::error(
-                ErrorCode::Internal,
-                format!("query {key} failed: {e}"),
-            ));
+            tracing::warn!(%key, error = %e, "query could not be opened");
+            outbox.send_msg(&e.for_key(&key));
         }
     }
 }
 
-/// Applies a batch; returns the new version if it committed.
+/// Applies a batch, retrying it (with backoff, a bounded number of times) while the database
+/// refuses it for now; returns the new version if it committed. When every attempt failed, each
+/// event's sender is told to resend later (`retry`): nothing was applied, no seq was used.
 async fn apply_batch<S: Store>(
     inner: &Inner<S>,
     events: Vec<EventCmd>,
     version: Version,
-) -> Option<Version> {
-    match apply_in_transaction(inner, &events).await {
-        Ok((outcomes, bumped)) => {
-            let now = bumped.unwrap_or(version);
-            if let Some(v) = bumped {
-                fan_out(inner, v).await;
-            }
-            for (e, outcome) in events.into_iter().zip(outcomes) {
-                let msg = match outcome {
-                    Outcome::Retry => {
-                        e.reply.retry();
-                        continue;
+    failing: u32,
+) -> Result<Version, ()> {
+    let mut attempt = 0;
+    let (outcomes, bumped) = loop {
+        attempt += 1;
+        match apply_in_transaction(inner, &events).await {
+            Ok(r) => break r,
+            Err(BatchFailed(err)) => {
+                tracing::warn!(error = %err, attempt, events = events.len(), "write batch failed; rolled back");
+                if attempt >= inner.retry.attempts.max(1) {
+                    let after = inner
+                        .retry
+                        .resend_after
+                        .saturating_mul(1 << failing.min(6))
+                        .min(Duration::from_secs(30));
+                    for e in events {
+                        e.reply.send(ServerMsg::Retry(Retry {
+                            seq: e.seq,
+                            after_ms: after.as_millis() as u64,
+                            message: format!(
+                                "the server could not save this write for now ({}); nothing was \
+                                 applied; resend it",
+                                short(&err)
+                            ),
+                        }));
                     }
-                    Outcome::Applied => ServerMsg::Ack(Ack {
-                        seq: e.seq,
-                        v: now,
-                        dup: false,
-                    }),
-                    Outcome::Duplicate => ServerMsg::Ack(Ack {
-                        seq: e.seq,
-                        v: now,
-                        dup: true,
-                    }),
-                    Outcome::Gap(expected) => ServerMsg::Gap(Gap {
-                        seq: e.seq,
-                        expected,
-                    }),
-                    Outcome::Rejected(error) => ServerMsg::Reject(Reject {
-                        seq: e.seq,
-                        v: now,
-                        error,
-                    }),
-                };
-                e.reply.send(msg);
+                    return Err(());
+                }
+                let wait = inner
+                    .retry
+                    .backoff
+                    .saturating_mul(1 << (2 * (attempt - 1)).min(16));
+                tokio::time::sleep(wait).await;
             }
-            Some(now)
         }
-        Err(err) => {
-            tracing::error!(error = %err, "write batch failed; rolled back");
-            for e in events {
-                e.reply.send(ServerMsg::error(
-                    ErrorCode::Internal,
-                    format!(
-                        "the server could not apply event {}: {err}; resend it",
-                        e.seq
-                    ),
-                ));
-            }
-            None
-        }
+    };
+    inner.fault(FaultPoint::AfterCommit);
+    let now = bumped.unwrap_or(version);
+    if let Some(v) = bumped {
+        fan_out(inner, v).await;
+    }
+    inner.fault(FaultPoint::BeforeAcks);
+    for (e, outcome) in events.into_iter().zip(outcomes) {
+        let msg = match outcome {
+            Outcome::Applied => ServerMsg::Ack(Ack {
+                seq: e.seq,
+                v: now,
+                dup: false,
+            }),
+            Outcome::Duplicate => ServerMsg::Ack(Ack {
+                seq: e.seq,
+                v: now,
+                dup: true,
+            }),
+            Outcome::Gap(expected) => ServerMsg::Gap(Gap {
+                seq: e.seq,
+                expected,
+            }),
+            Outcome::Rejected(error) => ServerMsg::Reject(Reject {
+                seq: e.seq,
+                v: now,
+                error,
+            }),
+        };
+        e.reply.send(msg);
+    }
+    Ok(now)
+}
+
+/// A storage error in a few words, for clients (the details stay in the server's log).
+fn short(err: &StoreError) -> String {
+    match err {
+        sqlx::Error::Database(db) => db.message().to_owned(),
+        sqlx::Error::Io(e) => format!("I/O error: {e}"),
+        sqlx::Error::PoolTimedOut => "the database did not answer in time".to_owned(),
+        other => other.to_string(),
     }
 }
 
 /// The transaction of one batch: per event, the seq check, the handler in a savepoint, and the
-/// client's `last_seq`, all committed together.
+/// client's `last_seq`, all committed together. A handler's permanent failure rejects its event
+/// (`internal`); a transient one fails the batch (it is retried as a whole).
 async fn apply_in_transaction<S: Store>(
     inner: &Inner<S>,
     events: &[EventCmd],
-) -> Result<(Vec<Outcome>, Option<Version>), StoreError> {
-    let mut conn = inner.store.pool().acquire().await?;
-    S::begin(&mut conn).await?;
+) -> Result<(Vec<Outcome>, Option<Version>), BatchFailed> {
+    let mut conn = inner.store.pool().acquire().await.map_err(BatchFailed)?;
+    S::begin(&mut conn).await.map_err(BatchFailed)?;
     let result = async {
         let mut last: HashMap<Arc<str>, u64> = HashMap::new();
         let mut outcomes = Vec::with_capacity(events.len());
@@ -588,40 +880,41 @@ async fn apply_in_transaction<S: Store>(
                         client_id: e.client_id.to_string(),
                         seq: e.seq,
                     };
-                    match (entry.apply)(&mut conn, &ctx, e.args.get()).await {
-                        Ok(()) => {
+                    let refused = match (entry.apply)(&mut conn, &ctx, e.args.get()).await {
+                        Ok(()) => None,
+                        Err(EventError::Rejected(r)) => Some(r),
+                        Err(EventError::Storage(err)) => match constraint(&err) {
+                            // A constraint the event's data broke is the event's fault.
+                            Some(rejection) => Some(rejection),
+                            // The moment's fault: the whole batch is retried.
+                            None if S::is_transient(&err) => return Err(err),
+                            // It would fail again on every resend (a row not found, a decode
+                            // error, a bug): refuse it, so the client's later writes go on.
+                            None => {
+                                tracing::error!(error = %err, event = %e.name, client = %e.client_id, seq = e.seq, "handler failed; the event is rejected");
+                                Some(Rejection::new(
+                                    "internal",
+                                    format!(
+                                        "the server could not apply event {:?} and will not \
+                                         retry it; nothing of it was applied",
+                                        e.name
+                                    ),
+                                ))
+                            }
+                        },
+                    };
+                    match refused {
+                        None => {
                             S::release(&mut conn).await?;
                             Outcome::Applied
                         }
-                        Err(EventError::Rejected(r)) => {
+                        Some(r) => {
                             S::rollback_to_savepoint(&mut conn).await?;
                             if bumps_here {
                                 bumped = None;
                             }
                             Outcome::Rejected(r)
                         }
-                        // A constraint the event's data broke is the event's fault: refuse it
-                        // like a rejection (else a resend would fail the batch forever).
-                        Err(EventError::Storage(err)) => match constraint(&err) {
-                            Some(rejection) => {
-                                S::rollback_to_savepoint(&mut conn).await?;
-                                if bumps_here {
-                                    bumped = None;
-                                }
-                                Outcome::Rejected(rejection)
-                            }
-                            // Anything else: undo this event only and have it resent later;
-                            // if even that fails, the whole batch rolls back.
-                            None => {
-                                tracing::error!(error = %err, event = %e.name, "handler failed");
-                                S::rollback_to_savepoint(&mut conn).await?;
-                                if bumps_here {
-                                    bumped = None;
-                                }
-                                outcomes.push(Outcome::Retry);
-                                continue;
-                            }
-                        },
                     }
                 }
             };
@@ -631,24 +924,21 @@ async fn apply_in_transaction<S: Store>(
             }
             outcomes.push(outcome);
         }
-        Ok((outcomes, bumped))
+        inner.fault(FaultPoint::BeforeCommit);
+        Ok::<_, StoreError>((outcomes, bumped))
     }
     .await;
+    let result = match result {
+        Ok(r) => S::commit(&mut conn).await.map(|()| r),
+        Err(e) => Err(e),
+    };
     match result {
-        Ok(r) => match S::commit(&mut conn).await {
-            Ok(()) => Ok(r),
-            Err(e) => {
-                if S::rollback(&mut conn).await.is_err() {
-                    conn.close_on_drop();
-                }
-                Err(e)
-            }
-        },
+        Ok(r) => Ok(r),
         Err(e) => {
             if S::rollback(&mut conn).await.is_err() {
                 conn.close_on_drop();
             }
-            Err(e)
+            Err(BatchFailed(e))
         }
     }
 }
@@ -667,7 +957,8 @@ fn constraint(err: &sqlx::Error) -> Option<Rejection> {
     Some(Rejection::new(code, db.message().to_owned()))
 }
 
-/// After a commit at `v`: re-run each affected group once and queue its delta.
+/// After a commit at `v`: re-run each affected group once and queue its delta. A query that
+/// fails (or whose result grows too large) is dropped, and its subscribers are told for that key.
 async fn fan_out<S: Store>(inner: &Inner<S>, v: Version) {
     let changes = {
         let conn = inner.store.pool().acquire().await;
@@ -685,7 +976,7 @@ async fn fan_out<S: Store>(inner: &Inner<S>, v: Version) {
                     }
                     Err(e) => {
                         tracing::error!(%key, error = %e, "re-run failed; dropping the query");
-                        inner.hub.fail(&key);
+                        inner.hub.fail(&key, &e.for_key(&key));
                     }
                 }
             }
@@ -693,7 +984,7 @@ async fn fan_out<S: Store>(inner: &Inner<S>, v: Version) {
         Err(e) => {
             // Which queries changed is unknown: none may stay silently stale.
             tracing::error!(error = %e, "reading the change log failed; dropping every query");
-            inner.hub.fail_all();
+            inner.hub.fail_all(&short(&e));
         }
     }
     inner.hub.set_processed(v);

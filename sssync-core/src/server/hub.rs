@@ -1,8 +1,12 @@
 //! Subscriptions grouped by query key (invariant 10): one result per key, whatever the number
 //! of subscribers; each change is diffed once and the same bytes are queued for every
-//! subscriber. A std `Mutex` guards it: nothing inside awaits, every operation is short.
+//! subscriber.
+//!
+//! Locks (std `Mutex`es: nothing inside awaits, every operation is short): one for the maps
+//! (which keys exist, which keys depend on what), and one per group for its rows and
+//! subscribers, so that serializing a big snapshot or diffing a big result holds up only that
+//! key. Order: the maps' lock, then a group's, then an outbox's wanted set; never the other way.
 
-use super::schema::Dependency;
 use crate::delta::{self, Put};
 use crate::protocol::{DeltaMsg, ErrorCode, ServerMsg, Snapshot};
 use crate::query::QueryKey;
@@ -11,53 +15,101 @@ use crate::version::Version;
 use axum::extract::ws::Utf8Bytes;
 use serde_json::value::RawValue;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 
 /// How many deleted keys a group remembers for resuming clients; older resumes get a reset.
 const MAX_TOMBSTONES: usize = 10_000;
 
-/// The queue of one connection: bounded; a connection that lets it fill is cut off (it
-/// reconnects and resumes) instead of growing memory (invariant 12).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A dependency as the change log records it: a table and, for a partitioned one, the
+/// partition value's text (as the store's triggers write it).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct DepKey {
+    pub(crate) table: String,
+    pub(crate) part: Option<String>,
+}
+
+/// The queue of one connection: bounded in messages and in bytes; a connection that lets it
+/// fill is cut off (it reconnects and resumes) instead of growing memory (invariant 12).
 #[derive(Clone, Debug)]
 pub(crate) struct Outbox {
     pub(crate) id: u64,
     tx: mpsc::Sender<Utf8Bytes>,
+    queued: Arc<AtomicUsize>,
+    max_bytes: usize,
     slow: Arc<AtomicBool>,
-    /// A query this connection follows could not be kept current: the connection closes so
-    /// that the client resubscribes instead of holding stale rows.
-    failed: Arc<AtomicBool>,
+    /// The keys the connection currently subscribes to: a group created after the connection
+    /// dropped its key must not subscribe it.
+    wanted: Arc<Mutex<HashSet<QueryKey>>>,
     pub(crate) wake: Arc<Notify>,
 }
 
+/// The receiving end of an [`Outbox`] (the connection's task).
+pub(crate) struct OutboxRx {
+    rx: mpsc::Receiver<Utf8Bytes>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl OutboxRx {
+    /// The next queued message.
+    pub(crate) async fn recv(&mut self) -> Option<Utf8Bytes> {
+        let m = self.rx.recv().await?;
+        self.queued.fetch_sub(m.len(), Ordering::Relaxed);
+        Some(m)
+    }
+}
+
 impl Outbox {
-    pub(crate) fn new(id: u64, capacity: usize) -> (Outbox, mpsc::Receiver<Utf8Bytes>) {
+    pub(crate) fn new(id: u64, capacity: usize, max_bytes: usize) -> (Outbox, OutboxRx) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
+        let queued = Arc::new(AtomicUsize::new(0));
         (
             Outbox {
                 id,
                 tx,
+                queued: queued.clone(),
+                max_bytes,
                 slow: Arc::new(AtomicBool::new(false)),
-                failed: Arc::new(AtomicBool::new(false)),
+                wanted: Arc::new(Mutex::new(HashSet::new())),
                 wake: Arc::new(Notify::new()),
             },
-            rx,
+            OutboxRx { rx, queued },
         )
     }
 
     /// Queues a message; false when the connection is gone or too slow.
     pub(crate) fn send(&self, msg: Utf8Bytes) -> bool {
+        let len = msg.len();
+        let before = self.queued.fetch_add(len, Ordering::Relaxed);
+        // One message always fits an empty queue (a snapshot may be big); beyond that, bytes.
+        if before > 0 && before + len > self.max_bytes {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            self.mark_slow();
+            return false;
+        }
         match self.tx.try_send(msg) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.slow.store(true, Ordering::Relaxed);
-                self.wake.notify_one();
+                self.queued.fetch_sub(len, Ordering::Relaxed);
+                self.mark_slow();
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.queued.fetch_sub(len, Ordering::Relaxed);
+                false
+            }
         }
+    }
+
+    fn mark_slow(&self) {
+        self.slow.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
     }
 
     pub(crate) fn send_msg(&self, msg: &ServerMsg) -> bool {
@@ -68,23 +120,34 @@ impl Outbox {
         self.slow.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn is_failed(&self) -> bool {
-        self.failed.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn fail(&self) {
-        self.failed.store(true, Ordering::Relaxed);
-        self.wake.notify_one();
-    }
-
     /// Whether the connection behind it has gone.
     pub(crate) fn is_closed(&self) -> bool {
         self.tx.is_closed()
     }
+
+    /// The connection subscribes to `key` from now on.
+    pub(crate) fn want(&self, key: &QueryKey) {
+        lock(&self.wanted).insert(key.clone());
+    }
+
+    /// The connection no longer subscribes to `key`.
+    pub(crate) fn unwant(&self, key: &QueryKey) {
+        lock(&self.wanted).remove(key);
+    }
+
+    pub(crate) fn wants(&self, key: &QueryKey) -> bool {
+        lock(&self.wanted).contains(key)
+    }
+
+    /// Bytes waiting in the queue.
+    #[cfg(test)]
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
 }
 
 struct Group {
-    deps: Vec<Dependency>,
+    deps: Vec<DepKey>,
     /// The canonical args, as sent on the wire.
     args: Box<RawValue>,
     rows: Rows,
@@ -98,42 +161,86 @@ struct Group {
     horizon: Version,
     subs: HashMap<u64, Outbox>,
     idle_since: Option<Instant>,
+    /// Removed from the hub (failed or evicted): nobody may subscribe to it any more.
+    dead: bool,
 }
 
 #[derive(Default)]
-struct State {
-    groups: HashMap<QueryKey, Group>,
-    by_dep: HashMap<Dependency, HashSet<QueryKey>>,
-    /// The database version every group reflects.
-    processed: Version,
+struct Maps {
+    groups: HashMap<QueryKey, Arc<Mutex<Group>>>,
+    by_dep: HashMap<DepKey, HashSet<QueryKey>>,
+}
+
+impl Maps {
+    fn remove(&mut self, key: &QueryKey) -> Option<Arc<Mutex<Group>>> {
+        let g = self.groups.remove(key)?;
+        let deps = lock(&g).deps.clone();
+        for d in deps {
+            if let Some(set) = self.by_dep.get_mut(&d) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.by_dep.remove(&d);
+                }
+            }
+        }
+        Some(g)
+    }
 }
 
 /// All groups of one engine.
-#[derive(Default)]
 pub(crate) struct Hub {
-    state: Mutex<State>,
+    maps: Mutex<Maps>,
+    /// The database version every group reflects (every commit up to it has been fanned out).
+    processed: watch::Sender<Version>,
+    max_groups: usize,
 }
 
 /// What a subscription found.
 pub(crate) enum Subscribed {
-    /// Subscribed; the snapshot or resume delta is queued.
+    /// Subscribed (the snapshot or resume delta is queued), or no longer wanted.
     Yes,
     /// No group for this key yet: the engine must create it.
     NoGroup,
 }
 
+/// The hub holds `max_groups` live keys, none of them idle.
+#[derive(Debug)]
+pub(crate) struct Full;
+
 impl Hub {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    pub(crate) fn new(max_groups: usize) -> Hub {
+        Hub {
+            maps: Mutex::new(Maps::default()),
+            processed: watch::channel(Version(0)).0,
+            max_groups: max_groups.max(1),
+        }
+    }
+
+    fn group(&self, key: &QueryKey) -> Option<Arc<Mutex<Group>>> {
+        lock(&self.maps).groups.get(key).cloned()
     }
 
     pub(crate) fn processed(&self) -> Version {
-        self.lock().processed
+        *self.processed.borrow()
     }
 
     pub(crate) fn set_processed(&self, v: Version) {
-        let mut st = self.lock();
-        st.processed = st.processed.max(v);
+        self.processed.send_if_modified(|p| {
+            let newer = v > *p;
+            if newer {
+                *p = v;
+            }
+            newer
+        });
+    }
+
+    /// Waits until every commit up to `v` has been fanned out, at most `limit`; false on time
+    /// out.
+    pub(crate) async fn wait_processed(&self, v: Version, limit: Duration) -> bool {
+        let mut rx = self.processed.subscribe();
+        tokio::time::timeout(limit, rx.wait_for(|p| *p >= v))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Subscribes `outbox` to an existing group and queues what the client needs: nothing new
@@ -145,48 +252,70 @@ impl Hub {
         outbox: &Outbox,
         client_v: Option<Version>,
     ) -> Subscribed {
-        let mut st = self.lock();
-        let processed = st.processed;
-        let Some(g) = st.groups.get_mut(key) else {
+        let Some(g) = self.group(key) else {
             return Subscribed::NoGroup;
         };
-        if outbox.is_closed() {
-            return Subscribed::Yes; // the connection went away meanwhile: nothing to do
+        let processed = self.processed();
+        let mut g = lock(&g);
+        if g.dead {
+            return Subscribed::NoGroup;
+        }
+        if outbox.is_closed() || !outbox.wants(key) {
+            return Subscribed::Yes; // gone, or unsubscribed meanwhile: nothing to do
         }
         g.subs.insert(outbox.id, outbox.clone());
         g.idle_since = None;
         let msg = match client_v {
-            Some(v) if v >= g.horizon && v <= processed => resume_msg(key, g, v),
-            Some(_) => snapshot_msg(key, g, true),
-            None => snapshot_msg(key, g, false),
+            Some(v) if v >= g.horizon && v <= processed => resume_msg(key, &g, v),
+            Some(_) => snapshot_msg(key, &g, true),
+            None => snapshot_msg(key, &g, false),
         };
         outbox.send(msg);
         Subscribed::Yes
     }
 
-    /// Creates a group from a fresh result at `version` (the engine serializes this with writes).
+    /// Creates a group from a fresh result at `version` (the engine serializes this with
+    /// writes). When the hub is full, the longest idle group goes; when none is idle, `Full`.
     pub(crate) fn create(
         &self,
         key: &QueryKey,
-        deps: Vec<Dependency>,
+        deps: Vec<DepKey>,
         rows: Rows,
         version: Version,
-    ) {
-        let mut st = self.lock();
-        if st.groups.contains_key(key) {
-            return;
+    ) -> Result<(), Full> {
+        let mut maps = lock(&self.maps);
+        if maps.groups.contains_key(key) {
+            return Ok(());
+        }
+        if maps.groups.len() >= self.max_groups {
+            let oldest = maps
+                .groups
+                .iter()
+                .filter_map(|(k, g)| Some((lock(g).idle_since?, k.clone())))
+                .min();
+            match oldest {
+                Some((_, k)) => {
+                    if let Some(g) = maps.remove(&k) {
+                        lock(&g).dead = true;
+                    }
+                }
+                None => return Err(Full),
+            }
         }
         for d in &deps {
-            st.by_dep.entry(d.clone()).or_default().insert(key.clone());
+            maps.by_dep
+                .entry(d.clone())
+                .or_default()
+                .insert(key.clone());
         }
         let changed_at = rows
             .rows()
             .iter()
             .map(|r| (r.key.clone(), version))
             .collect();
-        st.groups.insert(
+        maps.groups.insert(
             key.clone(),
-            Group {
+            Arc::new(Mutex::new(Group {
                 deps,
                 args: RawValue::from_string(key.args_json().to_owned()).expect("canonical JSON"),
                 rows,
@@ -196,56 +325,61 @@ impl Hub {
                 horizon: version,
                 subs: HashMap::new(),
                 idle_since: Some(Instant::now()),
-            },
+                dead: false,
+            })),
         );
+        Ok(())
     }
 
     pub(crate) fn unsubscribe(&self, key: &QueryKey, conn: u64) {
-        let mut st = self.lock();
-        if let Some(g) = st.groups.get_mut(key) {
+        if let Some(g) = self.group(key) {
+            let mut g = lock(&g);
             g.subs.remove(&conn);
-            if g.subs.is_empty() {
+            if g.subs.is_empty() && g.idle_since.is_none() {
                 g.idle_since = Some(Instant::now());
             }
         }
     }
 
-    /// Queues a reset snapshot of `key` for `outbox`; false if there is no group.
+    /// Queues a reset snapshot of `key` for `outbox` (serialized under that group's lock only);
+    /// false if there is no group.
     pub(crate) fn resync(&self, key: &QueryKey, outbox: &Outbox) -> bool {
-        let st = self.lock();
-        match st.groups.get(key) {
-            Some(g) => {
-                outbox.send(snapshot_msg(key, g, true));
-                true
-            }
-            None => false,
+        let Some(g) = self.group(key) else {
+            return false;
+        };
+        let g = lock(&g);
+        if g.dead {
+            return false;
         }
+        outbox.send(snapshot_msg(key, &g, true));
+        true
     }
 
     /// The current rows of `key`, if some group holds them.
     pub(crate) fn current(&self, key: &QueryKey) -> Option<(Version, Rows)> {
-        let st = self.lock();
-        st.groups.get(key).map(|g| (g.version, g.rows.clone()))
+        let g = self.group(key)?;
+        let g = lock(&g);
+        (!g.dead).then(|| (g.version, g.rows.clone()))
     }
 
     /// The groups a batch's changes can affect.
     pub(crate) fn affected(&self, changes: &[(String, Option<String>)]) -> Vec<QueryKey> {
-        let st = self.lock();
+        let maps = lock(&self.maps);
         let mut out: HashSet<QueryKey> = HashSet::new();
         for (table, part) in changes {
-            let any = Dependency {
+            let any = DepKey {
                 table: table.clone(),
-                partition: None,
+                part: None,
             };
-            if let Some(keys) = st.by_dep.get(&any) {
+            if let Some(keys) = maps.by_dep.get(&any) {
                 out.extend(keys.iter().cloned());
             }
             if part.is_some() {
-                let one = Dependency {
+                let one = DepKey {
                     table: table.clone(),
-                    partition: part.clone(),
+                    part: part.clone(),
                 };
-                if let Some(keys) = st.by_dep.get(&one) {
+                if let Some(keys) = maps.by_dep.get(&one) {
                     out.extend(keys.iter().cloned());
                 }
             }
@@ -258,10 +392,11 @@ impl Hub {
     /// A new result of `key` at `version`: diffs it against the group's, queues the one delta
     /// for every subscriber. Returns the number of subscribers it was queued for.
     pub(crate) fn update(&self, key: &QueryKey, rows: Rows, version: Version) -> usize {
-        let mut st = self.lock();
-        let Some(g) = st.groups.get_mut(key) else {
+        let Some(g) = self.group(key) else {
             return 0;
         };
+        let mut g = lock(&g);
+        let g = &mut *g;
         let d = delta::diff(&g.rows, &rows);
         if d.is_empty() {
             return 0;
@@ -304,61 +439,64 @@ impl Hub {
         sent
     }
 
-    /// A group's query failed after a change: drop the group and close its subscribers'
-    /// connections (they reconnect, resubscribe, and get a fresh result or an error) rather than
-    /// leave them with rows that are silently out of date.
-    pub(crate) fn fail(&self, key: &QueryKey) {
-        let mut st = self.lock();
-        if let Some(g) = st.groups.remove(key) {
+    /// A group's query failed after a change (or its result grew too large): drop the group and
+    /// tell each subscriber, for that key, with `error` (the client keeps its rows, shows the
+    /// query as failed and subscribes again later) rather than leave it with rows that are
+    /// silently out of date.
+    pub(crate) fn fail(&self, key: &QueryKey, error: &ServerMsg) {
+        let removed = lock(&self.maps).remove(key);
+        if let Some(g) = removed {
+            let mut g = lock(&g);
+            g.dead = true;
+            let msg: Utf8Bytes = error.to_json().into();
             for o in g.subs.values() {
-                o.fail();
+                o.send(msg.clone());
             }
-            for d in g.deps {
-                if let Some(set) = st.by_dep.get_mut(&d) {
-                    set.remove(key);
-                }
-            }
+            g.subs.clear();
         }
     }
 
-    /// Drops every group, closing their subscribers' connections.
-    pub(crate) fn fail_all(&self) {
-        let keys: Vec<QueryKey> = self.lock().groups.keys().cloned().collect();
+    /// Fails every group with a `query_failed` error for its key.
+    pub(crate) fn fail_all(&self, why: &str) {
+        let keys: Vec<QueryKey> = lock(&self.maps).groups.keys().cloned().collect();
         for k in keys {
-            self.fail(&k);
+            self.fail(&k, &query_failed(&k, why));
         }
+    }
+
+    /// Drops every group without a word (a new epoch: their connections close anyway).
+    pub(crate) fn clear(&self) {
+        let mut maps = lock(&self.maps);
+        for g in maps.groups.values() {
+            lock(g).dead = true;
+        }
+        maps.groups.clear();
+        maps.by_dep.clear();
     }
 
     /// Drops groups nobody has subscribed to for `idle`.
     pub(crate) fn evict_idle(&self, idle: Duration) {
-        let mut st = self.lock();
+        let mut maps = lock(&self.maps);
         let now = Instant::now();
-        let dead: Vec<QueryKey> = st
+        let dead: Vec<QueryKey> = maps
             .groups
             .iter()
-            .filter(|(_, g)| g.idle_since.is_some_and(|t| now - t >= idle))
+            .filter(|(_, g)| lock(g).idle_since.is_some_and(|t| now - t >= idle))
             .map(|(k, _)| k.clone())
             .collect();
         for k in dead {
-            if let Some(g) = st.groups.remove(&k) {
-                for d in g.deps {
-                    if let Some(set) = st.by_dep.get_mut(&d) {
-                        set.remove(&k);
-                        if set.is_empty() {
-                            st.by_dep.remove(&d);
-                        }
-                    }
-                }
+            if let Some(g) = maps.remove(&k) {
+                lock(&g).dead = true;
             }
         }
     }
 
     /// How many groups and subscriptions there are (metrics, tests).
     pub(crate) fn counts(&self) -> (usize, usize) {
-        let st = self.lock();
+        let maps = lock(&self.maps);
         (
-            st.groups.len(),
-            st.groups.values().map(|g| g.subs.len()).sum(),
+            maps.groups.len(),
+            maps.groups.values().map(|g| lock(g).subs.len()).sum(),
         )
     }
 }
@@ -410,11 +548,12 @@ fn resume_msg(key: &QueryKey, g: &Group, v: Version) -> Utf8Bytes {
     .into()
 }
 
-/// The error a connection gets before it is closed because a query it follows failed.
-pub(crate) fn query_failed() -> ServerMsg {
-    ServerMsg::error(
-        ErrorCode::Internal,
-        "a query this connection follows failed after a change; reconnect to resubscribe",
+/// The error the subscribers of `key` get when its query failed.
+pub(crate) fn query_failed(key: &QueryKey, why: &str) -> ServerMsg {
+    ServerMsg::key_error(
+        ErrorCode::QueryFailed,
+        format!("query {key} failed on the server ({why}); it is retried when you subscribe again"),
+        key,
     )
 }
 
@@ -440,45 +579,101 @@ mod tests {
         .unwrap()
     }
 
+    fn dep(table: &str, part: Option<&str>) -> DepKey {
+        DepKey {
+            table: table.into(),
+            part: part.map(str::to_owned),
+        }
+    }
+
+    fn outbox(id: u64, capacity: usize, key: &QueryKey) -> (Outbox, OutboxRx) {
+        let (o, rx) = Outbox::new(id, capacity, 1 << 20);
+        o.want(key);
+        (o, rx)
+    }
+
     #[test]
     fn invariant_12_a_slow_subscriber_is_cut_off_not_buffered() {
-        let hub = Hub::default();
+        let hub = Hub::new(10);
         let key = QueryKey::from_json("q", "{}").unwrap();
-        hub.create(&key, vec![Dependency::table("t")], rows(0), Version(1));
-        let (fast, mut fast_rx) = Outbox::new(1, 2);
-        let (slow, _slow_rx) = Outbox::new(2, 2);
+        hub.create(&key, vec![dep("t", None)], rows(0), Version(1))
+            .unwrap();
+        let (fast, mut fast_rx) = outbox(1, 2, &key);
+        let (slow, _slow_rx) = outbox(2, 2, &key);
         hub.subscribe(&key, &fast, None);
         hub.subscribe(&key, &slow, None);
-        fast_rx.try_recv().unwrap(); // the snapshot
+        fast_rx.rx.try_recv().unwrap(); // the snapshot
         for v in 2..6 {
             hub.update(&key, rows(v as i64), Version(v));
-            while fast_rx.try_recv().is_ok() {}
+            while fast_rx.rx.try_recv().is_ok() {}
         }
         assert!(!fast.is_slow());
         assert!(slow.is_slow(), "its queue of 2 overflowed");
     }
 
     #[test]
+    fn invariant_12_an_outbox_is_bounded_in_bytes_not_only_in_messages() {
+        let (o, mut rx) = Outbox::new(1, 1000, 100);
+        // One message always fits an empty queue, even a big one.
+        assert!(o.send("x".repeat(150).into()));
+        assert!(
+            !o.send("y".into()),
+            "the queue already holds 150 bytes of 100"
+        );
+        assert!(o.is_slow());
+        let (o, _rx2) = Outbox::new(2, 1000, 100);
+        assert!(o.send("a".repeat(60).into()));
+        assert!(!o.send("b".repeat(60).into()));
+        assert_eq!(o.queued_bytes(), 60);
+        drop(rx.rx.try_recv());
+    }
+
+    #[test]
     fn invariant_10_unaffected_groups_are_not_touched() {
-        let hub = Hub::default();
+        let hub = Hub::new(10);
         let a = QueryKey::from_json("q", r#"{"l":"a"}"#).unwrap();
         let b = QueryKey::from_json("q", r#"{"l":"b"}"#).unwrap();
         let all = QueryKey::from_json("all", "{}").unwrap();
-        hub.create(
-            &a,
-            vec![Dependency::partition("t", "a")],
-            rows(0),
-            Version(1),
-        );
-        hub.create(
-            &b,
-            vec![Dependency::partition("t", "b")],
-            rows(0),
-            Version(1),
-        );
-        hub.create(&all, vec![Dependency::table("t")], rows(0), Version(1));
+        hub.create(&a, vec![dep("t", Some("a"))], rows(0), Version(1))
+            .unwrap();
+        hub.create(&b, vec![dep("t", Some("b"))], rows(0), Version(1))
+            .unwrap();
+        hub.create(&all, vec![dep("t", None)], rows(0), Version(1))
+            .unwrap();
         let hit = hub.affected(&[("t".into(), Some("a".into()))]);
         assert_eq!(hit, vec![all.clone(), a.clone()]);
         assert!(hub.affected(&[("other".into(), None)]).is_empty());
+    }
+
+    #[test]
+    fn invariant_12_the_number_of_groups_is_bounded_idle_ones_go_first() {
+        let hub = Hub::new(2);
+        let k = |i: u32| QueryKey::from_json("q", &format!(r#"{{"i":{i}}}"#)).unwrap();
+        hub.create(&k(1), vec![], rows(0), Version(1)).unwrap();
+        hub.create(&k(2), vec![], rows(0), Version(1)).unwrap();
+        let (o, _rx) = outbox(1, 10, &k(2));
+        hub.subscribe(&k(2), &o, None);
+        // Key 1 is idle: it makes room for key 3.
+        hub.create(&k(3), vec![], rows(0), Version(1)).unwrap();
+        assert!(hub.current(&k(1)).is_none());
+        let (o3, _rx3) = outbox(2, 10, &k(3));
+        hub.subscribe(&k(3), &o3, None);
+        // Both live keys have subscribers: a fourth is refused.
+        assert!(hub.create(&k(4), vec![], rows(0), Version(1)).is_err());
+        assert_eq!(hub.counts(), (2, 2));
+    }
+
+    #[test]
+    fn a_key_the_connection_dropped_before_its_group_existed_is_not_subscribed() {
+        let hub = Hub::new(10);
+        let key = QueryKey::from_json("q", "{}").unwrap();
+        let (o, mut rx) = outbox(1, 10, &key);
+        o.unwant(&key); // unsubscribed before the group was made
+        hub.create(&key, vec![dep("t", None)], rows(0), Version(1))
+            .unwrap();
+        hub.subscribe(&key, &o, None);
+        assert_eq!(hub.counts(), (1, 0));
+        hub.update(&key, rows(1), Version(2));
+        assert!(rx.rx.try_recv().is_err(), "no snapshot or delta for it");
     }
 }

@@ -16,10 +16,10 @@ mod sqlite;
 mod store;
 mod transport;
 
-pub use engine::{Engine, EngineBuilder, EngineError};
+pub use engine::{Engine, EngineBuilder, EngineError, FaultHook, FaultPoint, WriteRetry};
 pub use schema::{
-    BoxFuture, Conn, Dependency, EventCtx, EventError, Identity, QueryCtx, RunError, ServerEvent,
-    ServerQuery,
+    BoxFuture, Conn, Dependency, EventCtx, EventError, Identity, PartitionValue, QueryCtx,
+    RunError, ServerEvent, ServerQuery,
 };
 pub use sqlite::SqliteStore;
 pub use store::{Store, StoreError};

@@ -33,13 +33,98 @@ pub struct EventCtx {
     pub seq: u64,
 }
 
+/// A value of a partition column, typed as the application binds it: the store encodes it the
+/// way its change-log triggers record the column (SQLite: an integer or a bool as its decimal
+/// text, a text as itself, a BLOB, such as a `Uuid` bound by sqlx, as `x` and its hex digits),
+/// so that a dependency matches the writes to exactly those rows, whatever the column's type.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PartitionValue {
+    /// A text (also how a `String` or `&str` is bound).
+    Text(String),
+    /// An integer.
+    Int(i64),
+    /// A bool (stored by SQLite as 0 or 1).
+    Bool(bool),
+    /// Bytes (a BLOB / BYTEA).
+    Bytes(Vec<u8>),
+    /// A UUID as sqlx binds a `uuid::Uuid`: SQLite stores its 16 bytes as a BLOB.
+    Uuid(uuid::Uuid),
+}
+
+impl From<&str> for PartitionValue {
+    fn from(v: &str) -> Self {
+        PartitionValue::Text(v.to_owned())
+    }
+}
+
+impl From<String> for PartitionValue {
+    fn from(v: String) -> Self {
+        PartitionValue::Text(v)
+    }
+}
+
+impl From<&String> for PartitionValue {
+    fn from(v: &String) -> Self {
+        PartitionValue::Text(v.clone())
+    }
+}
+
+impl From<bool> for PartitionValue {
+    fn from(v: bool) -> Self {
+        PartitionValue::Bool(v)
+    }
+}
+
+macro_rules! int_partition {
+    ($($t:ty),*) => {$(
+        impl From<$t> for PartitionValue {
+            fn from(v: $t) -> Self {
+                PartitionValue::Int(i64::from(v))
+            }
+        }
+    )*};
+}
+int_partition!(i8, i16, i32, i64, u8, u16, u32);
+
+impl From<uuid::Uuid> for PartitionValue {
+    fn from(v: uuid::Uuid) -> Self {
+        PartitionValue::Uuid(v)
+    }
+}
+
+impl From<&uuid::Uuid> for PartitionValue {
+    fn from(v: &uuid::Uuid) -> Self {
+        PartitionValue::Uuid(*v)
+    }
+}
+
+/// A UUID bound as its hyphenated text (`Uuid::hyphenated()`), as sqlx stores it then.
+impl From<uuid::fmt::Hyphenated> for PartitionValue {
+    fn from(v: uuid::fmt::Hyphenated) -> Self {
+        PartitionValue::Text(v.to_string())
+    }
+}
+
+impl From<Vec<u8>> for PartitionValue {
+    fn from(v: Vec<u8>) -> Self {
+        PartitionValue::Bytes(v)
+    }
+}
+
+impl From<&[u8]> for PartitionValue {
+    fn from(v: &[u8]) -> Self {
+        PartitionValue::Bytes(v.to_vec())
+    }
+}
+
 /// A table a query reads: the whole table, or only rows whose partition column equals a value.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Dependency {
     /// The declared table's name.
     pub table: String,
-    /// The partition value (text), or `None` for any row of the table.
-    pub partition: Option<String>,
+    /// The partition value, or `None` for any row of the table.
+    pub partition: Option<PartitionValue>,
 }
 
 impl Dependency {
@@ -51,11 +136,12 @@ impl Dependency {
         }
     }
 
-    /// Changes to rows of `table` whose partition column is `value` (before or after the change).
-    pub fn partition(table: &str, value: impl ToString) -> Dependency {
+    /// Changes to rows of `table` whose partition column is `value` (before or after the
+    /// change). Build `value` from the same Rust value the application binds for that column.
+    pub fn partition(table: &str, value: impl Into<PartitionValue>) -> Dependency {
         Dependency {
             table: table.to_owned(),
-            partition: Some(value.to_string()),
+            partition: Some(value.into()),
         }
     }
 }
@@ -75,6 +161,16 @@ pub trait ServerQuery<Db: sqlx::Database>: Query {
 }
 
 /// Why an event handler did not apply its event.
+///
+/// What the engine does with a [`EventError::Storage`] error depends on its kind:
+/// - a broken constraint (unique, foreign key, not null, check) is the event's fault: it is
+///   rejected with the constraint's code (`unique_violation`…), its seq used;
+/// - a transient failure (the database busy or locked, the disk full, an I/O error, a lost
+///   connection, a serialization failure) is the moment's fault: the whole batch rolls back and is
+///   retried with backoff; if it still fails, the clients are told to resend later (`retry`);
+/// - anything else (a row not found by `fetch_one`, a decode error, a bad statement) would fail
+///   again on every resend: the event is rejected with code `internal`, its seq used, nothing
+///   of it applied.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EventError {
@@ -82,7 +178,7 @@ pub enum EventError {
     /// is applied, its seq is used, the client gets the rejection.
     #[error("rejected: {0}")]
     Rejected(Rejection),
-    /// The database failed: the whole batch rolls back and is not acknowledged; clients resend.
+    /// The database failed (see the type's docs for what follows).
     #[error("storage: {0}")]
     Storage(#[from] sqlx::Error),
 }

@@ -2,6 +2,7 @@
 //! returns, so an acknowledged event survives a power cut).
 
 use super::Table;
+use super::schema::PartitionValue;
 use super::store::{Store, StoreError};
 use crate::version::{Epoch, Version};
 use sqlx::sqlite::{
@@ -18,23 +19,33 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if missing) the database at `url` (`sqlite://path` or `sqlite::memory:`
-    /// is refused: the engine needs a file shared by its connections).
+    /// Opens (creating if missing) the database at `url` (`sqlite://path`; the engine needs a
+    /// file shared by its connections), with [`SqliteStore::connect_options`].
     pub async fn open(url: &str) -> Result<SqliteStore, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
-            .connect_with(options)
+            .connect_with(Self::connect_options(url)?)
             .await?;
         Ok(SqliteStore { pool })
     }
 
-    /// A store over an existing pool (its connections should be WAL with a busy timeout).
+    /// The connection settings the engine relies on, for an application that builds its own
+    /// pool: WAL, `synchronous = FULL` (a commit is durable when it returns), a busy timeout,
+    /// foreign keys, and `recursive_triggers` (without it SQLite fires no delete trigger for the
+    /// rows an `INSERT OR REPLACE` deletes, and the change log would miss them).
+    pub fn connect_options(url: &str) -> Result<SqliteConnectOptions, StoreError> {
+        Ok(SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true)
+            .pragma("recursive_triggers", "ON"))
+    }
+
+    /// A store over an existing pool (its connections should have the settings of
+    /// [`SqliteStore::connect_options`]; the engine's own write transactions turn
+    /// `recursive_triggers` on in any case).
     pub fn from_pool(pool: SqlitePool) -> SqliteStore {
         SqliteStore { pool }
     }
@@ -86,25 +97,46 @@ impl Store for SqliteStore {
     async fn install_table(&self, t: &Table) -> Result<(), StoreError> {
         // Identifiers were checked by `Table` (ASCII letters, digits, `_`): safe to splice.
         let (name, key) = (t.name(), t.key_column());
+        // A column's value as text, whatever its storage class: a BLOB (a `Uuid` bound by sqlx,
+        // bytes) as `x` and its hex digits, so that the log is always valid UTF-8 and matches
+        // `partition_text`.
+        let text = |row: &str, col: &str| {
+            format!(
+                "CASE typeof({row}.\"{col}\") WHEN 'blob' THEN 'x' || hex({row}.\"{col}\") \
+                 ELSE CAST({row}.\"{col}\" AS TEXT) END"
+            )
+        };
         let part = |row: &str| match t.partition_column() {
-            Some(p) => format!("CAST({row}.\"{p}\" AS TEXT)"),
+            Some(p) => text(row, p),
             None => "NULL".to_owned(),
         };
         let insert = |row: &str| {
             format!(
                 "INSERT INTO sssync_changes (version, tbl, row_key, part) \
-                 SELECT version, '{name}', CAST({row}.\"{key}\" AS TEXT), {} FROM sssync_meta;",
+                 SELECT version, '{name}', {}, {} FROM sssync_meta;",
+                text(row, key),
                 part(row)
             )
         };
+        // Replaced, not kept: a trigger from an older declaration (or an older sssync) must not
+        // stay behind.
         let ddl = format!(
-            "CREATE TRIGGER IF NOT EXISTS \"sssync_{name}_ins\" AFTER INSERT ON \"{name}\" BEGIN {new} END;
-             CREATE TRIGGER IF NOT EXISTS \"sssync_{name}_upd\" AFTER UPDATE ON \"{name}\" BEGIN {old} {new} END;
-             CREATE TRIGGER IF NOT EXISTS \"sssync_{name}_del\" AFTER DELETE ON \"{name}\" BEGIN {old} END;",
+            "BEGIN IMMEDIATE;
+             DROP TRIGGER IF EXISTS \"sssync_{name}_ins\";
+             DROP TRIGGER IF EXISTS \"sssync_{name}_upd\";
+             DROP TRIGGER IF EXISTS \"sssync_{name}_del\";
+             CREATE TRIGGER \"sssync_{name}_ins\" AFTER INSERT ON \"{name}\" BEGIN {new} END;
+             CREATE TRIGGER \"sssync_{name}_upd\" AFTER UPDATE ON \"{name}\" BEGIN {old} {new} END;
+             CREATE TRIGGER \"sssync_{name}_del\" AFTER DELETE ON \"{name}\" BEGIN {old} END;
+             COMMIT;",
             new = insert("NEW"),
             old = insert("OLD"),
         );
-        self.pool.execute(AssertSqlSafe(ddl)).await?;
+        let mut conn = self.pool.acquire().await?;
+        if let Err(e) = conn.execute(AssertSqlSafe(ddl)).await {
+            let _ = conn.execute("ROLLBACK").await;
+            return Err(e);
+        }
         Ok(())
     }
 
@@ -113,8 +145,75 @@ impl Store for SqliteStore {
         Self::read_last_seq(&mut conn, client_id).await
     }
 
+    async fn hello_state(&self, client_id: &str) -> Result<(Epoch, u64, Version), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        conn.execute("BEGIN").await?;
+        let result = async {
+            let row = sqlx::query("SELECT epoch, version FROM sssync_meta WHERE id = 1")
+                .fetch_one(&mut *conn)
+                .await?;
+            let last = Self::read_last_seq(&mut conn, client_id).await?;
+            Ok::<_, StoreError>((
+                Epoch(row.try_get("epoch")?),
+                last,
+                Version(row.try_get::<i64, _>("version")? as u64),
+            ))
+        }
+        .await;
+        if conn.execute("ROLLBACK").await.is_err() {
+            conn.close_on_drop();
+        }
+        result
+    }
+
+    async fn rotate_epoch(conn: &mut SqliteConnection) -> Result<Epoch, StoreError> {
+        let epoch = uuid::Uuid::new_v4().simple().to_string();
+        sqlx::query("UPDATE sssync_meta SET epoch = ? WHERE id = 1")
+            .bind(&epoch)
+            .execute(&mut *conn)
+            .await?;
+        Ok(Epoch(epoch))
+    }
+
+    fn partition_text(value: &PartitionValue) -> String {
+        fn hex(bytes: &[u8]) -> String {
+            let mut s = String::with_capacity(1 + 2 * bytes.len());
+            s.push('x');
+            for b in bytes {
+                s.push_str(&format!("{b:02X}"));
+            }
+            s
+        }
+        match value {
+            PartitionValue::Text(t) => t.clone(),
+            PartitionValue::Int(i) => i.to_string(),
+            PartitionValue::Bool(b) => u8::from(*b).to_string(),
+            PartitionValue::Bytes(b) => hex(b),
+            PartitionValue::Uuid(u) => hex(u.as_bytes()),
+        }
+    }
+
+    fn is_transient(err: &StoreError) -> bool {
+        match err {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => {
+                // The primary result code (the low byte of the extended one).
+                let code = db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0) & 0xff;
+                // BUSY, LOCKED, NOMEM, IOERR, FULL, CANTOPEN, PROTOCOL.
+                matches!(code, 5 | 6 | 7 | 10 | 13 | 14 | 15)
+            }
+            _ => false,
+        }
+    }
+
     async fn begin(conn: &mut SqliteConnection) -> Result<(), StoreError> {
-        conn.execute("BEGIN IMMEDIATE").await.map(drop)
+        // The delete triggers must fire for the rows an INSERT OR REPLACE removes.
+        conn.execute("PRAGMA recursive_triggers = ON; BEGIN IMMEDIATE")
+            .await
+            .map(drop)
     }
 
     async fn commit(conn: &mut SqliteConnection) -> Result<(), StoreError> {
@@ -187,10 +286,18 @@ impl Store for SqliteStore {
         conn: &mut SqliteConnection,
         version: Version,
     ) -> Result<Vec<(String, Option<String>)>, StoreError> {
-        sqlx::query_as("SELECT DISTINCT tbl, part FROM sssync_changes WHERE version = ?")
-            .bind(version.0 as i64)
-            .fetch_all(&mut *conn)
-            .await
+        // Read as bytes: a log written by an older trigger may hold text that is not UTF-8, and
+        // it must not fail the fan-out of every query.
+        let rows: Vec<(String, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT DISTINCT tbl, CAST(part AS BLOB) FROM sssync_changes WHERE version = ?",
+        )
+        .bind(version.0 as i64)
+        .fetch_all(&mut *conn)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(t, p)| (t, p.map(|b| String::from_utf8_lossy(&b).into_owned())))
+            .collect())
     }
 
     async fn begin_read(conn: &mut SqliteConnection) -> Result<(), StoreError> {

@@ -8,6 +8,7 @@
 //!   changed (table, row key, partition value), written by triggers the engine installs on
 //!   every declared [`Table`](super::Table), so no write can forget to record itself.
 
+use super::schema::PartitionValue;
 use crate::version::{Epoch, Version};
 use std::future::Future;
 
@@ -34,6 +35,27 @@ pub trait Store: Send + Sync + 'static {
 
     /// The last applied seq of a client (0 if none), outside any batch.
     fn last_seq(&self, client_id: &str) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// What a `hello` needs, read together (one read transaction): the database's epoch, the
+    /// client's last applied seq and the database's committed version.
+    fn hello_state(
+        &self,
+        client_id: &str,
+    ) -> impl Future<Output = Result<(Epoch, u64, Version), StoreError>> + Send;
+
+    /// Gives the database a new epoch, inside the engine's write transaction: its history is no
+    /// longer the one clients saw (a restored backup), so every client's cache is reset.
+    fn rotate_epoch(
+        conn: &mut <Self::Db as sqlx::Database>::Connection,
+    ) -> impl Future<Output = Result<Epoch, StoreError>> + Send;
+
+    /// How the change-log triggers record `value` of a partition column (the text that a
+    /// [`Dependency`](super::Dependency) on it must equal).
+    fn partition_text(value: &PartitionValue) -> String;
+
+    /// Whether `err` is the moment's fault (busy, locked, full, I/O, a lost connection): the
+    /// same write may succeed later. Everything else would fail again on a retry.
+    fn is_transient(err: &StoreError) -> bool;
 
     /// Starts a write transaction (taking the write lock at once).
     fn begin(

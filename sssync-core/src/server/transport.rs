@@ -12,12 +12,13 @@
 
 use super::Engine;
 use super::engine::{EngineError, EventCmd, Reply};
-use super::hub::{Outbox, query_failed, slow_consumer};
+use super::hub::{Outbox, slow_consumer};
 use super::schema::QueryCtx;
 use super::store::Store;
+pub use crate::protocol::valid_client_id;
 use crate::protocol::{
-    ClientMsg, ErrorCode, EventMsg, Hello, PROTOCOL, ProtocolError, ServerMsg, Snapshot, Sub,
-    Welcome,
+    ClientMsg, ErrorCode, EventMsg, EventsBody, Hello, PROTOCOL, ProtocolError, ServerMsg,
+    Snapshot, Sub, decode_client,
 };
 use crate::query::QueryKey;
 use axum::Router;
@@ -70,15 +71,6 @@ impl EventCmd {
     }
 }
 
-/// Whether `id` can be a client id: 1 to 64 ASCII letters, digits, `-`, `_`.
-pub fn valid_client_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
 /// The engine's routes, to merge into an application's router (they carry their own state).
 pub fn router<S: Store>(engine: Engine<S>) -> Router {
     Router::new()
@@ -129,29 +121,30 @@ async fn connection<S: Store>(engine: Engine<S>, socket: WebSocket) {
             return;
         }
     };
-    let last_seq = match engine.store().last_seq(&hello.client_id).await {
-        Ok(s) => s,
+    let (welcome, same_history) = match engine.welcome(&hello).await {
+        Ok(w) => w,
         Err(e) => {
             let _ = sink
                 .send(send_now(ServerMsg::error(
                     ErrorCode::Internal,
-                    e.to_string(),
+                    format!("the server cannot welcome this client now: {e}"),
                 )))
                 .await;
             return;
         }
     };
-    let same_history = hello.epoch.as_ref() == Some(engine.epoch());
-    let (outbox, mut queue) =
-        Outbox::new(engine.next_conn_id(), engine.limits().max_queued_messages);
-    let welcome = ServerMsg::Welcome(Welcome {
-        protocol: PROTOCOL,
-        epoch: engine.epoch().clone(),
-        version: engine.current_version(),
-        last_seq,
-        limits: engine.limits().clone(),
-    });
-    if sink.send(send_now(welcome)).await.is_err() {
+    let mut epoch = engine.inner.epoch.subscribe();
+    let limits = engine.limits();
+    let (outbox, mut queue) = Outbox::new(
+        engine.next_conn_id(),
+        limits.max_queued_messages,
+        limits.max_queued_bytes,
+    );
+    if sink
+        .send(send_now(ServerMsg::Welcome(welcome)))
+        .await
+        .is_err()
+    {
         return;
     }
 
@@ -192,12 +185,14 @@ async fn connection<S: Store>(engine: Engine<S>, socket: WebSocket) {
                 }
             }
             _ = outbox.wake.notified() => {
-                if outbox.is_slow() || outbox.is_failed() {
-                    let why = if outbox.is_slow() { slow_consumer() } else { query_failed() };
-                    let _ = timeout(SEND_TIMEOUT, sink.send(send_now(why))).await;
+                if outbox.is_slow() {
+                    let _ = timeout(SEND_TIMEOUT, sink.send(send_now(slow_consumer()))).await;
                     break;
                 }
             }
+            // The database's history changed (a restored backup): the client reconnects and
+            // finds the new epoch.
+            _ = epoch.changed() => break,
             _ = ping.tick() => {
                 if last_heard.elapsed() > SILENCE_LIMIT {
                     break;
@@ -210,7 +205,7 @@ async fn connection<S: Store>(engine: Engine<S>, socket: WebSocket) {
         }
     }
     for key in &conn.subs {
-        engine.inner.hub.unsubscribe(key, outbox.id);
+        engine.unsubscribe(key, &outbox);
     }
     let _ = sink.close().await;
 }
@@ -231,21 +226,10 @@ impl<S: Store> Session<'_, S> {
     /// Handles one text message; false ends the connection.
     async fn handle(&mut self, text: &str) -> bool {
         let limits = self.engine.limits();
-        if text.len() > limits.max_message_bytes {
-            self.error(
-                ErrorCode::TooLarge,
-                format!(
-                    "a message of {} bytes is over the limit of {}",
-                    text.len(),
-                    limits.max_message_bytes
-                ),
-            );
-            return true;
-        }
-        let msg = match ClientMsg::parse(text) {
+        let msg = match decode_client(text, limits) {
             Ok(m) => m,
             Err(e) => {
-                self.error(ErrorCode::Malformed, e.to_string());
+                self.outbox.send_msg(&ServerMsg::Error(e));
                 return true;
             }
         };
@@ -258,7 +242,7 @@ impl<S: Store> Session<'_, S> {
                 let key = match self.engine.key(&sub.q, sub.a.get()) {
                     Ok(k) => k,
                     Err(e) => {
-                        self.key_error(e);
+                        self.key_error(e, &sub.q, sub.a.get());
                         return true;
                     }
                 };
@@ -283,14 +267,14 @@ impl<S: Store> Session<'_, S> {
                 if let Ok(key) = QueryKey::from_json(&k.q, k.a.get())
                     && self.subs.remove(&key)
                 {
-                    self.engine.inner.hub.unsubscribe(&key, self.outbox.id);
+                    self.engine.unsubscribe(&key, self.outbox);
                 }
             }
             ClientMsg::Resync(k) => {
                 let key = match self.engine.key(&k.q, k.a.get()) {
-                    Ok(k) => k,
+                    Ok(key) => key,
                     Err(e) => {
-                        self.key_error(e);
+                        self.key_error(e, &k.q, k.a.get());
                         return true;
                     }
                 };
@@ -312,14 +296,21 @@ impl<S: Store> Session<'_, S> {
         true
     }
 
-    fn key_error(&self, e: EngineError) {
-        match e {
-            EngineError::UnknownQuery(q) => self.error(
+    /// A `sub` or `resync` for a key that cannot be: the error names the key as the client
+    /// sent it (canonical when its args are JSON), so the client can tell which query failed.
+    fn key_error(&self, e: EngineError, q: &str, a: &str) {
+        let (code, message) = match e {
+            EngineError::UnknownQuery(q) => (
                 ErrorCode::UnknownQuery,
                 format!("no query named {q:?} is registered"),
             ),
-            other => self.error(ErrorCode::BadArgs, other.to_string()),
-        }
+            other => (ErrorCode::BadArgs, other.to_string()),
+        };
+        let msg = match QueryKey::from_json(q, a) {
+            Ok(key) => ServerMsg::key_error(code, message, &key),
+            Err(_) => ServerMsg::error(code, message),
+        };
+        self.outbox.send_msg(&msg);
     }
 }
 
@@ -334,7 +325,7 @@ async fn snapshot_handler<S: Store>(
         (
             status,
             [(header::CONTENT_TYPE, "application/json")],
-            serde_json::to_string(&ProtocolError { code, message }).expect("serializes"),
+            serde_json::to_string(&ProtocolError::new(code, message)).expect("serializes"),
         )
             .into_response()
     };
@@ -397,6 +388,11 @@ async fn snapshot_handler<S: Store>(
             format!("no query named {q:?} is registered"),
         ),
         Err(EngineError::BadArgs(m)) => fail(StatusCode::BAD_REQUEST, ErrorCode::BadArgs, m),
+        Err(e @ EngineError::TooLarge(..)) => fail(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::TooLarge,
+            e.to_string(),
+        ),
         Err(e) => fail(
             StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::Internal,
@@ -417,18 +413,14 @@ fn json_error(status: StatusCode, code: ErrorCode, message: impl Into<String>) -
     (
         status,
         [(header::CONTENT_TYPE, "application/json")],
-        serde_json::to_string(&ProtocolError {
-            code,
-            message: message.into(),
-        })
-        .expect("serializes"),
+        serde_json::to_string(&ProtocolError::new(code, message)).expect("serializes"),
     )
         .into_response()
 }
 
 /// A `hello` this server accepts: its protocol, a valid client id.
 fn check_hello(hello: Hello) -> Result<Hello, ProtocolError> {
-    let bad = |code, message: String| ProtocolError { code, message };
+    let bad = |code, message: String| ProtocolError::new(code, message);
     if hello.protocol != PROTOCOL {
         return Err(bad(
             ErrorCode::ProtocolMismatch,
@@ -463,10 +455,7 @@ async fn sse_handler<S: Store>(
         );
     }
     let hello = match serde_json::from_str::<Hello>(&params.hello)
-        .map_err(|e| ProtocolError {
-            code: ErrorCode::Malformed,
-            message: e.to_string(),
-        })
+        .map_err(|e| ProtocolError::new(ErrorCode::Malformed, e.to_string()))
         .and_then(check_hello)
     {
         Ok(h) => h,
@@ -501,27 +490,25 @@ async fn sse_handler<S: Store>(
         }
         Err(e) => return json_error(StatusCode::BAD_REQUEST, ErrorCode::BadArgs, e.to_string()),
     };
-    let last_seq = match engine.store().last_seq(&hello.client_id).await {
-        Ok(s) => s,
+    let (welcome, same_history) = match engine.welcome(&hello).await {
+        Ok(w) => w,
         Err(e) => {
             return json_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
+                StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::Internal,
-                e.to_string(),
+                format!("the server cannot welcome this client now: {e}"),
             );
         }
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(16);
-    let same_history = hello.epoch.as_ref() == Some(engine.epoch());
     tokio::spawn(async move {
-        let (outbox, mut queue) = Outbox::new(engine.next_conn_id(), limits.max_queued_messages);
-        let welcome = ServerMsg::Welcome(Welcome {
-            protocol: PROTOCOL,
-            epoch: engine.epoch().clone(),
-            version: engine.current_version(),
-            last_seq,
-            limits: limits.clone(),
-        });
+        let (outbox, mut queue) = Outbox::new(
+            engine.next_conn_id(),
+            limits.max_queued_messages,
+            limits.max_queued_bytes,
+        );
+        let mut epoch = engine.inner.epoch.subscribe();
+        let welcome = ServerMsg::Welcome(welcome);
         if tx
             .send(Event::default().data(welcome.to_json()))
             .await
@@ -544,18 +531,18 @@ async fn sse_handler<S: Store>(
                     }
                 }
                 _ = outbox.wake.notified() => {
-                    if outbox.is_slow() || outbox.is_failed() {
-                        let why = if outbox.is_slow() { slow_consumer() } else { query_failed() };
-                        let _ = tx.send(Event::default().data(why.to_json())).await;
+                    if outbox.is_slow() {
+                        let _ = tx.send(Event::default().data(slow_consumer().to_json())).await;
                         break;
                     }
                 }
+                _ = epoch.changed() => break,
                 _ = tx.closed() => break,
                 _ = stop.changed() => break,
             }
         }
         for key in &keys {
-            engine.inner.hub.unsubscribe(key, outbox.id);
+            engine.unsubscribe(key, &outbox);
         }
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
@@ -568,13 +555,6 @@ async fn sse_handler<S: Store>(
         .into_response()
 }
 
-/// The body of `POST /sssync/events`.
-#[derive(serde::Deserialize)]
-struct EventsBody {
-    client_id: String,
-    events: Vec<EventMsg>,
-}
-
 /// Events applied over plain HTTP: the answer is their outcomes (`ack`, `reject`, `gap`), in
 /// order, as a JSON array.
 async fn events_handler<S: Store>(
@@ -582,28 +562,17 @@ async fn events_handler<S: Store>(
     body: axum::body::Bytes,
 ) -> Response {
     let limits = engine.limits();
-    if body.len() > limits.max_message_bytes {
-        return json_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::TooLarge,
-            format!(
-                "a body of {} bytes is over the limit of {}",
-                body.len(),
-                limits.max_message_bytes
-            ),
-        );
-    }
-    let parsed: EventsBody = match serde_json::from_slice(&body) {
+    let parsed = match EventsBody::decode(&body, limits) {
         Ok(b) => b,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, ErrorCode::Malformed, e.to_string()),
+        Err(e) => {
+            let status = if e.code == ErrorCode::TooLarge {
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            return json_error(status, e.code, e.message);
+        }
     };
-    if !valid_client_id(&parsed.client_id) {
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::Malformed,
-            "client_id must be 1 to 64 ASCII letters, digits, '-' or '_'",
-        );
-    }
     // Submit them all before waiting, so that they share one batch (one commit).
     let mut waiting = Vec::with_capacity(parsed.events.len());
     for e in parsed.events {

@@ -1,0 +1,673 @@
+//! The engine under faults: each test pins one failure a production server meets (a handler
+//! that cannot succeed, a database that refuses writes, a restored backup, a query that
+//! breaks…) and what must follow: no acknowledged write lost, none applied twice, no client
+//! stuck. Real SQLite files, a real server on 127.0.0.1, real WebSockets.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use sssync_core::client::native::{NativeClient, Options};
+use sssync_core::protocol::ServerMsg;
+use sssync_core::server::{Store, WriteRetry};
+use sssync_core::{ErrorCode, Limits, QueryKey};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::time::Duration;
+
+fn quick_retries() -> WriteRetry {
+    WriteRetry {
+        attempts: 2,
+        backoff: Duration::from_millis(5),
+        resend_after: Duration::from_millis(100),
+    }
+}
+
+fn key_error(m: &ServerMsg) -> Option<(ErrorCode, QueryKey)> {
+    match m {
+        ServerMsg::Error(e) => Some((e.code, e.key()?)),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn a_poison_event_is_rejected_as_internal_and_the_clients_later_writes_apply() {
+    let dir = TempDir::create();
+    let server = Server::start(&dir.db(), 0).await;
+    let (mut raw, _) = Raw::connect(&server, "poisoner").await;
+    // Its handler reads a row that is not there (`fetch_one`: RowNotFound): a resend would fail
+    // the same way, forever.
+    let r = raw.event(1, "poison", json!({"id": "missing"})).await;
+    match r {
+        ServerMsg::Reject(r) => assert_eq!((r.seq, r.error.code.as_str()), (1, "internal")),
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    let r = raw
+        .event(2, "add_todo", add("p", "t1", "after the poison"))
+        .await;
+    assert!(matches!(r, ServerMsg::Ack(ref a) if a.seq == 2), "{r:?}");
+    assert_eq!(titles(&server.todos("p").await), ["after the poison"]);
+    let (_again, w) = Raw::connect(&server, "poisoner").await;
+    assert_eq!(w.last_seq, 2, "the poison's seq is used");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_transient_handler_failure_is_retried_and_the_client_is_told_to_resend() {
+    let dir = TempDir::create();
+    let config = Config {
+        write_retry: Some(WriteRetry {
+            attempts: 3,
+            backoff: Duration::from_millis(5),
+            resend_after: Duration::from_millis(50),
+        }),
+        ..Config::default()
+    };
+    let server = Server::start_with(&dir.db(), 0, config).await;
+    let (mut raw, _) = Raw::connect(&server, "flaky").await;
+    // A fault that passes within the server's own attempts: the client sees only the ack.
+    FLAKY_FAILURES.store(2, Ordering::SeqCst);
+    let r = raw
+        .event(1, "flaky", add("f", "a", "survived two faults"))
+        .await;
+    assert!(matches!(r, ServerMsg::Ack(ref a) if a.seq == 1), "{r:?}");
+    // One that outlasts them: the client is told to resend later; nothing applied, seq unused.
+    FLAKY_FAILURES.store(100, Ordering::SeqCst);
+    let r = raw.event(2, "flaky", add("f", "b", "later")).await;
+    match r {
+        ServerMsg::Retry(r) => assert!(r.seq == 2 && r.after_ms > 0, "{r:?}"),
+        other => panic!("expected retry, got {other:?}"),
+    }
+    assert_eq!(titles(&server.todos("f").await), ["survived two faults"]);
+    let (_again, w) = Raw::connect(&server, "flaky").await;
+    assert_eq!(w.last_seq, 1, "seq 2 is not used");
+    // The native client resends by itself after the wait it is given, until it applies.
+    FLAKY_FAILURES.store(7, Ordering::SeqCst);
+    let c = NativeClient::connect(server.ws_url(), "native-flaky");
+    c.send(Flaky {
+        id: "c".into(),
+        list_id: "f".into(),
+        title: "applied in the end".into(),
+    });
+    c.wait_for(WAIT, |s| s.pending_count() == 0).await.unwrap();
+    assert_eq!(
+        titles(&server.todos("f").await),
+        ["survived two faults", "applied in the end"]
+    );
+    assert!(server.applied_twice().await.is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_refused_by_a_full_disk_is_resent_by_the_client_once_space_returns() {
+    let dir = TempDir::create();
+    let pages = Arc::new(AtomicU32::new(0));
+    let config = Config {
+        max_pages: Some(pages.clone()),
+        write_retry: Some(quick_retries()),
+        ..Config::default()
+    };
+    let server = Server::start_with(&dir.db(), 0, config).await;
+    let c = NativeClient::connect(server.ws_url(), "filler");
+    c.subscribe::<Todos>(&list("full"));
+    c.wait_for(WAIT, |s| s.rows::<Todos>(&list("full")).is_some())
+        .await
+        .unwrap();
+    // The disk is full: the database may not grow by a single page (a real SQLITE_FULL).
+    let now: i64 = sqlx::query_scalar("PRAGMA page_count")
+        .fetch_one(server.engine.store().pool())
+        .await
+        .unwrap();
+    pages.store(now as u32, Ordering::SeqCst);
+    for i in 0..40 {
+        c.send(AddTodo {
+            id: format!("t{i:02}"),
+            list_id: "full".into(),
+            title: format!("{i:02} {}", "x".repeat(180)),
+        });
+    }
+    // The client is told (the server could not save), and its writes stay pending.
+    c.wait_for(WAIT, |s| s.trouble().is_some()).await.unwrap();
+    assert!(c.with_state(|s| s.pending_count()) > 0);
+    // Space returns: without anything else happening, every write applies, once.
+    pages.store(0, Ordering::SeqCst);
+    c.wait_for(WAIT, |s| s.pending_count() == 0 && s.trouble().is_none())
+        .await
+        .unwrap();
+    let db = server.todos("full").await;
+    assert_eq!(db.len(), 40);
+    assert!(server.applied_twice().await.is_empty());
+    c.wait_for(WAIT, |s| {
+        s.rows::<Todos>(&list("full")).as_ref() == Some(&db)
+    })
+    .await
+    .unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_refused_while_another_connection_holds_the_write_lock_applies_once_it_is_free() {
+    let dir = TempDir::create();
+    let config = Config {
+        busy_timeout: Some(Duration::from_millis(50)),
+        write_retry: Some(quick_retries()),
+        ..Config::default()
+    };
+    let server = Server::start_with(&dir.db(), 0, config).await;
+    // Another writer of the file (a connection of its own, as another process would have) holds
+    // the write lock: the engine's BEGIN IMMEDIATE gets SQLITE_BUSY.
+    use sqlx::{Connection, Executor};
+    let mut other = sqlx::SqliteConnection::connect(&format!("sqlite://{}", dir.db().display()))
+        .await
+        .unwrap();
+    other.execute("BEGIN IMMEDIATE").await.unwrap();
+    let c = NativeClient::connect(server.ws_url(), "blocked");
+    c.send(AddTodo {
+        id: "b".into(),
+        list_id: "busy".into(),
+        title: "waits for the lock".into(),
+    });
+    c.wait_for(WAIT, |s| s.trouble().is_some()).await.unwrap();
+    other.execute("ROLLBACK").await.unwrap();
+    c.wait_for(WAIT, |s| s.pending_count() == 0).await.unwrap();
+    assert_eq!(titles(&server.todos("busy").await), ["waits for the lock"]);
+    assert!(server.applied_twice().await.is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_database_restored_from_an_earlier_copy_is_a_new_history_and_nothing_loops() {
+    let dir = TempDir::create();
+    let server = Server::start(&dir.db(), 0).await;
+    let port = server.addr.port();
+    let old_epoch = server.engine.epoch();
+    let frames = Arc::new(AtomicUsize::new(0));
+    let welcomes = Arc::new(AtomicUsize::new(0));
+    let options = Options {
+        observer: Some({
+            let (frames, welcomes) = (frames.clone(), welcomes.clone());
+            Arc::new(move |m: &ServerMsg| {
+                frames.fetch_add(1, Ordering::SeqCst);
+                if matches!(m, ServerMsg::Welcome(_)) {
+                    welcomes.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        }),
+        ..Options::default()
+    };
+    let c = NativeClient::connect_with(server.ws_url(), "restorer", options);
+    c.subscribe::<Todos>(&list("bk"));
+    let add = |id: &str| AddTodo {
+        id: id.into(),
+        list_id: "bk".into(),
+        title: id.into(),
+    };
+    c.send(add("one"));
+    c.wait_for(WAIT, |s| s.pending_count() == 0).await.unwrap();
+    // The backup: a consistent copy of the file, taken now.
+    let backup = dir.0.join("backup.db");
+    sqlx::query("VACUUM INTO ?")
+        .bind(backup.display().to_string())
+        .execute(server.engine.store().pool())
+        .await
+        .unwrap();
+    c.send(add("two"));
+    c.send(add("three"));
+    c.wait_for(WAIT, |s| s.pending_count() == 0).await.unwrap();
+    server.stop().await;
+    c.wait_for(WAIT, |_| !c.is_live()).await.unwrap();
+    c.send(add("four")); // written while the server is down
+    // The operator restores the earlier copy and starts the server again.
+    for ext in ["db-wal", "db-shm"] {
+        let _ = std::fs::remove_file(dir.0.join(format!("test.{ext}")));
+    }
+    std::fs::copy(&backup, dir.db()).unwrap();
+    let before = frames.load(Ordering::SeqCst);
+    let server = Server::start(&dir.db(), port).await;
+    // "two" and "three" went with the restore; "four", pending, is applied once, in the new
+    // history; the client's view is the database's.
+    c.wait_for(WAIT, |s| {
+        s.pending_count() == 0
+            && s.rows::<Todos>(&list("bk"))
+                .is_some_and(|r| titles(&r) == ["one", "four"])
+    })
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: pending {:?}, rows {:?}, errors {:?}",
+            c.with_state(|s| s.pending_events()),
+            c.rows::<Todos>(&list("bk")),
+            c.errors()
+        )
+    });
+    assert_eq!(titles(&server.todos("bk").await), ["one", "four"]);
+    assert!(server.applied_twice().await.is_empty());
+    assert_ne!(server.engine.epoch(), old_epoch, "a new history");
+    assert_eq!(
+        c.with_state(|s| s.epoch().cloned()),
+        Some(server.engine.epoch())
+    );
+    // No loop: a handful of frames and connections, then quiet.
+    let used = frames.load(Ordering::SeqCst) - before;
+    assert!(used < 20, "{used} frames to recover");
+    assert!(
+        welcomes.load(Ordering::SeqCst) <= 4,
+        "{welcomes:?} welcomes"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn insert_or_replace_moving_a_row_to_another_list_removes_it_from_the_old_one() {
+    let dir = TempDir::create();
+    let server = Server::start(&dir.db(), 0).await;
+    let c = NativeClient::connect(server.ws_url(), "mover");
+    for l in ["from", "to"] {
+        c.subscribe::<Todos>(&list(l));
+    }
+    let replace = |list_id: &str| ReplaceTodo {
+        id: "t1".into(),
+        list_id: list_id.into(),
+        title: "moving".into(),
+        slug: "s1".into(),
+    };
+    c.send(replace("from"));
+    c.wait_for(WAIT, |s| {
+        s.pending_count() == 0 && s.rows::<Todos>(&list("from")).is_some_and(|r| r.len() == 1)
+    })
+    .await
+    .unwrap();
+    c.send(replace("to"));
+    c.wait_for(WAIT, |s| s.pending_count() == 0).await.unwrap();
+    // The other list's subscribers (another client here) see it leave the old list.
+    let watcher = NativeClient::connect(server.ws_url(), "watcher");
+    watcher.subscribe::<Todos>(&list("from"));
+    watcher.subscribe::<Todos>(&list("to"));
+    for cl in [&c, &watcher] {
+        cl.wait_for(WAIT, |s| {
+            s.rows::<Todos>(&list("from")).is_some_and(|r| r.is_empty())
+                && s.rows::<Todos>(&list("to")).is_some_and(|r| r.len() == 1)
+        })
+        .await
+        .unwrap();
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn insert_or_replace_deleting_a_row_with_another_key_is_seen_by_its_subscribers() {
+    let dir = TempDir::create();
+    let server = Server::start(&dir.db(), 0).await;
+    let watcher = NativeClient::connect(server.ws_url(), "watcher");
+    watcher.subscribe::<Todos>(&list("a"));
+    let writer = NativeClient::connect(server.ws_url(), "writer");
+    writer.send(ReplaceTodo {
+        id: "x1".into(),
+        list_id: "a".into(),
+        title: "first with this slug".into(),
+        slug: "same".into(),
+    });
+    watcher
+        .wait_for(WAIT, |s| {
+            s.rows::<Todos>(&list("a")).is_some_and(|r| r.len() == 1)
+        })
+        .await
+        .unwrap();
+    // Another key, another list, the same slug: SQLite's REPLACE deletes x1 from list "a".
+    writer.send(ReplaceTodo {
+        id: "x2".into(),
+        list_id: "b".into(),
+        title: "second".into(),
+        slug: "same".into(),
+    });
+    writer
+        .wait_for(WAIT, |s| s.pending_count() == 0)
+        .await
+        .unwrap();
+    assert!(server.todos("a").await.is_empty());
+    watcher
+        .wait_for(WAIT, |s| {
+            s.rows::<Todos>(&list("a")).is_some_and(|r| r.is_empty())
+        })
+        .await
+        .unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn queries_partitioned_by_a_uuid_a_bool_an_integer_or_bytes_see_their_writes() {
+    let dir = TempDir::create();
+    let server = Server::start(&dir.db(), 0).await;
+    let c = NativeClient::connect(server.ws_url(), "typed");
+    let owner = OwnerArgs {
+        owner: uuid::Uuid::new_v4(),
+    };
+    let flag = FlagArgs { done: true };
+    let group = GroupArgs { group: 7 };
+    let bytes = BytesArgs {
+        bytes: vec![1, 2, 3],
+    };
+    c.subscribe::<ByOwner>(&owner);
+    c.subscribe::<ByFlag>(&flag);
+    c.subscribe::<ByGroup>(&group);
+    c.subscribe::<ByBytes>(&bytes);
+    c.wait_for(WAIT, |s| {
+        s.rows::<ByOwner>(&owner).is_some()
+            && s.rows::<ByFlag>(&flag).is_some()
+            && s.rows::<ByGroup>(&group).is_some()
+            && s.rows::<ByBytes>(&bytes).is_some()
+    })
+    .await
+    .unwrap();
+    let put = |table: &str| PutTagged {
+        table: table.into(),
+        id: format!("{table}-1"),
+        note: "hello".into(),
+        owner: Some(owner.owner),
+        done: Some(true),
+        group: Some(7),
+        bytes: Some(vec![1, 2, 3]),
+    };
+    for t in ["owned", "flagged", "grouped", "blobbed"] {
+        c.send(put(t));
+    }
+    c.wait_for(WAIT, |s| {
+        s.pending_count() == 0
+            && s.rows::<ByOwner>(&owner).is_some_and(|r| r.len() == 1)
+            && s.rows::<ByFlag>(&flag).is_some_and(|r| r.len() == 1)
+            && s.rows::<ByGroup>(&group).is_some_and(|r| r.len() == 1)
+            && s.rows::<ByBytes>(&bytes).is_some_and(|r| r.len() == 1)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {:?}", c.with_state(|s| s.rows::<ByFlag>(&flag))));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_partition_value_that_is_not_utf8_breaks_no_other_query() {
+    let dir = TempDir::create();
+    let server = Server::start(&dir.db(), 0).await;
+    let welcomes = Arc::new(AtomicUsize::new(0));
+    let options = Options {
+        observer: Some({
+            let welcomes = welcomes.clone();
+            Arc::new(move |m: &ServerMsg| {
+                if matches!(m, ServerMsg::Welcome(_)) {
+                    welcomes.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        }),
+        ..Options::default()
+    };
+    let c = NativeClient::connect_with(server.ws_url(), "bystander", options);
+    let odd = BytesArgs {
+        bytes: vec![0xff, 0xfe, 0x00],
+    };
+    c.subscribe::<Todos>(&list("plain"));
+    c.subscribe::<ByBytes>(&odd);
+    c.wait_for(WAIT, |s| s.rows::<Todos>(&list("plain")).is_some())
+        .await
+        .unwrap();
+    c.send(PutTagged {
+        table: "blobbed".into(),
+        id: "odd".into(),
+        note: "bytes that are not UTF-8".into(),
+        owner: None,
+        done: None,
+        group: None,
+        bytes: Some(odd.bytes.clone()),
+    });
+    c.send(AddTodo {
+        id: "p".into(),
+        list_id: "plain".into(),
+        title: "still live".into(),
+    });
+    c.wait_for(WAIT, |s| {
+        s.pending_count() == 0
+            && s.rows::<ByBytes>(&odd).is_some_and(|r| r.len() == 1)
+            && s.rows::<Todos>(&list("plain"))
+                .is_some_and(|r| r.len() == 1)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        welcomes.load(Ordering::SeqCst),
+        1,
+        "the connection was never lost"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_subscription_dropped_before_its_query_opened_gets_nothing_and_leaks_nothing() {
+    let dir = TempDir::create();
+    let config = Config {
+        group_ttl: Some(Duration::from_secs(2)),
+        ..Config::default()
+    };
+    let server = Server::start_with(&dir.db(), 0, config).await;
+    let (mut raw, _) = Raw::connect(&server, "fickle").await;
+    // The key's first read takes a while (400 ms): the unsub arrives while it runs.
+    raw.send(json!({"t": "sub", "q": "slow", "a": {"list_id": "s6"}}))
+        .await;
+    eventually("the group's first read has started", || async {
+        slow_runs("s6") == 1
+    })
+    .await;
+    raw.send(json!({"t": "unsub", "q": "slow", "a": {"list_id": "s6"}}))
+        .await;
+    // A write to that list: the connection gets its ack, and no snapshot or delta before it
+    // (the writer finishes the group's read first, then the batch).
+    raw.send(json!({"t": "event", "seq": 1, "name": "add_todo", "args": add("s6", "t", "x")}))
+        .await;
+    let first = raw.recv().await;
+    assert!(matches!(first, ServerMsg::Ack(_)), "{first:?}");
+    assert_eq!(
+        server.engine.counts(),
+        (1, 0),
+        "the group is made, nobody subscribes"
+    );
+    // Idle, the group goes after its time to live.
+    eventually("the idle group is evicted", || async {
+        server.engine.counts() == (0, 0)
+    })
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_query_is_reported_for_its_key_and_recovers_when_it_works_again() {
+    let dir = TempDir::create();
+    let server = Server::start(&dir.db(), 0).await;
+    let (mut watcher, _) = Raw::connect(&server, "watcher").await;
+    watcher
+        .send(json!({"t": "sub", "q": "fragile", "a": {"list_id": "f"}}))
+        .await;
+    watcher
+        .send(json!({"t": "sub", "q": "todos", "a": {"list_id": "other"}}))
+        .await;
+    for _ in 0..2 {
+        assert!(matches!(watcher.recv().await, ServerMsg::Snapshot(_)));
+    }
+    let fragile = QueryKey::from_json("fragile", r#"{"list_id":"f"}"#).unwrap();
+    let (mut writer, _) = Raw::connect(&server, "breaker").await;
+    let r = writer.event(1, "add_todo", add("f", "b", "boom")).await;
+    assert!(matches!(r, ServerMsg::Ack(_)), "{r:?}");
+    // The watcher is told which query failed; its connection and other queries go on.
+    let m = watcher.recv().await;
+    assert_eq!(
+        key_error(&m),
+        Some((ErrorCode::QueryFailed, fragile.clone())),
+        "{m:?}"
+    );
+    watcher.send(json!({"t": "ping"})).await;
+    assert!(matches!(watcher.recv().await, ServerMsg::Pong));
+    let r = writer.event(2, "add_todo", add("other", "o", "fine")).await;
+    assert!(matches!(r, ServerMsg::Ack(_)), "{r:?}");
+    assert!(matches!(watcher.recv().await, ServerMsg::Delta(_)));
+    // Subscribing while it fails: the same typed error, for the key.
+    watcher
+        .send(json!({"t": "sub", "q": "fragile", "a": {"list_id": "f"}}))
+        .await;
+    let m = watcher.recv().await;
+    assert_eq!(
+        key_error(&m),
+        Some((ErrorCode::QueryFailed, fragile.clone())),
+        "{m:?}"
+    );
+
+    // A client shows the query as failed (keeping what it had), and recovers by itself.
+    let c = NativeClient::connect(server.ws_url(), "patient");
+    c.subscribe::<Fragile>(&list("f"));
+    c.wait_for(WAIT, |s| {
+        s.query_error(&fragile)
+            .is_some_and(|e| e.code == ErrorCode::QueryFailed)
+    })
+    .await
+    .unwrap();
+    let r = writer
+        .event(3, "delete_todo", json!({"id": "b", "list_id": "f"}))
+        .await;
+    assert!(matches!(r, ServerMsg::Ack(_)), "{r:?}");
+    c.wait_for(WAIT, |s| {
+        s.query_error(&fragile).is_none()
+            && s.rows::<Fragile>(&list("f")).is_some_and(|r| r.is_empty())
+    })
+    .await
+    .unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_reconnect_during_a_fan_out_never_shows_an_applied_event_missing() {
+    let dir = TempDir::create();
+    let server = Server::start(&dir.db(), 0).await;
+    let (mut first, welcome) = Raw::connect(&server, "mover").await;
+    first
+        .send(json!({"t": "sub", "q": "slow", "a": {"list_id": "s8"}}))
+        .await;
+    let ServerMsg::Snapshot(snap) = first.recv().await else {
+        panic!("a snapshot first")
+    };
+    // The event commits; its fan-out (a slow re-run) takes 400 ms; meanwhile the client's
+    // connection is lost and it reconnects.
+    first
+        .send(json!({"t": "event", "seq": 1, "name": "add_todo", "args": add("s8", "t1", "made")}))
+        .await;
+    eventually("the event is committed", || async {
+        server.todos("s8").await.len() == 1
+    })
+    .await;
+    let (mut second, w) = Raw::hello(
+        &server,
+        json!({"t": "hello", "protocol": 1, "client_id": "mover", "epoch": welcome.epoch.0,
+               "acked": 0, "version": snap.v}),
+    )
+    .await;
+    let ServerMsg::Welcome(w) = w else {
+        panic!("{w:?}")
+    };
+    assert_eq!(w.last_seq, 1, "the event is applied");
+    // The client drops its pending event (applied) and resumes from its version: the answer
+    // must bring the event's row, or the todo would vanish until the next delta.
+    second
+        .send(json!({"t": "sub", "q": "slow", "a": {"list_id": "s8"}, "v": snap.v}))
+        .await;
+    match second.recv().await {
+        ServerMsg::Delta(d) => assert!(
+            d.puts.iter().any(|p| &*p.row.key == "t1"),
+            "a resume without the applied event's row: {d:?}"
+        ),
+        ServerMsg::Snapshot(s) => assert!(s.rows.iter().any(|r| &*r.key == "t1")),
+        other => panic!("{other:?}"),
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_result_over_the_size_limit_is_refused_for_its_key_and_the_connection_goes_on() {
+    let dir = TempDir::create();
+    let config = Config {
+        limits: Some(Limits {
+            max_result_bytes: 2_000,
+            ..Limits::default()
+        }),
+        ..Config::default()
+    };
+    let server = Server::start_with(&dir.db(), 0, config).await;
+    let (mut raw, _) = Raw::connect(&server, "greedy").await;
+    for i in 0..20 {
+        let title = format!("{i:02} {}", "y".repeat(100));
+        let r = raw
+            .event(i + 1, "add_todo", add("huge", &format!("h{i}"), &title))
+            .await;
+        assert!(matches!(r, ServerMsg::Ack(_)), "{r:?}");
+    }
+    raw.send(json!({"t": "sub", "q": "todos", "a": {"list_id": "huge"}}))
+        .await;
+    let huge = QueryKey::from_json("todos", r#"{"list_id":"huge"}"#).unwrap();
+    let m = raw.recv().await;
+    assert_eq!(key_error(&m), Some((ErrorCode::TooLarge, huge)), "{m:?}");
+    raw.send(json!({"t": "sub", "q": "todos", "a": {"list_id": "small"}}))
+        .await;
+    assert!(matches!(raw.recv().await, ServerMsg::Snapshot(_)));
+    // The snapshot GET says the same, with its status.
+    let (status, body) = get(
+        server.addr,
+        "/sssync/snapshot/todos?a=%7B%22list_id%22%3A%22huge%22%7D",
+    )
+    .await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("too_large"), "{body}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_number_of_live_queries_is_bounded_and_idle_ones_make_room() {
+    let dir = TempDir::create();
+    let config = Config {
+        limits: Some(Limits {
+            max_groups: 2,
+            ..Limits::default()
+        }),
+        ..Config::default()
+    };
+    let server = Server::start_with(&dir.db(), 0, config).await;
+    let (mut raw, _) = Raw::connect(&server, "collector").await;
+    let sub = |l: &str| json!({"t": "sub", "q": "todos", "a": {"list_id": l}});
+    raw.send(sub("g1")).await;
+    assert!(matches!(raw.recv().await, ServerMsg::Snapshot(_)));
+    raw.send(sub("g2")).await;
+    assert!(matches!(raw.recv().await, ServerMsg::Snapshot(_)));
+    raw.send(sub("g3")).await;
+    let g3 = QueryKey::from_json("todos", r#"{"list_id":"g3"}"#).unwrap();
+    let m = raw.recv().await;
+    assert_eq!(key_error(&m), Some((ErrorCode::Overloaded, g3)), "{m:?}");
+    assert_eq!(server.engine.counts(), (2, 2));
+    // Once nobody follows g1, it makes room.
+    raw.send(json!({"t": "unsub", "q": "todos", "a": {"list_id": "g1"}}))
+        .await;
+    raw.send(sub("g3")).await;
+    assert!(matches!(raw.recv().await, ServerMsg::Snapshot(_)));
+    assert_eq!(server.engine.counts(), (2, 2));
+    server.stop().await;
+}
+
+/// A one-shot HTTP GET: status and body.
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (head[9..12].parse().unwrap(), body.to_owned())
+}

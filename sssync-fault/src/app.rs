@@ -1,0 +1,413 @@
+//! The application the scenarios run: named counters (an increment is not idempotent, so an
+//! event applied twice shows), lists of items, and a log of every application (one row per
+//! event applied, by the event's unique id). Some events cannot succeed: a poison one (its
+//! handler reads a row that does not exist), an invalid one (refused by the application), and a
+//! flaky one that fails transiently a few times before it applies.
+
+use serde::{Deserialize, Serialize};
+use sssync_core::client::{EventTypes, Prediction};
+use sssync_core::server::{
+    BoxFuture, Conn, Dependency, EngineBuilder, EventCtx, EventError, QueryCtx, ServerEvent,
+    ServerQuery, SqliteStore, Table,
+};
+use sssync_core::{Event, Query, Rejection};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+type Db = sqlx::Sqlite;
+
+/// The application's tables. `applied.uid` is deliberately not unique: an event applied twice
+/// must be visible, not refused by a constraint.
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY NOT NULL, n INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS items (
+    id TEXT PRIMARY KEY NOT NULL, list_id TEXT NOT NULL, title TEXT NOT NULL, pos INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS applied (
+    uid TEXT NOT NULL, kind TEXT NOT NULL, target TEXT NOT NULL, amount INTEGER NOT NULL
+);
+";
+
+/// A named counter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Counter {
+    /// Its name (the key).
+    pub name: String,
+    /// Its value.
+    pub n: i64,
+}
+
+/// Every counter, by name.
+pub struct Counters;
+
+impl Query for Counters {
+    const NAME: &'static str = "counters";
+    type Args = ();
+    type Row = Counter;
+    fn row_key(r: &Counter) -> String {
+        r.name.clone()
+    }
+}
+
+impl ServerQuery<Db> for Counters {
+    fn dependencies(_: &()) -> Vec<Dependency> {
+        vec![Dependency::table("counters")]
+    }
+    fn run<'a>(
+        conn: &'a mut Conn<Db>,
+        _: &'a QueryCtx,
+        _: &'a (),
+    ) -> BoxFuture<'a, Result<Vec<Counter>, sqlx::Error>> {
+        Box::pin(sqlx::query_as("SELECT name, n FROM counters ORDER BY name").fetch_all(&mut *conn))
+    }
+}
+
+/// An item of a list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Item {
+    /// Its id (the key).
+    pub id: String,
+    /// Its list.
+    pub list_id: String,
+    /// Its title.
+    pub title: String,
+}
+
+/// The args of [`Items`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListArgs {
+    /// The list.
+    pub list_id: String,
+}
+
+/// The items of one list, oldest first.
+pub struct Items;
+
+impl Query for Items {
+    const NAME: &'static str = "items";
+    type Args = ListArgs;
+    type Row = Item;
+    fn row_key(r: &Item) -> String {
+        r.id.clone()
+    }
+}
+
+impl ServerQuery<Db> for Items {
+    fn dependencies(a: &ListArgs) -> Vec<Dependency> {
+        vec![Dependency::partition("items", &a.list_id)]
+    }
+    fn run<'a>(
+        conn: &'a mut Conn<Db>,
+        _: &'a QueryCtx,
+        a: &'a ListArgs,
+    ) -> BoxFuture<'a, Result<Vec<Item>, sqlx::Error>> {
+        Box::pin(
+            sqlx::query_as(
+                "SELECT id, list_id, title FROM items WHERE list_id = ? ORDER BY pos, id",
+            )
+            .bind(&a.list_id)
+            .fetch_all(&mut *conn),
+        )
+    }
+}
+
+async fn log(
+    conn: &mut Conn<Db>,
+    uid: &str,
+    kind: &str,
+    target: &str,
+    amount: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO applied (uid, kind, target, amount) VALUES (?, ?, ?, ?)")
+        .bind(uid)
+        .bind(kind)
+        .bind(target)
+        .bind(amount)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+async fn increment(conn: &mut Conn<Db>, counter: &str, by: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO counters (name, n) VALUES (?1, ?2) \
+         ON CONFLICT (name) DO UPDATE SET n = n + ?2",
+    )
+    .bind(counter)
+    .bind(by)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+fn predict_increment(view: &mut Prediction<'_>, counter: &str, by: i64) {
+    view.update::<Counters>(&(), |rows| {
+        match rows.iter_mut().find(|c| c.name == counter) {
+            Some(c) => c.n += by,
+            None => {
+                rows.push(Counter {
+                    name: counter.to_owned(),
+                    n: by,
+                });
+                rows.sort_by(|a, b| a.name.cmp(&b.name));
+            }
+        }
+    });
+}
+
+/// Adds `by` to a counter: not idempotent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incr {
+    /// The event's unique id.
+    pub uid: String,
+    /// The counter.
+    pub counter: String,
+    /// How much.
+    pub by: i64,
+}
+
+impl Event for Incr {
+    const NAME: &'static str = "incr";
+    fn predict(&self, view: &mut Prediction<'_>) {
+        predict_increment(view, &self.counter, self.by);
+    }
+}
+
+impl ServerEvent<Db> for Incr {
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut Conn<Db>,
+        _: &'a EventCtx,
+    ) -> BoxFuture<'a, Result<(), EventError>> {
+        Box::pin(async move {
+            increment(conn, &self.counter, self.by).await?;
+            log(conn, &self.uid, "incr", &self.counter, self.by).await?;
+            Ok(())
+        })
+    }
+}
+
+/// Adds an item at the end of a list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddItem {
+    /// The event's unique id.
+    pub uid: String,
+    /// The item's id.
+    pub id: String,
+    /// Its list.
+    pub list_id: String,
+    /// Its title.
+    pub title: String,
+}
+
+impl Event for AddItem {
+    const NAME: &'static str = "add_item";
+    fn predict(&self, view: &mut Prediction<'_>) {
+        let args = ListArgs {
+            list_id: self.list_id.clone(),
+        };
+        view.update::<Items>(&args, |rows| {
+            rows.push(Item {
+                id: self.id.clone(),
+                list_id: self.list_id.clone(),
+                title: self.title.clone(),
+            })
+        });
+    }
+}
+
+impl ServerEvent<Db> for AddItem {
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut Conn<Db>,
+        _: &'a EventCtx,
+    ) -> BoxFuture<'a, Result<(), EventError>> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO items (id, list_id, title, pos) VALUES (?1, ?2, ?3, \
+                 COALESCE((SELECT MAX(pos) FROM items WHERE list_id = ?2), 0) + 1)",
+            )
+            .bind(&self.id)
+            .bind(&self.list_id)
+            .bind(&self.title)
+            .execute(&mut *conn)
+            .await?;
+            log(conn, &self.uid, "add_item", &self.id, 1).await?;
+            Ok(())
+        })
+    }
+}
+
+/// Deletes an item (whether or not it is there).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DelItem {
+    /// The event's unique id.
+    pub uid: String,
+    /// The item's id.
+    pub id: String,
+    /// Its list.
+    pub list_id: String,
+}
+
+impl Event for DelItem {
+    const NAME: &'static str = "del_item";
+    fn predict(&self, view: &mut Prediction<'_>) {
+        let args = ListArgs {
+            list_id: self.list_id.clone(),
+        };
+        view.update::<Items>(&args, |rows| rows.retain(|r| r.id != self.id));
+    }
+}
+
+impl ServerEvent<Db> for DelItem {
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut Conn<Db>,
+        _: &'a EventCtx,
+    ) -> BoxFuture<'a, Result<(), EventError>> {
+        Box::pin(async move {
+            sqlx::query("DELETE FROM items WHERE id = ? AND list_id = ?")
+                .bind(&self.id)
+                .bind(&self.list_id)
+                .execute(&mut *conn)
+                .await?;
+            log(conn, &self.uid, "del_item", &self.id, 1).await?;
+            Ok(())
+        })
+    }
+}
+
+/// Cannot succeed: its handler reads a row that does not exist (`fetch_one`: RowNotFound).
+/// The engine must reject it (`internal`), not retry it forever.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Poison {
+    /// The event's unique id.
+    pub uid: String,
+}
+
+impl Event for Poison {
+    const NAME: &'static str = "poison";
+}
+
+impl ServerEvent<Db> for Poison {
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut Conn<Db>,
+        _: &'a EventCtx,
+    ) -> BoxFuture<'a, Result<(), EventError>> {
+        Box::pin(async move {
+            let n: i64 = sqlx::query_scalar("SELECT n FROM counters WHERE name = ?")
+                .bind(format!("no such counter {}", self.uid))
+                .fetch_one(&mut *conn)
+                .await?;
+            log(conn, &self.uid, "poison", "", n).await?;
+            Ok(())
+        })
+    }
+}
+
+/// Refused by the application (validation): rolled back on the client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invalid {
+    /// The event's unique id.
+    pub uid: String,
+    /// A counter its prediction bumps (the rollback must remove it).
+    pub counter: String,
+}
+
+impl Event for Invalid {
+    const NAME: &'static str = "invalid";
+    fn predict(&self, view: &mut Prediction<'_>) {
+        predict_increment(view, &self.counter, 1000);
+    }
+}
+
+impl ServerEvent<Db> for Invalid {
+    fn apply<'a>(
+        &'a self,
+        _: &'a mut Conn<Db>,
+        _: &'a EventCtx,
+    ) -> BoxFuture<'a, Result<(), EventError>> {
+        Box::pin(async move { Err(Rejection::new("invalid", "this event is never valid").into()) })
+    }
+}
+
+/// Attempts of each [`Flaky`] event so far, in this server process.
+static FLAKY: Mutex<Option<HashMap<String, u32>>> = Mutex::new(None);
+
+/// Fails transiently (an I/O error) its first `fails` attempts in a server process, then adds
+/// `by` to a counter like [`Incr`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flaky {
+    /// The event's unique id.
+    pub uid: String,
+    /// The counter.
+    pub counter: String,
+    /// How much.
+    pub by: i64,
+    /// Transient failures before it applies.
+    pub fails: u32,
+}
+
+impl Event for Flaky {
+    const NAME: &'static str = "flaky";
+    fn predict(&self, view: &mut Prediction<'_>) {
+        predict_increment(view, &self.counter, self.by);
+    }
+}
+
+impl ServerEvent<Db> for Flaky {
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut Conn<Db>,
+        _: &'a EventCtx,
+    ) -> BoxFuture<'a, Result<(), EventError>> {
+        Box::pin(async move {
+            let failing = {
+                let mut seen = FLAKY.lock().unwrap_or_else(|e| e.into_inner());
+                let n = seen
+                    .get_or_insert_with(HashMap::new)
+                    .entry(self.uid.clone())
+                    .or_insert(0);
+                *n += 1;
+                *n <= self.fails
+            };
+            if failing {
+                return Err(sqlx::Error::Io(std::io::Error::other("a passing fault")).into());
+            }
+            increment(conn, &self.counter, self.by).await?;
+            log(conn, &self.uid, "flaky", &self.counter, self.by).await?;
+            Ok(())
+        })
+    }
+}
+
+/// The application's tables, queries and events on an engine builder.
+pub fn declare(builder: EngineBuilder<SqliteStore>) -> EngineBuilder<SqliteStore> {
+    builder
+        .table(Table::new("counters", "name").expect("identifier"))
+        .table(
+            Table::new("items", "id")
+                .and_then(|t| t.partition("list_id"))
+                .expect("identifiers"),
+        )
+        .query::<Counters>()
+        .query::<Items>()
+        .event::<Incr>()
+        .event::<AddItem>()
+        .event::<DelItem>()
+        .event::<Poison>()
+        .event::<Invalid>()
+        .event::<Flaky>()
+}
+
+/// The event types, for clients (to predict restored events).
+pub fn event_types() -> EventTypes {
+    EventTypes::new()
+        .with::<Incr>()
+        .with::<AddItem>()
+        .with::<DelItem>()
+        .with::<Poison>()
+        .with::<Invalid>()
+        .with::<Flaky>()
+}

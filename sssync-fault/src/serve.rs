@@ -1,0 +1,117 @@
+//! The server process of a scenario (`sssync-fault serve --db FILE`): the fault app's engine on
+//! a SQLite file, on 127.0.0.1, controlled by lines on its standard input:
+//!
+//! | line | effect | answer |
+//! |---|---|---|
+//! | `crash before_commit` / `crash after_commit` / `crash before_acks` | the next batch stops at that point, prints `AT <point>` and hangs there (the harness kills the process with SIGKILL) | `OK` |
+//! | `full on` / `full off` | the database may not grow by a page (a real `SQLITE_FULL`) / may again | `OK` |
+//!
+//! It prints `LISTENING <address>` once it serves.
+
+use crate::app;
+use sssync_core::server::{Engine, FaultPoint, SqliteStore, WriteRetry, router};
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Runs the server until the process is killed (or its standard input closes).
+pub async fn serve(db: &Path, busy_timeout: Duration) -> Result<(), Box<dyn std::error::Error>> {
+    let pages = Arc::new(AtomicU32::new(0));
+    let options = SqliteStore::connect_options(&format!("sqlite://{}", db.display()))?
+        .busy_timeout(busy_timeout);
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(4)
+        .before_acquire({
+            let pages = pages.clone();
+            move |conn, _| {
+                let n = match pages.load(Ordering::SeqCst) {
+                    0 => 1_073_741_823,
+                    n => n,
+                };
+                Box::pin(async move {
+                    sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA max_page_count = {n}")))
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(true)
+                })
+            }
+        })
+        .connect_with(options)
+        .await?;
+    sqlx::raw_sql(app::SCHEMA).execute(&pool).await?;
+    let armed: Arc<Mutex<Option<FaultPoint>>> = Arc::new(Mutex::new(None));
+    let hook = {
+        let armed = armed.clone();
+        Arc::new(move |at: FaultPoint| {
+            let hit = {
+                let mut a = armed.lock().unwrap_or_else(|e| e.into_inner());
+                if *a == Some(at) { a.take() } else { None }
+            };
+            if hit.is_some() {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "AT {at:?}");
+                let _ = out.flush();
+                // Hang here, inside the batch, until the harness kills the process.
+                loop {
+                    std::thread::sleep(Duration::from_secs(3600));
+                }
+            }
+        })
+    };
+    let engine = app::declare(Engine::builder(SqliteStore::from_pool(pool.clone())))
+        .write_retry(WriteRetry {
+            attempts: 2,
+            backoff: Duration::from_millis(5),
+            resend_after: Duration::from_millis(50),
+        })
+        .fault_hook(hook)
+        .start()
+        .await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router(engine)).await;
+    });
+    println!("LISTENING {addr}");
+    std::io::stdout().flush()?;
+    // Commands, one per line.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(16);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { break };
+            if tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    while let Some(line) = rx.recv().await {
+        let point = match line.trim() {
+            "crash before_commit" => Some(FaultPoint::BeforeCommit),
+            "crash after_commit" => Some(FaultPoint::AfterCommit),
+            "crash before_acks" => Some(FaultPoint::BeforeAcks),
+            "full on" => {
+                let n: i64 = sqlx::query_scalar("PRAGMA page_count")
+                    .fetch_one(&pool)
+                    .await?;
+                pages.store(n.max(1) as u32, Ordering::SeqCst);
+                None
+            }
+            "full off" => {
+                pages.store(0, Ordering::SeqCst);
+                None
+            }
+            other => {
+                eprintln!("unknown command {other:?}");
+                None
+            }
+        };
+        if let Some(p) = point {
+            *armed.lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
+        }
+        println!("OK");
+        std::io::stdout().flush()?;
+    }
+    Ok(())
+}
