@@ -612,9 +612,10 @@ async fn a_result_over_the_size_limit_is_refused_for_its_key_and_the_connection_
         .await;
     assert!(matches!(raw.recv().await, ServerMsg::Snapshot(_)));
     // The snapshot GET says the same, with its status.
-    let (status, body) = get(
+    let (status, _, body) = http_get(
         server.addr,
         "/sssync/snapshot/todos?a=%7B%22list_id%22%3A%22huge%22%7D",
+        None,
     )
     .await;
     assert_eq!(status, 413, "{body}");
@@ -651,23 +652,4 @@ async fn the_number_of_live_queries_is_bounded_and_idle_ones_make_room() {
     assert!(matches!(raw.recv().await, ServerMsg::Snapshot(_)));
     assert_eq!(server.engine.counts(), (2, 2));
     server.stop().await;
-}
-
-/// A one-shot HTTP GET: status and body.
-async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    (head[9..12].parse().unwrap(), body.to_owned())
 }

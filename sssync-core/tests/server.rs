@@ -432,33 +432,6 @@ async fn invariant_3_the_snapshot_is_a_cacheable_get() {
     server.stop().await;
 }
 
-/// A minimal HTTP/1.1 GET: status, raw headers, body.
-async fn http_get(
-    addr: std::net::SocketAddr,
-    path: &str,
-    if_none_match: Option<&str>,
-) -> (u16, String, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let extra = if_none_match
-        .map(|e| format!("If-None-Match: {e}\r\n"))
-        .unwrap_or_default();
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\r\n")
-            .as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let status = head[9..12].parse().unwrap();
-    (status, head.to_owned(), body.to_owned())
-}
-
 fn header(head: &str, name: &str) -> Option<String> {
     head.lines().find_map(|l| {
         let (k, v) = l.split_once(':')?;
