@@ -9,7 +9,7 @@ use common::*;
 use serde_json::json;
 use sssync_core::client::native::{NativeClient, Options};
 use sssync_core::protocol::ServerMsg;
-use sssync_core::server::{Store, WriteRetry};
+use sssync_core::server::WriteRetry;
 use sssync_core::{ErrorCode, Limits, QueryKey};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -30,84 +30,86 @@ fn key_error(m: &ServerMsg) -> Option<(ErrorCode, QueryKey)> {
     }
 }
 
-#[tokio::test]
-async fn a_poison_event_is_rejected_as_internal_and_the_clients_later_writes_apply() {
-    let dir = TempDir::create();
-    let server = Server::start(&dir.db(), 0).await;
-    let (mut raw, _) = Raw::connect(&server, "poisoner").await;
-    // Its handler reads a row that is not there (`fetch_one`: RowNotFound): a resend would fail
-    // the same way, forever.
-    let r = raw.event(1, "poison", json!({"id": "missing"})).await;
-    match r {
-        ServerMsg::Reject(r) => assert_eq!((r.seq, r.error.code.as_str()), (1, "internal")),
-        other => panic!("expected a rejection, got {other:?}"),
+on_both! {
+    async fn a_poison_event_is_rejected_as_internal_and_the_clients_later_writes_apply(db) {
+        let server = Server::start(&db, 0).await;
+        let (mut raw, _) = Raw::connect(&server, "poisoner").await;
+        // Its handler reads a row that is not there (`fetch_one`: RowNotFound): a resend would fail
+        // the same way, forever.
+        let r = raw.event(1, "poison", json!({"id": "missing"})).await;
+        match r {
+            ServerMsg::Reject(r) => assert_eq!((r.seq, r.error.code.as_str()), (1, "internal")),
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+        let r = raw
+            .event(2, "add_todo", add("p", "t1", "after the poison"))
+            .await;
+        assert!(matches!(r, ServerMsg::Ack(ref a) if a.seq == 2), "{r:?}");
+        assert_eq!(titles(&server.todos("p").await), ["after the poison"]);
+        let (_again, w) = Raw::connect(&server, "poisoner").await;
+        assert_eq!(w.last_seq, 2, "the poison's seq is used");
+        server.stop().await;
     }
-    let r = raw
-        .event(2, "add_todo", add("p", "t1", "after the poison"))
-        .await;
-    assert!(matches!(r, ServerMsg::Ack(ref a) if a.seq == 2), "{r:?}");
-    assert_eq!(titles(&server.todos("p").await), ["after the poison"]);
-    let (_again, w) = Raw::connect(&server, "poisoner").await;
-    assert_eq!(w.last_seq, 2, "the poison's seq is used");
-    server.stop().await;
 }
 
-#[tokio::test]
-async fn a_transient_handler_failure_is_retried_and_the_client_is_told_to_resend() {
-    let dir = TempDir::create();
-    let config = Config {
-        write_retry: Some(WriteRetry {
-            attempts: 3,
-            backoff: Duration::from_millis(5),
-            resend_after: Duration::from_millis(50),
-        }),
-        ..Config::default()
-    };
-    let server = Server::start_with(&dir.db(), 0, config).await;
-    let (mut raw, _) = Raw::connect(&server, "flaky").await;
-    // A fault that passes within the server's own attempts: the client sees only the ack.
-    FLAKY_FAILURES.store(2, Ordering::SeqCst);
-    let r = raw
-        .event(1, "flaky", add("f", "a", "survived two faults"))
-        .await;
-    assert!(matches!(r, ServerMsg::Ack(ref a) if a.seq == 1), "{r:?}");
-    // One that outlasts them: the client is told to resend later; nothing applied, seq unused.
-    FLAKY_FAILURES.store(100, Ordering::SeqCst);
-    let r = raw.event(2, "flaky", add("f", "b", "later")).await;
-    match r {
-        ServerMsg::Retry(r) => assert!(r.seq == 2 && r.after_ms > 0, "{r:?}"),
-        other => panic!("expected retry, got {other:?}"),
+on_both! {
+    async fn a_transient_handler_failure_is_retried_and_the_client_is_told_to_resend(db) {
+        let config = Config {
+            write_retry: Some(WriteRetry {
+                attempts: 3,
+                backoff: Duration::from_millis(5),
+                resend_after: Duration::from_millis(50),
+            }),
+            ..Config::default()
+        };
+        let server = Server::start_with(&db, 0, config).await;
+        let (mut raw, _) = Raw::connect(&server, "flaky").await;
+        // Event ids of this database's own (the failures are counted per id, process-wide).
+        let id = |n: &str| format!("{n}-{}", db.tag());
+        // A fault that passes within the server's own attempts: the client sees only the ack.
+        set_flaky(&id("a"), 2);
+        let r = raw
+            .event(1, "flaky", add("f", &id("a"), "survived two faults"))
+            .await;
+        assert!(matches!(r, ServerMsg::Ack(ref a) if a.seq == 1), "{r:?}");
+        // One that outlasts them: the client is told to resend later; nothing applied, seq unused.
+        set_flaky(&id("b"), 100);
+        let r = raw.event(2, "flaky", add("f", &id("b"), "later")).await;
+        match r {
+            ServerMsg::Retry(r) => assert!(r.seq == 2 && r.after_ms > 0, "{r:?}"),
+            other => panic!("expected retry, got {other:?}"),
+        }
+        assert_eq!(titles(&server.todos("f").await), ["survived two faults"]);
+        let (_again, w) = Raw::connect(&server, "flaky").await;
+        assert_eq!(w.last_seq, 1, "seq 2 is not used");
+        // The native client resends by itself after the wait it is given, until it applies.
+        set_flaky(&id("c"), 7);
+        let c = NativeClient::connect(server.ws_url(), "native-flaky");
+        c.send(Flaky {
+            id: id("c"),
+            list_id: "f".into(),
+            title: "applied in the end".into(),
+        });
+        c.wait_for(WAIT, |s| s.pending_count() == 0).await.unwrap();
+        assert_eq!(
+            titles(&server.todos("f").await),
+            ["survived two faults", "applied in the end"]
+        );
+        assert!(server.applied_twice().await.is_empty());
+        server.stop().await;
     }
-    assert_eq!(titles(&server.todos("f").await), ["survived two faults"]);
-    let (_again, w) = Raw::connect(&server, "flaky").await;
-    assert_eq!(w.last_seq, 1, "seq 2 is not used");
-    // The native client resends by itself after the wait it is given, until it applies.
-    FLAKY_FAILURES.store(7, Ordering::SeqCst);
-    let c = NativeClient::connect(server.ws_url(), "native-flaky");
-    c.send(Flaky {
-        id: "c".into(),
-        list_id: "f".into(),
-        title: "applied in the end".into(),
-    });
-    c.wait_for(WAIT, |s| s.pending_count() == 0).await.unwrap();
-    assert_eq!(
-        titles(&server.todos("f").await),
-        ["survived two faults", "applied in the end"]
-    );
-    assert!(server.applied_twice().await.is_empty());
-    server.stop().await;
 }
 
 #[tokio::test]
 async fn a_batch_refused_by_a_full_disk_is_resent_by_the_client_once_space_returns() {
-    let dir = TempDir::create();
+    let db = TestDb::sqlite();
     let pages = Arc::new(AtomicU32::new(0));
     let config = Config {
         max_pages: Some(pages.clone()),
         write_retry: Some(quick_retries()),
         ..Config::default()
     };
-    let server = Server::start_with(&dir.db(), 0, config).await;
+    let server = Server::start_with(&db, 0, config).await;
     let c = NativeClient::connect(server.ws_url(), "filler");
     c.subscribe::<Todos>(&list("full"));
     c.wait_for(WAIT, |s| s.rows::<Todos>(&list("full")).is_some())
@@ -115,7 +117,7 @@ async fn a_batch_refused_by_a_full_disk_is_resent_by_the_client_once_space_retur
         .unwrap();
     // The disk is full: the database may not grow by a single page (a real SQLITE_FULL).
     let now: i64 = sqlx::query_scalar("PRAGMA page_count")
-        .fetch_one(server.engine.store().pool())
+        .fetch_one(server.engine.sqlite_pool())
         .await
         .unwrap();
     pages.store(now as u32, Ordering::SeqCst);
@@ -147,17 +149,17 @@ async fn a_batch_refused_by_a_full_disk_is_resent_by_the_client_once_space_retur
 
 #[tokio::test]
 async fn a_batch_refused_while_another_connection_holds_the_write_lock_applies_once_it_is_free() {
-    let dir = TempDir::create();
+    let db = TestDb::sqlite();
     let config = Config {
         busy_timeout: Some(Duration::from_millis(50)),
         write_retry: Some(quick_retries()),
         ..Config::default()
     };
-    let server = Server::start_with(&dir.db(), 0, config).await;
+    let server = Server::start_with(&db, 0, config).await;
     // Another writer of the file (a connection of its own, as another process would have) holds
     // the write lock: the engine's BEGIN IMMEDIATE gets SQLITE_BUSY.
     use sqlx::{Connection, Executor};
-    let mut other = sqlx::SqliteConnection::connect(&format!("sqlite://{}", dir.db().display()))
+    let mut other = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.file().display()))
         .await
         .unwrap();
     other.execute("BEGIN IMMEDIATE").await.unwrap();
@@ -177,8 +179,8 @@ async fn a_batch_refused_while_another_connection_holds_the_write_lock_applies_o
 
 #[tokio::test]
 async fn a_database_restored_from_an_earlier_copy_is_a_new_history_and_nothing_loops() {
-    let dir = TempDir::create();
-    let server = Server::start(&dir.db(), 0).await;
+    let db = TestDb::sqlite();
+    let server = Server::start(&db, 0).await;
     let port = server.addr.port();
     let old_epoch = server.engine.epoch();
     let frames = Arc::new(AtomicUsize::new(0));
@@ -205,10 +207,10 @@ async fn a_database_restored_from_an_earlier_copy_is_a_new_history_and_nothing_l
     c.send(add("one"));
     c.wait_for(WAIT, |s| s.pending_count() == 0).await.unwrap();
     // The backup: a consistent copy of the file, taken now.
-    let backup = dir.0.join("backup.db");
+    let backup = db.file().with_file_name("backup.db");
     sqlx::query("VACUUM INTO ?")
         .bind(backup.display().to_string())
-        .execute(server.engine.store().pool())
+        .execute(server.engine.sqlite_pool())
         .await
         .unwrap();
     c.send(add("two"));
@@ -219,11 +221,11 @@ async fn a_database_restored_from_an_earlier_copy_is_a_new_history_and_nothing_l
     c.send(add("four")); // written while the server is down
     // The operator restores the earlier copy and starts the server again.
     for ext in ["db-wal", "db-shm"] {
-        let _ = std::fs::remove_file(dir.0.join(format!("test.{ext}")));
+        let _ = std::fs::remove_file(db.file().with_file_name(format!("test.{ext}")));
     }
-    std::fs::copy(&backup, dir.db()).unwrap();
+    std::fs::copy(&backup, db.file()).unwrap();
     let before = frames.load(Ordering::SeqCst);
-    let server = Server::start(&dir.db(), port).await;
+    let server = Server::start(&db, port).await;
     // "two" and "three" went with the restore; "four", pending, is applied once, in the new
     // history; the client's view is the database's.
     c.wait_for(WAIT, |s| {
@@ -259,8 +261,8 @@ async fn a_database_restored_from_an_earlier_copy_is_a_new_history_and_nothing_l
 
 #[tokio::test]
 async fn insert_or_replace_moving_a_row_to_another_list_removes_it_from_the_old_one() {
-    let dir = TempDir::create();
-    let server = Server::start(&dir.db(), 0).await;
+    let db = TestDb::sqlite();
+    let server = Server::start(&db, 0).await;
     let c = NativeClient::connect(server.ws_url(), "mover");
     for l in ["from", "to"] {
         c.subscribe::<Todos>(&list(l));
@@ -296,8 +298,8 @@ async fn insert_or_replace_moving_a_row_to_another_list_removes_it_from_the_old_
 
 #[tokio::test]
 async fn insert_or_replace_deleting_a_row_with_another_key_is_seen_by_its_subscribers() {
-    let dir = TempDir::create();
-    let server = Server::start(&dir.db(), 0).await;
+    let db = TestDb::sqlite();
+    let server = Server::start(&db, 0).await;
     let watcher = NativeClient::connect(server.ws_url(), "watcher");
     watcher.subscribe::<Todos>(&list("a"));
     let writer = NativeClient::connect(server.ws_url(), "writer");
@@ -334,322 +336,323 @@ async fn insert_or_replace_deleting_a_row_with_another_key_is_seen_by_its_subscr
     server.stop().await;
 }
 
-#[tokio::test]
-async fn queries_partitioned_by_a_uuid_a_bool_an_integer_or_bytes_see_their_writes() {
-    let dir = TempDir::create();
-    let server = Server::start(&dir.db(), 0).await;
-    let c = NativeClient::connect(server.ws_url(), "typed");
-    let owner = OwnerArgs {
-        owner: uuid::Uuid::new_v4(),
-    };
-    let flag = FlagArgs { done: true };
-    let group = GroupArgs { group: 7 };
-    let bytes = BytesArgs {
-        bytes: vec![1, 2, 3],
-    };
-    c.subscribe::<ByOwner>(&owner);
-    c.subscribe::<ByFlag>(&flag);
-    c.subscribe::<ByGroup>(&group);
-    c.subscribe::<ByBytes>(&bytes);
-    c.wait_for(WAIT, |s| {
-        s.rows::<ByOwner>(&owner).is_some()
-            && s.rows::<ByFlag>(&flag).is_some()
-            && s.rows::<ByGroup>(&group).is_some()
-            && s.rows::<ByBytes>(&bytes).is_some()
-    })
-    .await
-    .unwrap();
-    let put = |table: &str| PutTagged {
-        table: table.into(),
-        id: format!("{table}-1"),
-        note: "hello".into(),
-        owner: Some(owner.owner),
-        done: Some(true),
-        group: Some(7),
-        bytes: Some(vec![1, 2, 3]),
-    };
-    for t in ["owned", "flagged", "grouped", "blobbed"] {
-        c.send(put(t));
-    }
-    c.wait_for(WAIT, |s| {
-        s.pending_count() == 0
-            && s.rows::<ByOwner>(&owner).is_some_and(|r| r.len() == 1)
-            && s.rows::<ByFlag>(&flag).is_some_and(|r| r.len() == 1)
-            && s.rows::<ByGroup>(&group).is_some_and(|r| r.len() == 1)
-            && s.rows::<ByBytes>(&bytes).is_some_and(|r| r.len() == 1)
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}: {:?}", c.with_state(|s| s.rows::<ByFlag>(&flag))));
-    server.stop().await;
-}
-
-#[tokio::test]
-async fn a_partition_value_that_is_not_utf8_breaks_no_other_query() {
-    let dir = TempDir::create();
-    let server = Server::start(&dir.db(), 0).await;
-    let welcomes = Arc::new(AtomicUsize::new(0));
-    let options = Options {
-        observer: Some({
-            let welcomes = welcomes.clone();
-            Arc::new(move |m: &ServerMsg| {
-                if matches!(m, ServerMsg::Welcome(_)) {
-                    welcomes.fetch_add(1, Ordering::SeqCst);
-                }
-            })
-        }),
-        ..Options::default()
-    };
-    let c = NativeClient::connect_with(server.ws_url(), "bystander", options);
-    let odd = BytesArgs {
-        bytes: vec![0xff, 0xfe, 0x00],
-    };
-    c.subscribe::<Todos>(&list("plain"));
-    c.subscribe::<ByBytes>(&odd);
-    c.wait_for(WAIT, |s| s.rows::<Todos>(&list("plain")).is_some())
+on_both! {
+    async fn queries_partitioned_by_a_uuid_a_bool_an_integer_or_bytes_see_their_writes(db) {
+        let server = Server::start(&db, 0).await;
+        let c = NativeClient::connect(server.ws_url(), "typed");
+        let owner = OwnerArgs {
+            owner: uuid::Uuid::new_v4(),
+        };
+        let flag = FlagArgs { done: true };
+        let group = GroupArgs { group: 7 };
+        let bytes = BytesArgs {
+            bytes: vec![1, 2, 3],
+        };
+        c.subscribe::<ByOwner>(&owner);
+        c.subscribe::<ByFlag>(&flag);
+        c.subscribe::<ByGroup>(&group);
+        c.subscribe::<ByBytes>(&bytes);
+        c.wait_for(WAIT, |s| {
+            s.rows::<ByOwner>(&owner).is_some()
+                && s.rows::<ByFlag>(&flag).is_some()
+                && s.rows::<ByGroup>(&group).is_some()
+                && s.rows::<ByBytes>(&bytes).is_some()
+        })
         .await
         .unwrap();
-    c.send(PutTagged {
-        table: "blobbed".into(),
-        id: "odd".into(),
-        note: "bytes that are not UTF-8".into(),
-        owner: None,
-        done: None,
-        group: None,
-        bytes: Some(odd.bytes.clone()),
-    });
-    c.send(AddTodo {
-        id: "p".into(),
-        list_id: "plain".into(),
-        title: "still live".into(),
-    });
-    c.wait_for(WAIT, |s| {
-        s.pending_count() == 0
-            && s.rows::<ByBytes>(&odd).is_some_and(|r| r.len() == 1)
-            && s.rows::<Todos>(&list("plain"))
-                .is_some_and(|r| r.len() == 1)
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        welcomes.load(Ordering::SeqCst),
-        1,
-        "the connection was never lost"
-    );
-    server.stop().await;
-}
-
-#[tokio::test]
-async fn a_subscription_dropped_before_its_query_opened_gets_nothing_and_leaks_nothing() {
-    let dir = TempDir::create();
-    let config = Config {
-        group_ttl: Some(Duration::from_secs(2)),
-        ..Config::default()
-    };
-    let server = Server::start_with(&dir.db(), 0, config).await;
-    let (mut raw, _) = Raw::connect(&server, "fickle").await;
-    // The key's first read takes a while (400 ms): the unsub arrives while it runs.
-    raw.send(json!({"t": "sub", "q": "slow", "a": {"list_id": "s6"}}))
-        .await;
-    eventually("the group's first read has started", || async {
-        slow_runs("s6") == 1
-    })
-    .await;
-    raw.send(json!({"t": "unsub", "q": "slow", "a": {"list_id": "s6"}}))
-        .await;
-    // A write to that list: the connection gets its ack, and no snapshot or delta before it
-    // (the writer finishes the group's read first, then the batch).
-    raw.send(json!({"t": "event", "seq": 1, "name": "add_todo", "args": add("s6", "t", "x")}))
-        .await;
-    let first = raw.recv().await;
-    assert!(matches!(first, ServerMsg::Ack(_)), "{first:?}");
-    assert_eq!(
-        server.engine.counts(),
-        (1, 0),
-        "the group is made, nobody subscribes"
-    );
-    // Idle, the group goes after its time to live.
-    eventually("the idle group is evicted", || async {
-        server.engine.counts() == (0, 0)
-    })
-    .await;
-    server.stop().await;
-}
-
-#[tokio::test]
-async fn a_failing_query_is_reported_for_its_key_and_recovers_when_it_works_again() {
-    let dir = TempDir::create();
-    let server = Server::start(&dir.db(), 0).await;
-    let (mut watcher, _) = Raw::connect(&server, "watcher").await;
-    watcher
-        .send(json!({"t": "sub", "q": "fragile", "a": {"list_id": "f"}}))
-        .await;
-    watcher
-        .send(json!({"t": "sub", "q": "todos", "a": {"list_id": "other"}}))
-        .await;
-    for _ in 0..2 {
-        assert!(matches!(watcher.recv().await, ServerMsg::Snapshot(_)));
+        let put = |table: &str| PutTagged {
+            table: table.into(),
+            id: format!("{table}-1"),
+            note: "hello".into(),
+            owner: Some(owner.owner),
+            done: Some(true),
+            group: Some(7),
+            bytes: Some(vec![1, 2, 3]),
+        };
+        for t in ["owned", "flagged", "grouped", "blobbed"] {
+            c.send(put(t));
+        }
+        c.wait_for(WAIT, |s| {
+            s.pending_count() == 0
+                && s.rows::<ByOwner>(&owner).is_some_and(|r| r.len() == 1)
+                && s.rows::<ByFlag>(&flag).is_some_and(|r| r.len() == 1)
+                && s.rows::<ByGroup>(&group).is_some_and(|r| r.len() == 1)
+                && s.rows::<ByBytes>(&bytes).is_some_and(|r| r.len() == 1)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {:?}", c.with_state(|s| s.rows::<ByFlag>(&flag))));
+        server.stop().await;
     }
-    let fragile = QueryKey::from_json("fragile", r#"{"list_id":"f"}"#).unwrap();
-    let (mut writer, _) = Raw::connect(&server, "breaker").await;
-    let r = writer.event(1, "add_todo", add("f", "b", "boom")).await;
-    assert!(matches!(r, ServerMsg::Ack(_)), "{r:?}");
-    // The watcher is told which query failed; its connection and other queries go on.
-    let m = watcher.recv().await;
-    assert_eq!(
-        key_error(&m),
-        Some((ErrorCode::QueryFailed, fragile.clone())),
-        "{m:?}"
-    );
-    watcher.send(json!({"t": "ping"})).await;
-    assert!(matches!(watcher.recv().await, ServerMsg::Pong));
-    let r = writer.event(2, "add_todo", add("other", "o", "fine")).await;
-    assert!(matches!(r, ServerMsg::Ack(_)), "{r:?}");
-    assert!(matches!(watcher.recv().await, ServerMsg::Delta(_)));
-    // Subscribing while it fails: the same typed error, for the key.
-    watcher
-        .send(json!({"t": "sub", "q": "fragile", "a": {"list_id": "f"}}))
-        .await;
-    let m = watcher.recv().await;
-    assert_eq!(
-        key_error(&m),
-        Some((ErrorCode::QueryFailed, fragile.clone())),
-        "{m:?}"
-    );
-
-    // A client shows the query as failed (keeping what it had), and recovers by itself.
-    let c = NativeClient::connect(server.ws_url(), "patient");
-    c.subscribe::<Fragile>(&list("f"));
-    c.wait_for(WAIT, |s| {
-        s.query_error(&fragile)
-            .is_some_and(|e| e.code == ErrorCode::QueryFailed)
-    })
-    .await
-    .unwrap();
-    let r = writer
-        .event(3, "delete_todo", json!({"id": "b", "list_id": "f"}))
-        .await;
-    assert!(matches!(r, ServerMsg::Ack(_)), "{r:?}");
-    c.wait_for(WAIT, |s| {
-        s.query_error(&fragile).is_none()
-            && s.rows::<Fragile>(&list("f")).is_some_and(|r| r.is_empty())
-    })
-    .await
-    .unwrap();
-    server.stop().await;
 }
 
-#[tokio::test]
-async fn a_reconnect_during_a_fan_out_never_shows_an_applied_event_missing() {
-    let dir = TempDir::create();
-    let server = Server::start(&dir.db(), 0).await;
-    let (mut first, welcome) = Raw::connect(&server, "mover").await;
-    first
-        .send(json!({"t": "sub", "q": "slow", "a": {"list_id": "s8"}}))
-        .await;
-    let ServerMsg::Snapshot(snap) = first.recv().await else {
-        panic!("a snapshot first")
-    };
-    // The event commits; its fan-out (a slow re-run) takes 400 ms; meanwhile the client's
-    // connection is lost and it reconnects.
-    first
-        .send(json!({"t": "event", "seq": 1, "name": "add_todo", "args": add("s8", "t1", "made")}))
-        .await;
-    eventually("the event is committed", || async {
-        server.todos("s8").await.len() == 1
-    })
-    .await;
-    let (mut second, w) = Raw::hello(
-        &server,
-        json!({"t": "hello", "protocol": 1, "client_id": "mover", "epoch": welcome.epoch.0,
-               "acked": 0, "version": snap.v}),
-    )
-    .await;
-    let ServerMsg::Welcome(w) = w else {
-        panic!("{w:?}")
-    };
-    assert_eq!(w.last_seq, 1, "the event is applied");
-    // The client drops its pending event (applied) and resumes from its version: the answer
-    // must bring the event's row, or the todo would vanish until the next delta.
-    second
-        .send(json!({"t": "sub", "q": "slow", "a": {"list_id": "s8"}, "v": snap.v}))
-        .await;
-    match second.recv().await {
-        ServerMsg::Delta(d) => assert!(
-            d.puts.iter().any(|p| &*p.row.key == "t1"),
-            "a resume without the applied event's row: {d:?}"
-        ),
-        ServerMsg::Snapshot(s) => assert!(s.rows.iter().any(|r| &*r.key == "t1")),
-        other => panic!("{other:?}"),
+on_both! {
+    async fn a_partition_value_that_is_not_utf8_breaks_no_other_query(db) {
+        let server = Server::start(&db, 0).await;
+        let welcomes = Arc::new(AtomicUsize::new(0));
+        let options = Options {
+            observer: Some({
+                let welcomes = welcomes.clone();
+                Arc::new(move |m: &ServerMsg| {
+                    if matches!(m, ServerMsg::Welcome(_)) {
+                        welcomes.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            }),
+            ..Options::default()
+        };
+        let c = NativeClient::connect_with(server.ws_url(), "bystander", options);
+        let odd = BytesArgs {
+            bytes: vec![0xff, 0xfe, 0x00],
+        };
+        c.subscribe::<Todos>(&list("plain"));
+        c.subscribe::<ByBytes>(&odd);
+        c.wait_for(WAIT, |s| s.rows::<Todos>(&list("plain")).is_some())
+            .await
+            .unwrap();
+        c.send(PutTagged {
+            table: "blobbed".into(),
+            id: "odd".into(),
+            note: "bytes that are not UTF-8".into(),
+            owner: None,
+            done: None,
+            group: None,
+            bytes: Some(odd.bytes.clone()),
+        });
+        c.send(AddTodo {
+            id: "p".into(),
+            list_id: "plain".into(),
+            title: "still live".into(),
+        });
+        c.wait_for(WAIT, |s| {
+            s.pending_count() == 0
+                && s.rows::<ByBytes>(&odd).is_some_and(|r| r.len() == 1)
+                && s.rows::<Todos>(&list("plain"))
+                    .is_some_and(|r| r.len() == 1)
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            welcomes.load(Ordering::SeqCst),
+            1,
+            "the connection was never lost"
+        );
+        server.stop().await;
     }
-    server.stop().await;
 }
 
-#[tokio::test]
-async fn a_result_over_the_size_limit_is_refused_for_its_key_and_the_connection_goes_on() {
-    let dir = TempDir::create();
-    let config = Config {
-        limits: Some(Limits {
-            max_result_bytes: 2_000,
-            ..Limits::default()
-        }),
-        ..Config::default()
-    };
-    let server = Server::start_with(&dir.db(), 0, config).await;
-    let (mut raw, _) = Raw::connect(&server, "greedy").await;
-    for i in 0..20 {
-        let title = format!("{i:02} {}", "y".repeat(100));
-        let r = raw
-            .event(i + 1, "add_todo", add("huge", &format!("h{i}"), &title))
+on_both! {
+    async fn a_subscription_dropped_before_its_query_opened_gets_nothing_and_leaks_nothing(db) {
+        let config = Config {
+            group_ttl: Some(Duration::from_secs(2)),
+            ..Config::default()
+        };
+        let server = Server::start_with(&db, 0, config).await;
+        let (mut raw, _) = Raw::connect(&server, "fickle").await;
+        // The key's first read takes a while (400 ms): the unsub arrives while it runs.
+        let s6 = format!("s6-{}", db.tag());
+        raw.send(json!({"t": "sub", "q": "slow", "a": {"list_id": s6}}))
+            .await;
+        eventually("the group's first read has started", || async {
+            slow_runs(&s6) == 1
+        })
+        .await;
+        raw.send(json!({"t": "unsub", "q": "slow", "a": {"list_id": s6}}))
+            .await;
+        // A write to that list: the connection gets its ack, and no snapshot or delta before it
+        // (the writer finishes the group's read first, then the batch).
+        raw.send(json!({"t": "event", "seq": 1, "name": "add_todo", "args": add(&s6, "t", "x")}))
+            .await;
+        let first = raw.recv().await;
+        assert!(matches!(first, ServerMsg::Ack(_)), "{first:?}");
+        assert_eq!(
+            server.engine.counts(),
+            (1, 0),
+            "the group is made, nobody subscribes"
+        );
+        // Idle, the group goes after its time to live.
+        eventually("the idle group is evicted", || async {
+            server.engine.counts() == (0, 0)
+        })
+        .await;
+        server.stop().await;
+    }
+}
+
+on_both! {
+    async fn a_failing_query_is_reported_for_its_key_and_recovers_when_it_works_again(db) {
+        let server = Server::start(&db, 0).await;
+        let (mut watcher, _) = Raw::connect(&server, "watcher").await;
+        watcher
+            .send(json!({"t": "sub", "q": "fragile", "a": {"list_id": "f"}}))
+            .await;
+        watcher
+            .send(json!({"t": "sub", "q": "todos", "a": {"list_id": "other"}}))
+            .await;
+        for _ in 0..2 {
+            assert!(matches!(watcher.recv().await, ServerMsg::Snapshot(_)));
+        }
+        let fragile = QueryKey::from_json("fragile", r#"{"list_id":"f"}"#).unwrap();
+        let (mut writer, _) = Raw::connect(&server, "breaker").await;
+        let r = writer.event(1, "add_todo", add("f", "b", "boom")).await;
+        assert!(matches!(r, ServerMsg::Ack(_)), "{r:?}");
+        // The watcher is told which query failed; its connection and other queries go on.
+        let m = watcher.recv().await;
+        assert_eq!(
+            key_error(&m),
+            Some((ErrorCode::QueryFailed, fragile.clone())),
+            "{m:?}"
+        );
+        watcher.send(json!({"t": "ping"})).await;
+        assert!(matches!(watcher.recv().await, ServerMsg::Pong));
+        let r = writer.event(2, "add_todo", add("other", "o", "fine")).await;
+        assert!(matches!(r, ServerMsg::Ack(_)), "{r:?}");
+        assert!(matches!(watcher.recv().await, ServerMsg::Delta(_)));
+        // Subscribing while it fails: the same typed error, for the key.
+        watcher
+            .send(json!({"t": "sub", "q": "fragile", "a": {"list_id": "f"}}))
+            .await;
+        let m = watcher.recv().await;
+        assert_eq!(
+            key_error(&m),
+            Some((ErrorCode::QueryFailed, fragile.clone())),
+            "{m:?}"
+        );
+
+        // A client shows the query as failed (keeping what it had), and recovers by itself.
+        let c = NativeClient::connect(server.ws_url(), "patient");
+        c.subscribe::<Fragile>(&list("f"));
+        c.wait_for(WAIT, |s| {
+            s.query_error(&fragile)
+                .is_some_and(|e| e.code == ErrorCode::QueryFailed)
+        })
+        .await
+        .unwrap();
+        let r = writer
+            .event(3, "delete_todo", json!({"id": "b", "list_id": "f"}))
             .await;
         assert!(matches!(r, ServerMsg::Ack(_)), "{r:?}");
+        c.wait_for(WAIT, |s| {
+            s.query_error(&fragile).is_none()
+                && s.rows::<Fragile>(&list("f")).is_some_and(|r| r.is_empty())
+        })
+        .await
+        .unwrap();
+        server.stop().await;
     }
-    raw.send(json!({"t": "sub", "q": "todos", "a": {"list_id": "huge"}}))
-        .await;
-    let huge = QueryKey::from_json("todos", r#"{"list_id":"huge"}"#).unwrap();
-    let m = raw.recv().await;
-    assert_eq!(key_error(&m), Some((ErrorCode::TooLarge, huge)), "{m:?}");
-    raw.send(json!({"t": "sub", "q": "todos", "a": {"list_id": "small"}}))
-        .await;
-    assert!(matches!(raw.recv().await, ServerMsg::Snapshot(_)));
-    // The snapshot GET says the same, with its status.
-    let (status, _, body) = http_get(
-        server.addr,
-        "/sssync/snapshot/todos?a=%7B%22list_id%22%3A%22huge%22%7D",
-        None,
-    )
-    .await;
-    assert_eq!(status, 413, "{body}");
-    assert!(body.contains("too_large"), "{body}");
-    server.stop().await;
 }
 
-#[tokio::test]
-async fn the_number_of_live_queries_is_bounded_and_idle_ones_make_room() {
-    let dir = TempDir::create();
-    let config = Config {
-        limits: Some(Limits {
-            max_groups: 2,
-            ..Limits::default()
-        }),
-        ..Config::default()
-    };
-    let server = Server::start_with(&dir.db(), 0, config).await;
-    let (mut raw, _) = Raw::connect(&server, "collector").await;
-    let sub = |l: &str| json!({"t": "sub", "q": "todos", "a": {"list_id": l}});
-    raw.send(sub("g1")).await;
-    assert!(matches!(raw.recv().await, ServerMsg::Snapshot(_)));
-    raw.send(sub("g2")).await;
-    assert!(matches!(raw.recv().await, ServerMsg::Snapshot(_)));
-    raw.send(sub("g3")).await;
-    let g3 = QueryKey::from_json("todos", r#"{"list_id":"g3"}"#).unwrap();
-    let m = raw.recv().await;
-    assert_eq!(key_error(&m), Some((ErrorCode::Overloaded, g3)), "{m:?}");
-    assert_eq!(server.engine.counts(), (2, 2));
-    // Once nobody follows g1, it makes room.
-    raw.send(json!({"t": "unsub", "q": "todos", "a": {"list_id": "g1"}}))
+on_both! {
+    async fn a_reconnect_during_a_fan_out_never_shows_an_applied_event_missing(db) {
+        let server = Server::start(&db, 0).await;
+        let (mut first, welcome) = Raw::connect(&server, "mover").await;
+        first
+            .send(json!({"t": "sub", "q": "slow", "a": {"list_id": "s8"}}))
+            .await;
+        let ServerMsg::Snapshot(snap) = first.recv().await else {
+            panic!("a snapshot first")
+        };
+        // The event commits; its fan-out (a slow re-run) takes 400 ms; meanwhile the client's
+        // connection is lost and it reconnects.
+        first
+            .send(json!({"t": "event", "seq": 1, "name": "add_todo", "args": add("s8", "t1", "made")}))
+            .await;
+        eventually("the event is committed", || async {
+            server.todos("s8").await.len() == 1
+        })
         .await;
-    raw.send(sub("g3")).await;
-    assert!(matches!(raw.recv().await, ServerMsg::Snapshot(_)));
-    assert_eq!(server.engine.counts(), (2, 2));
-    server.stop().await;
+        let (mut second, w) = Raw::hello(
+            &server,
+            json!({"t": "hello", "protocol": 1, "client_id": "mover", "epoch": welcome.epoch.0,
+                   "acked": 0, "version": snap.v}),
+        )
+        .await;
+        let ServerMsg::Welcome(w) = w else {
+            panic!("{w:?}")
+        };
+        assert_eq!(w.last_seq, 1, "the event is applied");
+        // The client drops its pending event (applied) and resumes from its version: the answer
+        // must bring the event's row, or the todo would vanish until the next delta.
+        second
+            .send(json!({"t": "sub", "q": "slow", "a": {"list_id": "s8"}, "v": snap.v}))
+            .await;
+        match second.recv().await {
+            ServerMsg::Delta(d) => assert!(
+                d.puts.iter().any(|p| &*p.row.key == "t1"),
+                "a resume without the applied event's row: {d:?}"
+            ),
+            ServerMsg::Snapshot(s) => assert!(s.rows.iter().any(|r| &*r.key == "t1")),
+            other => panic!("{other:?}"),
+        }
+        server.stop().await;
+    }
+}
+
+on_both! {
+    async fn a_result_over_the_size_limit_is_refused_for_its_key_and_the_connection_goes_on(db) {
+        let config = Config {
+            limits: Some(Limits {
+                max_result_bytes: 2_000,
+                ..Limits::default()
+            }),
+            ..Config::default()
+        };
+        let server = Server::start_with(&db, 0, config).await;
+        let (mut raw, _) = Raw::connect(&server, "greedy").await;
+        for i in 0..20 {
+            let title = format!("{i:02} {}", "y".repeat(100));
+            let r = raw
+                .event(i + 1, "add_todo", add("huge", &format!("h{i}"), &title))
+                .await;
+            assert!(matches!(r, ServerMsg::Ack(_)), "{r:?}");
+        }
+        raw.send(json!({"t": "sub", "q": "todos", "a": {"list_id": "huge"}}))
+            .await;
+        let huge = QueryKey::from_json("todos", r#"{"list_id":"huge"}"#).unwrap();
+        let m = raw.recv().await;
+        assert_eq!(key_error(&m), Some((ErrorCode::TooLarge, huge)), "{m:?}");
+        raw.send(json!({"t": "sub", "q": "todos", "a": {"list_id": "small"}}))
+            .await;
+        assert!(matches!(raw.recv().await, ServerMsg::Snapshot(_)));
+        // The snapshot GET says the same, with its status.
+        let (status, _, body) = http_get(
+            server.addr,
+            "/sssync/snapshot/todos?a=%7B%22list_id%22%3A%22huge%22%7D",
+            None,
+        )
+        .await;
+        assert_eq!(status, 413, "{body}");
+        assert!(body.contains("too_large"), "{body}");
+        server.stop().await;
+    }
+}
+
+on_both! {
+    async fn the_number_of_live_queries_is_bounded_and_idle_ones_make_room(db) {
+        let config = Config {
+            limits: Some(Limits {
+                max_groups: 2,
+                ..Limits::default()
+            }),
+            ..Config::default()
+        };
+        let server = Server::start_with(&db, 0, config).await;
+        let (mut raw, _) = Raw::connect(&server, "collector").await;
+        let sub = |l: &str| json!({"t": "sub", "q": "todos", "a": {"list_id": l}});
+        raw.send(sub("g1")).await;
+        assert!(matches!(raw.recv().await, ServerMsg::Snapshot(_)));
+        raw.send(sub("g2")).await;
+        assert!(matches!(raw.recv().await, ServerMsg::Snapshot(_)));
+        raw.send(sub("g3")).await;
+        let g3 = QueryKey::from_json("todos", r#"{"list_id":"g3"}"#).unwrap();
+        let m = raw.recv().await;
+        assert_eq!(key_error(&m), Some((ErrorCode::Overloaded, g3)), "{m:?}");
+        assert_eq!(server.engine.counts(), (2, 2));
+        // Once nobody follows g1, it makes room.
+        raw.send(json!({"t": "unsub", "q": "todos", "a": {"list_id": "g1"}}))
+            .await;
+        raw.send(sub("g3")).await;
+        assert!(matches!(raw.recv().await, ServerMsg::Snapshot(_)));
+        assert_eq!(server.engine.counts(), (2, 2));
+        server.stop().await;
+    }
 }

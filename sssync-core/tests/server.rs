@@ -14,422 +14,428 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-#[tokio::test]
-async fn invariant_10_two_clients_converge_live_on_one_shared_query() {
-    let dir = TempDir::create();
-    let server = Server::start(&dir.db(), 0).await;
-    let a = NativeClient::connect(server.ws_url(), "client-a");
-    let b = NativeClient::connect(server.ws_url(), "client-b");
-    a.subscribe::<Todos>(&list("l1"));
-    b.subscribe::<Todos>(&list("l1"));
-    for c in [&a, &b] {
-        c.wait_for(WAIT, |s| s.rows::<Todos>(&list("l1")).is_some())
+on_both! {
+    async fn invariant_10_two_clients_converge_live_on_one_shared_query(db) {
+        let server = Server::start(&db, 0).await;
+        let a = NativeClient::connect(server.ws_url(), "client-a");
+        let b = NativeClient::connect(server.ws_url(), "client-b");
+        a.subscribe::<Todos>(&list("l1"));
+        b.subscribe::<Todos>(&list("l1"));
+        for c in [&a, &b] {
+            c.wait_for(WAIT, |s| s.rows::<Todos>(&list("l1")).is_some())
+                .await
+                .unwrap();
+        }
+        a.send(AddTodo {
+            id: "t1".into(),
+            list_id: "l1".into(),
+            title: "from a".into(),
+        });
+        b.send(AddTodo {
+            id: "t2".into(),
+            list_id: "l1".into(),
+            title: "from b".into(),
+        });
+        for c in [&a, &b] {
+            c.wait_for(WAIT, |s| {
+                s.pending_count() == 0 && s.rows::<Todos>(&list("l1")).is_some_and(|r| r.len() == 2)
+            })
             .await
             .unwrap();
-    }
-    a.send(AddTodo {
-        id: "t1".into(),
-        list_id: "l1".into(),
-        title: "from a".into(),
-    });
-    b.send(AddTodo {
-        id: "t2".into(),
-        list_id: "l1".into(),
-        title: "from b".into(),
-    });
-    for c in [&a, &b] {
-        c.wait_for(WAIT, |s| {
-            s.pending_count() == 0 && s.rows::<Todos>(&list("l1")).is_some_and(|r| r.len() == 2)
-        })
-        .await
-        .unwrap();
-    }
-    let db = server.todos("l1").await;
-    assert_eq!(a.rows::<Todos>(&list("l1")).unwrap(), db);
-    assert_eq!(b.rows::<Todos>(&list("l1")).unwrap(), db);
-    // One result for the key, two subscribers.
-    assert_eq!(server.engine.counts(), (1, 2));
-    server.stop().await;
-}
-
-#[tokio::test]
-async fn invariant_5_a_duplicated_event_is_acknowledged_and_not_applied_twice() {
-    let dir = TempDir::create();
-    let server = Server::start(&dir.db(), 0).await;
-    let (mut raw, welcome) = Raw::connect(&server, "dup").await;
-    assert_eq!(welcome.last_seq, 0);
-    let first = raw.event(1, "add_todo", add("l", "t1", "once")).await;
-    let ServerMsg::Ack(ack) = first else {
-        panic!("{first:?}")
-    };
-    assert!(!ack.dup);
-    let again = raw.event(1, "add_todo", add("l", "t1", "once")).await;
-    assert!(
-        matches!(again, ServerMsg::Ack(ref a) if a.dup && a.seq == 1),
-        "{again:?}"
-    );
-    assert_eq!(server.todos("l").await.len(), 1);
-    assert_eq!(server.applied_count().await, 1);
-    // A new connection is told where the client stands.
-    let (_raw2, welcome) = Raw::connect(&server, "dup").await;
-    assert_eq!(welcome.last_seq, 1);
-    server.stop().await;
-}
-
-#[tokio::test]
-async fn invariant_5_a_gap_applies_nothing_and_says_where_to_resume() {
-    let dir = TempDir::create();
-    let server = Server::start(&dir.db(), 0).await;
-    let (mut raw, _) = Raw::connect(&server, "gappy").await;
-    let reply = raw.event(3, "add_todo", add("l", "t3", "too early")).await;
-    assert!(
-        matches!(reply, ServerMsg::Gap(ref g) if g.seq == 3 && g.expected == 1),
-        "{reply:?}"
-    );
-    assert!(server.todos("l").await.is_empty());
-    let reply = raw.event(1, "add_todo", add("l", "t1", "first")).await;
-    assert!(matches!(reply, ServerMsg::Ack(_)), "{reply:?}");
-    assert_eq!(titles(&server.todos("l").await), ["first"]);
-    server.stop().await;
-}
-
-#[tokio::test]
-async fn invariant_5_a_rejected_event_changes_no_data_but_uses_its_seq() {
-    let dir = TempDir::create();
-    let server = Server::start(&dir.db(), 0).await;
-    let (mut raw, _) = Raw::connect(&server, "rej").await;
-    let long = "x".repeat(201);
-    let reply = raw.event(1, "add_todo", add("l", "t1", &long)).await;
-    let ServerMsg::Reject(r) = reply else {
-        panic!("{reply:?}")
-    };
-    assert_eq!((r.seq, r.error.code.as_str()), (1, "title_too_long"));
-    assert!(server.todos("l").await.is_empty());
-    assert_eq!(server.applied_count().await, 0);
-    // seq 1 is used: 2 is next, and applies.
-    let reply = raw.event(2, "add_todo", add("l", "t2", "fine")).await;
-    assert!(
-        matches!(reply, ServerMsg::Ack(ref a) if a.seq == 2),
-        "{reply:?}"
-    );
-    assert_eq!(titles(&server.todos("l").await), ["fine"]);
-    server.stop().await;
-}
-
-#[tokio::test]
-async fn invariant_7_a_rejection_rolls_back_the_prediction_and_reports_why() {
-    let dir = TempDir::create();
-    let server = Server::start(&dir.db(), 0).await;
-    let c = NativeClient::connect(server.ws_url(), "predictor");
-    c.subscribe::<Todos>(&list("l"));
-    c.wait_for(WAIT, |s| s.rows::<Todos>(&list("l")).is_some())
-        .await
-        .unwrap();
-    c.send(AddTodo {
-        id: "ok".into(),
-        list_id: "l".into(),
-        title: "kept".into(),
-    });
-    let seq = c.send(AddTodo {
-        id: "bad".into(),
-        list_id: "l".into(),
-        title: "y".repeat(300),
-    });
-    let seq = seq.expect("sent");
-    // Predicted at once, before any server reply.
-    assert_eq!(c.rows::<Todos>(&list("l")).unwrap().len(), 2);
-    c.wait_for(WAIT, |s| s.pending_count() == 0).await.unwrap();
-    assert_eq!(titles(&c.rows::<Todos>(&list("l")).unwrap()), ["kept"]);
-    let rejected = c.rejected();
-    assert_eq!(rejected.len(), 1);
-    assert_eq!(rejected[0].0, seq);
-    assert_eq!(rejected[0].1.code, "title_too_long");
-    server.stop().await;
-}
-
-#[tokio::test]
-async fn invariant_6_an_acknowledged_event_never_flickers_out_of_the_view() {
-    let dir = TempDir::create();
-    let server = Server::start(&dir.db(), 0).await;
-    let c = NativeClient::connect(server.ws_url(), "flicker");
-    c.subscribe::<Todos>(&list("l"));
-    c.wait_for(WAIT, |s| s.rows::<Todos>(&list("l")).is_some())
-        .await
-        .unwrap();
-    for i in 0..20 {
-        c.send(AddTodo {
-            id: format!("t{i}"),
-            list_id: "l".into(),
-            title: format!("todo {i}"),
-        });
-    }
-    // After every change the client sees, every sent todo is in the view: predicted while
-    // pending, confirmed once acknowledged, never missing in between.
-    let mut violations = 0;
-    c.wait_for(WAIT, |s| {
-        let rows = s.rows::<Todos>(&list("l")).unwrap_or_default();
-        if rows.len() != 20 {
-            violations += 1;
         }
-        s.pending_count() == 0
-    })
-    .await
-    .unwrap();
-    assert_eq!(violations, 0);
-    let confirmed = c.with_state(|s| {
-        let key = sssync_core::QueryKey::new("todos", &list("l")).unwrap();
-        s.confirmed(&key).unwrap().1.len()
-    });
-    assert_eq!(confirmed, 20);
-    server.stop().await;
+        let db = server.todos("l1").await;
+        assert_eq!(a.rows::<Todos>(&list("l1")).unwrap(), db);
+        assert_eq!(b.rows::<Todos>(&list("l1")).unwrap(), db);
+        // One result for the key, two subscribers.
+        assert_eq!(server.engine.counts(), (1, 2));
+        server.stop().await;
+    }
 }
 
-#[tokio::test]
-async fn invariant_8_a_reconnect_after_missed_writes_receives_only_the_missed_rows() {
-    let dir = TempDir::create();
-    let server = Server::start(&dir.db(), 0).await;
-    let writer = NativeClient::connect(server.ws_url(), "writer");
-    for i in 0..300 {
-        writer.send(AddTodo {
-            id: format!("t{i:03}"),
-            list_id: "big".into(),
-            title: format!("a todo with a reasonably long title, number {i}"),
+on_both! {
+    async fn invariant_5_a_duplicated_event_is_acknowledged_and_not_applied_twice(db) {
+        let server = Server::start(&db, 0).await;
+        let (mut raw, welcome) = Raw::connect(&server, "dup").await;
+        assert_eq!(welcome.last_seq, 0);
+        let first = raw.event(1, "add_todo", add("l", "t1", "once")).await;
+        let ServerMsg::Ack(ack) = first else {
+            panic!("{first:?}")
+        };
+        assert!(!ack.dup);
+        let again = raw.event(1, "add_todo", add("l", "t1", "once")).await;
+        assert!(
+            matches!(again, ServerMsg::Ack(ref a) if a.dup && a.seq == 1),
+            "{again:?}"
+        );
+        assert_eq!(server.todos("l").await.len(), 1);
+        assert_eq!(server.applied_count().await, 1);
+        // A new connection is told where the client stands.
+        let (_raw2, welcome) = Raw::connect(&server, "dup").await;
+        assert_eq!(welcome.last_seq, 1);
+        server.stop().await;
+    }
+}
+
+on_both! {
+    async fn invariant_5_a_gap_applies_nothing_and_says_where_to_resume(db) {
+        let server = Server::start(&db, 0).await;
+        let (mut raw, _) = Raw::connect(&server, "gappy").await;
+        let reply = raw.event(3, "add_todo", add("l", "t3", "too early")).await;
+        assert!(
+            matches!(reply, ServerMsg::Gap(ref g) if g.seq == 3 && g.expected == 1),
+            "{reply:?}"
+        );
+        assert!(server.todos("l").await.is_empty());
+        let reply = raw.event(1, "add_todo", add("l", "t1", "first")).await;
+        assert!(matches!(reply, ServerMsg::Ack(_)), "{reply:?}");
+        assert_eq!(titles(&server.todos("l").await), ["first"]);
+        server.stop().await;
+    }
+}
+
+on_both! {
+    async fn invariant_5_a_rejected_event_changes_no_data_but_uses_its_seq(db) {
+        let server = Server::start(&db, 0).await;
+        let (mut raw, _) = Raw::connect(&server, "rej").await;
+        let long = "x".repeat(201);
+        let reply = raw.event(1, "add_todo", add("l", "t1", &long)).await;
+        let ServerMsg::Reject(r) = reply else {
+            panic!("{reply:?}")
+        };
+        assert_eq!((r.seq, r.error.code.as_str()), (1, "title_too_long"));
+        assert!(server.todos("l").await.is_empty());
+        assert_eq!(server.applied_count().await, 0);
+        // seq 1 is used: 2 is next, and applies.
+        let reply = raw.event(2, "add_todo", add("l", "t2", "fine")).await;
+        assert!(
+            matches!(reply, ServerMsg::Ack(ref a) if a.seq == 2),
+            "{reply:?}"
+        );
+        assert_eq!(titles(&server.todos("l").await), ["fine"]);
+        server.stop().await;
+    }
+}
+
+on_both! {
+    async fn invariant_7_a_rejection_rolls_back_the_prediction_and_reports_why(db) {
+        let server = Server::start(&db, 0).await;
+        let c = NativeClient::connect(server.ws_url(), "predictor");
+        c.subscribe::<Todos>(&list("l"));
+        c.wait_for(WAIT, |s| s.rows::<Todos>(&list("l")).is_some())
+            .await
+            .unwrap();
+        c.send(AddTodo {
+            id: "ok".into(),
+            list_id: "l".into(),
+            title: "kept".into(),
         });
+        let seq = c.send(AddTodo {
+            id: "bad".into(),
+            list_id: "l".into(),
+            title: "y".repeat(300),
+        });
+        let seq = seq.expect("sent");
+        // Predicted at once, before any server reply.
+        assert_eq!(c.rows::<Todos>(&list("l")).unwrap().len(), 2);
+        c.wait_for(WAIT, |s| s.pending_count() == 0).await.unwrap();
+        assert_eq!(titles(&c.rows::<Todos>(&list("l")).unwrap()), ["kept"]);
+        let rejected = c.rejected();
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(rejected[0].0, seq);
+        assert_eq!(rejected[0].1.code, "title_too_long");
+        server.stop().await;
     }
-    writer
-        .wait_for(WAIT, |s| s.pending_count() == 0)
-        .await
-        .unwrap();
-
-    let reader = NativeClient::connect(server.ws_url(), "reader");
-    reader.subscribe::<Todos>(&list("big"));
-    reader
-        .wait_for(WAIT, |s| {
-            s.rows::<Todos>(&list("big"))
-                .is_some_and(|r| r.len() == 300)
-        })
-        .await
-        .unwrap();
-    let snapshot_bytes = reader.bytes_received();
-
-    reader.set_online(false);
-    reader.wait_for(WAIT, |_| !reader.is_live()).await.unwrap();
-    writer.send(ToggleTodo {
-        id: "t007".into(),
-        list_id: "big".into(),
-        completed: true,
-    });
-    writer.send(DeleteTodo {
-        id: "t100".into(),
-        list_id: "big".into(),
-    });
-    writer.send(AddTodo {
-        id: "new".into(),
-        list_id: "big".into(),
-        title: "added while the reader was away".into(),
-    });
-    writer
-        .wait_for(WAIT, |s| s.pending_count() == 0)
-        .await
-        .unwrap();
-
-    let before = reader.bytes_received();
-    reader.set_online(true);
-    let expected = server.todos("big").await;
-    reader
-        .wait_for(WAIT, |s| {
-            s.rows::<Todos>(&list("big")).as_ref() == Some(&expected)
-        })
-        .await
-        .unwrap();
-    let resume_bytes = reader.bytes_received() - before;
-    assert!(
-        resume_bytes * 20 < snapshot_bytes,
-        "resume took {resume_bytes} bytes; the snapshot was {snapshot_bytes}"
-    );
-    server.stop().await;
 }
 
-#[tokio::test]
-async fn invariant_9_a_restarted_server_on_the_same_database_resumes_every_client() {
-    let dir = TempDir::create();
-    let server = Server::start(&dir.db(), 0).await;
-    let port = server.addr.port();
-    let a = NativeClient::connect(server.ws_url(), "restart-a");
-    let b = NativeClient::connect(server.ws_url(), "restart-b");
-    for c in [&a, &b] {
-        c.subscribe::<Todos>(&list("r"));
-    }
-    a.send(AddTodo {
-        id: "before".into(),
-        list_id: "r".into(),
-        title: "before the restart".into(),
-    });
-    for c in [&a, &b] {
+on_both! {
+    async fn invariant_6_an_acknowledged_event_never_flickers_out_of_the_view(db) {
+        let server = Server::start(&db, 0).await;
+        let c = NativeClient::connect(server.ws_url(), "flicker");
+        c.subscribe::<Todos>(&list("l"));
+        c.wait_for(WAIT, |s| s.rows::<Todos>(&list("l")).is_some())
+            .await
+            .unwrap();
+        for i in 0..20 {
+            c.send(AddTodo {
+                id: format!("t{i}"),
+                list_id: "l".into(),
+                title: format!("todo {i}"),
+            });
+        }
+        // After every change the client sees, every sent todo is in the view: predicted while
+        // pending, confirmed once acknowledged, never missing in between.
+        let mut violations = 0;
         c.wait_for(WAIT, |s| {
-            s.pending_count() == 0 && s.rows::<Todos>(&list("r")).is_some_and(|r| r.len() == 1)
-        })
-        .await
-        .unwrap();
-    }
-    server.stop().await;
-    for c in [&a, &b] {
-        c.wait_for(WAIT, |_| !c.is_live()).await.unwrap();
-    }
-    // Written while no server runs: pending, predicted.
-    a.send(AddTodo {
-        id: "during".into(),
-        list_id: "r".into(),
-        title: "while the server was down".into(),
-    });
-    assert_eq!(a.rows::<Todos>(&list("r")).unwrap().len(), 2);
-
-    let server = Server::start(&dir.db(), port).await;
-    let expected_titles = ["before the restart", "while the server was down"];
-    for c in [&a, &b] {
-        c.wait_for(WAIT, |s| {
+            let rows = s.rows::<Todos>(&list("l")).unwrap_or_default();
+            if rows.len() != 20 {
+                violations += 1;
+            }
             s.pending_count() == 0
-                && s.rows::<Todos>(&list("r"))
-                    .is_some_and(|r| titles(&r) == expected_titles)
         })
         .await
         .unwrap();
+        assert_eq!(violations, 0);
+        let confirmed = c.with_state(|s| {
+            let key = sssync_core::QueryKey::new("todos", &list("l")).unwrap();
+            s.confirmed(&key).unwrap().1.len()
+        });
+        assert_eq!(confirmed, 20);
+        server.stop().await;
     }
-    assert_eq!(titles(&server.todos("r").await), expected_titles);
-    assert!(server.applied_twice().await.is_empty());
-    server.stop().await;
 }
 
-#[tokio::test]
-async fn invariant_2_a_new_epoch_forces_a_reset_never_a_mix() {
-    let (d1, d2) = (TempDir::create(), TempDir::create());
-    let s1 = Server::start(&d1.db(), 0).await;
-    let s2 = Server::start(&d2.db(), 0).await;
-    assert_ne!(s1.engine.epoch(), s2.engine.epoch());
-    let w2 = NativeClient::connect(s2.ws_url(), "w2");
-    w2.send(AddTodo {
-        id: "only-in-2".into(),
-        list_id: "e".into(),
-        title: "second database".into(),
-    });
-    w2.wait_for(WAIT, |s| s.pending_count() == 0).await.unwrap();
+on_both! {
+    async fn invariant_8_a_reconnect_after_missed_writes_receives_only_the_missed_rows(db) {
+        let server = Server::start(&db, 0).await;
+        let writer = NativeClient::connect(server.ws_url(), "writer");
+        for i in 0..300 {
+            writer.send(AddTodo {
+                id: format!("t{i:03}"),
+                list_id: "big".into(),
+                title: format!("a todo with a reasonably long title, number {i}"),
+            });
+        }
+        writer
+            .wait_for(WAIT, |s| s.pending_count() == 0)
+            .await
+            .unwrap();
 
-    let c = NativeClient::connect(s1.ws_url(), "wanderer");
-    c.subscribe::<Todos>(&list("e"));
-    c.send(AddTodo {
-        id: "only-in-1".into(),
-        list_id: "e".into(),
-        title: "first database".into(),
-    });
-    c.wait_for(WAIT, |s| {
-        s.pending_count() == 0 && s.rows::<Todos>(&list("e")).is_some_and(|r| r.len() == 1)
-    })
-    .await
-    .unwrap();
-    let epoch1 = c.with_state(|s| s.epoch().cloned()).unwrap();
+        let reader = NativeClient::connect(server.ws_url(), "reader");
+        reader.subscribe::<Todos>(&list("big"));
+        reader
+            .wait_for(WAIT, |s| {
+                s.rows::<Todos>(&list("big"))
+                    .is_some_and(|r| r.len() == 300)
+            })
+            .await
+            .unwrap();
+        let snapshot_bytes = reader.bytes_received();
 
-    // The same client now reaches a server with another history.
-    c.set_online(false);
-    c.wait_for(WAIT, |_| !c.is_live()).await.unwrap();
-    c.set_url(s2.ws_url());
-    c.set_online(true);
-    c.wait_for(WAIT, |s| {
-        s.epoch() != Some(&epoch1) && s.rows::<Todos>(&list("e")).is_some()
-    })
-    .await
-    .unwrap();
-    c.wait_for(WAIT, |s| {
-        s.rows::<Todos>(&list("e"))
-            .is_some_and(|r| titles(&r) == ["second database"])
-    })
-    .await
-    .unwrap();
-    s1.stop().await;
-    s2.stop().await;
+        reader.set_online(false);
+        reader.wait_for(WAIT, |_| !reader.is_live()).await.unwrap();
+        writer.send(ToggleTodo {
+            id: "t007".into(),
+            list_id: "big".into(),
+            completed: true,
+        });
+        writer.send(DeleteTodo {
+            id: "t100".into(),
+            list_id: "big".into(),
+        });
+        writer.send(AddTodo {
+            id: "new".into(),
+            list_id: "big".into(),
+            title: "added while the reader was away".into(),
+        });
+        writer
+            .wait_for(WAIT, |s| s.pending_count() == 0)
+            .await
+            .unwrap();
+
+        let before = reader.bytes_received();
+        reader.set_online(true);
+        let expected = server.todos("big").await;
+        reader
+            .wait_for(WAIT, |s| {
+                s.rows::<Todos>(&list("big")).as_ref() == Some(&expected)
+            })
+            .await
+            .unwrap();
+        let resume_bytes = reader.bytes_received() - before;
+        assert!(
+            resume_bytes * 20 < snapshot_bytes,
+            "resume took {resume_bytes} bytes; the snapshot was {snapshot_bytes}"
+        );
+        server.stop().await;
+    }
 }
 
-#[tokio::test]
-async fn invariant_12_bad_input_gets_typed_errors_changes_nothing_and_the_connection_lives() {
-    let dir = TempDir::create();
-    let server = Server::start(&dir.db(), 0).await;
-    let (mut raw, _) = Raw::connect(&server, "bad").await;
-    let expect_error = |m: ServerMsg, code: ErrorCode| match m {
-        ServerMsg::Error(e) => assert_eq!(e.code, code, "{e:?}"),
-        other => panic!("expected {code:?}, got {other:?}"),
-    };
+on_both! {
+    async fn invariant_9_a_restarted_server_on_the_same_database_resumes_every_client(db) {
+        let server = Server::start(&db, 0).await;
+        let port = server.addr.port();
+        let a = NativeClient::connect(server.ws_url(), "restart-a");
+        let b = NativeClient::connect(server.ws_url(), "restart-b");
+        for c in [&a, &b] {
+            c.subscribe::<Todos>(&list("r"));
+        }
+        a.send(AddTodo {
+            id: "before".into(),
+            list_id: "r".into(),
+            title: "before the restart".into(),
+        });
+        for c in [&a, &b] {
+            c.wait_for(WAIT, |s| {
+                s.pending_count() == 0 && s.rows::<Todos>(&list("r")).is_some_and(|r| r.len() == 1)
+            })
+            .await
+            .unwrap();
+        }
+        server.stop().await;
+        for c in [&a, &b] {
+            c.wait_for(WAIT, |_| !c.is_live()).await.unwrap();
+        }
+        // Written while no server runs: pending, predicted.
+        a.send(AddTodo {
+            id: "during".into(),
+            list_id: "r".into(),
+            title: "while the server was down".into(),
+        });
+        assert_eq!(a.rows::<Todos>(&list("r")).unwrap().len(), 2);
 
-    raw.send_text("this is not json".into()).await;
-    expect_error(raw.recv().await, ErrorCode::Malformed);
-    raw.send(json!({"t": "launch_missiles"})).await;
-    expect_error(raw.recv().await, ErrorCode::Malformed);
-    raw.send(json!({"t": "sub", "q": "no_such_query", "a": {}}))
-        .await;
-    expect_error(raw.recv().await, ErrorCode::UnknownQuery);
-    raw.send(json!({"t": "sub", "q": "todos", "a": {"list_id": 42}}))
-        .await;
-    expect_error(raw.recv().await, ErrorCode::BadArgs);
-    raw.send(json!({"t": "hello", "protocol": 1, "client_id": "bad"}))
-        .await;
-    expect_error(raw.recv().await, ErrorCode::HelloFirst);
-    let huge = "z".repeat(100 * 1024);
-    raw.send(json!({"t": "event", "seq": 1, "name": "add_todo", "args": {"id": "h", "list_id": "l", "title": huge}}))
-        .await;
-    expect_error(raw.recv().await, ErrorCode::TooLarge);
-
-    // An event with args over the limit, an unknown name, or args of the wrong shape is
-    // refused, typed, and its seq is used (later events are not stuck behind it).
-    let big = "w".repeat(5 * 1024);
-    let r = raw.event(1, "add_todo", add("l", "b", &big)).await;
-    assert!(
-        matches!(r, ServerMsg::Reject(ref r) if r.error.code == "too_large"),
-        "{r:?}"
-    );
-    let r = raw.event(2, "no_such_event", json!({})).await;
-    assert!(
-        matches!(r, ServerMsg::Reject(ref r) if r.error.code == "unknown_event"),
-        "{r:?}"
-    );
-    let r = raw.event(3, "add_todo", json!({"id": 5})).await;
-    assert!(
-        matches!(r, ServerMsg::Reject(ref r) if r.error.code == "bad_args"),
-        "{r:?}"
-    );
-
-    // Nothing changed, and the connection still works.
-    assert_eq!(server.applied_count().await, 0);
-    raw.send(json!({"t": "ping"})).await;
-    assert!(matches!(raw.recv().await, ServerMsg::Pong));
-    let r = raw.event(4, "add_todo", add("l", "t", "still fine")).await;
-    assert!(matches!(r, ServerMsg::Ack(_)), "{r:?}");
-    server.stop().await;
+        let server = Server::start(&db, port).await;
+        let expected_titles = ["before the restart", "while the server was down"];
+        for c in [&a, &b] {
+            c.wait_for(WAIT, |s| {
+                s.pending_count() == 0
+                    && s.rows::<Todos>(&list("r"))
+                        .is_some_and(|r| titles(&r) == expected_titles)
+            })
+            .await
+            .unwrap();
+        }
+        assert_eq!(titles(&server.todos("r").await), expected_titles);
+        assert!(server.applied_twice().await.is_empty());
+        server.stop().await;
+    }
 }
 
-#[tokio::test]
-async fn invariant_3_the_snapshot_is_a_cacheable_get() {
-    let dir = TempDir::create();
-    let server = Server::start(&dir.db(), 0).await;
-    let (mut raw, _) = Raw::connect(&server, "snap").await;
-    raw.event(1, "add_todo", add("s", "t1", "hello")).await;
+on_both! {
+    async fn invariant_2_a_new_epoch_forces_a_reset_never_a_mix(db) {
+        // A second database of the same kind: another history.
+        let other = if db.is_sqlite() {
+            TestDb::sqlite()
+        } else {
+            TestDb::postgres().await.unwrap()
+        };
+        let s1 = Server::start(&db, 0).await;
+        let s2 = Server::start(&other, 0).await;
+        assert_ne!(s1.engine.epoch(), s2.engine.epoch());
+        let w2 = NativeClient::connect(s2.ws_url(), "w2");
+        w2.send(AddTodo {
+            id: "only-in-2".into(),
+            list_id: "e".into(),
+            title: "second database".into(),
+        });
+        w2.wait_for(WAIT, |s| s.pending_count() == 0).await.unwrap();
 
-    let path = "/sssync/snapshot/todos?a=%7B%22list_id%22%3A%22s%22%7D";
-    let (status, headers, body) = http_get(server.addr, path, None).await;
-    assert_eq!(status, 200, "{body}");
-    let ServerMsg::Snapshot(snap) = ServerMsg::parse(&body).unwrap() else {
-        panic!("{body}")
-    };
-    assert_eq!(snap.rows.len(), 1);
-    assert!(snap.v >= Version(1));
-    let etag = header(&headers, "etag").expect("an ETag");
-    let (status, _, _) = http_get(server.addr, path, Some(&etag)).await;
-    assert_eq!(status, 304);
+        let c = NativeClient::connect(s1.ws_url(), "wanderer");
+        c.subscribe::<Todos>(&list("e"));
+        c.send(AddTodo {
+            id: "only-in-1".into(),
+            list_id: "e".into(),
+            title: "first database".into(),
+        });
+        c.wait_for(WAIT, |s| {
+            s.pending_count() == 0 && s.rows::<Todos>(&list("e")).is_some_and(|r| r.len() == 1)
+        })
+        .await
+        .unwrap();
+        let epoch1 = c.with_state(|s| s.epoch().cloned()).unwrap();
 
-    let (status, _, body) = http_get(server.addr, "/sssync/snapshot/nope?a=%7B%7D", None).await;
-    assert_eq!(status, 404);
-    assert!(body.contains("unknown_query"), "{body}");
-    let (status, _, body) = http_get(server.addr, "/sssync/snapshot/todos?a=%7B%7D", None).await;
-    assert_eq!(status, 400);
-    assert!(body.contains("bad_args"), "{body}");
-    server.stop().await;
+        // The same client now reaches a server with another history.
+        c.set_online(false);
+        c.wait_for(WAIT, |_| !c.is_live()).await.unwrap();
+        c.set_url(s2.ws_url());
+        c.set_online(true);
+        c.wait_for(WAIT, |s| {
+            s.epoch() != Some(&epoch1) && s.rows::<Todos>(&list("e")).is_some()
+        })
+        .await
+        .unwrap();
+        c.wait_for(WAIT, |s| {
+            s.rows::<Todos>(&list("e"))
+                .is_some_and(|r| titles(&r) == ["second database"])
+        })
+        .await
+        .unwrap();
+        s1.stop().await;
+        s2.stop().await;
+    }
+}
+
+on_both! {
+    async fn invariant_12_bad_input_gets_typed_errors_changes_nothing_and_the_connection_lives(db) {
+        let server = Server::start(&db, 0).await;
+        let (mut raw, _) = Raw::connect(&server, "bad").await;
+        let expect_error = |m: ServerMsg, code: ErrorCode| match m {
+            ServerMsg::Error(e) => assert_eq!(e.code, code, "{e:?}"),
+            other => panic!("expected {code:?}, got {other:?}"),
+        };
+
+        raw.send_text("this is not json".into()).await;
+        expect_error(raw.recv().await, ErrorCode::Malformed);
+        raw.send(json!({"t": "launch_missiles"})).await;
+        expect_error(raw.recv().await, ErrorCode::Malformed);
+        raw.send(json!({"t": "sub", "q": "no_such_query", "a": {}}))
+            .await;
+        expect_error(raw.recv().await, ErrorCode::UnknownQuery);
+        raw.send(json!({"t": "sub", "q": "todos", "a": {"list_id": 42}}))
+            .await;
+        expect_error(raw.recv().await, ErrorCode::BadArgs);
+        raw.send(json!({"t": "hello", "protocol": 1, "client_id": "bad"}))
+            .await;
+        expect_error(raw.recv().await, ErrorCode::HelloFirst);
+        let huge = "z".repeat(100 * 1024);
+        raw.send(json!({"t": "event", "seq": 1, "name": "add_todo", "args": {"id": "h", "list_id": "l", "title": huge}}))
+            .await;
+        expect_error(raw.recv().await, ErrorCode::TooLarge);
+
+        // An event with args over the limit, an unknown name, or args of the wrong shape is
+        // refused, typed, and its seq is used (later events are not stuck behind it).
+        let big = "w".repeat(5 * 1024);
+        let r = raw.event(1, "add_todo", add("l", "b", &big)).await;
+        assert!(
+            matches!(r, ServerMsg::Reject(ref r) if r.error.code == "too_large"),
+            "{r:?}"
+        );
+        let r = raw.event(2, "no_such_event", json!({})).await;
+        assert!(
+            matches!(r, ServerMsg::Reject(ref r) if r.error.code == "unknown_event"),
+            "{r:?}"
+        );
+        let r = raw.event(3, "add_todo", json!({"id": 5})).await;
+        assert!(
+            matches!(r, ServerMsg::Reject(ref r) if r.error.code == "bad_args"),
+            "{r:?}"
+        );
+
+        // Nothing changed, and the connection still works.
+        assert_eq!(server.applied_count().await, 0);
+        raw.send(json!({"t": "ping"})).await;
+        assert!(matches!(raw.recv().await, ServerMsg::Pong));
+        let r = raw.event(4, "add_todo", add("l", "t", "still fine")).await;
+        assert!(matches!(r, ServerMsg::Ack(_)), "{r:?}");
+        server.stop().await;
+    }
+}
+
+on_both! {
+    async fn invariant_3_the_snapshot_is_a_cacheable_get(db) {
+        let server = Server::start(&db, 0).await;
+        let (mut raw, _) = Raw::connect(&server, "snap").await;
+        raw.event(1, "add_todo", add("s", "t1", "hello")).await;
+
+        let path = "/sssync/snapshot/todos?a=%7B%22list_id%22%3A%22s%22%7D";
+        let (status, headers, body) = http_get(server.addr, path, None).await;
+        assert_eq!(status, 200, "{body}");
+        let ServerMsg::Snapshot(snap) = ServerMsg::parse(&body).unwrap() else {
+            panic!("{body}")
+        };
+        assert_eq!(snap.rows.len(), 1);
+        assert!(snap.v >= Version(1));
+        let etag = header(&headers, "etag").expect("an ETag");
+        let (status, _, _) = http_get(server.addr, path, Some(&etag)).await;
+        assert_eq!(status, 304);
+
+        let (status, _, body) = http_get(server.addr, "/sssync/snapshot/nope?a=%7B%7D", None).await;
+        assert_eq!(status, 404);
+        assert!(body.contains("unknown_query"), "{body}");
+        let (status, _, body) = http_get(server.addr, "/sssync/snapshot/todos?a=%7B%7D", None).await;
+        assert_eq!(status, 400);
+        assert!(body.contains("bad_args"), "{body}");
+        server.stop().await;
+    }
 }
 
 fn header(head: &str, name: &str) -> Option<String> {
@@ -439,162 +445,162 @@ fn header(head: &str, name: &str) -> Option<String> {
     })
 }
 
-#[tokio::test]
-async fn invariant_5_random_clients_with_disconnects_and_duplicates_converge_exactly_once() {
-    // Seeded and reproducible: a small xorshift generator drives every choice.
-    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut rand = move |n: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % n
-    };
-    let dir = TempDir::create();
-    let server = Server::start(&dir.db(), 0).await;
-    // Half the clients deliver some events twice and some out of order.
-    let clients: Vec<NativeClient> = (0..4)
-        .map(|i| {
-            let chaos = if i % 2 == 0 {
-                Chaos {
-                    duplicate_every: 3,
-                    reorder_every: 5,
-                }
-            } else {
-                Chaos::default()
-            };
-            let options = Options {
-                chaos,
-                ..Options::default()
-            };
-            NativeClient::connect_with(server.ws_url(), format!("prop-{i}"), options)
-        })
-        .collect();
-    let lists = ["p0", "p1"];
-    for c in &clients {
-        for l in lists {
-            c.subscribe::<Todos>(&list(l));
+on_both! {
+    async fn invariant_5_random_clients_with_disconnects_and_duplicates_converge_exactly_once(db) {
+        // Seeded and reproducible: a small xorshift generator drives every choice.
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rand = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let server = Server::start(&db, 0).await;
+        // Half the clients deliver some events twice and some out of order.
+        let clients: Vec<NativeClient> = (0..4)
+            .map(|i| {
+                let chaos = if i % 2 == 0 {
+                    Chaos {
+                        duplicate_every: 3,
+                        reorder_every: 5,
+                    }
+                } else {
+                    Chaos::default()
+                };
+                let options = Options {
+                    chaos,
+                    ..Options::default()
+                };
+                NativeClient::connect_with(server.ws_url(), format!("prop-{i}"), options)
+            })
+            .collect();
+        let lists = ["p0", "p1"];
+        for c in &clients {
+            for l in lists {
+                c.subscribe::<Todos>(&list(l));
+            }
         }
-    }
-    let mut next_id = 0;
-    for step in 0..300 {
-        let c = &clients[rand(clients.len() as u64) as usize];
-        let l = lists[rand(2) as usize];
-        match rand(10) {
-            0 => c.set_online(false),
-            1 => c.set_online(true),
-            2 | 3 => {
-                // Toggle or delete something this client sees.
-                if let Some(rows) = c.rows::<Todos>(&list(l))
-                    && !rows.is_empty()
-                {
-                    let t = &rows[rand(rows.len() as u64) as usize];
-                    if rand(2) == 0 {
-                        c.send(ToggleTodo {
-                            id: t.id.clone(),
-                            list_id: l.into(),
-                            completed: !t.completed,
-                        });
-                    } else {
-                        c.send(DeleteTodo {
-                            id: t.id.clone(),
-                            list_id: l.into(),
-                        });
+        let mut next_id = 0;
+        for step in 0..300 {
+            let c = &clients[rand(clients.len() as u64) as usize];
+            let l = lists[rand(2) as usize];
+            match rand(10) {
+                0 => c.set_online(false),
+                1 => c.set_online(true),
+                2 | 3 => {
+                    // Toggle or delete something this client sees.
+                    if let Some(rows) = c.rows::<Todos>(&list(l))
+                        && !rows.is_empty()
+                    {
+                        let t = &rows[rand(rows.len() as u64) as usize];
+                        if rand(2) == 0 {
+                            c.send(ToggleTodo {
+                                id: t.id.clone(),
+                                list_id: l.into(),
+                                completed: !t.completed,
+                            });
+                        } else {
+                            c.send(DeleteTodo {
+                                id: t.id.clone(),
+                                list_id: l.into(),
+                            });
+                        }
                     }
                 }
+                _ => {
+                    next_id += 1;
+                    c.send(AddTodo {
+                        id: format!("x{next_id}"),
+                        list_id: l.into(),
+                        title: format!("step {step}"),
+                    });
+                }
             }
-            _ => {
-                next_id += 1;
-                c.send(AddTodo {
-                    id: format!("x{next_id}"),
-                    list_id: l.into(),
-                    title: format!("step {step}"),
-                });
+            if rand(8) == 0 {
+                tokio::task::yield_now().await;
             }
         }
-        if rand(8) == 0 {
-            tokio::task::yield_now().await;
-        }
-    }
-    for c in &clients {
-        c.set_online(true);
-    }
-    // Quiescence: nothing pending anywhere, every view equal to the database.
-    for l in lists {
         for c in &clients {
-            c.wait_for(Duration::from_secs(30), |s| s.pending_count() == 0)
+            c.set_online(true);
+        }
+        // Quiescence: nothing pending anywhere, every view equal to the database.
+        for l in lists {
+            for c in &clients {
+                c.wait_for(Duration::from_secs(30), |s| s.pending_count() == 0)
+                    .await
+                    .unwrap();
+            }
+            let expected = server.todos(l).await;
+            for c in &clients {
+                c.wait_for(Duration::from_secs(30), |s| {
+                    s.rows::<Todos>(&list(l)).as_ref() == Some(&expected)
+                })
                 .await
-                .unwrap();
+                .unwrap_or_else(|e| panic!("{}: {e}", c.with_state(|s| s.client_id().to_owned())));
+            }
         }
-        let expected = server.todos(l).await;
-        for c in &clients {
-            c.wait_for(Duration::from_secs(30), |s| {
-                s.rows::<Todos>(&list(l)).as_ref() == Some(&expected)
-            })
-            .await
-            .unwrap_or_else(|e| panic!("{}: {e}", c.with_state(|s| s.client_id().to_owned())));
-        }
+        assert!(
+            server.applied_twice().await.is_empty(),
+            "an event was applied twice"
+        );
+        server.stop().await;
     }
-    assert!(
-        server.applied_twice().await.is_empty(),
-        "an event was applied twice"
-    );
-    server.stop().await;
 }
 
-#[tokio::test]
-async fn invariant_7_pending_events_and_cached_rows_survive_a_client_restart() {
-    let dir = TempDir::create();
-    let server = Server::start(&dir.db(), 0).await;
-    let store = MemoryStore::default();
-    let options = || Options {
-        store: Some(Arc::new(store.clone())),
-        event_types: EventTypes::new().with::<AddTodo>().with::<ToggleTodo>(),
-        ..Options::default()
-    };
-    let c = NativeClient::connect_with(server.ws_url(), "reloader", options());
-    c.subscribe::<Todos>(&list("k"));
-    c.send(AddTodo {
-        id: "a".into(),
-        list_id: "k".into(),
-        title: "confirmed before".into(),
-    });
-    c.wait_for(WAIT, |s| {
-        s.pending_count() == 0 && s.rows::<Todos>(&list("k")).is_some_and(|r| r.len() == 1)
-    })
-    .await
-    .unwrap();
-    // Offline: two writes stay pending; then the client goes away (a closed tab).
-    c.set_online(false);
-    c.wait_for(WAIT, |_| !c.is_live()).await.unwrap();
-    c.send(AddTodo {
-        id: "b".into(),
-        list_id: "k".into(),
-        title: "written offline".into(),
-    });
-    c.send(ToggleTodo {
-        id: "a".into(),
-        list_id: "k".into(),
-        completed: true,
-    });
-    drop(c);
-
-    // A new client on the same store shows the cached rows with the pending predictions at
-    // once, before any server message, then sends the pending events exactly once.
-    let c = NativeClient::connect_with(server.ws_url(), "reloader", options());
-    let shown = c.rows::<Todos>(&list("k")).expect("cached rows at once");
-    assert_eq!(titles(&shown), ["confirmed before", "written offline"]);
-    assert!(shown[0].completed, "the pending toggle is predicted again");
-    assert_eq!(c.with_state(|s| s.pending_count()), 2);
-    c.wait_for(WAIT, |s| s.pending_count() == 0).await.unwrap();
-    let db = server.todos("k").await;
-    assert_eq!(titles(&db), ["confirmed before", "written offline"]);
-    assert!(db[0].completed);
-    c.wait_for(WAIT, |s| s.rows::<Todos>(&list("k")).as_ref() == Some(&db))
+on_both! {
+    async fn invariant_7_pending_events_and_cached_rows_survive_a_client_restart(db) {
+        let server = Server::start(&db, 0).await;
+        let store = MemoryStore::default();
+        let options = || Options {
+            store: Some(Arc::new(store.clone())),
+            event_types: EventTypes::new().with::<AddTodo>().with::<ToggleTodo>(),
+            ..Options::default()
+        };
+        let c = NativeClient::connect_with(server.ws_url(), "reloader", options());
+        c.subscribe::<Todos>(&list("k"));
+        c.send(AddTodo {
+            id: "a".into(),
+            list_id: "k".into(),
+            title: "confirmed before".into(),
+        });
+        c.wait_for(WAIT, |s| {
+            s.pending_count() == 0 && s.rows::<Todos>(&list("k")).is_some_and(|r| r.len() == 1)
+        })
         .await
         .unwrap();
-    assert_eq!(server.applied_count().await, 3);
-    assert!(server.applied_twice().await.is_empty());
-    server.stop().await;
+        // Offline: two writes stay pending; then the client goes away (a closed tab).
+        c.set_online(false);
+        c.wait_for(WAIT, |_| !c.is_live()).await.unwrap();
+        c.send(AddTodo {
+            id: "b".into(),
+            list_id: "k".into(),
+            title: "written offline".into(),
+        });
+        c.send(ToggleTodo {
+            id: "a".into(),
+            list_id: "k".into(),
+            completed: true,
+        });
+        drop(c);
+
+        // A new client on the same store shows the cached rows with the pending predictions at
+        // once, before any server message, then sends the pending events exactly once.
+        let c = NativeClient::connect_with(server.ws_url(), "reloader", options());
+        let shown = c.rows::<Todos>(&list("k")).expect("cached rows at once");
+        assert_eq!(titles(&shown), ["confirmed before", "written offline"]);
+        assert!(shown[0].completed, "the pending toggle is predicted again");
+        assert_eq!(c.with_state(|s| s.pending_count()), 2);
+        c.wait_for(WAIT, |s| s.pending_count() == 0).await.unwrap();
+        let db = server.todos("k").await;
+        assert_eq!(titles(&db), ["confirmed before", "written offline"]);
+        assert!(db[0].completed);
+        c.wait_for(WAIT, |s| s.rows::<Todos>(&list("k")).as_ref() == Some(&db))
+            .await
+            .unwrap();
+        assert_eq!(server.applied_count().await, 3);
+        assert!(server.applied_twice().await.is_empty());
+        server.stop().await;
+    }
 }
 
 /// A streaming HTTP/1.0 GET (no chunking: the body runs until close): the SSE `data:` lines.
@@ -672,89 +678,87 @@ fn encode(s: &str) -> String {
         .collect()
 }
 
-#[tokio::test]
-async fn invariant_11_without_websocket_events_go_by_post_and_updates_by_sse() {
-    let dir = TempDir::create();
-    let server = Server::start(&dir.db(), 0).await;
-    let post = |events: serde_json::Value| {
-        let body = json!({"client_id": "http-client", "events": events}).to_string();
-        async move { http_post(server.addr, "/sssync/events", &body).await }
-    };
-    let (status, body) =
-        post(json!([{"seq": 1, "name": "add_todo", "args": add("h", "t1", "first")}])).await;
-    assert_eq!(status, 200, "{body}");
-    assert!(body.contains(r#""t":"ack""#), "{body}");
+on_both! {
+    async fn invariant_11_without_websocket_events_go_by_post_and_updates_by_sse(db) {
+        let server = Server::start(&db, 0).await;
+        let post = |events: serde_json::Value| {
+            let body = json!({"client_id": "http-client", "events": events}).to_string();
+            async move { http_post(server.addr, "/sssync/events", &body).await }
+        };
+        let (status, body) =
+            post(json!([{"seq": 1, "name": "add_todo", "args": add("h", "t1", "first")}])).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains(r#""t":"ack""#), "{body}");
 
-    let hello = json!({"protocol": 1, "client_id": "http-client"}).to_string();
-    let subs = json!([{"q": "todos", "a": {"list_id": "h"}}]).to_string();
-    let mut sse = SseStream::open(
-        server.addr,
-        &format!(
-            "/sssync/sse?hello={}&subs={}",
-            encode(&hello),
-            encode(&subs)
-        ),
-    )
-    .await;
-    let ServerMsg::Welcome(w) = sse.next().await else {
-        panic!("welcome first")
-    };
-    assert_eq!(w.last_seq, 1);
-    let ServerMsg::Snapshot(snap) = sse.next().await else {
-        panic!("then the snapshot")
-    };
-    assert_eq!(snap.rows.len(), 1);
+        let hello = json!({"protocol": 1, "client_id": "http-client"}).to_string();
+        let subs = json!([{"q": "todos", "a": {"list_id": "h"}}]).to_string();
+        let mut sse = SseStream::open(
+            server.addr,
+            &format!(
+                "/sssync/sse?hello={}&subs={}",
+                encode(&hello),
+                encode(&subs)
+            ),
+        )
+        .await;
+        let ServerMsg::Welcome(w) = sse.next().await else {
+            panic!("welcome first")
+        };
+        assert_eq!(w.last_seq, 1);
+        let ServerMsg::Snapshot(snap) = sse.next().await else {
+            panic!("then the snapshot")
+        };
+        assert_eq!(snap.rows.len(), 1);
 
-    // Two events in one request: one batch; the delta arrives on the stream.
-    let (_, body) = post(json!([
-        {"seq": 2, "name": "add_todo", "args": add("h", "t2", "second")},
-        {"seq": 2, "name": "add_todo", "args": add("h", "t2", "second")}
-    ]))
-    .await;
-    let outcomes: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
-    assert_eq!(outcomes[0]["t"], "ack");
-    assert_eq!(outcomes[1]["dup"], true, "{body}");
-    let ServerMsg::Delta(d) = sse.next().await else {
-        panic!("a delta")
-    };
-    assert_eq!((d.from, d.puts.len()), (snap.v, 1));
-    assert_eq!(&*d.puts[0].row.key, "t2");
-    assert_eq!(server.applied_count().await, 2);
+        // Two events in one request: one batch; the delta arrives on the stream.
+        let (_, body) = post(json!([
+            {"seq": 2, "name": "add_todo", "args": add("h", "t2", "second")},
+            {"seq": 2, "name": "add_todo", "args": add("h", "t2", "second")}
+        ]))
+        .await;
+        let outcomes: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+        assert_eq!(outcomes[0]["t"], "ack");
+        assert_eq!(outcomes[1]["dup"], true, "{body}");
+        let ServerMsg::Delta(d) = sse.next().await else {
+            panic!("a delta")
+        };
+        assert_eq!((d.from, d.puts.len()), (snap.v, 1));
+        assert_eq!(&*d.puts[0].row.key, "t2");
+        assert_eq!(server.applied_count().await, 2);
 
-    let (status, body) = http_post(server.addr, "/sssync/events", "{nope").await;
-    assert_eq!(status, 400);
-    assert!(body.contains("malformed"), "{body}");
-    server.stop().await;
+        let (status, body) = http_post(server.addr, "/sssync/events", "{nope").await;
+        assert_eq!(status, 400);
+        assert!(body.contains("malformed"), "{body}");
+        server.stop().await;
+    }
 }
 
-#[tokio::test]
-async fn invariant_10_a_server_origin_event_fans_out_like_any_other() {
-    let dir = TempDir::create();
-    let server = Server::start(&dir.db(), 0).await;
-    let c = NativeClient::connect(server.ws_url(), "watching");
-    c.subscribe::<Todos>(&list("srv"));
-    c.wait_for(WAIT, |s| s.rows::<Todos>(&list("srv")).is_some())
+on_both! {
+    async fn invariant_10_a_server_origin_event_fans_out_like_any_other(db) {
+        let server = Server::start(&db, 0).await;
+        let c = NativeClient::connect(server.ws_url(), "watching");
+        c.subscribe::<Todos>(&list("srv"));
+        c.wait_for(WAIT, |s| s.rows::<Todos>(&list("srv")).is_some())
+            .await
+            .unwrap();
+        let args = add("srv", "s1", "from a form post").to_string();
+        let r = server
+            .engine
+            .apply_server_event("add_todo", &args)
+            .await;
+        assert!(matches!(r, ServerMsg::Ack(_)), "{r:?}");
+        let long = add("srv", "s2", &"x".repeat(300)).to_string();
+        let r = server
+            .engine
+            .apply_server_event("add_todo", &long)
+            .await;
+        assert!(matches!(r, ServerMsg::Reject(_)), "{r:?}");
+        c.wait_for(WAIT, |s| {
+            s.rows::<Todos>(&list("srv"))
+                .is_some_and(|r| titles(&r) == ["from a form post"])
+        })
         .await
         .unwrap();
-    let args = add("srv", "s1", "from a form post").to_string();
-    let r = server
-        .engine
-        .apply_server_event("add_todo", &args)
-        .await
-        .unwrap();
-    assert!(matches!(r, ServerMsg::Ack(_)), "{r:?}");
-    let long = add("srv", "s2", &"x".repeat(300)).to_string();
-    let r = server
-        .engine
-        .apply_server_event("add_todo", &long)
-        .await
-        .unwrap();
-    assert!(matches!(r, ServerMsg::Reject(_)), "{r:?}");
-    c.wait_for(WAIT, |s| {
-        s.rows::<Todos>(&list("srv"))
-            .is_some_and(|r| titles(&r) == ["from a form post"])
-    })
-    .await
-    .unwrap();
-    server.stop().await;
+        server.stop().await;
+    }
 }

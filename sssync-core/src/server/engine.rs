@@ -1,36 +1,24 @@
-//! The engine: the registry, the store, the hub, and the one task that writes.
-//!
-//! All writes go through one task per engine (the writer): it takes every event waiting (up to
-//! a batch size), applies them in one transaction, one version for the batch, each event inside
-//! a savepoint with its client's `last_seq` (invariant 5), commits, re-runs each affected query
-//! once (invariant 10), queues the deltas, and only then the acknowledgements (so a client has
-//! every delta up to an ack's version before the ack: invariant 6). Creating a group (the first
-//! subscriber of a key) goes through the same task, so no commit can slip between a group's
-//! first result and its first delta.
+//! The engine: the registry, the store, the hub, and two tasks: the writer (`writer.rs`), which
+//! applies events in batches, and the tailer (`tailer.rs`), which follows the durable change
+//! log and fans every commit out, whoever made it.
 
 use super::Table;
 use super::hub::{DepKey, Hub, Outbox, Subscribed, query_failed};
-use super::schema::{EventCtx, EventError, QueryCtx, Registry, RunError, ServerEvent, ServerQuery};
+use super::schema::{QueryCtx, Registry, RunError, ServerEvent, ServerQuery};
 use super::store::{Store, StoreError};
-use crate::protocol::{
-    Ack, ErrorCode, Gap, Hello, Limits, PROTOCOL, Reject, Rejection, Retry, ServerMsg, Welcome,
-};
+use super::tailer::Open;
+use crate::protocol::{ErrorCode, Hello, Limits, PROTOCOL, Rejection, ServerMsg, Welcome};
 use crate::query::QueryKey;
 use crate::row::Rows;
 use crate::version::{Epoch, Version};
 use serde_json::value::RawValue;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
-/// Events applied in one transaction at most.
-const MAX_BATCH: usize = 512;
 /// How long a group nobody subscribes to is kept (for clients that reconnect), by default.
 const IDLE_GROUP: Duration = Duration::from_secs(60);
-/// Change-log versions kept.
-const CHANGES_KEPT: u64 = 100_000;
 /// How long a `hello` waits for the fan-out of the commits it reports.
 const HELLO_WAIT: Duration = Duration::from_secs(10);
 
@@ -136,7 +124,7 @@ pub(crate) enum Reply {
 }
 
 impl Reply {
-    fn send(self, msg: ServerMsg) {
+    pub(crate) fn send(self, msg: ServerMsg) {
         match self {
             Reply::Outbox(o) => {
                 o.send_msg(&msg);
@@ -161,11 +149,8 @@ pub(crate) struct EventCmd {
 
 pub(crate) enum Cmd {
     Event(EventCmd),
-    Open {
-        key: QueryKey,
-        outbox: Outbox,
-        client_v: Option<Version>,
-    },
+    /// The tailer saw changes written outside the engine: give them a version.
+    Seal,
     /// A client proved that the database lost history it saw (a restored backup): give it a
     /// new epoch, unless that was done already (the epoch is no longer `seen`).
     NewEpoch {
@@ -184,13 +169,19 @@ pub(crate) struct Inner<S: Store> {
     next_conn: AtomicU64,
     /// Set to true when the engine shuts down: connections close.
     pub(crate) stop: watch::Sender<bool>,
-    group_ttl: Duration,
-    retry: WriteRetry,
+    /// Rings the tailer: a commit to read.
+    pub(crate) wake: Arc<tokio::sync::Notify>,
+    /// Subscribers for the tailer to open.
+    pub(crate) opens: mpsc::Sender<Open>,
+    pub(crate) group_ttl: Duration,
+    pub(crate) retry: WriteRetry,
+    /// Change-log versions kept (the retention horizon trails the version by this much).
+    pub(crate) log_keep: u64,
     fault: Option<FaultHook>,
 }
 
 impl<S: Store> Inner<S> {
-    fn fault(&self, at: FaultPoint) {
+    pub(crate) fn fault(&self, at: FaultPoint) {
         if let Some(hook) = &self.fault {
             hook(at);
         }
@@ -220,6 +211,7 @@ pub struct EngineBuilder<S: Store> {
     limits: Limits,
     group_ttl: Duration,
     retry: WriteRetry,
+    log_keep: u64,
     fault: Option<FaultHook>,
 }
 
@@ -233,6 +225,7 @@ impl<S: Store> Engine<S> {
             limits: Limits::default(),
             group_ttl: IDLE_GROUP,
             retry: WriteRetry::default(),
+            log_keep: super::tailer::CHANGES_KEPT,
             fault: None,
         }
     }
@@ -297,9 +290,11 @@ impl<S: Store> Engine<S> {
         outbox.want(&key);
         match self.inner.hub.subscribe(&key, outbox, client_v) {
             Subscribed::Yes => Ok(()),
-            Subscribed::NoGroup => self
-                .cmds
-                .send(Cmd::Open {
+            // The tailer opens the group, or resumes the client from the log.
+            Subscribed::NoGroup | Subscribed::Behind(_) => self
+                .inner
+                .opens
+                .send(Open {
                     key,
                     outbox: outbox.clone(),
                     client_v,
@@ -476,7 +471,7 @@ impl<S: Store> Engine<S> {
 
 impl<S: Store> Inner<S> {
     /// A fresh result, checked against the result size limit.
-    fn result(&self, rows: Vec<crate::row::Row>) -> Result<Rows, EngineError> {
+    pub(crate) fn result(&self, rows: Vec<crate::row::Row>) -> Result<Rows, EngineError> {
         let bytes: usize = rows
             .iter()
             .map(|r| r.key.len() + r.value.get().len() + 16)
@@ -488,7 +483,7 @@ impl<S: Store> Inner<S> {
     }
 
     /// The dependencies of `key`, as the change log records them.
-    fn deps(&self, key: &QueryKey) -> Result<Vec<DepKey>, EngineError> {
+    pub(crate) fn deps(&self, key: &QueryKey) -> Result<Vec<DepKey>, EngineError> {
         let entry = self
             .registry
             .queries
@@ -525,14 +520,6 @@ impl<S: Store> Inner<S> {
         let (v, rows) = result?;
         Ok((v, self.result(rows)?))
     }
-
-    /// Re-runs a query after a commit (no transaction needed: the writer is the only writer).
-    async fn rerun(&self, key: &QueryKey) -> Result<Rows, EngineError> {
-        let entry = &self.registry.queries[key.name()];
-        let mut conn = self.store.pool().acquire().await?;
-        let rows = (entry.run)(&mut conn, &QueryCtx::default(), key.args_json()).await?;
-        self.result(rows)
-    }
 }
 
 impl<S: Store> EngineBuilder<S> {
@@ -567,6 +554,15 @@ impl<S: Store> EngineBuilder<S> {
         self
     }
 
+    /// How many versions the durable change log keeps (default 100,000): a client that
+    /// reconnects with an older version gets the whole result again (a snapshot marked
+    /// `reset`) instead of a delta. Pruning runs every few seconds and deletes at most 10,000
+    /// entries each time.
+    pub fn log_retention(mut self, versions: u64) -> Self {
+        self.log_keep = versions;
+        self
+    }
+
     /// How a batch the database refuses for now is retried (see [`WriteRetry`]).
     pub fn write_retry(mut self, retry: WriteRetry) -> Self {
         self.retry = retry;
@@ -589,6 +585,7 @@ impl<S: Store> EngineBuilder<S> {
         let (stop, _) = watch::channel(false);
         let hub = Hub::new(self.limits.max_groups);
         hub.set_processed(version);
+        let (opens, opens_rx) = mpsc::channel(4 * super::writer::MAX_BATCH);
         let inner = Arc::new(Inner {
             store: self.store,
             registry: self.registry,
@@ -597,395 +594,16 @@ impl<S: Store> EngineBuilder<S> {
             limits: self.limits,
             next_conn: AtomicU64::new(1),
             stop,
+            wake: Arc::new(tokio::sync::Notify::new()),
+            opens,
             group_ttl: self.group_ttl,
             retry: self.retry,
+            log_keep: self.log_keep,
             fault: self.fault,
         });
-        let (cmds, rx) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(writer(inner.clone(), rx, version));
+        let (cmds, rx) = mpsc::channel(4 * super::writer::MAX_BATCH);
+        tokio::spawn(super::writer::writer(inner.clone(), rx));
+        tokio::spawn(super::tailer::tailer(inner.clone(), opens_rx, cmds.clone()));
         Ok(Engine { inner, cmds })
     }
-}
-
-/// What happened to one event of a batch.
-enum Outcome {
-    Applied,
-    Duplicate,
-    Gap(u64),
-    Rejected(Rejection),
-}
-
-/// Why a batch did not commit (it rolled back as a whole: nothing of it applied).
-struct BatchFailed(StoreError);
-
-async fn writer<S: Store>(inner: Arc<Inner<S>>, mut rx: mpsc::Receiver<Cmd>, mut version: Version) {
-    let mut stop = inner.stop.subscribe();
-    let mut janitor = tokio::time::interval(Duration::from_secs(5).min(inner.group_ttl));
-    janitor.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut batches: u64 = 0;
-    // Batches that failed in a row: the resend delay clients are told grows with it.
-    let mut failing: u32 = 0;
-    loop {
-        let first = tokio::select! {
-            cmd = rx.recv() => match cmd {
-                Some(c) => c,
-                None => return,
-            },
-            _ = stop.changed() => return,
-            _ = janitor.tick() => {
-                inner.hub.evict_idle(inner.group_ttl);
-                continue;
-            }
-        };
-        // Everything already waiting joins the batch (bursts coalesce into one commit).
-        let mut events = Vec::new();
-        let mut opens = Vec::new();
-        let mut epochs = Vec::new();
-        let mut next = Some(first);
-        while let Some(cmd) = next.take() {
-            match cmd {
-                Cmd::Event(e) => events.push(e),
-                Cmd::Open {
-                    key,
-                    outbox,
-                    client_v,
-                } => opens.push((key, outbox, client_v)),
-                Cmd::NewEpoch { seen, reply } => epochs.push((seen, reply)),
-            }
-            if events.len() < MAX_BATCH {
-                next = rx.try_recv().ok();
-            }
-        }
-        for (seen, reply) in epochs {
-            let _ = reply.send(new_epoch(&inner, seen).await);
-        }
-        // Opens first: a client that subscribed before sending events gets the key's rows
-        // before the acks of those events (no flicker, invariant 6).
-        for (key, outbox, client_v) in opens {
-            open_group(&inner, key, &outbox, client_v).await;
-        }
-        if !events.is_empty() {
-            match apply_batch(&inner, events, version, failing).await {
-                Ok(v) => {
-                    version = v;
-                    failing = 0;
-                }
-                Err(()) => failing = failing.saturating_add(1),
-            }
-            batches += 1;
-            if batches.is_multiple_of(1000) && version.0 > CHANGES_KEPT {
-                let _ = inner
-                    .store
-                    .prune_changes(Version(version.0 - CHANGES_KEPT))
-                    .await;
-            }
-        }
-    }
-}
-
-/// Gives the database a new epoch (once: not when it already moved on from `seen`), drops
-/// every live result, and closes every connection (they reconnect into the new history).
-async fn new_epoch<S: Store>(inner: &Inner<S>, seen: Epoch) -> Result<Epoch, StoreError> {
-    let current = inner.epoch.borrow().clone();
-    if current != seen {
-        return Ok(current);
-    }
-    let mut conn = inner.store.pool().acquire().await?;
-    S::begin(&mut conn).await?;
-    let epoch = match S::rotate_epoch(&mut conn).await {
-        Ok(e) => e,
-        Err(e) => {
-            if S::rollback(&mut conn).await.is_err() {
-                conn.close_on_drop();
-            }
-            return Err(e);
-        }
-    };
-    if let Err(e) = S::commit(&mut conn).await {
-        if S::rollback(&mut conn).await.is_err() {
-            conn.close_on_drop();
-        }
-        return Err(e);
-    }
-    inner.hub.clear();
-    inner.epoch.send_replace(epoch.clone());
-    tracing::warn!(%epoch, "new epoch: every client resets its cache");
-    Ok(epoch)
-}
-
-/// Creates the group of `key` (first subscriber) and subscribes `outbox`. A failure is told to
-/// this subscriber, for this key (the client shows the query as failed and retries).
-async fn open_group<S: Store>(
-    inner: &Inner<S>,
-    key: QueryKey,
-    outbox: &Outbox,
-    client_v: Option<Version>,
-) {
-    if let Subscribed::Yes = inner.hub.subscribe(&key, outbox, client_v) {
-        return; // another subscriber created it first, or this one no longer wants it
-    }
-    if !outbox.wants(&key) {
-        return;
-    }
-    let result = async {
-        let deps = inner.deps(&key)?;
-        let (v, rows) = inner.read(&key, &QueryCtx::default()).await?;
-        inner
-            .hub
-            .create(&key, deps, rows, v)
-            .map_err(|_| EngineError::Overloaded(inner.limits.max_groups))
-    }
-    .await;
-    match result {
-        Ok(()) => {
-            inner.hub.subscribe(&key, outbox, client_v);
-        }
-        Err(e) => {
-            tracing::warn!(%key, error = %e, "query could not be opened");
-            outbox.send_msg(&e.for_key(&key));
-        }
-    }
-}
-
-/// Applies a batch, retrying it (with backoff, a bounded number of times) while the database
-/// refuses it for now; returns the new version if it committed. When every attempt failed, each
-/// event's sender is told to resend later (`retry`): nothing was applied, no seq was used.
-async fn apply_batch<S: Store>(
-    inner: &Inner<S>,
-    events: Vec<EventCmd>,
-    version: Version,
-    failing: u32,
-) -> Result<Version, ()> {
-    let mut attempt = 0;
-    let (outcomes, bumped) = loop {
-        attempt += 1;
-        match apply_in_transaction(inner, &events).await {
-            Ok(r) => break r,
-            Err(BatchFailed(err)) => {
-                tracing::warn!(error = %err, attempt, events = events.len(), "write batch failed; rolled back");
-                if attempt >= inner.retry.attempts.max(1) {
-                    let after = inner
-                        .retry
-                        .resend_after
-                        .saturating_mul(1 << failing.min(6))
-                        .min(Duration::from_secs(30));
-                    for e in events {
-                        e.reply.send(ServerMsg::Retry(Retry {
-                            seq: e.seq,
-                            after_ms: after.as_millis() as u64,
-                            message: format!(
-                                "the server could not save this write for now ({}); nothing was \
-                                 applied; resend it",
-                                short(&err)
-                            ),
-                        }));
-                    }
-                    return Err(());
-                }
-                let wait = inner
-                    .retry
-                    .backoff
-                    .saturating_mul(1 << (2 * (attempt - 1)).min(16));
-                tokio::time::sleep(wait).await;
-            }
-        }
-    };
-    inner.fault(FaultPoint::AfterCommit);
-    let now = bumped.unwrap_or(version);
-    if let Some(v) = bumped {
-        fan_out(inner, v).await;
-    }
-    inner.fault(FaultPoint::BeforeAcks);
-    for (e, outcome) in events.into_iter().zip(outcomes) {
-        let msg = match outcome {
-            Outcome::Applied => ServerMsg::Ack(Ack {
-                seq: e.seq,
-                v: now,
-                dup: false,
-            }),
-            Outcome::Duplicate => ServerMsg::Ack(Ack {
-                seq: e.seq,
-                v: now,
-                dup: true,
-            }),
-            Outcome::Gap(expected) => ServerMsg::Gap(Gap {
-                seq: e.seq,
-                expected,
-            }),
-            Outcome::Rejected(error) => ServerMsg::Reject(Reject {
-                seq: e.seq,
-                v: now,
-                error,
-            }),
-        };
-        e.reply.send(msg);
-    }
-    Ok(now)
-}
-
-/// A storage error in a few words, for clients (the details stay in the server's log).
-fn short(err: &StoreError) -> String {
-    match err {
-        sqlx::Error::Database(db) => db.message().to_owned(),
-        sqlx::Error::Io(e) => format!("I/O error: {e}"),
-        sqlx::Error::PoolTimedOut => "the database did not answer in time".to_owned(),
-        other => other.to_string(),
-    }
-}
-
-/// The transaction of one batch: per event, the seq check, the handler in a savepoint, and the
-/// client's `last_seq`, all committed together. A handler's permanent failure rejects its event
-/// (`internal`); a transient one fails the batch (it is retried as a whole).
-async fn apply_in_transaction<S: Store>(
-    inner: &Inner<S>,
-    events: &[EventCmd],
-) -> Result<(Vec<Outcome>, Option<Version>), BatchFailed> {
-    let mut conn = inner.store.pool().acquire().await.map_err(BatchFailed)?;
-    S::begin(&mut conn).await.map_err(BatchFailed)?;
-    let result = async {
-        let mut last: HashMap<Arc<str>, u64> = HashMap::new();
-        let mut outcomes = Vec::with_capacity(events.len());
-        let mut bumped: Option<Version> = None;
-        for e in events {
-            // Server-origin events (no client, no seq) skip the bookkeeping.
-            let sequenced = !e.client_id.is_empty();
-            if sequenced {
-                let last_seq = match last.get(&e.client_id) {
-                    Some(&s) => s,
-                    None => S::read_last_seq(&mut conn, &e.client_id).await?,
-                };
-                last.insert(e.client_id.clone(), last_seq);
-                if e.seq <= last_seq {
-                    outcomes.push(Outcome::Duplicate);
-                    continue;
-                }
-                if e.seq > last_seq + 1 {
-                    outcomes.push(Outcome::Gap(last_seq + 1));
-                    continue;
-                }
-            }
-            let outcome = match inner.registry.events.get(e.name.as_str()) {
-                _ if e.refused.is_some() => Outcome::Rejected(e.refused.clone().expect("checked")),
-                None => Outcome::Rejected(Rejection::new(
-                    "unknown_event",
-                    format!("no event named {:?} is registered", e.name),
-                )),
-                Some(entry) => {
-                    S::savepoint(&mut conn).await?;
-                    let bumps_here = bumped.is_none();
-                    if bumps_here {
-                        bumped = Some(S::bump_version(&mut conn).await?);
-                    }
-                    let ctx = EventCtx {
-                        client_id: e.client_id.to_string(),
-                        seq: e.seq,
-                    };
-                    let refused = match (entry.apply)(&mut conn, &ctx, e.args.get()).await {
-                        Ok(()) => None,
-                        Err(EventError::Rejected(r)) => Some(r),
-                        Err(EventError::Storage(err)) => match constraint(&err) {
-                            // A constraint the event's data broke is the event's fault.
-                            Some(rejection) => Some(rejection),
-                            // The moment's fault: the whole batch is retried.
-                            None if S::is_transient(&err) => return Err(err),
-                            // It would fail again on every resend (a row not found, a decode
-                            // error, a bug): refuse it, so the client's later writes go on.
-                            None => {
-                                tracing::error!(error = %err, event = %e.name, client = %e.client_id, seq = e.seq, "handler failed; the event is rejected");
-                                Some(Rejection::new(
-                                    "internal",
-                                    format!(
-                                        "the server could not apply event {:?} and will not \
-                                         retry it; nothing of it was applied",
-                                        e.name
-                                    ),
-                                ))
-                            }
-                        },
-                    };
-                    match refused {
-                        None => {
-                            S::release(&mut conn).await?;
-                            Outcome::Applied
-                        }
-                        Some(r) => {
-                            S::rollback_to_savepoint(&mut conn).await?;
-                            if bumps_here {
-                                bumped = None;
-                            }
-                            Outcome::Rejected(r)
-                        }
-                    }
-                }
-            };
-            if sequenced {
-                S::write_last_seq(&mut conn, &e.client_id, e.seq).await?;
-                last.insert(e.client_id.clone(), e.seq);
-            }
-            outcomes.push(outcome);
-        }
-        inner.fault(FaultPoint::BeforeCommit);
-        Ok::<_, StoreError>((outcomes, bumped))
-    }
-    .await;
-    let result = match result {
-        Ok(r) => S::commit(&mut conn).await.map(|()| r),
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok(r) => Ok(r),
-        Err(e) => {
-            if S::rollback(&mut conn).await.is_err() {
-                conn.close_on_drop();
-            }
-            Err(BatchFailed(e))
-        }
-    }
-}
-
-/// The rejection for a database constraint violation, if `err` is one.
-fn constraint(err: &sqlx::Error) -> Option<Rejection> {
-    use sqlx::error::ErrorKind;
-    let db = err.as_database_error()?;
-    let code = match db.kind() {
-        ErrorKind::UniqueViolation => "unique_violation",
-        ErrorKind::ForeignKeyViolation => "foreign_key_violation",
-        ErrorKind::NotNullViolation => "not_null_violation",
-        ErrorKind::CheckViolation => "check_violation",
-        _ => return None,
-    };
-    Some(Rejection::new(code, db.message().to_owned()))
-}
-
-/// After a commit at `v`: re-run each affected group once and queue its delta. A query that
-/// fails (or whose result grows too large) is dropped, and its subscribers are told for that key.
-async fn fan_out<S: Store>(inner: &Inner<S>, v: Version) {
-    let changes = {
-        let conn = inner.store.pool().acquire().await;
-        match conn {
-            Ok(mut c) => S::changes_at(&mut c, v).await,
-            Err(e) => Err(e),
-        }
-    };
-    match changes {
-        Ok(changes) => {
-            for key in inner.hub.affected(&changes) {
-                match inner.rerun(&key).await {
-                    Ok(rows) => {
-                        inner.hub.update(&key, rows, v);
-                    }
-                    Err(e) => {
-                        tracing::error!(%key, error = %e, "re-run failed; dropping the query");
-                        inner.hub.fail(&key, &e.for_key(&key));
-                    }
-                }
-            }
-        }
-        Err(e) => {
-            // Which queries changed is unknown: none may stay silently stale.
-            tracing::error!(error = %e, "reading the change log failed; dropping every query");
-            inner.hub.fail_all(&short(&e));
-        }
-    }
-    inner.hub.set_processed(v);
 }

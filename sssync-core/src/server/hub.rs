@@ -7,6 +7,7 @@
 //! subscribers, so that serializing a big snapshot or diffing a big result holds up only that
 //! key. Order: the maps' lock, then a group's, then an outbox's wanted set; never the other way.
 
+use super::store::Change;
 use crate::delta::{self, Put};
 use crate::protocol::{DeltaMsg, ErrorCode, ServerMsg, Snapshot};
 use crate::query::QueryKey;
@@ -201,6 +202,9 @@ pub(crate) enum Subscribed {
     Yes,
     /// No group for this key yet: the engine must create it.
     NoGroup,
+    /// The client resumes from a version the group does not remember: the engine resumes it
+    /// from the durable log, or resets it ([`Hub::subscribe_from`]).
+    Behind(Version),
 }
 
 /// The hub holds `max_groups` live keys, none of them idle.
@@ -222,6 +226,12 @@ impl Hub {
 
     pub(crate) fn processed(&self) -> Version {
         *self.processed.borrow()
+    }
+
+    /// The database went back in history (restored while this instance ran): start over from
+    /// `v`.
+    pub(crate) fn reset_processed(&self, v: Version) {
+        self.processed.send_replace(v);
     }
 
     pub(crate) fn set_processed(&self, v: Version) {
@@ -263,13 +273,43 @@ impl Hub {
         if outbox.is_closed() || !outbox.wants(key) {
             return Subscribed::Yes; // gone, or unsubscribed meanwhile: nothing to do
         }
-        g.subs.insert(outbox.id, outbox.clone());
-        g.idle_since = None;
         let msg = match client_v {
             Some(v) if v >= g.horizon && v <= processed => resume_msg(key, &g, v),
-            Some(_) => snapshot_msg(key, &g, true),
+            Some(v) => return Subscribed::Behind(v),
             None => snapshot_msg(key, &g, false),
         };
+        g.subs.insert(outbox.id, outbox.clone());
+        g.idle_since = None;
+        outbox.send(msg);
+        Subscribed::Yes
+    }
+
+    /// Subscribes `outbox` to the group of `key` for a client that holds its result at `v`,
+    /// which the group does not remember: with `changed` (the keys of the rows that changed
+    /// since `v`, from the durable log), a delta of those rows; without, a reset snapshot.
+    pub(crate) fn subscribe_from(
+        &self,
+        key: &QueryKey,
+        outbox: &Outbox,
+        v: Version,
+        changed: Option<&HashSet<String>>,
+    ) -> Subscribed {
+        let Some(g) = self.group(key) else {
+            return Subscribed::NoGroup;
+        };
+        let mut g = lock(&g);
+        if g.dead {
+            return Subscribed::NoGroup;
+        }
+        if outbox.is_closed() || !outbox.wants(key) {
+            return Subscribed::Yes;
+        }
+        let msg = match changed {
+            Some(keys) => log_resume_msg(key, &g, v, keys),
+            None => snapshot_msg(key, &g, true),
+        };
+        g.subs.insert(outbox.id, outbox.clone());
+        g.idle_since = None;
         outbox.send(msg);
         Subscribed::Yes
     }
@@ -362,22 +402,31 @@ impl Hub {
         (!g.dead).then(|| (g.version, g.rows.clone()))
     }
 
-    /// The groups a batch's changes can affect.
-    pub(crate) fn affected(&self, changes: &[(String, Option<String>)]) -> Vec<QueryKey> {
+    /// The groups some changes can affect.
+    pub(crate) fn affected(&self, changes: &[Change]) -> Vec<QueryKey> {
         let maps = lock(&self.maps);
         let mut out: HashSet<QueryKey> = HashSet::new();
-        for (table, part) in changes {
+        for c in changes {
+            if c.whole {
+                // Every row of the table: every key that depends on any part of it.
+                for (d, keys) in &maps.by_dep {
+                    if d.table == c.table {
+                        out.extend(keys.iter().cloned());
+                    }
+                }
+                continue;
+            }
             let any = DepKey {
-                table: table.clone(),
+                table: c.table.clone(),
                 part: None,
             };
             if let Some(keys) = maps.by_dep.get(&any) {
                 out.extend(keys.iter().cloned());
             }
-            if part.is_some() {
+            if c.part.is_some() {
                 let one = DepKey {
-                    table: table.clone(),
-                    part: part.clone(),
+                    table: c.table.clone(),
+                    part: c.part.clone(),
                 };
                 if let Some(keys) = maps.by_dep.get(&one) {
                     out.extend(keys.iter().cloned());
@@ -456,14 +505,6 @@ impl Hub {
         }
     }
 
-    /// Fails every group with a `query_failed` error for its key.
-    pub(crate) fn fail_all(&self, why: &str) {
-        let keys: Vec<QueryKey> = lock(&self.maps).groups.keys().cloned().collect();
-        for k in keys {
-            self.fail(&k, &query_failed(&k, why));
-        }
-    }
-
     /// Drops every group without a word (a new epoch: their connections close anyway).
     pub(crate) fn clear(&self) {
         let mut maps = lock(&self.maps);
@@ -535,6 +576,39 @@ fn resume_msg(key: &QueryKey, g: &Group, v: Version) -> Utf8Bytes {
         .collect();
     dels.sort();
     dels.dedup();
+    ServerMsg::Delta(DeltaMsg {
+        q: key.name().to_owned(),
+        a: g.args.clone(),
+        from: v,
+        to: g.version,
+        puts,
+        dels,
+        digest: g.rows.digest(),
+    })
+    .to_json()
+    .into()
+}
+
+/// The rows whose keys are in `changed` (those still in the result as puts, the others as
+/// deletes), as a delta from `v` (the client's version) to the group's: a resume computed from
+/// the durable log, its size following the changes.
+fn log_resume_msg(key: &QueryKey, g: &Group, v: Version, changed: &HashSet<String>) -> Utf8Bytes {
+    let rows = g.rows.rows();
+    let puts: Vec<Put> = rows
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| changed.contains(&*r.key))
+        .map(|(i, r)| Put {
+            row: r.clone(),
+            after: i.checked_sub(1).map(|p| rows[p].key.clone()),
+        })
+        .collect();
+    let mut dels: Vec<Arc<str>> = changed
+        .iter()
+        .filter(|k| g.rows.get(k).is_none())
+        .map(|k| Arc::from(k.as_str()))
+        .collect();
+    dels.sort();
     ServerMsg::Delta(DeltaMsg {
         q: key.name().to_owned(),
         a: g.args.clone(),
@@ -640,9 +714,17 @@ mod tests {
             .unwrap();
         hub.create(&all, vec![dep("t", None)], rows(0), Version(1))
             .unwrap();
-        let hit = hub.affected(&[("t".into(), Some("a".into()))]);
+        let change = |table: &str, part: Option<&str>, whole: bool| Change {
+            version: Version(2),
+            table: table.into(),
+            part: part.map(str::to_owned),
+            whole,
+        };
+        let hit = hub.affected(&[change("t", Some("a"), false)]);
         assert_eq!(hit, vec![all.clone(), a.clone()]);
-        assert!(hub.affected(&[("other".into(), None)]).is_empty());
+        assert!(hub.affected(&[change("other", None, false)]).is_empty());
+        // A change of the whole table (a TRUNCATE) reaches every partition.
+        assert_eq!(hub.affected(&[change("t", None, true)]), vec![all, a, b]);
     }
 
     #[test]

@@ -11,19 +11,59 @@
 
 mod engine;
 mod hub;
+mod postgres;
 mod schema;
 mod sqlite;
 mod store;
+mod tailer;
 mod transport;
+mod writer;
 
 pub use engine::{Engine, EngineBuilder, EngineError, FaultHook, FaultPoint, WriteRetry};
+pub use postgres::PgStore;
 pub use schema::{
     BoxFuture, Conn, Dependency, EventCtx, EventError, Identity, PartitionValue, QueryCtx,
     RunError, ServerEvent, ServerQuery,
 };
 pub use sqlite::SqliteStore;
-pub use store::{Store, StoreError};
+/// The databases sssync runs on (sqlx's types), for [`for_each_db!`](crate::for_each_db).
+pub use sqlx::{Postgres, Sqlite};
+pub use store::{Change, LogRead, Store, StoreError};
 pub use transport::{router, valid_client_id};
+
+/// Writes the items it is given once for each database sssync runs on (SQLite and PostgreSQL),
+/// with `Db` naming the database: query and event handlers written once, compiled (and
+/// type-checked) for each. The SQL must suit both; both take `$1`, `$2`… placeholders.
+///
+/// ```ignore
+/// sssync_core::for_each_db! {
+///     impl ServerQuery<Db> for Todos {
+///         fn dependencies(args: &ListArgs) -> Vec<Dependency> {
+///             vec![Dependency::partition("todos", &args.list_id)]
+///         }
+///         fn run<'a>(conn: &'a mut Conn<Db>, _: &'a QueryCtx, args: &'a ListArgs)
+///             -> BoxFuture<'a, Result<Vec<Todo>, sqlx::Error>> {
+///             Box::pin(sqlx::query_as("SELECT … WHERE list_id = $1").bind(&args.list_id)
+///                 .fetch_all(conn))
+///         }
+///     }
+/// }
+/// ```
+#[macro_export]
+macro_rules! for_each_db {
+    ($($item:item)*) => {
+        const _: () = {
+            #[allow(dead_code)]
+            type Db = $crate::server::Sqlite;
+            $($item)*
+        };
+        const _: () = {
+            #[allow(dead_code)]
+            type Db = $crate::server::Postgres;
+            $($item)*
+        };
+    };
+}
 
 /// A table the engine watches: its changes are recorded (by triggers) so that writes re-run
 /// only the queries that depend on them.

@@ -148,6 +148,15 @@ impl Dependency {
 
 /// A query the server can run against database `Db`.
 pub trait ServerQuery<Db: sqlx::Database>: Query {
+    /// `Some(table)` when the query's rows are rows of that one declared table, each keyed
+    /// ([`Query::row_key`]) by the table's key column as the change log records it (its text),
+    /// every dependency is on that table, and the result's order depends only on each row
+    /// itself (no `LIMIT`, no order over other rows): then a client that reconnects after
+    /// missing changes, to any instance, gets a delta computed from the durable log, its size
+    /// following the changes. `None` (the default): such a client gets the whole result again
+    /// (a snapshot marked `reset`) unless the instance remembers its version.
+    const KEYED_BY: Option<&'static str> = None;
+
     /// The tables (and partitions) the result depends on: a write re-runs the query only when
     /// it changed one of them (invariant 10).
     fn dependencies(args: &Self::Args) -> Vec<Dependency>;
@@ -227,6 +236,7 @@ type ApplyFn<Db> =
 pub(crate) struct QueryEntry<Db: sqlx::Database> {
     pub(crate) run: RunFn<Db>,
     pub(crate) deps: DepsFn,
+    pub(crate) keyed_by: Option<&'static str>,
 }
 
 pub(crate) struct EventEntry<Db: sqlx::Database> {
@@ -255,6 +265,7 @@ impl<Db: sqlx::Database> Registry<Db> {
             QueryEntry {
                 run: run_erased::<Db, Q>,
                 deps: deps_erased::<Db, Q>,
+                keyed_by: Q::KEYED_BY,
             },
         );
     }

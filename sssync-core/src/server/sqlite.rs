@@ -1,9 +1,17 @@
 //! The embedded default: SQLite in WAL mode, `synchronous = FULL` (a commit is durable when it
 //! returns, so an acknowledged event survives a power cut).
+//!
+//! SQLite has one writer at a time, so versions follow commit order by themselves. The engine's
+//! write transactions raise `sssync_meta.writing` while they run (and lower it before they
+//! commit, so nobody else ever sees it raised): the change-log triggers then record the
+//! batch's version; any other writer (another server process on the same file, the `sqlite3`
+//! shell, the application's own pool) records its changes without one, and the engine seals
+//! them. So every write to a declared table reaches every subscriber, and several server
+//! processes can share one file.
 
 use super::Table;
 use super::schema::PartitionValue;
-use super::store::{Store, StoreError};
+use super::store::{Change, LogRead, Store, StoreError};
 use crate::version::{Epoch, Version};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
@@ -55,20 +63,63 @@ const INIT: &str = "
 CREATE TABLE IF NOT EXISTS sssync_meta (
     id      INTEGER PRIMARY KEY CHECK (id = 1),
     epoch   TEXT    NOT NULL,
-    version INTEGER NOT NULL
+    version INTEGER NOT NULL,
+    writing INTEGER NOT NULL DEFAULT 0,
+    horizon INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS sssync_clients (
     client_id TEXT    PRIMARY KEY NOT NULL,
     last_seq  INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS sssync_changes (
-    version INTEGER NOT NULL,
+    version INTEGER,
     tbl     TEXT    NOT NULL,
     row_key TEXT,
     part    TEXT
 );
 CREATE INDEX IF NOT EXISTS sssync_changes_by_version ON sssync_changes (version);
 ";
+
+/// The version the change-log triggers record: the engine's batch's, or none (to be sealed).
+const TRIGGER_VERSION: &str =
+    "(SELECT CASE WHEN writing = 1 THEN version END FROM sssync_meta WHERE id = 1)";
+
+impl SqliteStore {
+    /// Brings the engine's tables of a database made by an older sssync up to date.
+    async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+        let cols: Vec<(String, i64)> =
+            sqlx::query_as("SELECT name, \"notnull\" FROM pragma_table_info('sssync_meta')")
+                .fetch_all(&mut *conn)
+                .await?;
+        for col in ["writing", "horizon"] {
+            if !cols.iter().any(|(n, _)| n == col) {
+                conn.execute(AssertSqlSafe(format!(
+                    "ALTER TABLE sssync_meta ADD COLUMN {col} INTEGER NOT NULL DEFAULT 0"
+                )))
+                .await?;
+            }
+        }
+        let version_not_null: Option<i64> = sqlx::query_scalar(
+            "SELECT \"notnull\" FROM pragma_table_info('sssync_changes') WHERE name = 'version'",
+        )
+        .fetch_optional(&mut *conn)
+        .await?;
+        if version_not_null == Some(1) {
+            // Entries written outside the engine have no version until sealed.
+            conn.execute(
+                "BEGIN IMMEDIATE;
+                 CREATE TABLE sssync_changes_new (version INTEGER, tbl TEXT NOT NULL, row_key TEXT, part TEXT);
+                 INSERT INTO sssync_changes_new SELECT version, tbl, row_key, part FROM sssync_changes;
+                 DROP TABLE sssync_changes;
+                 ALTER TABLE sssync_changes_new RENAME TO sssync_changes;
+                 CREATE INDEX IF NOT EXISTS sssync_changes_by_version ON sssync_changes (version);
+                 COMMIT;",
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
 
 impl Store for SqliteStore {
     type Db = sqlx::Sqlite;
@@ -80,6 +131,7 @@ impl Store for SqliteStore {
     async fn init(&self) -> Result<(Epoch, Version), StoreError> {
         let mut conn = self.pool.acquire().await?;
         conn.execute(INIT).await?;
+        Self::migrate(&mut conn).await?;
         let epoch = uuid::Uuid::new_v4().simple().to_string();
         sqlx::query("INSERT OR IGNORE INTO sssync_meta (id, epoch, version) VALUES (1, ?, 0)")
             .bind(&epoch)
@@ -113,7 +165,7 @@ impl Store for SqliteStore {
         let insert = |row: &str| {
             format!(
                 "INSERT INTO sssync_changes (version, tbl, row_key, part) \
-                 SELECT version, '{name}', {}, {} FROM sssync_meta;",
+                 VALUES ({TRIGGER_VERSION}, '{name}', {}, {});",
                 text(row, key),
                 part(row)
             )
@@ -138,11 +190,6 @@ impl Store for SqliteStore {
             return Err(e);
         }
         Ok(())
-    }
-
-    async fn last_seq(&self, client_id: &str) -> Result<u64, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        Self::read_last_seq(&mut conn, client_id).await
     }
 
     async fn hello_state(&self, client_id: &str) -> Result<(Epoch, u64, Version), StoreError> {
@@ -217,7 +264,10 @@ impl Store for SqliteStore {
     }
 
     async fn commit(conn: &mut SqliteConnection) -> Result<(), StoreError> {
-        conn.execute("COMMIT").await.map(drop)
+        // Lowered inside the transaction: no other connection ever sees it raised.
+        conn.execute("UPDATE sssync_meta SET writing = 0 WHERE id = 1 AND writing = 1; COMMIT")
+            .await
+            .map(drop)
     }
 
     async fn rollback(conn: &mut SqliteConnection) -> Result<(), StoreError> {
@@ -240,11 +290,33 @@ impl Store for SqliteStore {
 
     async fn bump_version(conn: &mut SqliteConnection) -> Result<Version, StoreError> {
         let v: i64 = sqlx::query_scalar(
-            "UPDATE sssync_meta SET version = version + 1 WHERE id = 1 RETURNING version",
+            "UPDATE sssync_meta SET version = version + 1, writing = 1 WHERE id = 1 \
+             RETURNING version",
         )
         .fetch_one(&mut *conn)
         .await?;
         Ok(Version(v as u64))
+    }
+
+    async fn seal(conn: &mut SqliteConnection) -> Result<Option<Version>, StoreError> {
+        let waiting: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM sssync_changes WHERE version IS NULL)",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        if !waiting {
+            return Ok(None);
+        }
+        let v: i64 = sqlx::query_scalar(
+            "UPDATE sssync_meta SET version = version + 1 WHERE id = 1 RETURNING version",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        sqlx::query("UPDATE sssync_changes SET version = ? WHERE version IS NULL")
+            .bind(v)
+            .execute(&mut *conn)
+            .await?;
+        Ok(Some(Version(v as u64)))
     }
 
     async fn version(conn: &mut SqliteConnection) -> Result<Version, StoreError> {
@@ -282,33 +354,119 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn changes_at(
-        conn: &mut SqliteConnection,
-        version: Version,
-    ) -> Result<Vec<(String, Option<String>)>, StoreError> {
-        // Read as bytes: a log written by an older trigger may hold text that is not UTF-8, and
-        // it must not fail the fan-out of every query.
-        let rows: Vec<(String, Option<Vec<u8>>)> = sqlx::query_as(
-            "SELECT DISTINCT tbl, CAST(part AS BLOB) FROM sssync_changes WHERE version = ?",
-        )
-        .bind(version.0 as i64)
-        .fetch_all(&mut *conn)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(t, p)| (t, p.map(|b| String::from_utf8_lossy(&b).into_owned())))
-            .collect())
-    }
-
     async fn begin_read(conn: &mut SqliteConnection) -> Result<(), StoreError> {
         conn.execute("BEGIN").await.map(drop)
     }
 
-    async fn prune_changes(&self, before: Version) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM sssync_changes WHERE version < ?")
-            .bind(before.0 as i64)
-            .execute(&self.pool)
+    async fn read_log(
+        conn: &mut SqliteConnection,
+        after: Version,
+        max_versions: u64,
+    ) -> Result<LogRead, StoreError> {
+        let row = sqlx::query("SELECT epoch, version FROM sssync_meta WHERE id = 1")
+            .fetch_one(&mut *conn)
             .await?;
+        let epoch = Epoch(row.try_get("epoch")?);
+        let now = row.try_get::<i64, _>("version")? as u64;
+        let upto = now.min(after.0.saturating_add(max_versions.max(1)));
+        // Read as bytes: a log written by an older trigger may hold text that is not UTF-8, and
+        // it must not fail the fan-out of every query.
+        let rows: Vec<(i64, String, Option<Vec<u8>>, bool)> = sqlx::query_as(
+            "SELECT version, tbl, CAST(part AS BLOB), MAX(row_key IS NULL) FROM sssync_changes \
+             WHERE version > ? AND version <= ? GROUP BY version, tbl, part ORDER BY version",
+        )
+        .bind(after.0 as i64)
+        .bind(upto as i64)
+        .fetch_all(&mut *conn)
+        .await?;
+        let unsealed: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM sssync_changes WHERE version IS NULL)",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        Ok(LogRead {
+            epoch,
+            version: Version(upto),
+            changes: rows
+                .into_iter()
+                .map(|(v, table, part, whole)| Change {
+                    version: Version(v as u64),
+                    table,
+                    part: part.map(|b| String::from_utf8_lossy(&b).into_owned()),
+                    whole,
+                })
+                .collect(),
+            unsealed,
+        })
+    }
+
+    async fn changed_keys(
+        &self,
+        table: &str,
+        part: Option<&str>,
+        after: Version,
+        upto: Version,
+        limit: usize,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        conn.execute("BEGIN").await?;
+        let result = async {
+            let horizon: i64 = sqlx::query_scalar("SELECT horizon FROM sssync_meta WHERE id = 1")
+                .fetch_one(&mut *conn)
+                .await?;
+            if (after.0 as i64) < horizon {
+                return Ok(None);
+            }
+            let keys: Vec<Option<String>> = sqlx::query_scalar(
+                "SELECT DISTINCT row_key FROM sssync_changes WHERE version > ?1 AND \
+                 version <= ?2 AND tbl = ?3 AND (?4 IS NULL OR part = ?4 OR row_key IS NULL) \
+                 LIMIT ?5",
+            )
+            .bind(after.0 as i64)
+            .bind(upto.0 as i64)
+            .bind(table)
+            .bind(part)
+            .bind(limit as i64 + 1)
+            .fetch_all(&mut *conn)
+            .await?;
+            if keys.len() > limit || keys.iter().any(Option::is_none) {
+                return Ok(None);
+            }
+            Ok::<_, StoreError>(Some(keys.into_iter().flatten().collect()))
+        }
+        .await;
+        if conn.execute("ROLLBACK").await.is_err() {
+            conn.close_on_drop();
+        }
+        result
+    }
+
+    async fn prune(&self, keep: u64, max_rows: u64) -> Result<(), StoreError> {
+        let (now, horizon): (i64, i64) =
+            sqlx::query_as("SELECT version, horizon FROM sssync_meta WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?;
+        let target = now - keep as i64;
+        if target <= 0 {
+            return Ok(());
+        }
+        // The horizon moves first: a resume that reads the log meanwhile refuses what is
+        // about to go.
+        if target > horizon {
+            sqlx::query("UPDATE sssync_meta SET horizon = ? WHERE id = 1 AND horizon < ?")
+                .bind(target)
+                .bind(target)
+                .execute(&self.pool)
+                .await?;
+        }
+        sqlx::query(
+            "DELETE FROM sssync_changes WHERE rowid IN \
+             (SELECT rowid FROM sssync_changes WHERE version < ? LIMIT ?)",
+        )
+        .bind(target)
+        .bind(max_rows as i64)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 }

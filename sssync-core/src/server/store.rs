@@ -1,12 +1,22 @@
 //! The storage layer: one trait the engine speaks, one implementation per database.
 //!
 //! The engine's own tables (created at start, idempotently):
-//! - `sssync_meta`: one row: the epoch and the current version;
+//! - `sssync_meta`: one row: the epoch, the current version, the change log's retention
+//!   horizon;
 //! - `sssync_clients`: `last_seq` per client id (written in the same transaction as the
 //!   events it counts: invariant 5);
 //! - `sssync_changes`: the change log: for each version, which rows of which declared tables
 //!   changed (table, row key, partition value), written by triggers the engine installs on
-//!   every declared [`Table`](super::Table), so no write can forget to record itself.
+//!   every declared [`Table`](super::Table), so no write can forget to record itself, whoever
+//!   makes it (the engine, another server instance, an administrator's SQL statement).
+//!
+//! **Versions follow commit order.** A write transaction of the engine takes the next version
+//! by updating `sssync_meta` (a row lock in PostgreSQL, the write lock in SQLite, held to the
+//! commit), so no transaction can take a higher version before it commits: once version `v` is
+//! visible, every version below it is too. A write made outside the engine logs its changes
+//! without a version; the engine *seals* them (gives them the next version) in a transaction of
+//! its own. Every instance *tails* the log in version order ([`Store::read_log`]), so it sees
+//! every commit, its own and everyone else's.
 
 use super::schema::PartitionValue;
 use crate::version::{Epoch, Version};
@@ -14,6 +24,34 @@ use std::future::Future;
 
 /// A storage failure (the database refused or was unreachable).
 pub type StoreError = sqlx::Error;
+
+/// One entry of the change log as the tailer reads it: at `version`, rows of `table` with
+/// partition value `part` changed (`whole`: the whole table, e.g. a `TRUNCATE`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// The version of the commit.
+    pub version: Version,
+    /// The declared table.
+    pub table: String,
+    /// The partition value's text (`None`: the table has no partition column, or the row had
+    /// none).
+    pub part: Option<String>,
+    /// Every row of the table may have changed.
+    pub whole: bool,
+}
+
+/// What the tailer reads in one snapshot of the database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogRead {
+    /// The database's epoch.
+    pub epoch: Epoch,
+    /// The database's version: every commit up to it is in `changes` (or had no changes).
+    pub version: Version,
+    /// The changes after the version asked for, up to `version`, in version order.
+    pub changes: Vec<Change>,
+    /// Changes written outside the engine wait for a version (the writer seals them).
+    pub unsealed: bool,
+}
 
 /// What the engine needs from a database. Batch methods take the connection of the write
 /// transaction the engine opened with [`Store::begin`].
@@ -33,9 +71,6 @@ pub trait Store: Send + Sync + 'static {
         table: &super::Table,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// The last applied seq of a client (0 if none), outside any batch.
-    fn last_seq(&self, client_id: &str) -> impl Future<Output = Result<u64, StoreError>> + Send;
-
     /// What a `hello` needs, read together (one read transaction): the database's epoch, the
     /// client's last applied seq and the database's committed version.
     fn hello_state(
@@ -53,11 +88,12 @@ pub trait Store: Send + Sync + 'static {
     /// [`Dependency`](super::Dependency) on it must equal).
     fn partition_text(value: &PartitionValue) -> String;
 
-    /// Whether `err` is the moment's fault (busy, locked, full, I/O, a lost connection): the
-    /// same write may succeed later. Everything else would fail again on a retry.
+    /// Whether `err` is the moment's fault (busy, locked, full, I/O, a lost connection, a
+    /// serialization failure): the same write may succeed later. Everything else would fail
+    /// again on a retry.
     fn is_transient(err: &StoreError) -> bool;
 
-    /// Starts a write transaction (taking the write lock at once).
+    /// Starts a write transaction (taking the write lock at once where the database has one).
     fn begin(
         conn: &mut <Self::Db as sqlx::Database>::Connection,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
@@ -81,14 +117,16 @@ pub trait Store: Send + Sync + 'static {
     fn rollback_to_savepoint(
         conn: &mut <Self::Db as sqlx::Database>::Connection,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Takes the next version for this batch; the change-log triggers record it.
+    /// Takes the next version for this batch (held to the commit, so versions follow commit
+    /// order); the change-log triggers record it for the batch's writes.
     fn bump_version(
         conn: &mut <Self::Db as sqlx::Database>::Connection,
     ) -> impl Future<Output = Result<Version, StoreError>> + Send;
-    /// The current version (inside a read or write transaction: consistent with it).
-    fn version(
+    /// Gives the changes written outside the engine (no version yet) the next version, inside
+    /// a write transaction; `None` when there were none.
+    fn seal(
         conn: &mut <Self::Db as sqlx::Database>::Connection,
-    ) -> impl Future<Output = Result<Version, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<Version>, StoreError>> + Send;
     /// A client's last applied seq, inside the batch.
     fn read_last_seq(
         conn: &mut <Self::Db as sqlx::Database>::Connection,
@@ -100,16 +138,55 @@ pub trait Store: Send + Sync + 'static {
         client_id: &str,
         seq: u64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// The (table, partition) pairs that changed at `version`.
-    fn changes_at(
-        conn: &mut <Self::Db as sqlx::Database>::Connection,
-        version: Version,
-    ) -> impl Future<Output = Result<Vec<(String, Option<String>)>, StoreError>> + Send;
-    /// Starts a read transaction (a consistent view for a query and its version).
+
+    /// Starts a read transaction: one consistent snapshot (for a query and its version, or a
+    /// tailer's round).
     fn begin_read(
         conn: &mut <Self::Db as sqlx::Database>::Connection,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Drops change-log entries older than `version`.
-    fn prune_changes(&self, before: Version)
-    -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The current version (inside a read or write transaction: consistent with it).
+    fn version(
+        conn: &mut <Self::Db as sqlx::Database>::Connection,
+    ) -> impl Future<Output = Result<Version, StoreError>> + Send;
+    /// Inside a read transaction: the epoch, the version, and the changes after `after` up to
+    /// that version (at most `max_versions` versions' worth; `version` is then the last one
+    /// read).
+    fn read_log(
+        conn: &mut <Self::Db as sqlx::Database>::Connection,
+        after: Version,
+        max_versions: u64,
+    ) -> impl Future<Output = Result<LogRead, StoreError>> + Send;
+    /// The keys of the rows of `table` (with partition value `part`, or any) that changed
+    /// after `after` up to `upto`: what a client that holds a result at `after` missed.
+    /// `None` when that cannot be told: the log no longer reaches back to `after` (its
+    /// retention horizon is past it), a change of the whole table is in the range, or there
+    /// are more than `limit` keys.
+    fn changed_keys(
+        &self,
+        table: &str,
+        part: Option<&str>,
+        after: Version,
+        upto: Version,
+        limit: usize,
+    ) -> impl Future<Output = Result<Option<Vec<String>>, StoreError>> + Send;
+    /// Drops change-log entries more than `keep` versions old, at most `max_rows` of them in
+    /// this call (bounded work; call again later), and records the retention horizon (the
+    /// oldest version from which the log can still tell what changed).
+    fn prune(
+        &self,
+        keep: u64,
+        max_rows: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Rings `bell` whenever the database reports a commit (PostgreSQL: `LISTEN`/`NOTIFY`), so
+    /// that the tailer reads the log at once instead of at its next poll. Only a doorbell: a
+    /// missed ring costs latency, never a change. `None`: the database has none (the tailer
+    /// polls).
+    fn doorbell(
+        &self,
+        bell: std::sync::Arc<tokio::sync::Notify>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let _ = bell;
+        None
+    }
 }

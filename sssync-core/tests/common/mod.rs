@@ -1,19 +1,20 @@
-//! A small application for the engine's tests: lists of todos, on a real SQLite file, served on
-//! 127.0.0.1 by a real axum server.
+//! The engine's tests: a small application (`app.rs`: lists of todos, a few typed tables)
+//! on a real database (a SQLite file, or a PostgreSQL schema of its own), served on 127.0.0.1
+//! by a real axum server. `on_both!` runs a test body against each database.
 #![allow(dead_code, missing_docs)]
 
+mod app;
+pub use app::*;
+
 use futures_util::{SinkExt, StreamExt};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sssync_core::client::Prediction;
 use sssync_core::protocol::ServerMsg;
 use sssync_core::server::{
-    BoxFuture, Conn, Dependency, Engine, EventCtx, EventError, QueryCtx, ServerEvent, ServerQuery,
-    SqliteStore, Store, Table, WriteRetry, router,
+    Engine, EngineBuilder, PgStore, SqliteStore, Store, Table, WriteRetry, router,
 };
-use sssync_core::{Event, Limits, Query, Rejection};
+use sssync_core::{Epoch, Limits};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -23,522 +24,226 @@ use tokio_tungstenite::tungstenite::Message;
 
 pub const WAIT: Duration = Duration::from_secs(10);
 
-type Db = sqlx::Sqlite;
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
-pub struct Todo {
-    pub id: String,
-    pub list_id: String,
-    pub title: String,
-    pub completed: bool,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ListArgs {
-    pub list_id: String,
-}
-
-pub fn list(id: &str) -> ListArgs {
-    ListArgs {
-        list_id: id.to_owned(),
-    }
-}
-
-/// The todos of one list, oldest first.
-pub struct Todos;
-
-impl Query for Todos {
-    const NAME: &'static str = "todos";
-    type Args = ListArgs;
-    type Row = Todo;
-    fn row_key(row: &Todo) -> String {
-        row.id.clone()
-    }
-}
-
-impl ServerQuery<Db> for Todos {
-    fn dependencies(args: &ListArgs) -> Vec<Dependency> {
-        vec![Dependency::partition("todos", &args.list_id)]
-    }
-
-    fn run<'a>(
-        conn: &'a mut Conn<Db>,
-        _ctx: &'a QueryCtx,
-        args: &'a ListArgs,
-    ) -> BoxFuture<'a, Result<Vec<Todo>, sqlx::Error>> {
-        Box::pin(async move {
-            sqlx::query_as(
-                "SELECT id, list_id, title, completed FROM todos WHERE list_id = ? ORDER BY position, id",
-            )
-            .bind(&args.list_id)
-            .fetch_all(&mut *conn)
-            .await
-        })
-    }
-}
-
-/// Like [`Todos`], but it fails while the list has a todo titled "boom".
-pub struct Fragile;
-
-impl Query for Fragile {
-    const NAME: &'static str = "fragile";
-    type Args = ListArgs;
-    type Row = Todo;
-    fn row_key(row: &Todo) -> String {
-        row.id.clone()
-    }
-}
-
-impl ServerQuery<Db> for Fragile {
-    fn dependencies(args: &ListArgs) -> Vec<Dependency> {
-        vec![Dependency::partition("todos", &args.list_id)]
-    }
-
-    fn run<'a>(
-        conn: &'a mut Conn<Db>,
-        ctx: &'a QueryCtx,
-        args: &'a ListArgs,
-    ) -> BoxFuture<'a, Result<Vec<Todo>, sqlx::Error>> {
-        Box::pin(async move {
-            let rows = Todos::run(conn, ctx, args).await?;
-            if rows.iter().any(|t| t.title == "boom") {
-                return Err(sqlx::Error::Protocol("the fragile query broke".into()));
+/// Runs a test body once on SQLite and once on PostgreSQL (`…::sqlite`, `…::postgres`), with
+/// `$db` the test's database. Without a PostgreSQL server the second says so and passes, except
+/// in CI (`CI` set), where it fails.
+#[macro_export]
+macro_rules! on_both {
+    ($(#[$meta:meta])* async fn $name:ident($db:ident) $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[tokio::test]
+            async fn sqlite() {
+                let $db = TestDb::sqlite();
+                $body
             }
-            Ok(rows)
-        })
-    }
-}
-
-/// Like [`Todos`], but each run takes 400 ms (to hold the writer inside a group's first read
-/// or a fan-out).
-pub struct Slow;
-
-/// How many runs of [`Slow`] have started, per list.
-pub static SLOW_RUNS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-
-pub fn slow_runs(list_id: &str) -> usize {
-    SLOW_RUNS
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|l| *l == list_id)
-        .count()
-}
-
-impl Query for Slow {
-    const NAME: &'static str = "slow";
-    type Args = ListArgs;
-    type Row = Todo;
-    fn row_key(row: &Todo) -> String {
-        row.id.clone()
-    }
-}
-
-impl ServerQuery<Db> for Slow {
-    fn dependencies(args: &ListArgs) -> Vec<Dependency> {
-        vec![Dependency::partition("todos", &args.list_id)]
-    }
-
-    fn run<'a>(
-        conn: &'a mut Conn<Db>,
-        ctx: &'a QueryCtx,
-        args: &'a ListArgs,
-    ) -> BoxFuture<'a, Result<Vec<Todo>, sqlx::Error>> {
-        Box::pin(async move {
-            SLOW_RUNS.lock().unwrap().push(args.list_id.clone());
-            let rows = Todos::run(conn, ctx, args).await?;
-            tokio::time::sleep(Duration::from_millis(400)).await;
-            Ok(rows)
-        })
-    }
-}
-
-/// A row of a table partitioned by a typed column (a UUID, a bool, an integer, bytes).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
-pub struct Tagged {
-    pub id: String,
-    pub note: String,
-}
-
-/// Which typed partition a [`ByOwner`] / [`ByFlag`] / [`ByGroup`] / [`ByBytes`] query reads.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OwnerArgs {
-    pub owner: uuid::Uuid,
-}
-
-macro_rules! typed_query {
-    ($name:ident, $wire:literal, $args:ty, $table:literal, $col:literal, |$a:ident| $value:expr) => {
-        pub struct $name;
-        impl Query for $name {
-            const NAME: &'static str = $wire;
-            type Args = $args;
-            type Row = Tagged;
-            fn row_key(row: &Tagged) -> String {
-                row.id.clone()
-            }
-        }
-        impl ServerQuery<Db> for $name {
-            fn dependencies($a: &$args) -> Vec<Dependency> {
-                vec![Dependency::partition($table, $value)]
-            }
-            fn run<'a>(
-                conn: &'a mut Conn<Db>,
-                _ctx: &'a QueryCtx,
-                $a: &'a $args,
-            ) -> BoxFuture<'a, Result<Vec<Tagged>, sqlx::Error>> {
-                Box::pin(async move {
-                    sqlx::query_as(concat!(
-                        "SELECT id, note FROM ",
-                        $table,
-                        " WHERE ",
-                        $col,
-                        " = ? ORDER BY id"
-                    ))
-                    .bind($value)
-                    .fetch_all(&mut *conn)
-                    .await
-                })
+            #[tokio::test]
+            async fn postgres() {
+                let Some($db) = TestDb::postgres().await else {
+                    return;
+                };
+                $body
             }
         }
     };
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FlagArgs {
-    pub done: bool,
+/// The PostgreSQL the tests use (`SSSYNC_TEST_PG`, default the machine's own).
+pub fn pg_url() -> String {
+    std::env::var("SSSYNC_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupArgs {
-    pub group: i64,
+/// A test's database: a SQLite file in a fresh folder, or a fresh schema of the test
+/// PostgreSQL database. Removed when dropped.
+pub enum TestDb {
+    Sqlite(TempDir),
+    Postgres { schema: String },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BytesArgs {
-    pub bytes: Vec<u8>,
-}
-
-typed_query!(ByOwner, "by_owner", OwnerArgs, "owned", "owner", |a| a
-    .owner);
-typed_query!(ByFlag, "by_flag", FlagArgs, "flagged", "done", |a| a.done);
-typed_query!(ByGroup, "by_group", GroupArgs, "grouped", "grp", |a| a
-    .group);
-typed_query!(ByBytes, "by_bytes", BytesArgs, "blobbed", "tag", |a| a
-    .bytes
-    .clone());
-
-/// Inserts a row into one of the typed tables: `table` is `owned`, `flagged`, `grouped` or
-/// `blobbed`, and the partition value is given in the field of its type.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PutTagged {
-    pub table: String,
-    pub id: String,
-    pub note: String,
-    #[serde(default)]
-    pub owner: Option<uuid::Uuid>,
-    #[serde(default)]
-    pub done: Option<bool>,
-    #[serde(default)]
-    pub group: Option<i64>,
-    #[serde(default)]
-    pub bytes: Option<Vec<u8>>,
-}
-
-impl Event for PutTagged {
-    const NAME: &'static str = "put_tagged";
-}
-
-impl ServerEvent<Db> for PutTagged {
-    fn apply<'a>(
-        &'a self,
-        conn: &'a mut Conn<Db>,
-        _ctx: &'a EventCtx,
-    ) -> BoxFuture<'a, Result<(), EventError>> {
-        Box::pin(async move {
-            let q = match self.table.as_str() {
-                "owned" => {
-                    sqlx::query("INSERT OR REPLACE INTO owned (id, note, owner) VALUES (?, ?, ?)")
-                        .bind(&self.id)
-                        .bind(&self.note)
-                        .bind(self.owner)
-                }
-                "flagged" => {
-                    sqlx::query("INSERT OR REPLACE INTO flagged (id, note, done) VALUES (?, ?, ?)")
-                        .bind(&self.id)
-                        .bind(&self.note)
-                        .bind(self.done)
-                }
-                "grouped" => {
-                    sqlx::query("INSERT OR REPLACE INTO grouped (id, note, grp) VALUES (?, ?, ?)")
-                        .bind(&self.id)
-                        .bind(&self.note)
-                        .bind(self.group)
-                }
-                _ => sqlx::query("INSERT OR REPLACE INTO blobbed (id, note, tag) VALUES (?, ?, ?)")
-                    .bind(&self.id)
-                    .bind(&self.note)
-                    .bind(self.bytes.clone()),
-            };
-            q.execute(&mut *conn).await?;
-            Ok(())
-        })
+impl TestDb {
+    pub fn sqlite() -> TestDb {
+        TestDb::Sqlite(TempDir::create())
     }
-}
 
-/// Writes a todo with `INSERT OR REPLACE`: it may move the row to another list, or (through the
-/// unique `slug`) replace another todo, of any list, with the same slug.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReplaceTodo {
-    pub id: String,
-    pub list_id: String,
-    pub title: String,
-    pub slug: String,
-}
-
-impl Event for ReplaceTodo {
-    const NAME: &'static str = "replace_todo";
-}
-
-impl ServerEvent<Db> for ReplaceTodo {
-    fn apply<'a>(
-        &'a self,
-        conn: &'a mut Conn<Db>,
-        ctx: &'a EventCtx,
-    ) -> BoxFuture<'a, Result<(), EventError>> {
-        Box::pin(async move {
-            sqlx::query(
-                "INSERT OR REPLACE INTO todos (id, list_id, title, completed, position, slug) \
-                 VALUES (?1, ?2, ?3, 0, 1000, ?4)",
-            )
-            .bind(&self.id)
-            .bind(&self.list_id)
-            .bind(&self.title)
-            .bind(&self.slug)
-            .execute(&mut *conn)
-            .await?;
-            log(conn, ctx, Self::NAME).await?;
-            Ok(())
-        })
-    }
-}
-
-/// An event whose handler fails in a way no resend can cure: it reads a row that does not
-/// exist with `fetch_one` (sqlx `RowNotFound`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Poison {
-    pub id: String,
-}
-
-impl Event for Poison {
-    const NAME: &'static str = "poison";
-}
-
-impl ServerEvent<Db> for Poison {
-    fn apply<'a>(
-        &'a self,
-        conn: &'a mut Conn<Db>,
-        _ctx: &'a EventCtx,
-    ) -> BoxFuture<'a, Result<(), EventError>> {
-        Box::pin(async move {
-            let title: String = sqlx::query_scalar("SELECT title FROM todos WHERE id = ?")
-                .bind(&self.id)
-                .fetch_one(&mut *conn)
-                .await?;
-            sqlx::query("UPDATE todos SET title = ? WHERE id = ?")
-                .bind(format!("{title}!"))
-                .bind(&self.id)
-                .execute(&mut *conn)
-                .await?;
-            Ok(())
-        })
-    }
-}
-
-/// How many more times [`Flaky`] fails (transiently: an I/O error) before it applies.
-pub static FLAKY_FAILURES: AtomicU32 = AtomicU32::new(0);
-
-/// An event whose handler fails transiently while [`FLAKY_FAILURES`] is above zero, then adds
-/// a todo like [`AddTodo`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Flaky {
-    pub id: String,
-    pub list_id: String,
-    pub title: String,
-}
-
-impl Event for Flaky {
-    const NAME: &'static str = "flaky";
-}
-
-impl ServerEvent<Db> for Flaky {
-    fn apply<'a>(
-        &'a self,
-        conn: &'a mut Conn<Db>,
-        ctx: &'a EventCtx,
-    ) -> BoxFuture<'a, Result<(), EventError>> {
-        Box::pin(async move {
-            if FLAKY_FAILURES
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok()
-            {
-                return Err(sqlx::Error::Io(std::io::Error::other("a passing fault")).into());
+    /// A fresh schema, or `None` when no PostgreSQL answers (a failure in CI).
+    pub async fn postgres() -> Option<TestDb> {
+        use sqlx::Connection;
+        let conn = tokio::time::timeout(
+            Duration::from_secs(5),
+            sqlx::PgConnection::connect(&pg_url()),
+        )
+        .await;
+        let mut conn = match conn {
+            Ok(Ok(c)) => c,
+            other => {
+                let why = match other {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "no answer within 5 s".to_owned(),
+                };
+                if std::env::var_os("CI").is_some() {
+                    panic!("PostgreSQL at {} is needed in CI: {why}", pg_url());
+                }
+                eprintln!("skipped: no PostgreSQL at {} ({why})", pg_url());
+                return None;
             }
-            AddTodo {
-                id: self.id.clone(),
-                list_id: self.list_id.clone(),
-                title: self.title.clone(),
-            }
-            .apply(conn, ctx)
+        };
+        let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&mut conn)
             .await
-        })
+            .unwrap();
+        let _ = conn.close().await;
+        Some(TestDb::Postgres { schema })
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        matches!(self, TestDb::Sqlite(_))
+    }
+
+    /// A tag unique to this database (for names that must not meet another test's).
+    pub fn tag(&self) -> String {
+        match self {
+            TestDb::Sqlite(d) => d.0.file_name().unwrap().to_string_lossy().into_owned(),
+            TestDb::Postgres { schema } => schema.clone(),
+        }
+    }
+
+    /// The SQLite file (SQLite only).
+    pub fn file(&self) -> PathBuf {
+        match self {
+            TestDb::Sqlite(d) => d.db(),
+            TestDb::Postgres { .. } => panic!("a SQLite test"),
+        }
+    }
+
+    /// A pool of this database's own (for the tests' direct reads and writes: another writer,
+    /// as far as the engine knows).
+    pub async fn pool(&self) -> TestPool {
+        match self {
+            TestDb::Sqlite(d) => TestPool::Sqlite(
+                sqlx::sqlite::SqlitePoolOptions::new()
+                    .max_connections(2)
+                    .connect_with(
+                        SqliteStore::connect_options(&format!("sqlite://{}", d.db().display()))
+                            .unwrap(),
+                    )
+                    .await
+                    .unwrap(),
+            ),
+            TestDb::Postgres { schema } => TestPool::Postgres(pg_pool(schema, 2).await),
+        }
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AddTodo {
-    pub id: String,
-    pub list_id: String,
-    pub title: String,
-}
-
-impl Event for AddTodo {
-    const NAME: &'static str = "add_todo";
-    fn predict(&self, view: &mut Prediction<'_>) {
-        view.update::<Todos>(&list(&self.list_id), |rows| {
-            rows.push(Todo {
-                id: self.id.clone(),
-                list_id: self.list_id.clone(),
-                title: self.title.clone(),
-                completed: false,
+async fn pg_pool(schema: &str, size: u32) -> sqlx::PgPool {
+    let search_path = format!("SET search_path TO {schema}");
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(size)
+        .after_connect(move |conn, _| {
+            let sql = search_path.clone();
+            Box::pin(async move {
+                use sqlx::Executor;
+                conn.execute(sqlx::AssertSqlSafe(sql)).await?;
+                Ok(())
             })
-        });
+        })
+        .connect(&pg_url())
+        .await
+        .unwrap()
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let TestDb::Postgres { schema } = self {
+            let schema = schema.clone();
+            // Best effort, on a thread of its own (a drop cannot await).
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    use sqlx::Connection;
+                    if let Ok(mut c) = sqlx::PgConnection::connect(&pg_url()).await {
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "DROP SCHEMA IF EXISTS {schema} CASCADE"
+                        )))
+                        .execute(&mut c)
+                        .await;
+                    }
+                });
+            })
+            .join();
+        }
     }
 }
 
-/// Every applied event leaves a line here: the tests count applications.
-async fn log(conn: &mut Conn<Db>, ctx: &EventCtx, name: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO applied (client_id, seq, name) VALUES (?, ?, ?)")
-        .bind(&ctx.client_id)
-        .bind(ctx.seq as i64)
-        .bind(name)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
+/// A pool of the test's own on its database.
+pub enum TestPool {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
 }
 
-impl ServerEvent<Db> for AddTodo {
-    fn apply<'a>(
-        &'a self,
-        conn: &'a mut Conn<Db>,
-        ctx: &'a EventCtx,
-    ) -> BoxFuture<'a, Result<(), EventError>> {
-        Box::pin(async move {
-            if self.title.chars().count() > 200 {
-                return Err(
-                    Rejection::new("title_too_long", "a title has at most 200 characters").into(),
-                );
+macro_rules! on_pool {
+    ($pool:expr, |$p:ident| $body:expr) => {
+        match $pool {
+            TestPool::Sqlite($p) => $body,
+            TestPool::Postgres($p) => $body,
+        }
+    };
+}
+
+impl TestPool {
+    /// Runs one statement (a write made outside the engine).
+    pub async fn execute(&self, sql: &'static str, args: &[&str]) {
+        on_pool!(self, |p| {
+            let mut q = sqlx::query(sql);
+            for a in args {
+                q = q.bind(*a);
             }
-            sqlx::query(
-                "INSERT INTO todos (id, list_id, title, completed, position) VALUES (?1, ?2, ?3, 0, \
-                 COALESCE((SELECT MAX(position) FROM todos WHERE list_id = ?2), 0) + 1)",
-            )
-            .bind(&self.id)
-            .bind(&self.list_id)
-            .bind(&self.title)
-            .execute(&mut *conn)
-            .await?;
-            log(conn, ctx, Self::NAME).await?;
-            Ok(())
+            q.execute(p).await.unwrap();
         })
     }
-}
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ToggleTodo {
-    pub id: String,
-    pub list_id: String,
-    pub completed: bool,
-}
-
-impl Event for ToggleTodo {
-    const NAME: &'static str = "toggle_todo";
-    fn predict(&self, view: &mut Prediction<'_>) {
-        view.update::<Todos>(&list(&self.list_id), |rows| {
-            for r in rows.iter_mut().filter(|r| r.id == self.id) {
-                r.completed = self.completed;
-            }
-        });
-    }
-}
-
-impl ServerEvent<Db> for ToggleTodo {
-    fn apply<'a>(
-        &'a self,
-        conn: &'a mut Conn<Db>,
-        ctx: &'a EventCtx,
-    ) -> BoxFuture<'a, Result<(), EventError>> {
-        Box::pin(async move {
-            sqlx::query("UPDATE todos SET completed = ? WHERE id = ? AND list_id = ?")
-                .bind(self.completed)
-                .bind(&self.id)
-                .bind(&self.list_id)
-                .execute(&mut *conn)
-                .await?;
-            log(conn, ctx, Self::NAME).await?;
-            Ok(())
+    /// The todos of a list.
+    pub async fn todos(&self, list_id: &str) -> Vec<Todo> {
+        on_pool!(self, |p| {
+            sqlx::query_as(
+            "SELECT id, list_id, title, completed FROM todos WHERE list_id = $1 ORDER BY position, id"
+        )
+        .bind(list_id)
+        .fetch_all(p)
+        .await
+        .unwrap()
         })
     }
-}
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeleteTodo {
-    pub id: String,
-    pub list_id: String,
-}
-
-impl Event for DeleteTodo {
-    const NAME: &'static str = "delete_todo";
-    fn predict(&self, view: &mut Prediction<'_>) {
-        view.update::<Todos>(&list(&self.list_id), |rows| {
-            rows.retain(|r| r.id != self.id)
-        });
-    }
-}
-
-impl ServerEvent<Db> for DeleteTodo {
-    fn apply<'a>(
-        &'a self,
-        conn: &'a mut Conn<Db>,
-        ctx: &'a EventCtx,
-    ) -> BoxFuture<'a, Result<(), EventError>> {
-        Box::pin(async move {
-            sqlx::query("DELETE FROM todos WHERE id = ? AND list_id = ?")
-                .bind(&self.id)
-                .bind(&self.list_id)
-                .execute(&mut *conn)
-                .await?;
-            log(conn, ctx, Self::NAME).await?;
-            Ok(())
+    /// (client, seq, times) for events applied more than once.
+    pub async fn applied_twice(&self) -> Vec<(String, i64, i64)> {
+        on_pool!(self, |p| {
+            sqlx::query_as(
+            "SELECT client_id, seq, COUNT(*) FROM applied GROUP BY client_id, seq HAVING COUNT(*) > 1"
+        )
+        .fetch_all(p)
+        .await
+        .unwrap()
         })
     }
-}
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS todos (
-    id TEXT PRIMARY KEY NOT NULL,
-    list_id TEXT NOT NULL,
-    title TEXT NOT NULL,
-    completed BOOLEAN NOT NULL DEFAULT FALSE,
-    position INTEGER NOT NULL,
-    slug TEXT
-);
-CREATE UNIQUE INDEX IF NOT EXISTS todos_slug ON todos (slug);
-CREATE TABLE IF NOT EXISTS applied (client_id TEXT NOT NULL, seq INTEGER NOT NULL, name TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS owned (id TEXT PRIMARY KEY NOT NULL, note TEXT NOT NULL, owner BLOB);
-CREATE TABLE IF NOT EXISTS flagged (id TEXT PRIMARY KEY NOT NULL, note TEXT NOT NULL, done BOOLEAN);
-CREATE TABLE IF NOT EXISTS grouped (id TEXT PRIMARY KEY NOT NULL, note TEXT NOT NULL, grp INTEGER);
-CREATE TABLE IF NOT EXISTS blobbed (id TEXT PRIMARY KEY NOT NULL, note TEXT NOT NULL, tag BLOB);
-";
+    pub async fn applied_count(&self) -> i64 {
+        on_pool!(self, |p| sqlx::query_scalar("SELECT COUNT(*) FROM applied")
+            .fetch_one(p)
+            .await
+            .unwrap())
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, |p| p.close().await)
+    }
+}
 
 /// How a test server differs from the default one.
 #[derive(Clone, Default)]
@@ -547,10 +252,12 @@ pub struct Config {
     pub write_retry: Option<WriteRetry>,
     /// SQLite's busy timeout (default 10 s).
     pub busy_timeout: Option<Duration>,
-    /// When set, every connection of the pool limits the database to this many pages (0: no
-    /// limit) each time it is taken: a real `SQLITE_FULL` on demand.
+    /// SQLite: when set, every connection of the pool limits the database to this many pages
+    /// (0: no limit) each time it is taken: a real `SQLITE_FULL` on demand.
     pub max_pages: Option<Arc<AtomicU32>>,
     pub group_ttl: Option<Duration>,
+    /// Change-log versions kept.
+    pub log_retention: Option<u64>,
 }
 
 /// A fresh temporary folder for a test's database, removed on drop.
@@ -575,7 +282,7 @@ impl Drop for TempDir {
 }
 
 pub fn uuid_like() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::AtomicU64;
     static N: AtomicU64 = AtomicU64::new(0);
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -588,124 +295,214 @@ pub fn uuid_like() -> String {
     )
 }
 
+/// The engine of a test server, on either database.
+#[derive(Clone)]
+pub enum TestEngine {
+    Sqlite(Engine<SqliteStore>),
+    Postgres(Engine<PgStore>),
+}
+
+macro_rules! on_engine {
+    ($engine:expr, |$e:ident| $body:expr) => {
+        match $engine {
+            TestEngine::Sqlite($e) => $body,
+            TestEngine::Postgres($e) => $body,
+        }
+    };
+}
+
+impl TestEngine {
+    pub fn epoch(&self) -> Epoch {
+        on_engine!(self, |e| e.epoch())
+    }
+
+    pub fn counts(&self) -> (usize, usize) {
+        on_engine!(self, |e| e.counts())
+    }
+
+    pub fn shutdown(&self) {
+        on_engine!(self, |e| e.shutdown())
+    }
+
+    pub async fn apply_server_event(&self, name: &str, args: &str) -> ServerMsg {
+        on_engine!(self, |e| e.apply_server_event(name, args).await.unwrap())
+    }
+
+    /// The SQLite engine's own pool (SQLite only).
+    pub fn sqlite_pool(&self) -> &sqlx::SqlitePool {
+        match self {
+            TestEngine::Sqlite(e) => e.store().pool(),
+            TestEngine::Postgres(_) => panic!("a SQLite test"),
+        }
+    }
+
+    async fn close(&self) {
+        on_engine!(self, |e| e.store().pool().close().await)
+    }
+}
+
+fn declare<S: Store>(builder: EngineBuilder<S>, config: &Config) -> EngineBuilder<S>
+where
+    Todos: sssync_core::server::ServerQuery<S::Db>,
+    Fragile: sssync_core::server::ServerQuery<S::Db>,
+    Slow: sssync_core::server::ServerQuery<S::Db>,
+    ByOwner: sssync_core::server::ServerQuery<S::Db>,
+    ByFlag: sssync_core::server::ServerQuery<S::Db>,
+    ByGroup: sssync_core::server::ServerQuery<S::Db>,
+    ByBytes: sssync_core::server::ServerQuery<S::Db>,
+    AddTodo: sssync_core::server::ServerEvent<S::Db>,
+    ToggleTodo: sssync_core::server::ServerEvent<S::Db>,
+    DeleteTodo: sssync_core::server::ServerEvent<S::Db>,
+    ReplaceTodo: sssync_core::server::ServerEvent<S::Db>,
+    PutTagged: sssync_core::server::ServerEvent<S::Db>,
+    Poison: sssync_core::server::ServerEvent<S::Db>,
+    Flaky: sssync_core::server::ServerEvent<S::Db>,
+{
+    let table = |name: &str, part: &str| Table::new(name, "id").unwrap().partition(part).unwrap();
+    let mut b = builder
+        .table(table("todos", "list_id"))
+        .table(table("owned", "owner"))
+        .table(table("flagged", "done"))
+        .table(table("grouped", "grp"))
+        .table(table("blobbed", "tag"))
+        .query::<Todos>()
+        .query::<Fragile>()
+        .query::<Slow>()
+        .query::<ByOwner>()
+        .query::<ByFlag>()
+        .query::<ByGroup>()
+        .query::<ByBytes>()
+        .event::<AddTodo>()
+        .event::<ToggleTodo>()
+        .event::<DeleteTodo>()
+        .event::<ReplaceTodo>()
+        .event::<PutTagged>()
+        .event::<Poison>()
+        .event::<Flaky>();
+    if let Some(l) = config.limits.clone() {
+        b = b.limits(l);
+    }
+    if let Some(r) = config.write_retry {
+        b = b.write_retry(r);
+    }
+    if let Some(t) = config.group_ttl {
+        b = b.group_ttl(t);
+    }
+    if let Some(k) = config.log_retention {
+        b = b.log_retention(k);
+    }
+    b
+}
+
 /// A running server: the engine and its HTTP server on 127.0.0.1.
 pub struct Server {
-    pub engine: Engine<SqliteStore>,
+    pub engine: TestEngine,
     pub addr: SocketAddr,
+    /// A pool of the test's own on the database (reads, and writes made outside the engine).
+    pub db: TestPool,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
-    /// Starts an engine on the SQLite file `db` and serves it on `port` (0: any free port).
-    pub async fn start(db: &Path, port: u16) -> Server {
+    /// Starts an engine on `db` and serves it on `port` (0: any free port).
+    pub async fn start(db: &TestDb, port: u16) -> Server {
         Server::start_with(db, port, Config::default()).await
     }
 
     /// Like [`Server::start`], configured.
-    pub async fn start_with(db: &Path, port: u16, config: Config) -> Server {
-        let mut options =
-            SqliteStore::connect_options(&format!("sqlite://{}", db.display())).unwrap();
-        if let Some(t) = config.busy_timeout {
-            options = options.busy_timeout(t);
-        }
-        let mut pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(8);
-        if let Some(pages) = config.max_pages.clone() {
-            pool = pool.before_acquire(move |conn, _| {
-                let pages = pages.clone();
-                Box::pin(async move {
-                    let n = match pages.load(Ordering::SeqCst) {
-                        0 => 1_073_741_823,
-                        n => n,
-                    };
-                    sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA max_page_count = {n}")))
-                        .execute(&mut *conn)
-                        .await?;
-                    Ok(true)
-                })
-            });
-        }
-        let store = SqliteStore::from_pool(pool.connect_with(options).await.unwrap());
-        sqlx::raw_sql(SCHEMA).execute(store.pool()).await.unwrap();
-        let table =
-            |name: &str, part: &str| Table::new(name, "id").unwrap().partition(part).unwrap();
-        let mut builder = Engine::builder(store)
-            .table(table("todos", "list_id"))
-            .table(table("owned", "owner"))
-            .table(table("flagged", "done"))
-            .table(table("grouped", "grp"))
-            .table(table("blobbed", "tag"))
-            .query::<Todos>()
-            .query::<Fragile>()
-            .query::<Slow>()
-            .query::<ByOwner>()
-            .query::<ByFlag>()
-            .query::<ByGroup>()
-            .query::<ByBytes>()
-            .event::<AddTodo>()
-            .event::<ToggleTodo>()
-            .event::<DeleteTodo>()
-            .event::<ReplaceTodo>()
-            .event::<PutTagged>()
-            .event::<Poison>()
-            .event::<Flaky>();
-        if let Some(l) = config.limits {
-            builder = builder.limits(l);
-        }
-        if let Some(r) = config.write_retry {
-            builder = builder.write_retry(r);
-        }
-        if let Some(t) = config.group_ttl {
-            builder = builder.group_ttl(t);
-        }
-        let engine = builder.start().await.unwrap();
+    pub async fn start_with(db: &TestDb, port: u16, config: Config) -> Server {
+        let engine = match db {
+            TestDb::Sqlite(dir) => {
+                let mut options =
+                    SqliteStore::connect_options(&format!("sqlite://{}", dir.db().display()))
+                        .unwrap();
+                if let Some(t) = config.busy_timeout {
+                    options = options.busy_timeout(t);
+                }
+                let mut pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(8);
+                if let Some(pages) = config.max_pages.clone() {
+                    pool = pool.before_acquire(move |conn, _| {
+                        let pages = pages.clone();
+                        Box::pin(async move {
+                            let n = match pages.load(Ordering::SeqCst) {
+                                0 => 1_073_741_823,
+                                n => n,
+                            };
+                            sqlx::query(sqlx::AssertSqlSafe(format!(
+                                "PRAGMA max_page_count = {n}"
+                            )))
+                            .execute(&mut *conn)
+                            .await?;
+                            Ok(true)
+                        })
+                    });
+                }
+                let store = SqliteStore::from_pool(pool.connect_with(options).await.unwrap());
+                sqlx::raw_sql(SQLITE_SCHEMA)
+                    .execute(store.pool())
+                    .await
+                    .unwrap();
+                TestEngine::Sqlite(
+                    declare(Engine::builder(store), &config)
+                        .start()
+                        .await
+                        .unwrap(),
+                )
+            }
+            TestDb::Postgres { schema } => {
+                let store = PgStore::from_pool(pg_pool(schema, 8).await).await.unwrap();
+                sqlx::raw_sql(POSTGRES_SCHEMA)
+                    .execute(store.pool())
+                    .await
+                    .unwrap();
+                TestEngine::Postgres(
+                    declare(Engine::builder(store), &config)
+                        .start()
+                        .await
+                        .unwrap(),
+                )
+            }
+        };
         let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = router(engine.clone());
+        let app = on_engine!(&engine, |e| router(e.clone()));
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Server { engine, addr, task }
+        Server {
+            engine,
+            addr,
+            db: db.pool().await,
+            task,
+        }
     }
 
     pub fn ws_url(&self) -> String {
         format!("ws://{}/sssync/ws", self.addr)
     }
 
-    /// Stops the engine (closing every connection) and the HTTP server.
+    /// Stops the engine (closing every connection) and the HTTP server, and closes every
+    /// handle on the database, like a process that exits.
     pub async fn stop(self) {
         self.engine.shutdown();
         self.task.abort();
         let _ = self.task.await;
-        // Like a process that exits: every handle on the file is closed.
-        self.engine.store().pool().close().await;
+        self.engine.close().await;
+        self.db.close().await;
     }
 
     /// The todos of a list, read directly from the database.
     pub async fn todos(&self, list_id: &str) -> Vec<Todo> {
-        sqlx::query_as(
-            "SELECT id, list_id, title, completed FROM todos WHERE list_id = ? ORDER BY position, id",
-        )
-        .bind(list_id)
-        .fetch_all(self.engine.store().pool())
-        .await
-        .unwrap()
+        self.db.todos(list_id).await
     }
 
     /// How many times each (client, seq) was applied, for those applied more than once.
     pub async fn applied_twice(&self) -> Vec<(String, i64, i64)> {
-        sqlx::query_as(
-            "SELECT client_id, seq, COUNT(*) FROM applied GROUP BY client_id, seq HAVING COUNT(*) > 1",
-        )
-        .fetch_all(self.engine.store().pool())
-        .await
-        .unwrap()
+        self.db.applied_twice().await
     }
 
     pub async fn applied_count(&self) -> i64 {
-        sqlx::query_scalar("SELECT COUNT(*) FROM applied")
-            .fetch_one(self.engine.store().pool())
-            .await
-            .unwrap()
+        self.db.applied_count().await
     }
 }
 

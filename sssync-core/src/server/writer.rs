@@ -1,0 +1,353 @@
+//! The writer: the one task per engine that writes. It takes every event waiting (up to a
+//! batch size), applies them in one transaction, one version for the batch, each event inside
+//! a savepoint with its client's `last_seq` (invariant 5), commits, hands the version to the
+//! tailer, waits until the tailer has fanned it out (so that a client has every delta up to an
+//! ack's version before the ack: invariant 6), then acknowledges. It also gives the database a
+//! new epoch when asked (a restored backup), and seals the changes written outside the engine.
+
+use super::engine::{Cmd, EventCmd, FaultPoint, Inner};
+use super::schema::EventCtx;
+use super::schema::EventError;
+use super::store::{Store, StoreError};
+use crate::protocol::{Ack, Gap, Reject, Rejection, Retry, ServerMsg};
+use crate::version::{Epoch, Version};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Events applied in one transaction at most.
+pub(crate) const MAX_BATCH: usize = 512;
+/// How long the acknowledgements of a batch wait for its fan-out at most (the tailer reads the
+/// log; if the database does not answer it, the acks go anyway rather than never).
+const FAN_OUT_WAIT: Duration = Duration::from_secs(10);
+
+/// What happened to one event of a batch.
+enum Outcome {
+    Applied,
+    Duplicate,
+    Gap(u64),
+    Rejected(Rejection),
+}
+
+/// Why a batch did not commit (it rolled back as a whole: nothing of it applied).
+struct BatchFailed(StoreError);
+
+pub(crate) async fn writer<S: Store>(inner: Arc<Inner<S>>, mut rx: mpsc::Receiver<Cmd>) {
+    let mut stop = inner.stop.subscribe();
+    // Batches that failed in a row: the resend delay clients are told grows with it.
+    let mut failing: u32 = 0;
+    loop {
+        let first = tokio::select! {
+            cmd = rx.recv() => match cmd {
+                Some(c) => c,
+                None => return,
+            },
+            _ = stop.changed() => return,
+        };
+        // Everything already waiting joins the batch (bursts coalesce into one commit).
+        let mut events = Vec::new();
+        let mut epochs = Vec::new();
+        let mut seal = false;
+        let mut next = Some(first);
+        while let Some(cmd) = next.take() {
+            match cmd {
+                Cmd::Event(e) => events.push(e),
+                Cmd::NewEpoch { seen, reply } => epochs.push((seen, reply)),
+                Cmd::Seal => seal = true,
+            }
+            if events.len() < MAX_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        for (seen, reply) in epochs {
+            let _ = reply.send(new_epoch(&inner, seen).await);
+        }
+        if seal {
+            match seal_outside_writes(&inner).await {
+                Ok(Some(_)) => inner.wake.notify_one(),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "sealing the changes written outside the engine failed; retried at the next poll")
+                }
+            }
+        }
+        if !events.is_empty() {
+            match apply_batch(&inner, events, failing).await {
+                Ok(()) => failing = 0,
+                Err(()) => failing = failing.saturating_add(1),
+            }
+        }
+    }
+}
+
+/// Gives the changes written outside the engine their version, in a transaction of the
+/// writer's own.
+async fn seal_outside_writes<S: Store>(inner: &Inner<S>) -> Result<Option<Version>, StoreError> {
+    let mut conn = inner.store.pool().acquire().await?;
+    S::begin(&mut conn).await?;
+    let sealed = match S::seal(&mut conn).await {
+        Ok(v) => v,
+        Err(e) => {
+            if S::rollback(&mut conn).await.is_err() {
+                conn.close_on_drop();
+            }
+            return Err(e);
+        }
+    };
+    if let Err(e) = S::commit(&mut conn).await {
+        if S::rollback(&mut conn).await.is_err() {
+            conn.close_on_drop();
+        }
+        return Err(e);
+    }
+    Ok(sealed)
+}
+
+/// Gives the database a new epoch (once: not when it already moved on from `seen`), drops
+/// every live result, and closes every connection (they reconnect into the new history).
+pub(crate) async fn new_epoch<S: Store>(
+    inner: &Inner<S>,
+    seen: Epoch,
+) -> Result<Epoch, StoreError> {
+    let current = inner.epoch.borrow().clone();
+    if current != seen {
+        return Ok(current);
+    }
+    let mut conn = inner.store.pool().acquire().await?;
+    S::begin(&mut conn).await?;
+    let epoch = match S::rotate_epoch(&mut conn).await {
+        Ok(e) => e,
+        Err(e) => {
+            if S::rollback(&mut conn).await.is_err() {
+                conn.close_on_drop();
+            }
+            return Err(e);
+        }
+    };
+    if let Err(e) = S::commit(&mut conn).await {
+        if S::rollback(&mut conn).await.is_err() {
+            conn.close_on_drop();
+        }
+        return Err(e);
+    }
+    inner.hub.clear();
+    inner.epoch.send_replace(epoch.clone());
+    tracing::warn!(%epoch, "new epoch: every client resets its cache");
+    Ok(epoch)
+}
+
+/// Applies a batch, retrying it (with backoff, a bounded number of times) while the database
+/// refuses it for now; returns the new version if it committed. When every attempt failed, each
+/// event's sender is told to resend later (`retry`): nothing was applied, no seq was used.
+async fn apply_batch<S: Store>(
+    inner: &Inner<S>,
+    events: Vec<EventCmd>,
+    failing: u32,
+) -> Result<(), ()> {
+    let mut attempt = 0;
+    let (outcomes, bumped) = loop {
+        attempt += 1;
+        match apply_in_transaction(inner, &events).await {
+            Ok(r) => break r,
+            Err(BatchFailed(err)) => {
+                tracing::warn!(error = %err, attempt, events = events.len(), "write batch failed; rolled back");
+                if attempt >= inner.retry.attempts.max(1) {
+                    let after = inner
+                        .retry
+                        .resend_after
+                        .saturating_mul(1 << failing.min(6))
+                        .min(Duration::from_secs(30));
+                    for e in events {
+                        e.reply.send(ServerMsg::Retry(Retry {
+                            seq: e.seq,
+                            after_ms: after.as_millis() as u64,
+                            message: format!(
+                                "the server could not save this write for now ({}); nothing was \
+                                 applied; resend it",
+                                short(&err)
+                            ),
+                        }));
+                    }
+                    return Err(());
+                }
+                let wait = inner
+                    .retry
+                    .backoff
+                    .saturating_mul(1 << (2 * (attempt - 1)).min(16));
+                tokio::time::sleep(wait).await;
+            }
+        }
+    };
+    inner.fault(FaultPoint::AfterCommit);
+    // The version the outcomes are visible at: the batch's, or (nothing applied) the latest.
+    let now = bumped.unwrap_or_else(|| inner.hub.processed());
+    if let Some(v) = bumped {
+        // The tailer fans the commit out (it reads it from the log, like any other commit);
+        // the acks go once it has.
+        inner.wake.notify_one();
+        if !inner.hub.wait_processed(v, FAN_OUT_WAIT).await {
+            tracing::warn!(version = %v, "the fan-out of a batch is late; acknowledging anyway");
+        }
+    }
+    inner.fault(FaultPoint::BeforeAcks);
+    for (e, outcome) in events.into_iter().zip(outcomes) {
+        let msg = match outcome {
+            Outcome::Applied => ServerMsg::Ack(Ack {
+                seq: e.seq,
+                v: now,
+                dup: false,
+            }),
+            Outcome::Duplicate => ServerMsg::Ack(Ack {
+                seq: e.seq,
+                v: now,
+                dup: true,
+            }),
+            Outcome::Gap(expected) => ServerMsg::Gap(Gap {
+                seq: e.seq,
+                expected,
+            }),
+            Outcome::Rejected(error) => ServerMsg::Reject(Reject {
+                seq: e.seq,
+                v: now,
+                error,
+            }),
+        };
+        e.reply.send(msg);
+    }
+    Ok(())
+}
+
+/// A storage error in a few words, for clients (the details stay in the server's log).
+pub(crate) fn short(err: &StoreError) -> String {
+    match err {
+        sqlx::Error::Database(db) => db.message().to_owned(),
+        sqlx::Error::Io(e) => format!("I/O error: {e}"),
+        sqlx::Error::PoolTimedOut => "the database did not answer in time".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// The transaction of one batch: per event, the seq check, the handler in a savepoint, and the
+/// client's `last_seq`, all committed together. A handler's permanent failure rejects its event
+/// (`internal`); a transient one fails the batch (it is retried as a whole).
+async fn apply_in_transaction<S: Store>(
+    inner: &Inner<S>,
+    events: &[EventCmd],
+) -> Result<(Vec<Outcome>, Option<Version>), BatchFailed> {
+    let mut conn = inner.store.pool().acquire().await.map_err(BatchFailed)?;
+    S::begin(&mut conn).await.map_err(BatchFailed)?;
+    let result = async {
+        let mut last: HashMap<Arc<str>, u64> = HashMap::new();
+        let mut outcomes = Vec::with_capacity(events.len());
+        let mut bumped: Option<Version> = None;
+        for e in events {
+            // Server-origin events (no client, no seq) skip the bookkeeping.
+            let sequenced = !e.client_id.is_empty();
+            if sequenced {
+                let last_seq = match last.get(&e.client_id) {
+                    Some(&s) => s,
+                    None => S::read_last_seq(&mut conn, &e.client_id).await?,
+                };
+                last.insert(e.client_id.clone(), last_seq);
+                if e.seq <= last_seq {
+                    outcomes.push(Outcome::Duplicate);
+                    continue;
+                }
+                if e.seq > last_seq + 1 {
+                    outcomes.push(Outcome::Gap(last_seq + 1));
+                    continue;
+                }
+            }
+            let outcome = match inner.registry.events.get(e.name.as_str()) {
+                _ if e.refused.is_some() => Outcome::Rejected(e.refused.clone().expect("checked")),
+                None => Outcome::Rejected(Rejection::new(
+                    "unknown_event",
+                    format!("no event named {:?} is registered", e.name),
+                )),
+                Some(entry) => {
+                    S::savepoint(&mut conn).await?;
+                    let bumps_here = bumped.is_none();
+                    if bumps_here {
+                        bumped = Some(S::bump_version(&mut conn).await?);
+                    }
+                    let ctx = EventCtx {
+                        client_id: e.client_id.to_string(),
+                        seq: e.seq,
+                    };
+                    let refused = match (entry.apply)(&mut conn, &ctx, e.args.get()).await {
+                        Ok(()) => None,
+                        Err(EventError::Rejected(r)) => Some(r),
+                        Err(EventError::Storage(err)) => match constraint(&err) {
+                            // A constraint the event's data broke is the event's fault.
+                            Some(rejection) => Some(rejection),
+                            // The moment's fault: the whole batch is retried.
+                            None if S::is_transient(&err) => return Err(err),
+                            // It would fail again on every resend (a row not found, a decode
+                            // error, a bug): refuse it, so the client's later writes go on.
+                            None => {
+                                tracing::error!(error = %err, event = %e.name, client = %e.client_id, seq = e.seq, "handler failed; the event is rejected");
+                                Some(Rejection::new(
+                                    "internal",
+                                    format!(
+                                        "the server could not apply event {:?} and will not \
+                                         retry it; nothing of it was applied",
+                                        e.name
+                                    ),
+                                ))
+                            }
+                        },
+                    };
+                    match refused {
+                        None => {
+                            S::release(&mut conn).await?;
+                            Outcome::Applied
+                        }
+                        Some(r) => {
+                            S::rollback_to_savepoint(&mut conn).await?;
+                            if bumps_here {
+                                bumped = None;
+                            }
+                            Outcome::Rejected(r)
+                        }
+                    }
+                }
+            };
+            if sequenced {
+                S::write_last_seq(&mut conn, &e.client_id, e.seq).await?;
+                last.insert(e.client_id.clone(), e.seq);
+            }
+            outcomes.push(outcome);
+        }
+        inner.fault(FaultPoint::BeforeCommit);
+        Ok::<_, StoreError>((outcomes, bumped))
+    }
+    .await;
+    let result = match result {
+        Ok(r) => S::commit(&mut conn).await.map(|()| r),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(r) => Ok(r),
+        Err(e) => {
+            if S::rollback(&mut conn).await.is_err() {
+                conn.close_on_drop();
+            }
+            Err(BatchFailed(e))
+        }
+    }
+}
+
+/// The rejection for a database constraint violation, if `err` is one.
+fn constraint(err: &sqlx::Error) -> Option<Rejection> {
+    use sqlx::error::ErrorKind;
+    let db = err.as_database_error()?;
+    let code = match db.kind() {
+        ErrorKind::UniqueViolation => "unique_violation",
+        ErrorKind::ForeignKeyViolation => "foreign_key_violation",
+        ErrorKind::NotNullViolation => "not_null_violation",
+        ErrorKind::CheckViolation => "check_violation",
+        _ => return None,
+    };
+    Some(Rejection::new(code, db.message().to_owned()))
+}

@@ -1,0 +1,605 @@
+//! The application of the engine's tests: lists of todos (and a few typed tables), its
+//! handlers written once for both databases (`for_each_db!`).
+
+use serde::{Deserialize, Serialize};
+use sssync_core::client::Prediction;
+use sssync_core::server::{
+    BoxFuture, Conn, Dependency, EventCtx, EventError, QueryCtx, ServerEvent, ServerQuery,
+};
+use sssync_core::{Event, Query, Rejection};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Todo {
+    pub id: String,
+    pub list_id: String,
+    pub title: String,
+    pub completed: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListArgs {
+    pub list_id: String,
+}
+
+pub fn list(id: &str) -> ListArgs {
+    ListArgs {
+        list_id: id.to_owned(),
+    }
+}
+
+macro_rules! todo_query {
+    ($name:ident, $wire:literal) => {
+        pub struct $name;
+        impl Query for $name {
+            const NAME: &'static str = $wire;
+            type Args = ListArgs;
+            type Row = Todo;
+            fn row_key(row: &Todo) -> String {
+                row.id.clone()
+            }
+        }
+    };
+}
+
+// The todos of one list, oldest first.
+todo_query!(Todos, "todos");
+// Like `Todos`, but it fails while the list has a todo titled "boom".
+todo_query!(Fragile, "fragile");
+// Like `Todos`, but each run takes 400 ms (to hold the tailer inside a group's first read or
+// a fan-out).
+todo_query!(Slow, "slow");
+
+/// The lists whose [`Slow`] runs have started, one entry per run.
+pub static SLOW_RUNS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+pub fn slow_runs(list_id: &str) -> usize {
+    SLOW_RUNS
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| *l == list_id)
+        .count()
+}
+
+/// A row of a table partitioned by a typed column (a UUID, a bool, an integer, bytes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Tagged {
+    pub id: String,
+    pub note: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerArgs {
+    pub owner: uuid::Uuid,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlagArgs {
+    pub done: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupArgs {
+    pub group: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BytesArgs {
+    pub bytes: Vec<u8>,
+}
+
+macro_rules! tagged_query {
+    ($name:ident, $wire:literal, $args:ty) => {
+        pub struct $name;
+        impl Query for $name {
+            const NAME: &'static str = $wire;
+            type Args = $args;
+            type Row = Tagged;
+            fn row_key(row: &Tagged) -> String {
+                row.id.clone()
+            }
+        }
+    };
+}
+
+tagged_query!(ByOwner, "by_owner", OwnerArgs);
+tagged_query!(ByFlag, "by_flag", FlagArgs);
+tagged_query!(ByGroup, "by_group", GroupArgs);
+tagged_query!(ByBytes, "by_bytes", BytesArgs);
+
+/// Inserts (or replaces) a row of one of the typed tables: `table` is `owned`, `flagged`,
+/// `grouped` or `blobbed`, and the partition value is given in the field of its type.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutTagged {
+    pub table: String,
+    pub id: String,
+    pub note: String,
+    #[serde(default)]
+    pub owner: Option<uuid::Uuid>,
+    #[serde(default)]
+    pub done: Option<bool>,
+    #[serde(default)]
+    pub group: Option<i64>,
+    #[serde(default)]
+    pub bytes: Option<Vec<u8>>,
+}
+
+impl Event for PutTagged {
+    const NAME: &'static str = "put_tagged";
+}
+
+/// Writes a todo with SQLite's `INSERT OR REPLACE`: it may move the row to another list, or
+/// (through the unique `slug`) replace another todo, of any list, with the same slug. (An
+/// upsert on the id in PostgreSQL, which has no REPLACE.)
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplaceTodo {
+    pub id: String,
+    pub list_id: String,
+    pub title: String,
+    pub slug: String,
+}
+
+impl Event for ReplaceTodo {
+    const NAME: &'static str = "replace_todo";
+}
+
+/// An event whose handler fails in a way no resend can cure: it reads a row that does not
+/// exist with `fetch_one` (sqlx `RowNotFound`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Poison {
+    pub id: String,
+}
+
+impl Event for Poison {
+    const NAME: &'static str = "poison";
+}
+
+/// How many more times the [`Flaky`] event with an id fails (transiently) before it applies.
+pub static FLAKY: Mutex<Option<HashMap<String, u32>>> = Mutex::new(None);
+
+pub fn set_flaky(id: &str, failures: u32) {
+    FLAKY
+        .lock()
+        .unwrap()
+        .get_or_insert_with(HashMap::new)
+        .insert(id.to_owned(), failures);
+}
+
+/// An event whose handler fails transiently (an I/O error) as many times as [`set_flaky`]
+/// said for its id, then adds a todo like [`AddTodo`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flaky {
+    pub id: String,
+    pub list_id: String,
+    pub title: String,
+}
+
+impl Event for Flaky {
+    const NAME: &'static str = "flaky";
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddTodo {
+    pub id: String,
+    pub list_id: String,
+    pub title: String,
+}
+
+impl Event for AddTodo {
+    const NAME: &'static str = "add_todo";
+    fn predict(&self, view: &mut Prediction<'_>) {
+        view.update::<Todos>(&list(&self.list_id), |rows| {
+            rows.push(Todo {
+                id: self.id.clone(),
+                list_id: self.list_id.clone(),
+                title: self.title.clone(),
+                completed: false,
+            })
+        });
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToggleTodo {
+    pub id: String,
+    pub list_id: String,
+    pub completed: bool,
+}
+
+impl Event for ToggleTodo {
+    const NAME: &'static str = "toggle_todo";
+    fn predict(&self, view: &mut Prediction<'_>) {
+        view.update::<Todos>(&list(&self.list_id), |rows| {
+            for r in rows.iter_mut().filter(|r| r.id == self.id) {
+                r.completed = self.completed;
+            }
+        });
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteTodo {
+    pub id: String,
+    pub list_id: String,
+}
+
+impl Event for DeleteTodo {
+    const NAME: &'static str = "delete_todo";
+    fn predict(&self, view: &mut Prediction<'_>) {
+        view.update::<Todos>(&list(&self.list_id), |rows| {
+            rows.retain(|r| r.id != self.id)
+        });
+    }
+}
+
+pub const SQLITE_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS todos (
+    id TEXT PRIMARY KEY NOT NULL,
+    list_id TEXT NOT NULL,
+    title TEXT NOT NULL,
+    completed BOOLEAN NOT NULL DEFAULT FALSE,
+    position INTEGER NOT NULL,
+    slug TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS todos_slug ON todos (slug);
+CREATE TABLE IF NOT EXISTS applied (client_id TEXT NOT NULL, seq INTEGER NOT NULL, name TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS owned (id TEXT PRIMARY KEY NOT NULL, note TEXT NOT NULL, owner BLOB);
+CREATE TABLE IF NOT EXISTS flagged (id TEXT PRIMARY KEY NOT NULL, note TEXT NOT NULL, done BOOLEAN);
+CREATE TABLE IF NOT EXISTS grouped (id TEXT PRIMARY KEY NOT NULL, note TEXT NOT NULL, grp INTEGER);
+CREATE TABLE IF NOT EXISTS blobbed (id TEXT PRIMARY KEY NOT NULL, note TEXT NOT NULL, tag BLOB);
+";
+
+pub const POSTGRES_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS todos (
+    id TEXT PRIMARY KEY,
+    list_id TEXT NOT NULL,
+    title TEXT NOT NULL,
+    completed BOOLEAN NOT NULL DEFAULT FALSE,
+    position BIGINT NOT NULL,
+    slug TEXT UNIQUE
+);
+CREATE TABLE IF NOT EXISTS applied (client_id TEXT NOT NULL, seq BIGINT NOT NULL, name TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS owned (id TEXT PRIMARY KEY, note TEXT NOT NULL, owner UUID);
+CREATE TABLE IF NOT EXISTS flagged (id TEXT PRIMARY KEY, note TEXT NOT NULL, done BOOLEAN);
+CREATE TABLE IF NOT EXISTS grouped (id TEXT PRIMARY KEY, note TEXT NOT NULL, grp BIGINT);
+CREATE TABLE IF NOT EXISTS blobbed (id TEXT PRIMARY KEY, note TEXT NOT NULL, tag BYTEA);
+";
+
+// The handlers, written once, compiled for SQLite and for PostgreSQL.
+sssync_core::for_each_db! {
+    /// Every applied event leaves a line here: the tests count applications.
+    async fn log(conn: &mut Conn<Db>, ctx: &EventCtx, name: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("INSERT INTO applied (client_id, seq, name) VALUES ($1, $2, $3)")
+            .bind(&ctx.client_id)
+            .bind(ctx.seq as i64)
+            .bind(name)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn todos(conn: &mut Conn<Db>, list_id: &str) -> Result<Vec<Todo>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT id, list_id, title, completed FROM todos WHERE list_id = $1 \
+             ORDER BY position, id",
+        )
+        .bind(list_id)
+        .fetch_all(&mut *conn)
+        .await
+    }
+
+    impl ServerQuery<Db> for Todos {
+        const KEYED_BY: Option<&'static str> = Some("todos");
+
+        fn dependencies(args: &ListArgs) -> Vec<Dependency> {
+            vec![Dependency::partition("todos", &args.list_id)]
+        }
+
+        fn run<'a>(
+            conn: &'a mut Conn<Db>,
+            _ctx: &'a QueryCtx,
+            args: &'a ListArgs,
+        ) -> BoxFuture<'a, Result<Vec<Todo>, sqlx::Error>> {
+            Box::pin(todos(conn, &args.list_id))
+        }
+    }
+
+    impl ServerQuery<Db> for Fragile {
+        fn dependencies(args: &ListArgs) -> Vec<Dependency> {
+            vec![Dependency::partition("todos", &args.list_id)]
+        }
+
+        fn run<'a>(
+            conn: &'a mut Conn<Db>,
+            _ctx: &'a QueryCtx,
+            args: &'a ListArgs,
+        ) -> BoxFuture<'a, Result<Vec<Todo>, sqlx::Error>> {
+            Box::pin(async move {
+                let rows = todos(conn, &args.list_id).await?;
+                if rows.iter().any(|t| t.title == "boom") {
+                    return Err(sqlx::Error::Protocol("the fragile query broke".into()));
+                }
+                Ok(rows)
+            })
+        }
+    }
+
+    impl ServerQuery<Db> for Slow {
+        fn dependencies(args: &ListArgs) -> Vec<Dependency> {
+            vec![Dependency::partition("todos", &args.list_id)]
+        }
+
+        fn run<'a>(
+            conn: &'a mut Conn<Db>,
+            _ctx: &'a QueryCtx,
+            args: &'a ListArgs,
+        ) -> BoxFuture<'a, Result<Vec<Todo>, sqlx::Error>> {
+            Box::pin(async move {
+                SLOW_RUNS.lock().unwrap().push(args.list_id.clone());
+                let rows = todos(conn, &args.list_id).await?;
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                Ok(rows)
+            })
+        }
+    }
+
+    async fn tagged<T>(
+        conn: &mut Conn<Db>,
+        sql: &'static str,
+        value: T,
+    ) -> Result<Vec<Tagged>, sqlx::Error>
+    where
+        T: for<'q> sqlx::Encode<'q, Db> + sqlx::Type<Db> + Send,
+    {
+        sqlx::query_as(sql).bind(value).fetch_all(&mut *conn).await
+    }
+
+    impl ServerQuery<Db> for ByOwner {
+        fn dependencies(a: &OwnerArgs) -> Vec<Dependency> {
+            vec![Dependency::partition("owned", a.owner)]
+        }
+        fn run<'a>(
+            conn: &'a mut Conn<Db>,
+            _: &'a QueryCtx,
+            a: &'a OwnerArgs,
+        ) -> BoxFuture<'a, Result<Vec<Tagged>, sqlx::Error>> {
+            Box::pin(tagged(conn, "SELECT id, note FROM owned WHERE owner = $1 ORDER BY id", a.owner))
+        }
+    }
+
+    impl ServerQuery<Db> for ByFlag {
+        fn dependencies(a: &FlagArgs) -> Vec<Dependency> {
+            vec![Dependency::partition("flagged", a.done)]
+        }
+        fn run<'a>(
+            conn: &'a mut Conn<Db>,
+            _: &'a QueryCtx,
+            a: &'a FlagArgs,
+        ) -> BoxFuture<'a, Result<Vec<Tagged>, sqlx::Error>> {
+            Box::pin(tagged(conn, "SELECT id, note FROM flagged WHERE done = $1 ORDER BY id", a.done))
+        }
+    }
+
+    impl ServerQuery<Db> for ByGroup {
+        fn dependencies(a: &GroupArgs) -> Vec<Dependency> {
+            vec![Dependency::partition("grouped", a.group)]
+        }
+        fn run<'a>(
+            conn: &'a mut Conn<Db>,
+            _: &'a QueryCtx,
+            a: &'a GroupArgs,
+        ) -> BoxFuture<'a, Result<Vec<Tagged>, sqlx::Error>> {
+            Box::pin(tagged(conn, "SELECT id, note FROM grouped WHERE grp = $1 ORDER BY id", a.group))
+        }
+    }
+
+    impl ServerQuery<Db> for ByBytes {
+        fn dependencies(a: &BytesArgs) -> Vec<Dependency> {
+            vec![Dependency::partition("blobbed", a.bytes.clone())]
+        }
+        fn run<'a>(
+            conn: &'a mut Conn<Db>,
+            _: &'a QueryCtx,
+            a: &'a BytesArgs,
+        ) -> BoxFuture<'a, Result<Vec<Tagged>, sqlx::Error>> {
+            Box::pin(tagged(
+                conn,
+                "SELECT id, note FROM blobbed WHERE tag = $1 ORDER BY id",
+                a.bytes.clone(),
+            ))
+        }
+    }
+
+    impl ServerEvent<Db> for PutTagged {
+        fn apply<'a>(
+            &'a self,
+            conn: &'a mut Conn<Db>,
+            _ctx: &'a EventCtx,
+        ) -> BoxFuture<'a, Result<(), EventError>> {
+            Box::pin(async move {
+                let q = match self.table.as_str() {
+                    "owned" => sqlx::query(
+                        "INSERT INTO owned (id, note, owner) VALUES ($1, $2, $3) ON CONFLICT (id) \
+                         DO UPDATE SET note = excluded.note, owner = excluded.owner",
+                    )
+                    .bind(&self.id)
+                    .bind(&self.note)
+                    .bind(self.owner),
+                    "flagged" => sqlx::query(
+                        "INSERT INTO flagged (id, note, done) VALUES ($1, $2, $3) ON CONFLICT (id) \
+                         DO UPDATE SET note = excluded.note, done = excluded.done",
+                    )
+                    .bind(&self.id)
+                    .bind(&self.note)
+                    .bind(self.done),
+                    "grouped" => sqlx::query(
+                        "INSERT INTO grouped (id, note, grp) VALUES ($1, $2, $3) ON CONFLICT (id) \
+                         DO UPDATE SET note = excluded.note, grp = excluded.grp",
+                    )
+                    .bind(&self.id)
+                    .bind(&self.note)
+                    .bind(self.group),
+                    _ => sqlx::query(
+                        "INSERT INTO blobbed (id, note, tag) VALUES ($1, $2, $3) ON CONFLICT (id) \
+                         DO UPDATE SET note = excluded.note, tag = excluded.tag",
+                    )
+                    .bind(&self.id)
+                    .bind(&self.note)
+                    .bind(self.bytes.clone()),
+                };
+                q.execute(&mut *conn).await?;
+                Ok(())
+            })
+        }
+    }
+
+    impl ServerEvent<Db> for ReplaceTodo {
+        fn apply<'a>(
+            &'a self,
+            conn: &'a mut Conn<Db>,
+            ctx: &'a EventCtx,
+        ) -> BoxFuture<'a, Result<(), EventError>> {
+            Box::pin(async move {
+                let sql = if <Db as sqlx::Database>::NAME == "SQLite" {
+                    "INSERT OR REPLACE INTO todos (id, list_id, title, completed, position, slug) \
+                     VALUES ($1, $2, $3, FALSE, 1000, $4)"
+                } else {
+                    "INSERT INTO todos (id, list_id, title, completed, position, slug) \
+                     VALUES ($1, $2, $3, FALSE, 1000, $4) ON CONFLICT (id) DO UPDATE SET \
+                     list_id = excluded.list_id, title = excluded.title, slug = excluded.slug"
+                };
+                sqlx::query(sql)
+                    .bind(&self.id)
+                    .bind(&self.list_id)
+                    .bind(&self.title)
+                    .bind(&self.slug)
+                    .execute(&mut *conn)
+                    .await?;
+                log(conn, ctx, Self::NAME).await?;
+                Ok(())
+            })
+        }
+    }
+
+    impl ServerEvent<Db> for Poison {
+        fn apply<'a>(
+            &'a self,
+            conn: &'a mut Conn<Db>,
+            _ctx: &'a EventCtx,
+        ) -> BoxFuture<'a, Result<(), EventError>> {
+            Box::pin(async move {
+                let title: String = sqlx::query_scalar("SELECT title FROM todos WHERE id = $1")
+                    .bind(&self.id)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                sqlx::query("UPDATE todos SET title = $1 WHERE id = $2")
+                    .bind(format!("{title}!"))
+                    .bind(&self.id)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            })
+        }
+    }
+
+    impl ServerEvent<Db> for Flaky {
+        fn apply<'a>(
+            &'a self,
+            conn: &'a mut Conn<Db>,
+            ctx: &'a EventCtx,
+        ) -> BoxFuture<'a, Result<(), EventError>> {
+            Box::pin(async move {
+                let failing = {
+                    let mut f = FLAKY.lock().unwrap();
+                    match f.get_or_insert_with(HashMap::new).get_mut(&self.id) {
+                        Some(n) if *n > 0 => {
+                            *n -= 1;
+                            true
+                        }
+                        _ => false,
+                    }
+                };
+                if failing {
+                    return Err(sqlx::Error::Io(std::io::Error::other("a passing fault")).into());
+                }
+                let add = AddTodo {
+                    id: self.id.clone(),
+                    list_id: self.list_id.clone(),
+                    title: self.title.clone(),
+                };
+                // Both databases' impls exist: name this one.
+                <AddTodo as ServerEvent<Db>>::apply(&add, conn, ctx).await
+            })
+        }
+    }
+
+    impl ServerEvent<Db> for AddTodo {
+        fn apply<'a>(
+            &'a self,
+            conn: &'a mut Conn<Db>,
+            ctx: &'a EventCtx,
+        ) -> BoxFuture<'a, Result<(), EventError>> {
+            Box::pin(async move {
+                if self.title.chars().count() > 200 {
+                    return Err(Rejection::new(
+                        "title_too_long",
+                        "a title has at most 200 characters",
+                    )
+                    .into());
+                }
+                sqlx::query(
+                    "INSERT INTO todos (id, list_id, title, completed, position) \
+                     VALUES ($1, $2, $3, FALSE, \
+                     COALESCE((SELECT MAX(position) FROM todos WHERE list_id = $2), 0) + 1)",
+                )
+                .bind(&self.id)
+                .bind(&self.list_id)
+                .bind(&self.title)
+                .execute(&mut *conn)
+                .await?;
+                log(conn, ctx, Self::NAME).await?;
+                Ok(())
+            })
+        }
+    }
+
+    impl ServerEvent<Db> for ToggleTodo {
+        fn apply<'a>(
+            &'a self,
+            conn: &'a mut Conn<Db>,
+            ctx: &'a EventCtx,
+        ) -> BoxFuture<'a, Result<(), EventError>> {
+            Box::pin(async move {
+                sqlx::query("UPDATE todos SET completed = $1 WHERE id = $2 AND list_id = $3")
+                    .bind(self.completed)
+                    .bind(&self.id)
+                    .bind(&self.list_id)
+                    .execute(&mut *conn)
+                    .await?;
+                log(conn, ctx, Self::NAME).await?;
+                Ok(())
+            })
+        }
+    }
+
+    impl ServerEvent<Db> for DeleteTodo {
+        fn apply<'a>(
+            &'a self,
+            conn: &'a mut Conn<Db>,
+            ctx: &'a EventCtx,
+        ) -> BoxFuture<'a, Result<(), EventError>> {
+            Box::pin(async move {
+                sqlx::query("DELETE FROM todos WHERE id = $1 AND list_id = $2")
+                    .bind(&self.id)
+                    .bind(&self.list_id)
+                    .execute(&mut *conn)
+                    .await?;
+                log(conn, ctx, Self::NAME).await?;
+                Ok(())
+            })
+        }
+    }
+}
