@@ -77,6 +77,7 @@ fn client_holding(a: &[Row]) -> (ClientState, QueryKey) {
         version: Version(1),
         last_seq: 0,
         limits: Limits::default(),
+        proof: None,
     }));
     st.on_message(ServerMsg::Snapshot(Snapshot {
         q: "q".into(),

@@ -101,10 +101,14 @@ pub struct Hello {
     /// rejected). A server whose `last_seq` is lower has lost history (a restored backup).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acked: Option<u64>,
-    /// In that epoch: the highest version the client has seen. A server whose version is lower
-    /// has lost history (a restored backup).
+    /// In that epoch: the highest version a server proved to the client (in a `welcome` or an
+    /// `ack`), with that proof. A server whose version is lower has lost history (a restored
+    /// backup); the proof keeps a client from claiming a version no server gave it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<Version>,
+    /// The server's proof of `version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<String>,
 }
 
 /// `sub`: subscribe to query `q` with args `a`; `v` is the version the client holds (resume).
@@ -178,6 +182,9 @@ pub struct Welcome {
     pub last_seq: u64,
     /// The server's bounds.
     pub limits: Limits,
+    /// The server's proof of `version`, for the client's next `hello`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<String>,
 }
 
 /// `snapshot`: every row of query `q`/`a` at version `v`.
@@ -238,6 +245,9 @@ pub struct Ack {
     /// It had been applied before (a resend).
     #[serde(default)]
     pub dup: bool,
+    /// The server's proof of `v`, for the client's next `hello`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<String>,
 }
 
 /// `reject`: event `seq` was refused: nothing of it was applied, and it never will be.
@@ -535,6 +545,7 @@ mod tests {
             seq: 3,
             v: Version(9),
             dup: false,
+            proof: None,
         })
         .to_json();
         assert_eq!(ack, r#"{"t":"ack","seq":3,"v":9,"dup":false}"#);

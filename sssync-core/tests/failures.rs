@@ -656,3 +656,132 @@ on_both! {
         server.stop().await;
     }
 }
+
+on_both! {
+    async fn a_handler_that_keeps_failing_for_now_holds_up_nobody_else_and_is_refused_in_the_end(db) {
+        let config = Config {
+            write_retry: Some(WriteRetry {
+                attempts: 2,
+                backoff: Duration::from_millis(1),
+                resend_after: Duration::from_millis(5),
+            }),
+            ..Config::default()
+        };
+        let server = Server::start_with(&db, 0, config).await;
+        let stuck = format!("stuck-{}", db.tag());
+        set_flaky(&stuck, u32::MAX);
+        let (mut a, _) = Raw::connect(&server, "unlucky").await;
+        let (mut b, _) = Raw::connect(&server, "bystander").await;
+        // Sent together, so that they may share a batch: the other client's write goes through.
+        a.send(json!({"t": "event", "seq": 1, "name": "flaky", "args": add("h", &stuck, "never")}))
+            .await;
+        let r = b.event(1, "add_todo", add("h", "ok", "through")).await;
+        assert!(matches!(r, ServerMsg::Ack(_)), "{r:?}");
+        // The failing one is told to resend, again and again, then refused: never forever.
+        let mut retries = 0;
+        loop {
+            match a.recv_reply().await {
+                ServerMsg::Retry(_) => {
+                    retries += 1;
+                    assert!(retries <= 20, "resent without end");
+                    a.send(json!({"t": "event", "seq": 1, "name": "flaky", "args": add("h", &stuck, "never")}))
+                        .await;
+                }
+                ServerMsg::Reject(r) => {
+                    assert_eq!(r.error.code, "internal");
+                    break;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(titles(&server.todos("h").await), ["through"]);
+        let r = a.event(2, "add_todo", add("h", "later", "later")).await;
+        assert!(matches!(r, ServerMsg::Ack(_)), "the client goes on: {r:?}");
+        server.stop().await;
+    }
+}
+
+on_both! {
+    async fn a_panicking_handler_or_query_is_refused_and_the_engine_goes_on(db) {
+        let server = Server::start(&db, 0).await;
+        let (mut raw, _) = Raw::connect(&server, "buggy").await;
+        let r = raw.event(1, "panic", json!({"id": "x"})).await;
+        assert!(matches!(r, ServerMsg::Reject(ref r) if r.error.code == "internal"), "{r:?}");
+        raw.send(json!({"t": "sub", "q": "panicky", "a": {"list_id": "p"}}))
+            .await;
+        assert!(matches!(raw.recv().await, ServerMsg::Snapshot(_)));
+        // A change makes the query panic: its subscribers are told, for the key (before the
+        // write's ack: the fan-out comes first).
+        raw.send(json!({"t": "event", "seq": 2, "name": "add_todo", "args": add("p", "p1", "panic")}))
+            .await;
+        let panicky = QueryKey::from_json("panicky", r#"{"list_id":"p"}"#).unwrap();
+        let m = raw.recv().await;
+        assert_eq!(key_error(&m), Some((ErrorCode::QueryFailed, panicky)), "{m:?}");
+        let r = raw.recv().await;
+        assert!(matches!(r, ServerMsg::Ack(_)), "{r:?}");
+        // Writes and other queries go on.
+        raw.send(json!({"t": "sub", "q": "todos", "a": {"list_id": "p"}}))
+            .await;
+        assert!(matches!(raw.recv().await, ServerMsg::Snapshot(_)));
+        let r = raw.event(3, "add_todo", add("p", "p2", "fine")).await;
+        assert!(matches!(r, ServerMsg::Ack(_)), "{r:?}");
+        server.stop().await;
+    }
+}
+
+on_both! {
+    async fn a_client_cannot_start_a_new_epoch_with_a_version_no_server_gave_it(db) {
+        let server = Server::start(&db, 0).await;
+        let epoch = server.engine.epoch();
+        for proof in [None, Some("00112233445566778899aabbccddeeff"), Some("ab")] {
+            let (_raw, first) = Raw::hello(
+                &server,
+                json!({"t": "hello", "protocol": 1, "client_id": "liar", "epoch": epoch.0,
+                       "version": 1_000_000_000u64, "proof": proof}),
+            )
+            .await;
+            assert!(matches!(first, ServerMsg::Welcome(ref w) if w.epoch == epoch), "{first:?}");
+        }
+        assert_eq!(server.engine.epoch(), epoch);
+        server.stop().await;
+    }
+}
+
+on_both! {
+    async fn a_client_that_settled_seqs_the_database_lacks_goes_on_from_its_own_seqs(db) {
+        let server = Server::start(&db, 0).await;
+        let epoch = server.engine.epoch();
+        // Seqs 1 to 5 were settled in a history this database does not have (a restore).
+        let (mut raw, first) = Raw::hello(
+            &server,
+            json!({"t": "hello", "protocol": 1, "client_id": "ahead", "epoch": epoch.0, "acked": 5}),
+        )
+        .await;
+        let ServerMsg::Welcome(w) = first else {
+            panic!("{first:?}")
+        };
+        assert_eq!(w.last_seq, 5, "the client's last_seq moved up to what it settled");
+        let r = raw.event(6, "add_todo", add("ff", "t6", "six")).await;
+        assert!(matches!(r, ServerMsg::Ack(ref a) if a.seq == 6), "{r:?}");
+        assert_eq!(server.applied_count().await, 1);
+        server.stop().await;
+    }
+}
+
+on_both! {
+    async fn a_refused_form_post_is_refused_again_when_resubmitted(db) {
+        let server = Server::start(&db, 0).await;
+        let long = add("fp", "t", &"x".repeat(300)).to_string();
+        for _ in 0..2 {
+            let r = server.engine.apply_once("form-1", "add_todo", &long).await;
+            assert!(matches!(r, ServerMsg::Reject(ref r) if r.error.code == "title_too_long"), "{r:?}");
+        }
+        let ok = add("fp", "t2", "fine").to_string();
+        let first = server.engine.apply_once("form-2", "add_todo", &ok).await;
+        assert!(matches!(first, ServerMsg::Ack(ref a) if !a.dup), "{first:?}");
+        let again = server.engine.apply_once("form-2", "add_todo", &ok).await;
+        assert!(matches!(again, ServerMsg::Ack(ref a) if a.dup), "{again:?}");
+        assert_eq!(titles(&server.todos("fp").await), ["fine"]);
+        server.stop().await;
+    }
+}

@@ -69,8 +69,9 @@ impl Adoption {
                         protocol: PROTOCOL,
                         client_id: a.entry.client_id.clone(),
                         epoch: a.entry.epoch.clone(),
-                        acked: a.entry.epoch.as_ref().and(acked),
+                        acked,
                         version: None,
+                        proof: None,
                     }));
                 }
             })
@@ -144,21 +145,16 @@ impl Adoption {
                 self.resent_from.set(None);
                 let mut out = self.outstanding.borrow_mut();
                 out.clear();
-                // The same rule as the tab's own client state: when the server lacks seqs the
-                // gone tab had settled (another history, restored from an earlier copy), its
-                // events are renumbered after the server's last_seq; otherwise those up to
-                // last_seq were applied (whatever the epoch) and the others keep their seqs.
-                let first = self.entry.events.iter().map(|e| e.0).min().unwrap_or(1);
-                let lost = w.last_seq + 1 < first;
-                let mut next = w.last_seq;
+                // The same rule as the tab's own client state, whatever the epoch: the server
+                // has every seq the gone tab settled (its hello's `acked` moves the server's
+                // last_seq up to them), so those up to last_seq were applied and the others
+                // keep their seqs (never renumbered: a renumbered event could apply twice).
                 for (seq, ..) in &self.entry.events {
-                    if !lost && *seq <= w.last_seq {
+                    if *seq <= w.last_seq {
                         // Already applied (its tab got that far): its rows come with them.
                         rt.settle_foreign(id, *seq, w.version);
                     } else {
-                        let sent = if lost { next + 1 } else { *seq };
-                        next = sent;
-                        out.insert(sent, *seq);
+                        out.insert(*seq, *seq);
                     }
                 }
                 let to_send: Vec<(u64, u64)> = out.iter().map(|(&s, &o)| (s, o)).collect();

@@ -75,6 +75,8 @@ pub(crate) struct Runtime {
     last_progress: Cell<f64>,
     /// A resend the server asked for (`retry`) is scheduled.
     resend_scheduled: Cell<bool>,
+    /// Keys with a subscription retry scheduled (one timer per key).
+    resubscribing: RefCell<std::collections::HashSet<QueryKey>>,
     /// How many components hold each key.
     refs: RefCell<HashMap<QueryKey, usize>>,
     waiters: RefCell<Vec<(QueryKey, oneshot::Sender<()>)>>,
@@ -140,6 +142,7 @@ impl Runtime {
             last_heard: Cell::new(now_ms()),
             last_progress: Cell::new(now_ms()),
             resend_scheduled: Cell::new(false),
+            resubscribing: RefCell::new(std::collections::HashSet::new()),
             refs: RefCell::new(HashMap::new()),
             waiters: RefCell::new(Vec::new()),
             types,
@@ -548,10 +551,14 @@ impl Runtime {
 
     /// Subscribes again to a key whose query failed on the server, after `after`.
     fn schedule_resubscribe(&self, key: QueryKey, after: Duration) {
+        if !self.resubscribing.borrow_mut().insert(key.clone()) {
+            return; // one timer per key
+        }
         let weak = self.me.clone();
         set_timeout(
             move || {
                 let Some(rt) = weak.upgrade() else { return };
+                rt.resubscribing.borrow_mut().remove(&key);
                 if !rt.live.get() {
                     return; // the next welcome subscribes to every held key anyway
                 }

@@ -103,9 +103,9 @@ pub struct ClientState {
     /// The highest version any message of this connection has carried; deltas up to it have
     /// arrived for every subscription (the server sends them before acks).
     seen: Version,
-    /// The highest version seen in this epoch (on any connection, or in the restored cache): a
-    /// server with a lower one has lost history.
-    high: Version,
+    /// The highest version a server proved to this client in this epoch (a `welcome`'s or an
+    /// `ack`'s), with its proof: a server whose database is below it has lost history.
+    proven: Option<(Version, String)>,
     /// The last `gap` answered by resending (its `expected`): one resend per gap, not one per
     /// event that arrives out of order.
     resent_from: Option<u64>,
@@ -132,7 +132,7 @@ impl ClientState {
             next_seq: 1,
             views: HashMap::new(),
             seen: Version(0),
-            high: Version(0),
+            proven: None,
             resent_from: None,
             trouble: None,
             persist: Vec::new(),
@@ -152,7 +152,6 @@ impl ClientState {
             let (Ok(key), Ok(rows)) = (QueryKey::from_json(&name, &args), Rows::new(rows)) else {
                 continue;
             };
-            st.high = st.high.max(v);
             st.keys.insert(
                 key,
                 Held {
@@ -234,7 +233,8 @@ impl ClientState {
             client_id: self.client_id.clone(),
             epoch: self.epoch.clone(),
             acked: known.then(|| self.acked()),
-            version: known.then_some(self.high),
+            version: self.proven.as_ref().map(|p| p.0),
+            proof: self.proven.as_ref().map(|p| p.1.clone()),
         })
     }
 
@@ -307,7 +307,6 @@ impl ClientState {
             return false;
         };
         held.confirmed = Some((v, rows));
-        self.high = self.high.max(v);
         self.persist_rows(&key);
         self.recompute();
         true
@@ -456,6 +455,7 @@ impl ClientState {
             ServerMsg::Delta(d) => self.on_delta(d),
             ServerMsg::Ack(a) => {
                 self.see(a.v);
+                self.prove(a.v, a.proof.clone());
                 self.trouble = None;
                 self.resent_from = None;
                 // Every `sub` sent before this event has been answered before its ack.
@@ -555,17 +555,21 @@ impl ClientState {
 
     fn see(&mut self, v: Version) {
         self.seen = self.seen.max(v);
-        self.high = self.high.max(v);
+    }
+
+    /// Keeps the highest version a server proved.
+    fn prove(&mut self, v: Version, proof: Option<String>) {
+        if let Some(p) = proof
+            && self.proven.as_ref().is_none_or(|(have, _)| v > *have)
+        {
+            self.proven = Some((v, p));
+        }
     }
 
     fn on_welcome(&mut self, w: Welcome) -> Update {
         self.seen = w.version;
-        let acked = self.acked();
-        // Events this client knows settled are missing from the server: its history is not
-        // the one this client saw, even if its epoch is (a server that did not notice).
-        let lost = w.last_seq < acked;
         let mut history_reset = None;
-        if self.epoch.as_ref() != Some(&w.epoch) || lost {
+        if self.epoch.as_ref() != Some(&w.epoch) {
             // Another history: nothing cached may be mixed into it (invariant 2). Keep the
             // subscriptions, drop their rows.
             let had = self.epoch.is_some();
@@ -575,27 +579,16 @@ impl ClientState {
             }
             self.views.clear();
             self.settling.clear();
-            self.epoch = Some(w.epoch);
-            self.high = w.version;
+            self.epoch = Some(w.epoch.clone());
+            self.proven = None;
             self.persist.push(Persist::ClearAll);
-            if lost {
-                // The server has none of this client's seqs beyond its last_seq, pending ones
-                // included: renumber them after it, to be applied once in this history.
-                let old = std::mem::take(&mut self.pending);
-                let mut seq = w.last_seq;
-                for (_, p) in old {
-                    seq += 1;
-                    self.pending.insert(seq, p);
-                }
-                self.next_seq = seq + 1;
-            } else {
-                // The server has every seq this client settled: the pending ones up to its
-                // last_seq were applied there (in flight when the history changed); the others
-                // keep their seqs.
-                let kept = self.pending.split_off(&(w.last_seq + 1));
-                self.pending = kept;
-                self.next_seq = self.next_seq.max(w.last_seq + 1);
-            }
+            // Pending events keep their seqs: the server has every seq this client settled
+            // (it moves a client's last_seq up to the `acked` of its hello), so those up to
+            // last_seq were applied there (in flight when the history changed) and the others
+            // were not. Seqs are never renumbered: a renumbered event could apply twice.
+            let kept = self.pending.split_off(&(w.last_seq + 1));
+            self.pending = kept;
+            self.next_seq = self.next_seq.max(w.last_seq + 1);
             let seqs: Vec<u64> = self.pending.keys().copied().collect();
             for &seq in &seqs {
                 self.persist_event(seq);
@@ -616,7 +609,7 @@ impl ClientState {
             self.settling.extend(applied);
             self.next_seq = self.next_seq.max(w.last_seq + 1);
         }
-        self.high = self.high.max(w.version);
+        self.prove(w.version, w.proof.clone());
         self.resent_from = None;
         self.persist_meta();
         self.awaiting = self.keys.keys().cloned().collect();
@@ -641,7 +634,6 @@ impl ClientState {
             return Update::default(); // unsubscribed meanwhile
         };
         self.seen = self.seen.max(s.v);
-        self.high = self.high.max(s.v);
         match Rows::new(s.rows) {
             Ok(rows) if rows.digest() == s.digest => {
                 // Swapped in at once: the old rows (kept while a reset was on its way) go now.
@@ -667,7 +659,6 @@ impl ClientState {
             return Update::default();
         };
         self.seen = self.seen.max(d.to);
-        self.high = self.high.max(d.to);
         if held.resyncing {
             return Update::default(); // the reset is on its way; nothing applies to these rows
         }
@@ -865,6 +856,7 @@ mod tests {
             version: Version(version),
             last_seq,
             limits: Limits::default(),
+            proof: None,
         })
     }
 
@@ -959,6 +951,7 @@ mod tests {
             seq: 1,
             v: Version(5),
             dup: false,
+            proof: None,
         }));
         assert_eq!(st.pending_count(), 0);
     }
@@ -1102,6 +1095,7 @@ mod tests {
             seq: 1,
             v: Version(2),
             dup: false,
+            proof: None,
         }));
         assert_eq!(st.on_message(gap(5, 2)).send.len(), 4);
     }
@@ -1118,16 +1112,18 @@ mod tests {
                 seq,
                 v: Version(1 + seq),
                 dup: false,
+                proof: Some(format!("proof-of-{}", 1 + seq)),
             }));
         }
         // The server now expects seq 1 again: it lost 1 and 2 (a restored backup).
         let u = st.on_message(gap(3, 1));
         assert!(u.reconnect && u.send.is_empty());
-        // The next hello says how far this client got.
+        // The next hello says how far this client got, with the server's proof of the version.
         let ClientMsg::Hello(h) = st.hello() else {
             unreachable!()
         };
         assert_eq!((h.acked, h.version), (Some(2), Some(Version(3))));
+        assert_eq!(h.proof.as_deref(), Some("proof-of-3"));
     }
 
     fn welcome_epoch(epoch: &str, last_seq: u64, version: u64) -> ServerMsg {
@@ -1137,11 +1133,12 @@ mod tests {
             version: Version(version),
             last_seq,
             limits: Limits::default(),
+            proof: None,
         })
     }
 
     #[test]
-    fn a_history_behind_the_client_renumbers_its_pending_events_after_the_servers_last_seq() {
+    fn a_new_history_resets_the_cache_and_sends_the_pending_events_under_their_own_seqs() {
         let mut st = ClientState::new("c");
         st.subscribe(key());
         st.on_message(welcome(0, 1));
@@ -1154,14 +1151,16 @@ mod tests {
                 seq,
                 v: Version(1 + seq),
                 dup: false,
+                proof: None,
             }));
         }
-        // A restored copy: a new epoch whose last_seq (1) is below what this client settled (2).
-        let u = st.on_message(welcome_epoch("restored", 1, 2));
+        // A restored copy: a new epoch; the server moved this client's last_seq up to what it
+        // settled (2), so seqs 3 and 4 are free and keep their numbers.
+        let u = st.on_message(welcome_epoch("restored", 2, 2));
         assert_eq!(u.history_reset, Some(2));
         assert_eq!(
             st.pending_events().iter().map(|e| e.0).collect::<Vec<_>>(),
-            [2, 3]
+            [3, 4]
         );
         assert!(
             st.confirmed(&key()).is_none(),
@@ -1175,7 +1174,7 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(events, [2, 3]);
+        assert_eq!(events, [3, 4]);
     }
 
     #[test]
@@ -1189,6 +1188,7 @@ mod tests {
             seq: 1,
             v: Version(2),
             dup: false,
+            proof: None,
         }));
         // Another epoch, but it has seqs 1 and 2 of this client (2 was in flight): 2 must not
         // be sent again under another number (it would apply twice); 3 keeps its seq.
@@ -1216,6 +1216,7 @@ mod tests {
             seq: 1,
             v: Version(2),
             dup: false,
+            proof: None,
         }));
         assert_eq!(st.trouble(), None);
     }

@@ -145,10 +145,20 @@ pub(crate) struct EventCmd {
     /// Refused before it reached the writer (too large): recorded as a rejection, so its seq
     /// is used and the client's later events are not stuck behind it.
     pub(crate) refused: Option<Rejection>,
+    /// Whether a rejection uses the seq (always, but for an idempotency key: a resubmitted
+    /// form whose first post was refused must be refused again, not acknowledged as done).
+    pub(crate) record_rejection: bool,
 }
 
 pub(crate) enum Cmd {
     Event(EventCmd),
+    /// A client's hello says it settled seqs up to `to` that the database does not have (a
+    /// restored backup): its `last_seq` moves up to `to`.
+    FastForward {
+        client_id: Arc<str>,
+        to: u64,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
     /// The tailer saw changes written outside the engine: give them a version.
     Seal,
     /// A client proved that the database lost history it saw (a restored backup): give it a
@@ -171,6 +181,8 @@ pub(crate) struct Inner<S: Store> {
     pub(crate) stop: watch::Sender<bool>,
     /// Rings the tailer: a commit to read.
     pub(crate) wake: Arc<tokio::sync::Notify>,
+    /// The key of the version proofs.
+    secret: String,
     /// Subscribers for the tailer to open.
     pub(crate) opens: mpsc::Sender<Open>,
     pub(crate) group_ttl: Duration,
@@ -180,7 +192,46 @@ pub(crate) struct Inner<S: Store> {
     fault: Option<FaultHook>,
 }
 
+/// A new random secret (the key of the version proofs), made once per database.
+pub(crate) fn new_secret() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) || s.len() > 64 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 impl<S: Store> Inner<S> {
+    fn mac(&self, epoch: &Epoch, v: Version) -> hmac::Hmac<sha2::Sha256> {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(self.secret.as_bytes())
+            .expect("HMAC takes a key of any length");
+        mac.update(epoch.0.as_bytes());
+        mac.update(b":");
+        mac.update(v.0.to_string().as_bytes());
+        mac
+    }
+
+    /// The proof that this database gave version `v` in `epoch` (half an HMAC-SHA256, in hex):
+    /// what a client shows in its hello to prove the database lost history.
+    pub(crate) fn proof(&self, epoch: &Epoch, v: Version) -> String {
+        use hmac::Mac;
+        self.mac(epoch, v).finalize().into_bytes()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     pub(crate) fn fault(&self, at: FaultPoint) {
         if let Some(hook) = &self.fault {
             hook(at);
@@ -329,17 +380,20 @@ impl<S: Store> Engine<S> {
     pub(crate) async fn welcome(&self, hello: &Hello) -> Result<(Welcome, bool), EngineError> {
         let (mut epoch, mut last_seq, mut v_db) =
             self.inner.store.hello_state(&hello.client_id).await?;
-        let same = hello.epoch.as_ref() == Some(&epoch);
-        let behind =
-            hello.acked.is_some_and(|a| a > last_seq) || hello.version.is_some_and(|v| v > v_db);
-        if same && behind {
+        // A version this database gave the client (the proof says so) that it no longer has:
+        // the database went back in history. A new epoch resets every client's cache.
+        let proven_ahead = match (&hello.version, &hello.proof) {
+            (Some(v), Some(p)) => {
+                *v > v_db && hello.epoch.as_ref() == Some(&epoch) && self.verify(&epoch, *v, p)
+            }
+            _ => false,
+        };
+        if proven_ahead {
             tracing::warn!(
                 client = %hello.client_id,
-                acked = ?hello.acked,
-                last_seq,
                 client_version = ?hello.version,
                 version = %v_db,
-                "a client saw history this database does not have (restored from a backup?): \
+                "a client saw a version this database no longer has (restored from a backup?): \
                  starting a new epoch"
             );
             let (tx, rx) = oneshot::channel();
@@ -353,20 +407,51 @@ impl<S: Store> Engine<S> {
             rx.await.map_err(|_| EngineError::Stopped)??;
             (epoch, last_seq, v_db) = self.inner.store.hello_state(&hello.client_id).await?;
         }
+        // Seqs this client had settled that the database no longer has (gone with a restore):
+        // its last_seq moves up to them, so its pending events keep their seqs and apply once.
+        // (A client can only skip seqs of its own.)
+        if let Some(acked) = hello.acked.filter(|a| *a > last_seq) {
+            let (tx, rx) = oneshot::channel();
+            self.cmds
+                .send(Cmd::FastForward {
+                    client_id: hello.client_id.as_str().into(),
+                    to: acked,
+                    reply: tx,
+                })
+                .await
+                .map_err(|_| EngineError::Stopped)?;
+            rx.await.map_err(|_| EngineError::Stopped)??;
+            (epoch, last_seq, v_db) = self.inner.store.hello_state(&hello.client_id).await?;
+        }
         if !self.inner.hub.wait_processed(v_db, HELLO_WAIT).await {
             return Err(EngineError::Stopped);
         }
         let same_history = hello.epoch.as_ref() == Some(&epoch);
+        let version = self.current_version();
         Ok((
             Welcome {
                 protocol: PROTOCOL,
+                proof: Some(self.inner.proof(&epoch, version)),
                 epoch,
-                version: self.current_version(),
+                version,
                 last_seq,
                 limits: self.inner.limits.clone(),
             },
             same_history,
         ))
+    }
+
+    fn verify(&self, epoch: &Epoch, v: Version, proof: &str) -> bool {
+        use hmac::Mac;
+        // The whole proof (16 bytes), compared in constant time: a shorter one proves nothing.
+        match unhex(proof) {
+            Some(bytes) if bytes.len() == 16 => self
+                .inner
+                .mac(epoch, v)
+                .verify_truncated_left(&bytes)
+                .is_ok(),
+            _ => false,
+        }
     }
 
     /// Applies one event from in-process code (a server function, a test) and waits for its
@@ -378,6 +463,17 @@ impl<S: Store> Engine<S> {
         name: &str,
         args_json: &str,
     ) -> Result<ServerMsg, EngineError> {
+        self.apply_one(client_id, seq, name, args_json, true).await
+    }
+
+    async fn apply_one(
+        &self,
+        client_id: &str,
+        seq: u64,
+        name: &str,
+        args_json: &str,
+        record_rejection: bool,
+    ) -> Result<ServerMsg, EngineError> {
         let args = RawValue::from_string(args_json.to_owned())
             .map_err(|e| EngineError::BadArgs(e.to_string()))?;
         let (tx, rx) = oneshot::channel();
@@ -388,6 +484,7 @@ impl<S: Store> Engine<S> {
             args,
             reply: Reply::Once(tx),
             refused: None,
+            record_rejection,
         })
         .await?;
         rx.await.map_err(|_| EngineError::Stopped)
@@ -408,7 +505,8 @@ impl<S: Store> Engine<S> {
     /// `idempotency_key`: a second call with the same key (a resubmitted form, a retried job) is
     /// acknowledged as a duplicate (`ack` with `dup`) and not applied again. The key is recorded
     /// like a client's seq (client id `k-{128-bit hash of the key}`, seq 1), in the event's
-    /// transaction.
+    /// transaction, when the event applies; a refused one is not recorded, so its resubmission
+    /// is refused again (not acknowledged as done).
     pub async fn apply_once(
         &self,
         idempotency_key: &str,
@@ -431,7 +529,7 @@ impl<S: Store> Engine<S> {
             fnv(0xcbf2_9ce4_8422_2325),
             fnv(0x6c62_272e_07bb_0142)
         );
-        self.apply_event(&id, 1, name, args_json).await
+        self.apply_one(&id, 1, name, args_json, false).await
     }
 
     /// The rows of query `name` with `args_json` at one version: from the live group when one
@@ -578,7 +676,7 @@ impl<S: Store> EngineBuilder<S> {
 
     /// Creates the engine's tables, installs the change triggers, starts the writer.
     pub async fn start(self) -> Result<Engine<S>, EngineError> {
-        let (epoch, version) = self.store.init().await?;
+        let (epoch, version, secret) = self.store.init().await?;
         for t in &self.tables {
             self.store.install_table(t).await?;
         }
@@ -595,6 +693,7 @@ impl<S: Store> EngineBuilder<S> {
             next_conn: AtomicU64::new(1),
             stop,
             wake: Arc::new(tokio::sync::Notify::new()),
+            secret,
             opens,
             group_ttl: self.group_ttl,
             retry: self.retry,

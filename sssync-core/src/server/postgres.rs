@@ -82,7 +82,8 @@ CREATE TABLE IF NOT EXISTS sssync_meta (
     id      INT    PRIMARY KEY CHECK (id = 1),
     epoch   TEXT   NOT NULL,
     version BIGINT NOT NULL,
-    horizon BIGINT NOT NULL DEFAULT 0
+    horizon BIGINT NOT NULL DEFAULT 0,
+    secret  TEXT
 );
 CREATE TABLE IF NOT EXISTS sssync_clients (
     client_id TEXT   PRIMARY KEY,
@@ -105,7 +106,7 @@ impl Store for PgStore {
         &self.pool
     }
 
-    async fn init(&self) -> Result<(Epoch, Version), StoreError> {
+    async fn init(&self) -> Result<(Epoch, Version, String), StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(INIT_LOCK)
@@ -120,12 +121,17 @@ impl Store for PgStore {
         .bind(&epoch)
         .execute(&mut *tx)
         .await?;
-        let row = sqlx::query("SELECT epoch, version FROM sssync_meta WHERE id = 1")
+        sqlx::query("UPDATE sssync_meta SET secret = $1 WHERE id = 1 AND secret IS NULL")
+            .bind(super::engine::new_secret())
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query("SELECT epoch, version, secret FROM sssync_meta WHERE id = 1")
             .fetch_one(&mut *tx)
             .await?;
         let out = (
             Epoch(row.try_get("epoch")?),
             Version(row.try_get::<i64, _>("version")? as u64),
+            row.try_get("secret")?,
         );
         tx.commit().await?;
         Ok(out)

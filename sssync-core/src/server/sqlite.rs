@@ -65,7 +65,8 @@ CREATE TABLE IF NOT EXISTS sssync_meta (
     epoch   TEXT    NOT NULL,
     version INTEGER NOT NULL,
     writing INTEGER NOT NULL DEFAULT 0,
-    horizon INTEGER NOT NULL DEFAULT 0
+    horizon INTEGER NOT NULL DEFAULT 0,
+    secret  TEXT
 );
 CREATE TABLE IF NOT EXISTS sssync_clients (
     client_id TEXT    PRIMARY KEY NOT NULL,
@@ -91,10 +92,14 @@ impl SqliteStore {
             sqlx::query_as("SELECT name, \"notnull\" FROM pragma_table_info('sssync_meta')")
                 .fetch_all(&mut *conn)
                 .await?;
-        for col in ["writing", "horizon"] {
+        for (col, decl) in [
+            ("writing", "INTEGER NOT NULL DEFAULT 0"),
+            ("horizon", "INTEGER NOT NULL DEFAULT 0"),
+            ("secret", "TEXT"),
+        ] {
             if !cols.iter().any(|(n, _)| n == col) {
                 conn.execute(AssertSqlSafe(format!(
-                    "ALTER TABLE sssync_meta ADD COLUMN {col} INTEGER NOT NULL DEFAULT 0"
+                    "ALTER TABLE sssync_meta ADD COLUMN {col} {decl}"
                 )))
                 .await?;
             }
@@ -128,7 +133,7 @@ impl Store for SqliteStore {
         &self.pool
     }
 
-    async fn init(&self) -> Result<(Epoch, Version), StoreError> {
+    async fn init(&self) -> Result<(Epoch, Version, String), StoreError> {
         let mut conn = self.pool.acquire().await?;
         conn.execute(INIT).await?;
         Self::migrate(&mut conn).await?;
@@ -137,12 +142,17 @@ impl Store for SqliteStore {
             .bind(&epoch)
             .execute(&mut *conn)
             .await?;
-        let row = sqlx::query("SELECT epoch, version FROM sssync_meta WHERE id = 1")
+        sqlx::query("UPDATE sssync_meta SET secret = ? WHERE id = 1 AND secret IS NULL")
+            .bind(super::engine::new_secret())
+            .execute(&mut *conn)
+            .await?;
+        let row = sqlx::query("SELECT epoch, version, secret FROM sssync_meta WHERE id = 1")
             .fetch_one(&mut *conn)
             .await?;
         Ok((
             Epoch(row.try_get("epoch")?),
             Version(row.try_get::<i64, _>("version")? as u64),
+            row.try_get("secret")?,
         ))
     }
 

@@ -2,7 +2,7 @@
 //!
 //! The engine's own tables (created at start, idempotently):
 //! - `sssync_meta`: one row: the epoch, the current version, the change log's retention
-//!   horizon;
+//!   horizon, the secret of the version proofs;
 //! - `sssync_clients`: `last_seq` per client id (written in the same transaction as the
 //!   events it counts: invariant 5);
 //! - `sssync_changes`: the change log: for each version, which rows of which declared tables
@@ -62,8 +62,10 @@ pub trait Store: Send + Sync + 'static {
     /// The pool (queries and reads use it too).
     fn pool(&self) -> &sqlx::Pool<Self::Db>;
 
-    /// Creates the engine's tables if missing; returns the epoch and the current version.
-    fn init(&self) -> impl Future<Output = Result<(Epoch, Version), StoreError>> + Send;
+    /// Creates the engine's tables if missing; returns the epoch, the current version, and the
+    /// database's secret (made once, with the database: the key of the version proofs the
+    /// engine gives clients, so that a client cannot claim a version no server gave it).
+    fn init(&self) -> impl Future<Output = Result<(Epoch, Version, String), StoreError>> + Send;
 
     /// Installs the change-log triggers of a declared table (idempotent).
     fn install_table(

@@ -98,6 +98,23 @@ pub(crate) async fn tailer<S: Store>(
     }
 }
 
+enum RoundError {
+    Store(StoreError),
+    Panicked(Panicked),
+}
+
+impl From<StoreError> for RoundError {
+    fn from(e: StoreError) -> RoundError {
+        RoundError::Store(e)
+    }
+}
+
+impl From<Panicked> for RoundError {
+    fn from(p: Panicked) -> RoundError {
+        RoundError::Panicked(p)
+    }
+}
+
 /// One round: returns whether the log has more to read right away.
 async fn round<S: Store>(
     inner: &Inner<S>,
@@ -129,7 +146,7 @@ async fn round<S: Store>(
         };
         let mut results = Vec::with_capacity(affected.len());
         for key in affected {
-            let rows = run(inner, &mut conn, &key).await;
+            let rows = run(inner, &mut conn, &key).await?;
             results.push((key, rows));
         }
         let mut opened = Vec::with_capacity(opens.len());
@@ -140,25 +157,39 @@ async fn round<S: Store>(
                 && o.outbox.wants(&o.key);
             let rows = if needs_read {
                 fresh.insert(o.key.clone());
-                Some(run(inner, &mut conn, &o.key).await)
+                Some(run(inner, &mut conn, &o.key).await?)
             } else {
                 None
             };
             opened.push(rows);
         }
-        Ok::<_, StoreError>((log, new_epoch, behind, results, opened))
+        Ok::<_, RoundError>((log, new_epoch, behind, results, opened))
     }
     .await;
-    // A read transaction: ending it either way changes nothing.
-    if S::rollback(&mut conn).await.is_err() {
+    // A read transaction: ending it either way changes nothing. After a panic the
+    // connection's state is unknown: it is not reused.
+    if matches!(read, Err(RoundError::Panicked(_))) || S::rollback(&mut conn).await.is_err() {
         conn.close_on_drop();
     }
     drop(conn);
     let (log, new_epoch, behind, results, opened) = match read {
         Ok(r) => r,
-        Err(e) => {
+        Err(RoundError::Store(e)) => {
             refuse(&opens, &e);
             return Err(e);
+        }
+        Err(RoundError::Panicked(Panicked(key))) => {
+            tracing::error!(%key, "a query panicked; dropping it");
+            let failed = query_failed(&key, "the query panicked");
+            inner.hub.fail(&key, &failed);
+            for o in opens.iter().filter(|o| o.key == key) {
+                o.outbox.send_msg(&failed);
+            }
+            // The others go again at once, without it.
+            for o in opens.into_iter().filter(|o| o.key != key) {
+                let _ = inner.opens.try_send(o);
+            }
+            return Ok(true);
         }
     };
     if log.unsealed {
@@ -206,19 +237,30 @@ async fn round<S: Store>(
     Ok(log.version.0 >= processed.0.saturating_add(MAX_VERSIONS_PER_ROUND))
 }
 
+/// A query panicked: the round is abandoned (its connection's state is unknown) and the key
+/// dropped, so that the next round goes on without it.
+struct Panicked(QueryKey);
+
 /// Runs `key`'s query on the round's snapshot.
 async fn run<S: Store>(
     inner: &Inner<S>,
     conn: &mut <S::Db as sqlx::Database>::Connection,
     key: &QueryKey,
-) -> Result<Rows, EngineError> {
-    let entry = inner
-        .registry
-        .queries
-        .get(key.name())
-        .ok_or_else(|| EngineError::UnknownQuery(key.name().to_owned()))?;
-    let rows = (entry.run)(conn, &QueryCtx::default(), key.args_json()).await?;
-    inner.result(rows)
+) -> Result<Result<Rows, EngineError>, Panicked> {
+    use futures_util::FutureExt;
+    let Some(entry) = inner.registry.queries.get(key.name()) else {
+        return Ok(Err(EngineError::UnknownQuery(key.name().to_owned())));
+    };
+    let run =
+        std::panic::AssertUnwindSafe((entry.run)(conn, &QueryCtx::default(), key.args_json()))
+            .catch_unwind()
+            .await;
+    match run {
+        Ok(rows) => Ok(rows
+            .map_err(EngineError::from)
+            .and_then(|r| inner.result(r))),
+        Err(_) => Err(Panicked(key.clone())),
+    }
 }
 
 /// The opens of a round that could not read: each subscriber is told for its key (it retries).

@@ -67,6 +67,7 @@ impl EventCmd {
             },
             reply,
             refused,
+            record_rejection: true,
         }
     }
 }
@@ -121,6 +122,9 @@ async fn connection<S: Store>(engine: Engine<S>, socket: WebSocket) {
             return;
         }
     };
+    // Watched from before the welcome: a new epoch made meanwhile (by another client's hello)
+    // must close this connection too.
+    let mut epoch = engine.inner.epoch.subscribe();
     let (welcome, same_history) = match engine.welcome(&hello).await {
         Ok(w) => w,
         Err(e) => {
@@ -133,7 +137,9 @@ async fn connection<S: Store>(engine: Engine<S>, socket: WebSocket) {
             return;
         }
     };
-    let mut epoch = engine.inner.epoch.subscribe();
+    if *epoch.borrow_and_update() != welcome.epoch {
+        return; // the client reconnects into the new epoch
+    }
     let limits = engine.limits();
     let (outbox, mut queue) = Outbox::new(
         engine.next_conn_id(),
@@ -162,6 +168,27 @@ async fn connection<S: Store>(engine: Engine<S>, socket: WebSocket) {
     let mut last_heard = Instant::now();
     loop {
         tokio::select! {
+            // Outgoing first: the queue drains before more is read (a client that floods
+            // the server with messages still gets its answers).
+            biased;
+            _ = outbox.wake.notified() => {
+                if outbox.is_slow() {
+                    let _ = timeout(SEND_TIMEOUT, sink.send(send_now(slow_consumer()))).await;
+                    break;
+                }
+            }
+            Some(out) = queue.recv() => {
+                // A connection cut off as too slow sends nothing more: what is queued after
+                // the refused message must not arrive without it.
+                if outbox.is_slow() {
+                    let _ = timeout(SEND_TIMEOUT, sink.send(send_now(slow_consumer()))).await;
+                    break;
+                }
+                match timeout(SEND_TIMEOUT, sink.send(Message::Text(out))).await {
+                    Ok(Ok(())) => {}
+                    _ => break,
+                }
+            }
             frame = stream.next() => {
                 let Some(Ok(frame)) = frame else { break };
                 last_heard = Instant::now();
@@ -176,18 +203,6 @@ async fn connection<S: Store>(engine: Engine<S>, socket: WebSocket) {
                     }
                     Message::Close(_) => break,
                     Message::Ping(_) | Message::Pong(_) => {}
-                }
-            }
-            Some(out) = queue.recv() => {
-                match timeout(SEND_TIMEOUT, sink.send(Message::Text(out))).await {
-                    Ok(Ok(())) => {}
-                    _ => break,
-                }
-            }
-            _ = outbox.wake.notified() => {
-                if outbox.is_slow() {
-                    let _ = timeout(SEND_TIMEOUT, sink.send(send_now(slow_consumer()))).await;
-                    break;
                 }
             }
             // The database's history changed (a restored backup): the client reconnects and
@@ -516,12 +531,18 @@ async fn sse_handler<S: Store>(
         {
             return;
         }
-        for (key, sub) in keys.iter().zip(&subs) {
-            let v = sub.v.filter(|_| same_history);
-            if engine.subscribe(key.clone(), &outbox, v).await.is_err() {
-                return;
-            }
-        }
+        // Subscribed while the queue drains: several big snapshots must not pile up first.
+        let subscribing = {
+            let (engine, outbox, keys) = (engine.clone(), outbox.clone(), keys.clone());
+            tokio::spawn(async move {
+                for (key, sub) in keys.iter().zip(&subs) {
+                    let v = sub.v.filter(|_| same_history);
+                    if engine.subscribe(key.clone(), &outbox, v).await.is_err() {
+                        return;
+                    }
+                }
+            })
+        };
         let mut stop = engine.inner.stop.subscribe();
         loop {
             tokio::select! {
@@ -541,6 +562,7 @@ async fn sse_handler<S: Store>(
                 _ = stop.changed() => break,
             }
         }
+        subscribing.abort();
         for key in &keys {
             engine.unsubscribe(key, &outbox);
         }

@@ -18,6 +18,9 @@ use tokio::sync::mpsc;
 
 /// Events applied in one transaction at most.
 pub(crate) const MAX_BATCH: usize = 512;
+/// How many times an event may be set aside (its handler failing transiently while the
+/// others commit) before it is refused.
+const MAX_DEFERRALS: u32 = 10;
 /// How long the acknowledgements of a batch wait for its fan-out at most (the tailer reads the
 /// log; if the database does not answer it, the acks go anyway rather than never).
 const FAN_OUT_WAIT: Duration = Duration::from_secs(10);
@@ -31,12 +34,30 @@ enum Outcome {
 }
 
 /// Why a batch did not commit (it rolled back as a whole: nothing of it applied).
-struct BatchFailed(StoreError);
+struct BatchFailed {
+    err: StoreError,
+    /// The event whose handler failed (transiently, or by panicking), if it was one's.
+    culprit: Option<usize>,
+    panicked: bool,
+}
+
+impl From<StoreError> for BatchFailed {
+    fn from(err: StoreError) -> BatchFailed {
+        BatchFailed {
+            err,
+            culprit: None,
+            panicked: false,
+        }
+    }
+}
 
 pub(crate) async fn writer<S: Store>(inner: Arc<Inner<S>>, mut rx: mpsc::Receiver<Cmd>) {
     let mut stop = inner.stop.subscribe();
     // Batches that failed in a row: the resend delay clients are told grows with it.
     let mut failing: u32 = 0;
+    // Events set aside while others committed (their handler fails transiently), by (client,
+    // seq): how many times.
+    let mut deferrals: HashMap<(Arc<str>, u64), u32> = HashMap::new();
     loop {
         let first = tokio::select! {
             cmd = rx.recv() => match cmd {
@@ -48,12 +69,18 @@ pub(crate) async fn writer<S: Store>(inner: Arc<Inner<S>>, mut rx: mpsc::Receive
         // Everything already waiting joins the batch (bursts coalesce into one commit).
         let mut events = Vec::new();
         let mut epochs = Vec::new();
+        let mut forwards = Vec::new();
         let mut seal = false;
         let mut next = Some(first);
         while let Some(cmd) = next.take() {
             match cmd {
                 Cmd::Event(e) => events.push(e),
                 Cmd::NewEpoch { seen, reply } => epochs.push((seen, reply)),
+                Cmd::FastForward {
+                    client_id,
+                    to,
+                    reply,
+                } => forwards.push((client_id, to, reply)),
                 Cmd::Seal => seal = true,
             }
             if events.len() < MAX_BATCH {
@@ -62,6 +89,9 @@ pub(crate) async fn writer<S: Store>(inner: Arc<Inner<S>>, mut rx: mpsc::Receive
         }
         for (seen, reply) in epochs {
             let _ = reply.send(new_epoch(&inner, seen).await);
+        }
+        for (client_id, to, reply) in forwards {
+            let _ = reply.send(fast_forward(&inner, &client_id, to).await);
         }
         if seal {
             match seal_outside_writes(&inner).await {
@@ -73,12 +103,54 @@ pub(crate) async fn writer<S: Store>(inner: Arc<Inner<S>>, mut rx: mpsc::Receive
             }
         }
         if !events.is_empty() {
-            match apply_batch(&inner, events, failing).await {
+            // An event set aside too many times while the database took the others' writes
+            // can never apply: it is refused (its seq used) instead of resent forever.
+            for e in &mut events {
+                if deferrals
+                    .get(&(e.client_id.clone(), e.seq))
+                    .is_some_and(|n| *n >= MAX_DEFERRALS)
+                {
+                    e.refused = Some(Rejection::new(
+                        "internal",
+                        format!(
+                            "the server could not apply event {:?} after {MAX_DEFERRALS} attempts; \
+                             nothing of it was applied",
+                            e.name
+                        ),
+                    ));
+                }
+            }
+            match apply_batch(&inner, events, failing, &mut deferrals).await {
                 Ok(()) => failing = 0,
                 Err(()) => failing = failing.saturating_add(1),
             }
         }
     }
+}
+
+/// Moves a client's `last_seq` up to `to` (never down), in a transaction of the writer's own.
+async fn fast_forward<S: Store>(
+    inner: &Inner<S>,
+    client_id: &str,
+    to: u64,
+) -> Result<(), StoreError> {
+    let mut conn = inner.store.pool().acquire().await?;
+    S::begin(&mut conn).await?;
+    let result = async {
+        if S::read_last_seq(&mut conn, client_id).await? < to {
+            S::write_last_seq(&mut conn, client_id, to).await?;
+        }
+        Ok::<_, StoreError>(())
+    }
+    .await;
+    let result = match result {
+        Ok(()) => S::commit(&mut conn).await,
+        Err(e) => Err(e),
+    };
+    if result.is_err() && S::rollback(&mut conn).await.is_err() {
+        conn.close_on_drop();
+    }
+    result
 }
 
 /// Gives the changes written outside the engine their version, in a transaction of the
@@ -138,36 +210,76 @@ pub(crate) async fn new_epoch<S: Store>(
 }
 
 /// Applies a batch, retrying it (with backoff, a bounded number of times) while the database
-/// refuses it for now; returns the new version if it committed. When every attempt failed, each
+/// refuses it for now. When the failure is one event's handler's, that event is set aside
+/// (told to resend later) and the others go on without it. When every attempt failed, each
 /// event's sender is told to resend later (`retry`): nothing was applied, no seq was used.
 async fn apply_batch<S: Store>(
     inner: &Inner<S>,
-    events: Vec<EventCmd>,
+    mut events: Vec<EventCmd>,
     failing: u32,
+    deferrals: &mut HashMap<(Arc<str>, u64), u32>,
 ) -> Result<(), ()> {
+    let retry_msg = |e: &EventCmd, err: &str, failing: u32| {
+        let after = inner
+            .retry
+            .resend_after
+            .saturating_mul(1 << failing.min(6))
+            .min(Duration::from_secs(30));
+        ServerMsg::Retry(Retry {
+            seq: e.seq,
+            after_ms: after.as_millis() as u64,
+            message: format!(
+                "the server could not save this write for now ({err}); nothing was applied; \
+                 resend it"
+            ),
+        })
+    };
+    let mut set_aside: Vec<(EventCmd, String)> = Vec::new();
     let mut attempt = 0;
     let (outcomes, bumped) = loop {
+        if events.is_empty() {
+            break (Vec::new(), None);
+        }
         attempt += 1;
         match apply_in_transaction(inner, &events).await {
             Ok(r) => break r,
-            Err(BatchFailed(err)) => {
+            Err(BatchFailed {
+                err,
+                culprit,
+                panicked,
+            }) => {
                 tracing::warn!(error = %err, attempt, events = events.len(), "write batch failed; rolled back");
-                if attempt >= inner.retry.attempts.max(1) {
-                    let after = inner
-                        .retry
-                        .resend_after
-                        .saturating_mul(1 << failing.min(6))
-                        .min(Duration::from_secs(30));
-                    for e in events {
-                        e.reply.send(ServerMsg::Retry(Retry {
-                            seq: e.seq,
-                            after_ms: after.as_millis() as u64,
-                            message: format!(
-                                "the server could not save this write for now ({}); nothing was \
-                                 applied; resend it",
-                                short(&err)
+                match culprit {
+                    // A handler that panics is a bug: its event is refused, the batch goes on.
+                    Some(i) if panicked => {
+                        events[i].refused = Some(Rejection::new(
+                            "internal",
+                            format!(
+                                "the server failed while applying event {:?}; nothing of it was \
+                                 applied",
+                                events[i].name
                             ),
-                        }));
+                        ));
+                        continue;
+                    }
+                    // One handler failing for now, every attempt: set it aside, and let the
+                    // others through (one event must not hold everyone's writes).
+                    Some(i) if attempt >= inner.retry.attempts.max(1) => {
+                        let e = events.remove(i);
+                        set_aside.push((e, short(&err)));
+                        attempt = inner.retry.attempts.max(1) - 1;
+                        continue;
+                    }
+                    _ => {}
+                }
+                if attempt >= inner.retry.attempts.max(1) {
+                    for (e, why) in set_aside {
+                        let msg = retry_msg(&e, &why, failing);
+                        e.reply.send(msg);
+                    }
+                    for e in events {
+                        let msg = retry_msg(&e, &short(&err), failing);
+                        e.reply.send(msg);
                     }
                     return Err(());
                 }
@@ -179,6 +291,18 @@ async fn apply_batch<S: Store>(
             }
         }
     };
+    // The events set aside while the others committed: their failure is theirs, not the
+    // database's. Counted, so that one that can never apply is refused in the end instead of
+    // resent forever.
+    if deferrals.len() > 10_000 {
+        deferrals.clear();
+    }
+    for (e, why) in set_aside {
+        let n = deferrals.entry((e.client_id.clone(), e.seq)).or_insert(0);
+        *n += 1;
+        let msg = retry_msg(&e, &why, (*n).min(6));
+        e.reply.send(msg);
+    }
     inner.fault(FaultPoint::AfterCommit);
     // The version the outcomes are visible at: the batch's, or (nothing applied) the latest.
     let now = bumped.unwrap_or_else(|| inner.hub.processed());
@@ -191,17 +315,20 @@ async fn apply_batch<S: Store>(
         }
     }
     inner.fault(FaultPoint::BeforeAcks);
+    let proof = inner.proof(&inner.epoch.borrow(), now);
     for (e, outcome) in events.into_iter().zip(outcomes) {
         let msg = match outcome {
             Outcome::Applied => ServerMsg::Ack(Ack {
                 seq: e.seq,
                 v: now,
                 dup: false,
+                proof: Some(proof.clone()),
             }),
             Outcome::Duplicate => ServerMsg::Ack(Ack {
                 seq: e.seq,
                 v: now,
                 dup: true,
+                proof: Some(proof.clone()),
             }),
             Outcome::Gap(expected) => ServerMsg::Gap(Gap {
                 seq: e.seq,
@@ -235,13 +362,14 @@ async fn apply_in_transaction<S: Store>(
     inner: &Inner<S>,
     events: &[EventCmd],
 ) -> Result<(Vec<Outcome>, Option<Version>), BatchFailed> {
-    let mut conn = inner.store.pool().acquire().await.map_err(BatchFailed)?;
-    S::begin(&mut conn).await.map_err(BatchFailed)?;
+    use futures_util::FutureExt;
+    let mut conn = inner.store.pool().acquire().await?;
+    S::begin(&mut conn).await?;
     let result = async {
         let mut last: HashMap<Arc<str>, u64> = HashMap::new();
         let mut outcomes = Vec::with_capacity(events.len());
         let mut bumped: Option<Version> = None;
-        for e in events {
+        for (i, e) in events.iter().enumerate() {
             // Server-origin events (no client, no seq) skip the bookkeeping.
             let sequenced = !e.client_id.is_empty();
             if sequenced {
@@ -275,14 +403,40 @@ async fn apply_in_transaction<S: Store>(
                         client_id: e.client_id.to_string(),
                         seq: e.seq,
                     };
-                    let refused = match (entry.apply)(&mut conn, &ctx, e.args.get()).await {
+                    // A handler that panics must not take the writer down with it.
+                    let applied = std::panic::AssertUnwindSafe((entry.apply)(
+                        &mut conn,
+                        &ctx,
+                        e.args.get(),
+                    ))
+                    .catch_unwind()
+                    .await;
+                    let applied = match applied {
+                        Ok(r) => r,
+                        Err(_) => {
+                            tracing::error!(event = %e.name, client = %e.client_id, seq = e.seq, "handler panicked; the event is refused");
+                            return Err(BatchFailed {
+                                err: sqlx::Error::Protocol("an event handler panicked".into()),
+                                culprit: Some(i),
+                                panicked: true,
+                            });
+                        }
+                    };
+                    let refused = match applied {
                         Ok(()) => None,
                         Err(EventError::Rejected(r)) => Some(r),
                         Err(EventError::Storage(err)) => match constraint(&err) {
                             // A constraint the event's data broke is the event's fault.
                             Some(rejection) => Some(rejection),
-                            // The moment's fault: the whole batch is retried.
-                            None if S::is_transient(&err) => return Err(err),
+                            // The moment's fault: the batch is retried (without this event,
+                            // if it keeps failing).
+                            None if S::is_transient(&err) => {
+                                return Err(BatchFailed {
+                                    err,
+                                    culprit: Some(i),
+                                    panicked: false,
+                                });
+                            }
                             // It would fail again on every resend (a row not found, a decode
                             // error, a bug): refuse it, so the client's later writes go on.
                             None => {
@@ -313,27 +467,32 @@ async fn apply_in_transaction<S: Store>(
                     }
                 }
             };
-            if sequenced {
+            let record = matches!(outcome, Outcome::Applied) || e.record_rejection;
+            if sequenced && record {
                 S::write_last_seq(&mut conn, &e.client_id, e.seq).await?;
                 last.insert(e.client_id.clone(), e.seq);
             }
             outcomes.push(outcome);
         }
         inner.fault(FaultPoint::BeforeCommit);
-        Ok::<_, StoreError>((outcomes, bumped))
+        Ok::<_, BatchFailed>((outcomes, bumped))
     }
     .await;
     let result = match result {
-        Ok(r) => S::commit(&mut conn).await.map(|()| r),
+        Ok(r) => S::commit(&mut conn)
+            .await
+            .map(|()| r)
+            .map_err(BatchFailed::from),
         Err(e) => Err(e),
     };
     match result {
         Ok(r) => Ok(r),
-        Err(e) => {
-            if S::rollback(&mut conn).await.is_err() {
+        Err(failed) => {
+            // After a panic the connection's state is unknown: it is not reused.
+            if failed.panicked || S::rollback(&mut conn).await.is_err() {
                 conn.close_on_drop();
             }
-            Err(BatchFailed(e))
+            Err(failed)
         }
     }
 }

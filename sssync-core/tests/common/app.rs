@@ -48,6 +48,8 @@ macro_rules! todo_query {
 todo_query!(Todos, "todos");
 // Like `Todos`, but it fails while the list has a todo titled "boom".
 todo_query!(Fragile, "fragile");
+// Like `Todos`, but it panics while the list has a todo titled "panic".
+todo_query!(Panicky, "panicky");
 // Like `Todos`, but each run takes 400 ms (to hold the tailer inside a group's first read or
 // a fan-out).
 todo_query!(Slow, "slow");
@@ -155,6 +157,16 @@ pub struct Poison {
 
 impl Event for Poison {
     const NAME: &'static str = "poison";
+}
+
+/// An event whose handler panics (a bug in the application).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Panic {
+    pub id: String,
+}
+
+impl Event for Panic {
+    const NAME: &'static str = "panic";
 }
 
 /// How many more times the [`Flaky`] event with an id fails (transiently) before it applies.
@@ -324,6 +336,34 @@ sssync_core::for_each_db! {
                 }
                 Ok(rows)
             })
+        }
+    }
+
+    impl ServerQuery<Db> for Panicky {
+        fn dependencies(args: &ListArgs) -> Vec<Dependency> {
+            vec![Dependency::partition("todos", &args.list_id)]
+        }
+
+        fn run<'a>(
+            conn: &'a mut Conn<Db>,
+            _ctx: &'a QueryCtx,
+            args: &'a ListArgs,
+        ) -> BoxFuture<'a, Result<Vec<Todo>, sqlx::Error>> {
+            Box::pin(async move {
+                let rows = todos(conn, &args.list_id).await?;
+                assert!(rows.iter().all(|t| t.title != "panic"), "the panicky query panics");
+                Ok(rows)
+            })
+        }
+    }
+
+    impl ServerEvent<Db> for Panic {
+        fn apply<'a>(
+            &'a self,
+            _conn: &'a mut Conn<Db>,
+            _ctx: &'a EventCtx,
+        ) -> BoxFuture<'a, Result<(), EventError>> {
+            Box::pin(async move { panic!("the panic event's handler panics ({})", self.id) })
         }
     }
 

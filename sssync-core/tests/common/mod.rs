@@ -328,6 +328,10 @@ impl TestEngine {
         on_engine!(self, |e| e.apply_server_event(name, args).await.unwrap())
     }
 
+    pub async fn apply_once(&self, key: &str, name: &str, args: &str) -> ServerMsg {
+        on_engine!(self, |e| e.apply_once(key, name, args).await.unwrap())
+    }
+
     /// The SQLite engine's own pool (SQLite only).
     pub fn sqlite_pool(&self) -> &sqlx::SqlitePool {
         match self {
@@ -346,6 +350,8 @@ where
     Todos: sssync_core::server::ServerQuery<S::Db>,
     Fragile: sssync_core::server::ServerQuery<S::Db>,
     Slow: sssync_core::server::ServerQuery<S::Db>,
+    Panicky: sssync_core::server::ServerQuery<S::Db>,
+    Panic: sssync_core::server::ServerEvent<S::Db>,
     ByOwner: sssync_core::server::ServerQuery<S::Db>,
     ByFlag: sssync_core::server::ServerQuery<S::Db>,
     ByGroup: sssync_core::server::ServerQuery<S::Db>,
@@ -368,6 +374,7 @@ where
         .query::<Todos>()
         .query::<Fragile>()
         .query::<Slow>()
+        .query::<Panicky>()
         .query::<ByOwner>()
         .query::<ByFlag>()
         .query::<ByGroup>()
@@ -378,7 +385,8 @@ where
         .event::<ReplaceTodo>()
         .event::<PutTagged>()
         .event::<Poison>()
-        .event::<Flaky>();
+        .event::<Flaky>()
+        .event::<Panic>();
     if let Some(l) = config.limits.clone() {
         b = b.limits(l);
     }
