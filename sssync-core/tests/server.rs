@@ -762,3 +762,245 @@ on_both! {
         server.stop().await;
     }
 }
+
+on_both! {
+    async fn invariant_9_a_write_made_outside_the_engine_reaches_every_subscriber(db) {
+        let server = Server::start(&db, 0).await;
+        let c = NativeClient::connect(server.ws_url(), "watching-sql");
+        c.subscribe::<Todos>(&list("sql"));
+        c.wait_for(WAIT, |s| s.rows::<Todos>(&list("sql")).is_some())
+            .await
+            .unwrap();
+        // An administrator's statement, through a connection of its own (not the engine's).
+        server
+            .db
+            .execute(
+                "INSERT INTO todos (id, list_id, title, completed, position) \
+                 VALUES ($1, $2, $3, FALSE, 1)",
+                &["a1", "sql", "written by hand"],
+            )
+            .await;
+        c.wait_for(WAIT, |s| {
+            s.rows::<Todos>(&list("sql"))
+                .is_some_and(|r| titles(&r) == ["written by hand"])
+        })
+        .await
+        .unwrap();
+        server
+            .db
+            .execute("UPDATE todos SET title = $1 WHERE id = $2", &["edited by hand", "a1"])
+            .await;
+        server.db.execute("DELETE FROM todos WHERE id = $1", &["zz"]).await;
+        c.wait_for(WAIT, |s| {
+            s.rows::<Todos>(&list("sql"))
+                .is_some_and(|r| titles(&r) == ["edited by hand"])
+        })
+        .await
+        .unwrap();
+        server.stop().await;
+    }
+}
+
+on_both! {
+    async fn invariant_9_several_engines_on_one_database_serve_any_client_and_converge(db) {
+        // Three instances on one database (for SQLite: three server processes' worth of
+        // connections on one file), clients on each, writes through each and by hand.
+        let servers = [
+            Server::start(&db, 0).await,
+            Server::start(&db, 0).await,
+            Server::start(&db, 0).await,
+        ];
+        let clients: Vec<NativeClient> = (0..6)
+            .map(|i| NativeClient::connect(servers[i % 3].ws_url(), format!("multi-{i}")))
+            .collect();
+        let lists = ["m0", "m1"];
+        for c in &clients {
+            for l in lists {
+                c.subscribe::<Todos>(&list(l));
+            }
+        }
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut rand = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for step in 0..120 {
+            let l = lists[rand(2) as usize];
+            match rand(10) {
+                0 => {
+                    let id = format!("sql-{step}");
+                    servers[0]
+                        .db
+                        .execute(
+                            "INSERT INTO todos (id, list_id, title, completed, position) \
+                             VALUES ($1, $2, $3, FALSE, 500)",
+                            &[&id, l, "by hand"],
+                        )
+                        .await;
+                }
+                1 => {
+                    // A client moves to another instance (no sticky sessions).
+                    let c = &clients[rand(6) as usize];
+                    c.set_url(servers[rand(3) as usize].ws_url());
+                    c.set_online(false);
+                    c.set_online(true);
+                }
+                2 => {
+                    let c = &clients[rand(6) as usize];
+                    if let Some(rows) = c.rows::<Todos>(&list(l))
+                        && !rows.is_empty()
+                    {
+                        let t = &rows[rand(rows.len() as u64) as usize];
+                        c.send(ToggleTodo {
+                            id: t.id.clone(),
+                            list_id: l.into(),
+                            completed: !t.completed,
+                        });
+                    }
+                }
+                _ => {
+                    clients[rand(6) as usize].send(AddTodo {
+                        id: format!("t{step}"),
+                        list_id: l.into(),
+                        title: format!("step {step}"),
+                    });
+                }
+            }
+            if rand(4) == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        for l in lists {
+            for c in &clients {
+                c.wait_for(Duration::from_secs(30), |s| s.pending_count() == 0)
+                    .await
+                    .unwrap();
+            }
+            let expected = servers[0].todos(l).await;
+            for c in &clients {
+                c.wait_for(Duration::from_secs(30), |s| {
+                    s.rows::<Todos>(&list(l)).as_ref() == Some(&expected)
+                })
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", c.with_state(|s| s.client_id().to_owned())));
+            }
+        }
+        assert!(servers[0].applied_twice().await.is_empty());
+        for s in servers {
+            s.stop().await;
+        }
+    }
+}
+
+on_both! {
+    async fn invariant_8_a_client_that_reconnects_to_another_instance_resumes_from_the_durable_log(db) {
+        let first = Server::start(&db, 0).await;
+        let writer = NativeClient::connect(first.ws_url(), "log-writer");
+        for i in 0..300 {
+            writer.send(AddTodo {
+                id: format!("t{i:03}"),
+                list_id: "log".into(),
+                title: format!("a todo with a reasonably long title, number {i}"),
+            });
+        }
+        writer.wait_for(WAIT, |s| s.pending_count() == 0).await.unwrap();
+        let reader = NativeClient::connect(first.ws_url(), "log-reader");
+        reader.subscribe::<Todos>(&list("log"));
+        reader
+            .wait_for(WAIT, |s| s.rows::<Todos>(&list("log")).is_some_and(|r| r.len() == 300))
+            .await
+            .unwrap();
+        let snapshot_bytes = reader.bytes_received();
+        reader.set_online(false);
+        reader.wait_for(WAIT, |_| !reader.is_live()).await.unwrap();
+        writer.send(ToggleTodo {
+            id: "t007".into(),
+            list_id: "log".into(),
+            completed: true,
+        });
+        writer.send(DeleteTodo {
+            id: "t100".into(),
+            list_id: "log".into(),
+        });
+        writer.wait_for(WAIT, |s| s.pending_count() == 0).await.unwrap();
+        // Another instance, which never saw this client nor this query.
+        let second = Server::start(&db, 0).await;
+        first.db.execute(
+            "INSERT INTO todos (id, list_id, title, completed, position) VALUES ($1, $2, $3, FALSE, 999)",
+            &["sql", "log", "and one by hand"],
+        )
+        .await;
+        let before = reader.bytes_received();
+        reader.set_url(second.ws_url());
+        reader.set_online(true);
+        let expected = second.todos("log").await;
+        reader
+            .wait_for(WAIT, |s| s.rows::<Todos>(&list("log")).as_ref() == Some(&expected))
+            .await
+            .unwrap();
+        let resume_bytes = reader.bytes_received() - before;
+        assert!(
+            resume_bytes * 20 < snapshot_bytes,
+            "the resume took {resume_bytes} bytes; the snapshot was {snapshot_bytes}"
+        );
+        first.stop().await;
+        second.stop().await;
+    }
+}
+
+on_both! {
+    async fn invariant_8_beyond_the_logs_retention_a_resume_is_a_reset(db) {
+        let config = Config {
+            log_retention: Some(2),
+            group_ttl: Some(Duration::from_millis(100)),
+            ..Config::default()
+        };
+        let server = Server::start_with(&db, 0, config).await;
+        let (mut raw, _) = Raw::connect(&server, "old").await;
+        raw.send(json!({"t": "sub", "q": "todos", "a": {"list_id": "ret"}})).await;
+        let ServerMsg::Snapshot(snap) = raw.recv().await else {
+            panic!("a snapshot")
+        };
+        raw.send(json!({"t": "unsub", "q": "todos", "a": {"list_id": "ret"}})).await;
+        let (mut w, _) = Raw::connect(&server, "busy").await;
+        for i in 0..8 {
+            let r = w.event(i + 1, "add_todo", add("ret", &format!("r{i}"), "x")).await;
+            assert!(matches!(r, ServerMsg::Ack(_)), "{r:?}");
+        }
+        // The group is gone (idle) and the log pruned past the client's version (the janitor
+        // runs every group TTL).
+        eventually("the idle group is evicted", || async { server.engine.counts().0 == 0 }).await;
+        let epoch = server.engine.epoch();
+        let (mut again, _) = Raw::hello(
+            &server,
+            json!({"t": "hello", "protocol": 1, "client_id": "old", "epoch": epoch.0}),
+        )
+        .await;
+        let mut reset = false;
+        for _ in 0..50 {
+            again
+                .send(json!({"t": "sub", "q": "todos", "a": {"list_id": "ret"}, "v": snap.v}))
+                .await;
+            match again.recv().await {
+                ServerMsg::Snapshot(s) if s.reset => {
+                    assert_eq!(s.rows.len(), 8);
+                    reset = true;
+                    break;
+                }
+                ServerMsg::Delta(_) => {
+                    // Pruning has not reached that far yet: try again after the next prune.
+                    again.send(json!({"t": "unsub", "q": "todos", "a": {"list_id": "ret"}})).await;
+                    eventually("the idle group is evicted", || async {
+                        server.engine.counts().0 == 0
+                    })
+                    .await;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(reset, "a resume from before the horizon is a reset");
+        server.stop().await;
+    }
+}

@@ -428,9 +428,11 @@ impl Store for SqliteStore {
                 return Ok(None);
             }
             let keys: Vec<Option<String>> = sqlx::query_scalar(
-                "SELECT DISTINCT row_key FROM sssync_changes WHERE version > ?1 AND \
-                 version <= ?2 AND tbl = ?3 AND (?4 IS NULL OR part = ?4 OR row_key IS NULL) \
-                 LIMIT ?5",
+                // Unsealed entries too: a write made outside the engine is visible in the rows
+                // before its entry has a version.
+                "SELECT DISTINCT row_key FROM sssync_changes WHERE \
+                 ((version > ?1 AND version <= ?2) OR version IS NULL) AND tbl = ?3 AND \
+                 (?4 IS NULL OR part = ?4 OR row_key IS NULL) LIMIT ?5",
             )
             .bind(after.0 as i64)
             .bind(upto.0 as i64)

@@ -308,10 +308,13 @@ async fn log_keys<S: Store>(
     let Some(table) = entry.keyed_by else {
         return Ok(None);
     };
-    let upto = inner.hub.processed();
-    if v > upto {
+    if v > inner.hub.processed() {
         return Ok(None);
     }
+    // Every change after `v`, also those after the group's result (their rows are sent as the
+    // group has them: the puts and deletes of a key never mislead) and those not sealed yet
+    // (a write made outside the engine shows in the rows before its entry has a version).
+    let upto = Version(i64::MAX as u64);
     let deps = inner.deps(key)?;
     if deps.is_empty() || deps.iter().any(|d| d.table != table) {
         return Ok(None);
