@@ -12,12 +12,9 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://sssync-demo.db";
 
 /// Builds the demo's router: the pages (server-rendered), the server functions, `/new` (a fresh
 /// list), the sync engine's routes (`/sssync/…`), the static files of the site root.
-pub fn router(
-    options: LeptosOptions,
-    engine: sssync_core::server::Engine<sssync_core::server::SqliteStore>,
-) -> Router {
+pub fn router(options: LeptosOptions, engine: crate::sync::DemoEngine) -> Router {
     let routes = generate_route_list(App);
-    let sync = sssync_leptos::server::SyncServer::new(engine.clone());
+    let sync = engine.sync_server();
     Router::new()
         .route(
             "/new",
@@ -29,11 +26,12 @@ pub fn router(
         })
         .fallback(leptos_axum::file_and_error_handler(shell))
         .with_state(options)
-        .merge(sssync_core::server::router(engine))
+        .merge(engine.router())
 }
 
 /// Runs the server until Ctrl-C or SIGTERM. Configuration:
-/// - `DATABASE_URL` (default [`DEFAULT_DATABASE_URL`]);
+/// - `DATABASE_URL` (default [`DEFAULT_DATABASE_URL`]): a SQLite URL, or a `postgres://` URL
+///   (any number of instances may share one PostgreSQL database);
 /// - `LEPTOS_SITE_ADDR` (default `127.0.0.1:3000`), `LEPTOS_SITE_ROOT` (the built site), and the
 ///   other `LEPTOS_*` variables of Leptos's configuration.
 pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -49,8 +47,9 @@ pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let engine = crate::sync::engine(pool.clone()).await?;
     let listener = tokio::net::TcpListener::bind(options.site_addr).await?;
     let addr = listener.local_addr()?;
-    tracing::info!(database = %url, "sssync demo listening on http://{addr}");
-    println!("sssync demo: http://{addr}  (database {url})");
+    let shown = redact(&url);
+    tracing::info!(database = %shown, "sssync demo listening on http://{addr}");
+    println!("sssync demo: http://{addr}  (database {shown})");
     axum::serve(listener, router(options, engine.clone()))
         .with_graceful_shutdown({
             let engine = engine.clone();
@@ -63,6 +62,20 @@ pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     pool.close().await;
     Ok(())
+}
+
+/// A database URL as it may be printed: without its password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let user = &url[scheme + 3..at];
+            match user.split_once(':') {
+                Some((name, _)) => format!("{}{name}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
 }
 
 async fn shutdown_signal() {
@@ -83,5 +96,21 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_printed_database_url_has_no_password() {
+        assert_eq!(
+            super::redact("postgres://app:s3cret@db.internal:5432/todos"),
+            "postgres://app:***@db.internal:5432/todos"
+        );
+        assert_eq!(super::redact("sqlite://x.db"), "sqlite://x.db");
+        assert_eq!(
+            super::redact("postgres://app@127.0.0.1/test"),
+            "postgres://app@127.0.0.1/test"
+        );
     }
 }

@@ -52,6 +52,9 @@ async fn post_form(addr: std::net::SocketAddr, path: &str, body: &str) -> u16 {
 }
 
 async fn titles(pool: &demo_app::db::Pool) -> Vec<String> {
+    let demo_app::db::Pool::Sqlite(pool) = pool else {
+        panic!("the test runs on SQLite")
+    };
     sqlx::query_scalar("SELECT title FROM todos WHERE list_id = 'l1' ORDER BY position")
         .fetch_all(pool)
         .await
