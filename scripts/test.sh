@@ -24,6 +24,20 @@ trap cleanup EXIT
 
 bash scripts/setup.sh --tests
 
+# PostgreSQL: the tests that need it run when it answers (and must, in CI).
+pg_admin="${SSSYNC_PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+export SSSYNC_TEST_PG="${SSSYNC_TEST_PG:-postgres://postgres@127.0.0.1:5432/test}"
+if psql "$SSSYNC_TEST_PG" -q -t -c 'SELECT 1' >/dev/null 2>&1; then
+  pg_status="PostgreSQL at ${SSSYNC_TEST_PG}: its tests ran"
+  export E2E_PG_URL="$pg_admin"
+elif [ -n "${CI:-}" ]; then
+  echo "[test] PostgreSQL does not answer at $SSSYNC_TEST_PG, and CI needs it" >&2
+  exit 1
+else
+  pg_status="PostgreSQL does not answer at ${SSSYNC_TEST_PG}: its tests were SKIPPED"
+  printf '\033[1;33m[test]\033[0m %s\n' "$pg_status"
+fi
+
 # Native builds: the demo's server, the engine's server and native client (their tests need them).
 native_features="demo-app/ssr,sssync-core/server,sssync-core/native-client"
 
@@ -113,6 +127,7 @@ if [ "$e2e_status" -ne 0 ]; then
 fi
 
 step "summary ($((SECONDS - started)) s)"
+echo "$pg_status"
 echo "rust: $rust_passed passed, $rust_failed failed"
 echo "e2e: $e2e_passed passed, $e2e_failed failed, $e2e_skipped skipped"
 echo "$((rust_passed + e2e_passed)) passed, $((rust_failed + e2e_failed)) failed"

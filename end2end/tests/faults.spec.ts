@@ -3,83 +3,15 @@
 // demo server process (the release build scripts/test.sh made), on its own port and database,
 // so that it can kill and restart it.
 import { expect, test, type Page } from '@playwright/test';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
 import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { addTodo, newTodo, openFreshList, settled, titles } from './helpers';
-
-const bin = process.env.E2E_SERVER_BIN;
-const siteRoot = process.env.E2E_SITE_ROOT;
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-/** A demo server process of this test's own, on 127.0.0.1. */
-class DemoServer {
-  private proc?: ChildProcess;
-  readonly url: string;
-
-  constructor(
-    readonly port: number,
-    readonly db: string,
-  ) {
-    this.url = `http://127.0.0.1:${port}`;
-  }
-
-  async start(): Promise<void> {
-    this.proc = spawn(bin!, [], {
-      env: {
-        ...process.env,
-        LEPTOS_SITE_ADDR: `127.0.0.1:${this.port}`,
-        LEPTOS_SITE_ROOT: siteRoot!,
-        LEPTOS_ENV: 'PROD',
-        DATABASE_URL: `sqlite://${this.db}`,
-        RUST_LOG: 'warn',
-      },
-      stdio: 'ignore',
-    });
-    // Until it answers (bounded).
-    const deadline = Date.now() + 15_000;
-    for (;;) {
-      try {
-        if ((await fetch(`${this.url}/lists/health`)).ok) return;
-      } catch {
-        // not listening yet
-      }
-      if (Date.now() > deadline) throw new Error('the demo server did not start within 15 s');
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-
-  /** SIGKILL: no shutdown, no flush; whatever was not committed is gone. */
-  async kill(): Promise<void> {
-    const p = this.proc;
-    if (!p || p.exitCode !== null) return;
-    const exited = once(p, 'exit');
-    p.kill('SIGKILL');
-    await exited;
-  }
-
-  /** The database's files (the SQLite file, its WAL and shared memory). */
-  files(): string[] {
-    return [this.db, `${this.db}-wal`, `${this.db}-shm`];
-  }
-}
+import { bin, DemoServer, freePort, siteRoot } from './servers';
 
 async function demoServer(): Promise<{ server: DemoServer; dir: string }> {
   const dir = mkdtempSync(join(tmpdir(), 'sssync-e2e-faults-'));
-  const server = new DemoServer(await freePort(), join(dir, 'demo.db'));
+  const server = new DemoServer(await freePort(), `sqlite://${join(dir, 'demo.db')}`, join(dir, 'demo.db'));
   await server.start();
   return { server, dir };
 }

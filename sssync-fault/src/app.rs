@@ -8,23 +8,21 @@ use serde::{Deserialize, Serialize};
 use sssync_core::client::{EventTypes, Prediction};
 use sssync_core::server::{
     BoxFuture, Conn, Dependency, EngineBuilder, EventCtx, EventError, QueryCtx, ServerEvent,
-    ServerQuery, SqliteStore, Table,
+    ServerQuery, Store, Table,
 };
 use sssync_core::{Event, Query, Rejection};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-type Db = sqlx::Sqlite;
-
-/// The application's tables. `applied.uid` is deliberately not unique: an event applied twice
-/// must be visible, not refused by a constraint.
+/// The application's tables (SQLite and PostgreSQL alike). `applied.uid` is deliberately not
+/// unique: an event applied twice must be visible, not refused by a constraint.
 pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY NOT NULL, n INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY NOT NULL, n BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS items (
-    id TEXT PRIMARY KEY NOT NULL, list_id TEXT NOT NULL, title TEXT NOT NULL, pos INTEGER NOT NULL
+    id TEXT PRIMARY KEY NOT NULL, list_id TEXT NOT NULL, title TEXT NOT NULL, pos BIGINT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS applied (
-    uid TEXT NOT NULL, kind TEXT NOT NULL, target TEXT NOT NULL, amount INTEGER NOT NULL
+    uid TEXT NOT NULL, kind TEXT NOT NULL, target TEXT NOT NULL, amount BIGINT NOT NULL
 );
 ";
 
@@ -46,19 +44,6 @@ impl Query for Counters {
     type Row = Counter;
     fn row_key(r: &Counter) -> String {
         r.name.clone()
-    }
-}
-
-impl ServerQuery<Db> for Counters {
-    fn dependencies(_: &()) -> Vec<Dependency> {
-        vec![Dependency::table("counters")]
-    }
-    fn run<'a>(
-        conn: &'a mut Conn<Db>,
-        _: &'a QueryCtx,
-        _: &'a (),
-    ) -> BoxFuture<'a, Result<Vec<Counter>, sqlx::Error>> {
-        Box::pin(sqlx::query_as("SELECT name, n FROM counters ORDER BY name").fetch_all(&mut *conn))
     }
 }
 
@@ -90,54 +75,6 @@ impl Query for Items {
     fn row_key(r: &Item) -> String {
         r.id.clone()
     }
-}
-
-impl ServerQuery<Db> for Items {
-    fn dependencies(a: &ListArgs) -> Vec<Dependency> {
-        vec![Dependency::partition("items", &a.list_id)]
-    }
-    fn run<'a>(
-        conn: &'a mut Conn<Db>,
-        _: &'a QueryCtx,
-        a: &'a ListArgs,
-    ) -> BoxFuture<'a, Result<Vec<Item>, sqlx::Error>> {
-        Box::pin(
-            sqlx::query_as(
-                "SELECT id, list_id, title FROM items WHERE list_id = ? ORDER BY pos, id",
-            )
-            .bind(&a.list_id)
-            .fetch_all(&mut *conn),
-        )
-    }
-}
-
-async fn log(
-    conn: &mut Conn<Db>,
-    uid: &str,
-    kind: &str,
-    target: &str,
-    amount: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO applied (uid, kind, target, amount) VALUES (?, ?, ?, ?)")
-        .bind(uid)
-        .bind(kind)
-        .bind(target)
-        .bind(amount)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
-
-async fn increment(conn: &mut Conn<Db>, counter: &str, by: i64) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO counters (name, n) VALUES (?1, ?2) \
-         ON CONFLICT (name) DO UPDATE SET n = n + ?2",
-    )
-    .bind(counter)
-    .bind(by)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
 }
 
 fn predict_increment(view: &mut Prediction<'_>, counter: &str, by: i64) {
@@ -173,20 +110,6 @@ impl Event for Incr {
     }
 }
 
-impl ServerEvent<Db> for Incr {
-    fn apply<'a>(
-        &'a self,
-        conn: &'a mut Conn<Db>,
-        _: &'a EventCtx,
-    ) -> BoxFuture<'a, Result<(), EventError>> {
-        Box::pin(async move {
-            increment(conn, &self.counter, self.by).await?;
-            log(conn, &self.uid, "incr", &self.counter, self.by).await?;
-            Ok(())
-        })
-    }
-}
-
 /// Adds an item at the end of a list.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AddItem {
@@ -216,28 +139,6 @@ impl Event for AddItem {
     }
 }
 
-impl ServerEvent<Db> for AddItem {
-    fn apply<'a>(
-        &'a self,
-        conn: &'a mut Conn<Db>,
-        _: &'a EventCtx,
-    ) -> BoxFuture<'a, Result<(), EventError>> {
-        Box::pin(async move {
-            sqlx::query(
-                "INSERT INTO items (id, list_id, title, pos) VALUES (?1, ?2, ?3, \
-                 COALESCE((SELECT MAX(pos) FROM items WHERE list_id = ?2), 0) + 1)",
-            )
-            .bind(&self.id)
-            .bind(&self.list_id)
-            .bind(&self.title)
-            .execute(&mut *conn)
-            .await?;
-            log(conn, &self.uid, "add_item", &self.id, 1).await?;
-            Ok(())
-        })
-    }
-}
-
 /// Deletes an item (whether or not it is there).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DelItem {
@@ -259,24 +160,6 @@ impl Event for DelItem {
     }
 }
 
-impl ServerEvent<Db> for DelItem {
-    fn apply<'a>(
-        &'a self,
-        conn: &'a mut Conn<Db>,
-        _: &'a EventCtx,
-    ) -> BoxFuture<'a, Result<(), EventError>> {
-        Box::pin(async move {
-            sqlx::query("DELETE FROM items WHERE id = ? AND list_id = ?")
-                .bind(&self.id)
-                .bind(&self.list_id)
-                .execute(&mut *conn)
-                .await?;
-            log(conn, &self.uid, "del_item", &self.id, 1).await?;
-            Ok(())
-        })
-    }
-}
-
 /// Cannot succeed: its handler reads a row that does not exist (`fetch_one`: RowNotFound).
 /// The engine must reject it (`internal`), not retry it forever.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -287,23 +170,6 @@ pub struct Poison {
 
 impl Event for Poison {
     const NAME: &'static str = "poison";
-}
-
-impl ServerEvent<Db> for Poison {
-    fn apply<'a>(
-        &'a self,
-        conn: &'a mut Conn<Db>,
-        _: &'a EventCtx,
-    ) -> BoxFuture<'a, Result<(), EventError>> {
-        Box::pin(async move {
-            let n: i64 = sqlx::query_scalar("SELECT n FROM counters WHERE name = ?")
-                .bind(format!("no such counter {}", self.uid))
-                .fetch_one(&mut *conn)
-                .await?;
-            log(conn, &self.uid, "poison", "", n).await?;
-            Ok(())
-        })
-    }
 }
 
 /// Refused by the application (validation): rolled back on the client.
@@ -319,16 +185,6 @@ impl Event for Invalid {
     const NAME: &'static str = "invalid";
     fn predict(&self, view: &mut Prediction<'_>) {
         predict_increment(view, &self.counter, 1000);
-    }
-}
-
-impl ServerEvent<Db> for Invalid {
-    fn apply<'a>(
-        &'a self,
-        _: &'a mut Conn<Db>,
-        _: &'a EventCtx,
-    ) -> BoxFuture<'a, Result<(), EventError>> {
-        Box::pin(async move { Err(Rejection::new("invalid", "this event is never valid").into()) })
     }
 }
 
@@ -356,34 +212,193 @@ impl Event for Flaky {
     }
 }
 
-impl ServerEvent<Db> for Flaky {
-    fn apply<'a>(
-        &'a self,
-        conn: &'a mut Conn<Db>,
-        _: &'a EventCtx,
-    ) -> BoxFuture<'a, Result<(), EventError>> {
-        Box::pin(async move {
-            let failing = {
-                let mut seen = FLAKY.lock().unwrap_or_else(|e| e.into_inner());
-                let n = seen
-                    .get_or_insert_with(HashMap::new)
-                    .entry(self.uid.clone())
-                    .or_insert(0);
-                *n += 1;
-                *n <= self.fails
-            };
-            if failing {
-                return Err(sqlx::Error::Io(std::io::Error::other("a passing fault")).into());
-            }
-            increment(conn, &self.counter, self.by).await?;
-            log(conn, &self.uid, "flaky", &self.counter, self.by).await?;
-            Ok(())
-        })
+// The handlers, written once for both databases.
+sssync_core::for_each_db! {
+    impl ServerQuery<Db> for Counters {
+        fn dependencies(_: &()) -> Vec<Dependency> {
+            vec![Dependency::table("counters")]
+        }
+        fn run<'a>(
+            conn: &'a mut Conn<Db>,
+            _: &'a QueryCtx,
+            _: &'a (),
+        ) -> BoxFuture<'a, Result<Vec<Counter>, sqlx::Error>> {
+            Box::pin(sqlx::query_as("SELECT name, n FROM counters ORDER BY name").fetch_all(&mut *conn))
+        }
     }
+
+    impl ServerQuery<Db> for Items {
+        // Its rows are the table's, keyed by id, in an order each row carries (`pos`).
+        const KEYED_BY: Option<&'static str> = Some("items");
+
+        fn dependencies(a: &ListArgs) -> Vec<Dependency> {
+            vec![Dependency::partition("items", &a.list_id)]
+        }
+        fn run<'a>(
+            conn: &'a mut Conn<Db>,
+            _: &'a QueryCtx,
+            a: &'a ListArgs,
+        ) -> BoxFuture<'a, Result<Vec<Item>, sqlx::Error>> {
+            Box::pin(
+                sqlx::query_as(
+                    "SELECT id, list_id, title FROM items WHERE list_id = $1 ORDER BY pos, id",
+                )
+                .bind(&a.list_id)
+                .fetch_all(&mut *conn),
+            )
+        }
+    }
+
+    async fn log(
+        conn: &mut Conn<Db>,
+        uid: &str,
+        kind: &str,
+        target: &str,
+        amount: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("INSERT INTO applied (uid, kind, target, amount) VALUES ($1, $2, $3, $4)")
+            .bind(uid)
+            .bind(kind)
+            .bind(target)
+            .bind(amount)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn increment(conn: &mut Conn<Db>, counter: &str, by: i64) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO counters (name, n) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET n = counters.n + $2",
+        )
+        .bind(counter)
+        .bind(by)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    impl ServerEvent<Db> for Incr {
+        fn apply<'a>(
+            &'a self,
+            conn: &'a mut Conn<Db>,
+            _: &'a EventCtx,
+        ) -> BoxFuture<'a, Result<(), EventError>> {
+            Box::pin(async move {
+                increment(conn, &self.counter, self.by).await?;
+                log(conn, &self.uid, "incr", &self.counter, self.by).await?;
+                Ok(())
+            })
+        }
+    }
+
+    impl ServerEvent<Db> for AddItem {
+        fn apply<'a>(
+            &'a self,
+            conn: &'a mut Conn<Db>,
+            _: &'a EventCtx,
+        ) -> BoxFuture<'a, Result<(), EventError>> {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO items (id, list_id, title, pos) VALUES ($1, $2, $3, \
+                     COALESCE((SELECT MAX(pos) FROM items WHERE list_id = $2), 0) + 1)",
+                )
+                .bind(&self.id)
+                .bind(&self.list_id)
+                .bind(&self.title)
+                .execute(&mut *conn)
+                .await?;
+                log(conn, &self.uid, "add_item", &self.id, 1).await?;
+                Ok(())
+            })
+        }
+    }
+
+    impl ServerEvent<Db> for DelItem {
+        fn apply<'a>(
+            &'a self,
+            conn: &'a mut Conn<Db>,
+            _: &'a EventCtx,
+        ) -> BoxFuture<'a, Result<(), EventError>> {
+            Box::pin(async move {
+                sqlx::query("DELETE FROM items WHERE id = $1 AND list_id = $2")
+                    .bind(&self.id)
+                    .bind(&self.list_id)
+                    .execute(&mut *conn)
+                    .await?;
+                log(conn, &self.uid, "del_item", &self.id, 1).await?;
+                Ok(())
+            })
+        }
+    }
+
+    impl ServerEvent<Db> for Poison {
+        fn apply<'a>(
+            &'a self,
+            conn: &'a mut Conn<Db>,
+            _: &'a EventCtx,
+        ) -> BoxFuture<'a, Result<(), EventError>> {
+            Box::pin(async move {
+                let n: i64 = sqlx::query_scalar("SELECT n FROM counters WHERE name = $1")
+                    .bind(format!("no such counter {}", self.uid))
+                    .fetch_one(&mut *conn)
+                    .await?;
+                log(conn, &self.uid, "poison", "", n).await?;
+                Ok(())
+            })
+        }
+    }
+
+    impl ServerEvent<Db> for Invalid {
+        fn apply<'a>(
+            &'a self,
+            _: &'a mut Conn<Db>,
+            _: &'a EventCtx,
+        ) -> BoxFuture<'a, Result<(), EventError>> {
+            Box::pin(async move { Err(Rejection::new("invalid", "this event is never valid").into()) })
+        }
+    }
+
+    impl ServerEvent<Db> for Flaky {
+        fn apply<'a>(
+            &'a self,
+            conn: &'a mut Conn<Db>,
+            _: &'a EventCtx,
+        ) -> BoxFuture<'a, Result<(), EventError>> {
+            Box::pin(async move {
+                let failing = {
+                    let mut seen = FLAKY.lock().unwrap_or_else(|e| e.into_inner());
+                    let n = seen
+                        .get_or_insert_with(HashMap::new)
+                        .entry(self.uid.clone())
+                        .or_insert(0);
+                    *n += 1;
+                    *n <= self.fails
+                };
+                if failing {
+                    return Err(sqlx::Error::Io(std::io::Error::other("a passing fault")).into());
+                }
+                increment(conn, &self.counter, self.by).await?;
+                log(conn, &self.uid, "flaky", &self.counter, self.by).await?;
+                Ok(())
+            })
+        }
+    }
+
 }
 
 /// The application's tables, queries and events on an engine builder.
-pub fn declare(builder: EngineBuilder<SqliteStore>) -> EngineBuilder<SqliteStore> {
+pub fn declare<S: Store>(builder: EngineBuilder<S>) -> EngineBuilder<S>
+where
+    Counters: ServerQuery<S::Db>,
+    Items: ServerQuery<S::Db>,
+    Incr: ServerEvent<S::Db>,
+    AddItem: ServerEvent<S::Db>,
+    DelItem: ServerEvent<S::Db>,
+    Poison: ServerEvent<S::Db>,
+    Invalid: ServerEvent<S::Db>,
+    Flaky: ServerEvent<S::Db>,
+{
     builder
         .table(Table::new("counters", "name").expect("identifier"))
         .table(

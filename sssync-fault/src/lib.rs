@@ -29,7 +29,7 @@ pub mod proxy;
 pub mod run;
 pub mod serve;
 
-pub use run::{Failure, Report, run};
+pub use run::{Failure, Report, Server, run};
 
 /// Runs scenarios `from..from + count`, `jobs` at a time, with `exe` as the server program;
 /// calls `progress` after each. Returns the reports and the failures.

@@ -3,10 +3,9 @@
 //! ```text
 //! sssync-fault soak [--scenarios N] [--from SEED] [--jobs J]   N scenarios (default 10,000)
 //! sssync-fault run --seed SEED                                  one scenario, step by step
-//! sssync-fault serve --db FILE [--busy-ms MS]                   the server process of a scenario
+//! sssync-fault serve --db FILE|URL [--busy-ms MS]               the server process of a scenario
 //! ```
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
@@ -20,7 +19,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: sssync-fault soak [--scenarios N] [--from SEED] [--jobs J]\n\
          \x20      sssync-fault run --seed SEED\n\
-         \x20      sssync-fault serve --db FILE [--busy-ms MS]"
+         \x20      sssync-fault serve --db FILE|postgres://… [--busy-ms MS]"
     );
     std::process::exit(2)
 }
@@ -34,7 +33,7 @@ fn main() {
     let exe = std::env::current_exe().expect("this program's path");
     match args.get(1).map(String::as_str) {
         Some("serve") => {
-            let db: PathBuf = arg(&args, "--db").unwrap_or_else(|| usage());
+            let db: String = arg(&args, "--db").unwrap_or_else(|| usage());
             let busy = Duration::from_millis(arg(&args, "--busy-ms").unwrap_or(10_000));
             if let Err(e) = runtime.block_on(sssync_fault::serve::serve(&db, busy)) {
                 eprintln!("sssync-fault serve: {e}");

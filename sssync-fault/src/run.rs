@@ -86,16 +86,19 @@ impl fmt::Display for Failure {
     }
 }
 
-/// A running server process.
-struct Server {
+/// A running server process (`exe serve --db …`), killed when dropped.
+pub struct Server {
     child: Child,
     stdin: ChildStdin,
     out: Lines<BufReader<ChildStdout>>,
-    addr: SocketAddr,
+    /// Where it listens.
+    pub addr: SocketAddr,
 }
 
 impl Server {
-    async fn start(exe: &Path, db: &Path) -> Result<Server, String> {
+    /// Starts `exe serve --db db` (a SQLite file's path or a `postgres://` URL); waits until it
+    /// listens.
+    pub async fn start(exe: &Path, db: impl AsRef<std::ffi::OsStr>) -> Result<Server, String> {
         let mut child = Command::new(exe)
             .arg("serve")
             .arg("--db")
@@ -157,8 +160,13 @@ impl Server {
         }
     }
 
+    /// The WebSocket URL of its sync endpoint.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/sssync/ws", self.addr)
+    }
+
     /// SIGKILL, and wait for the process to be gone.
-    async fn kill(mut self) {
+    pub async fn kill(mut self) {
         let _ = self.child.kill().await;
         let _ = self.child.wait().await;
     }

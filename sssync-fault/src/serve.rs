@@ -1,48 +1,29 @@
-//! The server process of a scenario (`sssync-fault serve --db FILE`): the fault app's engine on
-//! a SQLite file, on 127.0.0.1, controlled by lines on its standard input:
+//! The server process of a scenario (`sssync-fault serve --db FILE`, or `--db postgres://…`):
+//! the fault app's engine on a SQLite file or a PostgreSQL database, on 127.0.0.1, controlled
+//! by lines on its standard input:
 //!
 //! | line | effect | answer |
 //! |---|---|---|
 //! | `crash before_commit` / `crash after_commit` / `crash before_acks` | the next batch stops at that point, prints `AT <point>` and hangs there (the harness kills the process with SIGKILL) | `OK` |
-//! | `full on` / `full off` | the database may not grow by a page (a real `SQLITE_FULL`) / may again | `OK` |
+//! | `full on` / `full off` | (SQLite) the database may not grow by a page (a real `SQLITE_FULL`) / may again | `OK` |
 //!
 //! It prints `LISTENING <address>` once it serves.
 
 use crate::app;
-use sssync_core::server::{Engine, FaultPoint, SqliteStore, WriteRetry, router};
+use sssync_core::server::{
+    Engine, EngineBuilder, FaultHook, FaultPoint, PgStore, SqliteStore, Store, WriteRetry, router,
+};
 use std::io::Write;
-use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Runs the server until the process is killed (or its standard input closes).
-pub async fn serve(db: &Path, busy_timeout: Duration) -> Result<(), Box<dyn std::error::Error>> {
+/// Runs the server until the process is killed (or its standard input closes). `db`: a SQLite
+/// file's path, or a `postgres://` URL.
+pub async fn serve(db: &str, busy_timeout: Duration) -> Result<(), Box<dyn std::error::Error>> {
     let pages = Arc::new(AtomicU32::new(0));
-    let options = SqliteStore::connect_options(&format!("sqlite://{}", db.display()))?
-        .busy_timeout(busy_timeout);
-    let pool = sqlx::sqlite::SqlitePoolOptions::new()
-        .max_connections(4)
-        .before_acquire({
-            let pages = pages.clone();
-            move |conn, _| {
-                let n = match pages.load(Ordering::SeqCst) {
-                    0 => 1_073_741_823,
-                    n => n,
-                };
-                Box::pin(async move {
-                    sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA max_page_count = {n}")))
-                        .execute(&mut *conn)
-                        .await?;
-                    Ok(true)
-                })
-            }
-        })
-        .connect_with(options)
-        .await?;
-    sqlx::raw_sql(app::SCHEMA).execute(&pool).await?;
     let armed: Arc<Mutex<Option<FaultPoint>>> = Arc::new(Mutex::new(None));
-    let hook = {
+    let hook: FaultHook = {
         let armed = armed.clone();
         Arc::new(move |at: FaultPoint| {
             let hit = {
@@ -60,19 +41,44 @@ pub async fn serve(db: &Path, busy_timeout: Duration) -> Result<(), Box<dyn std:
             }
         })
     };
-    let engine = app::declare(Engine::builder(SqliteStore::from_pool(pool.clone())))
-        .write_retry(WriteRetry {
-            attempts: 2,
-            backoff: Duration::from_millis(5),
-            resend_after: Duration::from_millis(50),
-        })
-        .fault_hook(hook)
-        .start()
-        .await?;
+    let (app, sqlite) = if db.starts_with("postgres") {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(4)
+            .connect(db)
+            .await?;
+        sqlx::raw_sql(app::SCHEMA).execute(&pool).await?;
+        let engine = build(Engine::builder(PgStore::from_pool(pool).await?), hook).await?;
+        (router(engine), None)
+    } else {
+        let options =
+            SqliteStore::connect_options(&format!("sqlite://{db}"))?.busy_timeout(busy_timeout);
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(4)
+            .before_acquire({
+                let pages = pages.clone();
+                move |conn, _| {
+                    let n = match pages.load(Ordering::SeqCst) {
+                        0 => 1_073_741_823,
+                        n => n,
+                    };
+                    Box::pin(async move {
+                        sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA max_page_count = {n}")))
+                            .execute(&mut *conn)
+                            .await?;
+                        Ok(true)
+                    })
+                }
+            })
+            .connect_with(options)
+            .await?;
+        sqlx::raw_sql(app::SCHEMA).execute(&pool).await?;
+        let engine = build(Engine::builder(SqliteStore::from_pool(pool.clone())), hook).await?;
+        (router(engine), Some(pool))
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
-        let _ = axum::serve(listener, router(engine)).await;
+        let _ = axum::serve(listener, app).await;
     });
     println!("LISTENING {addr}");
     std::io::stdout().flush()?;
@@ -92,10 +98,12 @@ pub async fn serve(db: &Path, busy_timeout: Duration) -> Result<(), Box<dyn std:
             "crash after_commit" => Some(FaultPoint::AfterCommit),
             "crash before_acks" => Some(FaultPoint::BeforeAcks),
             "full on" => {
-                let n: i64 = sqlx::query_scalar("PRAGMA page_count")
-                    .fetch_one(&pool)
-                    .await?;
-                pages.store(n.max(1) as u32, Ordering::SeqCst);
+                if let Some(pool) = &sqlite {
+                    let n: i64 = sqlx::query_scalar("PRAGMA page_count")
+                        .fetch_one(pool)
+                        .await?;
+                    pages.store(n.max(1) as u32, Ordering::SeqCst);
+                }
                 None
             }
             "full off" => {
@@ -114,4 +122,30 @@ pub async fn serve(db: &Path, busy_timeout: Duration) -> Result<(), Box<dyn std:
         std::io::stdout().flush()?;
     }
     Ok(())
+}
+
+/// The fault app's engine, with quick retries and the fault hook.
+async fn build<S: Store>(
+    builder: EngineBuilder<S>,
+    hook: FaultHook,
+) -> Result<Engine<S>, sssync_core::server::EngineError>
+where
+    app::Counters: sssync_core::server::ServerQuery<S::Db>,
+    app::Items: sssync_core::server::ServerQuery<S::Db>,
+    app::Incr: sssync_core::server::ServerEvent<S::Db>,
+    app::AddItem: sssync_core::server::ServerEvent<S::Db>,
+    app::DelItem: sssync_core::server::ServerEvent<S::Db>,
+    app::Poison: sssync_core::server::ServerEvent<S::Db>,
+    app::Invalid: sssync_core::server::ServerEvent<S::Db>,
+    app::Flaky: sssync_core::server::ServerEvent<S::Db>,
+{
+    app::declare(builder)
+        .write_retry(WriteRetry {
+            attempts: 2,
+            backoff: Duration::from_millis(5),
+            resend_after: Duration::from_millis(50),
+        })
+        .fault_hook(hook)
+        .start()
+        .await
 }
