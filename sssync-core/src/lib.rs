@@ -14,7 +14,7 @@
 //! | [`protocol`] | the wire messages and limits (invariants 5, 6, 11, 12) |
 //! | [`schema`] | what an application declares: [`Query`] and [`Event`] |
 //! | [`client`] | the client state machine: confirmed rows, pending events, views (invariant 7) |
-//! | `server` | the engine, stores, subscriptions hub and transport (feature `server`) |
+//! | `server` | the engine (writer, tailer), stores (SQLite, PostgreSQL), subscriptions hub and transport (feature `server`) |
 //!
 //! The wire contract is stated in `docs/protocol.md` at the repository root.
 //!
@@ -23,7 +23,7 @@
 //! | feature | what it adds |
 //! |---|---|
 //! | (none) | the protocol, the schema traits and the client state machine; native and wasm32 |
-//! | `server` | the engine on axum + sqlx (SQLite) |
+//! | `server` | the engine on axum + sqlx (SQLite and PostgreSQL) |
 //! | `native-client` | a tokio WebSocket transport for the client |
 
 pub mod client;

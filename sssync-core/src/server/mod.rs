@@ -1,7 +1,8 @@
-//! The server (feature `server`): an engine over a store, and its axum routes.
+//! The server (feature `server`): an engine over a store (SQLite or PostgreSQL), and its axum
+//! routes.
 //!
 //! ```text
-//! Engine::builder(SqliteStore::open(url).await?)
+//! Engine::builder(SqliteStore::open(url).await?)      // or PgStore::open("postgres://…")
 //!     .table(Table::new("todos", "id")?.partition("list_id")?)
 //!     .query::<Todos>()
 //!     .event::<AddTodo>()
