@@ -48,7 +48,7 @@ step "lints, native (cargo clippy)"
 cargo clippy --workspace --all-targets --features "$native_features" -- -D warnings
 
 step "lints, wasm32 (cargo clippy: the hydrate build, then the client-only build)"
-cargo clippy --workspace --exclude sssync-fault --all-targets --target wasm32-unknown-unknown \
+cargo clippy --workspace --exclude sssync-fault --exclude sssync-bench --all-targets --target wasm32-unknown-unknown \
   --features demo-app/hydrate -- -D warnings
 cargo clippy -p demo-app -p sssync-leptos --all-targets --target wasm32-unknown-unknown \
   --features demo-app/csr -- -D warnings
