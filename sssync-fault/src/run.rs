@@ -177,9 +177,13 @@ struct Sent {
     uid: String,
     /// It can apply (not a poison or invalid one).
     applies: bool,
+    /// Which client sent it, with which seq (for the diagnosis of a failure).
+    client: usize,
+    seq: Option<u64>,
 }
 
 struct Client {
+    index: usize,
     c: NativeClient,
     frames: Arc<AtomicU64>,
     online: bool,
@@ -263,6 +267,7 @@ async fn scenario(seed: u64, exe: &Path, dir: &Path, log: bool) -> Result<Report
                 });
             }
             Client {
+                index: i,
                 c,
                 frames,
                 online: true,
@@ -286,7 +291,7 @@ async fn scenario(seed: u64, exe: &Path, dir: &Path, log: bool) -> Result<Report
     let mut send = |client: &Client, kind: &EventKind, sent: &mut Vec<Sent>, n: usize| {
         let uid = format!("{seed:x}-{n}");
         let applies = !matches!(kind, EventKind::Poison | EventKind::Invalid);
-        match kind {
+        let seq = match kind {
             EventKind::Incr { counter, by } => client.c.send(app::Incr {
                 uid: uid.clone(),
                 counter: COUNTERS[*counter as usize].to_owned(),
@@ -326,7 +331,12 @@ async fn scenario(seed: u64, exe: &Path, dir: &Path, log: bool) -> Result<Report
                 counter: COUNTERS[n % COUNTERS.len()].to_owned(),
             }),
         };
-        sent.push(Sent { uid, applies });
+        sent.push(Sent {
+            uid,
+            applies,
+            client: client.index,
+            seq,
+        });
     };
 
     for (i, step) in plan.steps.iter().enumerate() {
@@ -553,7 +563,21 @@ async fn settle(
         .collect();
     for s in sent {
         if s.applies && !applied.contains(&s.uid) && !may_be_lost.contains(&s.uid) {
-            failure.lost.push(s.uid.clone());
+            // What became of it, as its client saw it.
+            let c = &clients[s.client];
+            let refused = s.seq.and_then(|seq| {
+                c.c.rejected()
+                    .into_iter()
+                    .find(|(r, _)| *r == seq)
+                    .map(|(_, why)| format!("{}: {}", why.code, why.message))
+            });
+            failure.lost.push(format!(
+                "{} (client {}, seq {:?}{})",
+                s.uid,
+                s.client,
+                s.seq,
+                refused.map_or(String::new(), |r| format!(", refused: {r}"))
+            ));
         }
         if !s.applies && applied.contains(&s.uid) {
             failure

@@ -266,6 +266,15 @@ impl Store for SqliteStore {
         }
     }
 
+    fn is_handler_fault(err: &StoreError) -> bool {
+        // BUSY or LOCKED: the engine's connection holds the write lock, so the handler used
+        // another connection (or a shared cache).
+        err.as_database_error()
+            .and_then(|db| db.code())
+            .and_then(|c| c.parse::<i32>().ok())
+            .is_some_and(|c| matches!(c & 0xff, 5 | 6))
+    }
+
     async fn begin(conn: &mut SqliteConnection) -> Result<(), StoreError> {
         // The delete triggers must fire for the rows an INSERT OR REPLACE removes.
         conn.execute("PRAGMA recursive_triggers = ON; BEGIN IMMEDIATE")

@@ -95,6 +95,16 @@ pub trait Store: Send + Sync + 'static {
     /// again on a retry.
     fn is_transient(err: &StoreError) -> bool;
 
+    /// Whether a transient `err` raised inside a handler, while the engine holds its write
+    /// transaction, points at the handler rather than at the database: e.g. SQLite's
+    /// `SQLITE_BUSY`, which the engine's own connection cannot get (the handler used another
+    /// one). Such an event, set aside again and again while the others commit, is refused in
+    /// the end; one that fails with the database (a full disk) is resent until it applies.
+    fn is_handler_fault(err: &StoreError) -> bool {
+        let _ = err;
+        false
+    }
+
     /// Starts a write transaction (taking the write lock at once where the database has one).
     fn begin(
         conn: &mut <Self::Db as sqlx::Database>::Connection,

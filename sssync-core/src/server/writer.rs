@@ -234,7 +234,8 @@ async fn apply_batch<S: Store>(
             ),
         })
     };
-    let mut set_aside: Vec<(EventCmd, String)> = Vec::new();
+    // Events set aside: the error, and whether it points at the event's handler.
+    let mut set_aside: Vec<(EventCmd, String, bool)> = Vec::new();
     let mut attempt = 0;
     let (outcomes, bumped) = loop {
         if events.is_empty() {
@@ -266,14 +267,14 @@ async fn apply_batch<S: Store>(
                     // others through (one event must not hold everyone's writes).
                     Some(i) if attempt >= inner.retry.attempts.max(1) => {
                         let e = events.remove(i);
-                        set_aside.push((e, short(&err)));
+                        set_aside.push((e, short(&err), S::is_handler_fault(&err)));
                         attempt = inner.retry.attempts.max(1) - 1;
                         continue;
                     }
                     _ => {}
                 }
                 if attempt >= inner.retry.attempts.max(1) {
-                    for (e, why) in set_aside {
+                    for (e, why, _) in set_aside {
                         let msg = retry_msg(&e, &why, failing);
                         e.reply.send(msg);
                     }
@@ -291,17 +292,26 @@ async fn apply_batch<S: Store>(
             }
         }
     };
-    // The events set aside while the others committed: their failure is theirs, not the
-    // database's. Counted, so that one that can never apply is refused in the end instead of
-    // resent forever.
+    // The events set aside. One whose handler is at fault is counted, so that it is refused
+    // in the end instead of resent forever; one that failed with the database (a full disk) is
+    // resent until it applies.
     if deferrals.len() > 10_000 {
         deferrals.clear();
     }
-    for (e, why) in set_aside {
-        let n = deferrals.entry((e.client_id.clone(), e.seq)).or_insert(0);
-        *n += 1;
-        let msg = retry_msg(&e, &why, (*n).min(6));
+    let nothing_committed = events.is_empty();
+    for (e, why, handler_fault) in set_aside {
+        let n = if handler_fault {
+            let n = deferrals.entry((e.client_id.clone(), e.seq)).or_insert(0);
+            *n += 1;
+            *n
+        } else {
+            failing
+        };
+        let msg = retry_msg(&e, &why, n.min(6));
         e.reply.send(msg);
+    }
+    if nothing_committed {
+        return Err(());
     }
     inner.fault(FaultPoint::AfterCommit);
     // The version the outcomes are visible at: the batch's, or (nothing applied) the latest.

@@ -169,6 +169,20 @@ impl Event for Panic {
     const NAME: &'static str = "panic";
 }
 
+/// A pool of the test's own on the SQLite file, for [`Misbehaving`].
+pub static OTHER_POOL: Mutex<Option<sqlx::SqlitePool>> = Mutex::new(None);
+
+/// An event whose handler is at fault: it writes through another connection than the one the
+/// engine gives it (on SQLite, a real `SQLITE_BUSY`: the engine holds the write lock).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Misbehaving {
+    pub id: String,
+}
+
+impl Event for Misbehaving {
+    const NAME: &'static str = "misbehaving";
+}
+
 /// How many more times the [`Flaky`] event with an id fails (transiently) before it applies.
 pub static FLAKY: Mutex<Option<HashMap<String, u32>>> = Mutex::new(None);
 
@@ -353,6 +367,25 @@ sssync_core::for_each_db! {
                 let rows = todos(conn, &args.list_id).await?;
                 assert!(rows.iter().all(|t| t.title != "panic"), "the panicky query panics");
                 Ok(rows)
+            })
+        }
+    }
+
+    impl ServerEvent<Db> for Misbehaving {
+        fn apply<'a>(
+            &'a self,
+            _conn: &'a mut Conn<Db>,
+            _ctx: &'a EventCtx,
+        ) -> BoxFuture<'a, Result<(), EventError>> {
+            Box::pin(async move {
+                let other = OTHER_POOL.lock().unwrap().clone();
+                if let Some(pool) = other {
+                    sqlx::query("INSERT INTO applied (client_id, seq, name) VALUES ($1, 0, 'x')")
+                        .bind(&self.id)
+                        .execute(&pool)
+                        .await?;
+                }
+                Ok(())
             })
         }
     }

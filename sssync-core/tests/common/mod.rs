@@ -352,6 +352,7 @@ where
     Slow: sssync_core::server::ServerQuery<S::Db>,
     Panicky: sssync_core::server::ServerQuery<S::Db>,
     Panic: sssync_core::server::ServerEvent<S::Db>,
+    Misbehaving: sssync_core::server::ServerEvent<S::Db>,
     ByOwner: sssync_core::server::ServerQuery<S::Db>,
     ByFlag: sssync_core::server::ServerQuery<S::Db>,
     ByGroup: sssync_core::server::ServerQuery<S::Db>,
@@ -386,7 +387,8 @@ where
         .event::<PutTagged>()
         .event::<Poison>()
         .event::<Flaky>()
-        .event::<Panic>();
+        .event::<Panic>()
+        .event::<Misbehaving>();
     if let Some(l) = config.limits.clone() {
         b = b.limits(l);
     }
