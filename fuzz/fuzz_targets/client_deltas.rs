@@ -78,6 +78,7 @@ fn client_holding(a: &[Row]) -> (ClientState, QueryKey) {
         last_seq: 0,
         limits: Limits::default(),
         proof: None,
+        who: None,
     }));
     st.on_message(ServerMsg::Snapshot(Snapshot {
         q: "q".into(),

@@ -185,6 +185,11 @@ pub struct Welcome {
     /// The server's proof of `version`, for the client's next `hello`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proof: Option<String>,
+    /// An opaque tag of the connection's identity (none: anonymous), the same on every
+    /// instance: a client whose cache was filled under another tag drops it (rows and pending
+    /// events) before it uses anything of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub who: Option<String>,
 }
 
 /// `snapshot`: every row of query `q`/`a` at version `v`.
@@ -497,7 +502,17 @@ impl Rejection {
             message: message.into(),
         }
     }
+
+    /// The application refuses this identity the event (`forbidden`): it rolls back on the
+    /// client like any other rejection.
+    pub fn forbidden(message: impl Into<String>) -> Rejection {
+        Rejection::new(FORBIDDEN, message)
+    }
 }
+
+/// The code of a rejection or error that refuses an identity (see [`Rejection::forbidden`],
+/// [`ErrorCode::Forbidden`]).
+pub const FORBIDDEN: &str = "forbidden";
 
 /// The kinds of protocol error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -527,6 +542,15 @@ pub enum ErrorCode {
     Overloaded,
     /// The server failed (database, bug); nothing was changed.
     Internal,
+    /// This identity may not do this: for a key (a `sub`, or a live subscription whose access
+    /// was withdrawn), the client drops the key's rows and does not subscribe again by itself;
+    /// without a key (a `hello` or an event whose client id belongs to another identity), the
+    /// connection closes and the client drops what it holds and takes a new client id.
+    Forbidden,
+    /// The connection's identity is no longer the one it started with (signed out, session
+    /// expired, signed in as someone else): the connection closes; the client drops what it
+    /// holds of the old identity (rows, pending events), takes a new client id and reconnects.
+    IdentityChanged,
 }
 
 #[cfg(test)]

@@ -40,7 +40,14 @@ pub enum ArgsError {
 pub struct QueryKey {
     name: String,
     args: String,
+    /// On the server, for a query whose result depends on who reads it: the identity it is
+    /// read for (so that two identities never share a result). Never on the wire.
+    scope: Option<Scope>,
 }
+
+/// The identity a server-side key is read for (`None` inside: anonymous).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct Scope(pub(crate) Option<String>);
 
 impl QueryKey {
     /// The key of query `name` called with typed `args`.
@@ -79,7 +86,21 @@ impl QueryKey {
         Ok(Self {
             name: name.to_owned(),
             args,
+            scope: None,
         })
+    }
+
+    /// This key, read for one identity (`None`: anonymous).
+    #[cfg(feature = "server")]
+    pub(crate) fn scoped(mut self, who: Option<&str>) -> QueryKey {
+        self.scope = Some(Scope(who.map(str::to_owned)));
+        self
+    }
+
+    /// The identity this key is read for, when its result depends on it.
+    #[cfg(feature = "server")]
+    pub(crate) fn scope(&self) -> Option<Option<&str>> {
+        self.scope.as_ref().map(|s| s.0.as_deref())
     }
 
     /// The query's name.

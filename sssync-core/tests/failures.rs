@@ -542,6 +542,48 @@ on_both! {
 }
 
 on_both! {
+    async fn a_query_the_database_refuses_holds_up_no_other_key_of_its_round(db) {
+        let server = Server::start(&db, 0).await;
+        let (mut watcher, _) = Raw::connect(&server, "watcher").await;
+        let (mut writer, _) = Raw::connect(&server, "writer").await;
+        for (q, l) in [("fragile", "f1"), ("todos", "f2")] {
+            watcher.send(json!({"t": "sub", "q": q, "a": {"list_id": l}})).await;
+            assert!(matches!(watcher.recv().await, ServerMsg::Snapshot(_)));
+        }
+        // One batch touches both keys: one round re-runs both; the first fails in the database.
+        writer
+            .send(json!({"t": "event", "seq": 1, "name": "add_todo", "args": add("f1", "a", "bad sql")}))
+            .await;
+        writer
+            .send(json!({"t": "event", "seq": 2, "name": "add_todo", "args": add("f2", "b", "fine")}))
+            .await;
+        let mut failed = false;
+        let mut delta = false;
+        while !(failed && delta) {
+            match watcher.recv().await {
+                ServerMsg::Error(e) => {
+                    let k = e.key().expect("a key");
+                    assert_eq!((k.name(), e.code), ("fragile", ErrorCode::QueryFailed), "{e:?}");
+                    failed = true;
+                }
+                ServerMsg::Delta(d) => {
+                    assert_eq!(d.q, "todos", "{d:?}");
+                    assert_eq!(&*d.puts[0].row.key, "b");
+                    delta = true;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // The tailer goes on: a later change is fanned out.
+        let r = writer.event(3, "add_todo", add("f2", "c", "later")).await;
+        assert!(matches!(r, ServerMsg::Ack(_)), "{r:?}");
+        let ServerMsg::Delta(d) = watcher.recv().await else { panic!("a delta") };
+        assert_eq!(&*d.puts[0].row.key, "c");
+        server.stop().await;
+    }
+}
+
+on_both! {
     async fn a_reconnect_during_a_fan_out_never_shows_an_applied_event_missing(db) {
         let server = Server::start(&db, 0).await;
         let (mut first, welcome) = Raw::connect(&server, "mover").await;

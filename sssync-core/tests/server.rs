@@ -12,7 +12,6 @@ use sssync_core::protocol::ServerMsg;
 use sssync_core::{ErrorCode, Version};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 on_both! {
     async fn invariant_10_two_clients_converge_live_on_one_shared_query(db) {
@@ -601,81 +600,6 @@ on_both! {
         assert!(server.applied_twice().await.is_empty());
         server.stop().await;
     }
-}
-
-/// A streaming HTTP/1.0 GET (no chunking: the body runs until close): the SSE `data:` lines.
-struct SseStream {
-    reader: tokio::io::BufReader<tokio::net::TcpStream>,
-}
-
-impl SseStream {
-    async fn open(addr: std::net::SocketAddr, path_and_query: &str) -> SseStream {
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(format!("GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
-        let mut reader = tokio::io::BufReader::new(s);
-        let mut status = String::new();
-        use tokio::io::AsyncBufReadExt;
-        reader.read_line(&mut status).await.unwrap();
-        assert!(status.contains(" 200 "), "{status}");
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).await.unwrap();
-            if line == "\r\n" {
-                break;
-            }
-        }
-        SseStream { reader }
-    }
-
-    async fn next(&mut self) -> ServerMsg {
-        use tokio::io::AsyncBufReadExt;
-        loop {
-            let mut line = String::new();
-            let n = tokio::time::timeout(WAIT, self.reader.read_line(&mut line))
-                .await
-                .expect("an event within the wait")
-                .unwrap();
-            assert!(n > 0, "the stream ended");
-            if let Some(data) = line.strip_prefix("data: ") {
-                return ServerMsg::parse(data.trim_end()).unwrap();
-            }
-        }
-    }
-}
-
-async fn http_post(addr: std::net::SocketAddr, path: &str, body: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        format!(
-            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    (head[9..12].parse().unwrap(), body.to_owned())
-}
-
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 on_both! {

@@ -140,6 +140,26 @@ impl Adoption {
         let Some(rt) = self.rt.upgrade() else { return };
         let id = &self.entry.client_id;
         match msg {
+            // The gone tab's events were another identity's (its client id is refused to this
+            // one, or the welcome names someone else): they are not this tab's to send.
+            ServerMsg::Error(e)
+                if e.key().is_none()
+                    && matches!(
+                        e.code,
+                        sssync_core::ErrorCode::Forbidden | sssync_core::ErrorCode::IdentityChanged
+                    ) =>
+            {
+                return self.abandon(&rt);
+            }
+            ServerMsg::Welcome(w)
+                if self
+                    .entry
+                    .who
+                    .as_ref()
+                    .is_some_and(|who| *who != w.who.clone().unwrap_or_default()) =>
+            {
+                return self.abandon(&rt);
+            }
             ServerMsg::Welcome(w) => {
                 self.welcomed.set(true);
                 self.resent_from.set(None);
@@ -215,6 +235,12 @@ impl Adoption {
         if let Some(original) = original {
             rt.settle_foreign(&self.entry.client_id, original, v);
         }
+    }
+
+    /// The events are another identity's: nothing of them is sent, shown or kept.
+    fn abandon(&self, rt: &Rc<Runtime>) {
+        rt.drop_foreign_tab(&self.entry.client_id);
+        self.finish(rt);
     }
 
     /// Every event is settled: forget the tab.

@@ -68,6 +68,9 @@ pub enum SyncError {
     /// The request did not get through (network, encoding).
     #[error("the request failed: {0}")]
     Request(String),
+    /// This identity may not read the query (render a 404, or a sign-in prompt).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
 }
 
 impl Loaded {
@@ -305,11 +308,14 @@ pub fn use_sync_query<Q: Query>(
     let args = Memo::new(move |_| args());
     #[cfg(feature = "ssr")]
     let server = use_context::<server::SyncServer>();
+    // Who asks: the request's parts, which the app's `identify` reads.
+    #[cfg(feature = "ssr")]
+    let parts = use_context::<sssync_core::server::Parts>();
     let resource = Resource::new(
         move || args.get(),
         move |a: Q::Args| {
             #[cfg(feature = "ssr")]
-            let server = server.clone();
+            let (server, parts) = (server.clone(), parts.clone());
             let load = async move {
                 let key =
                     QueryKey::new(Q::NAME, &a).map_err(|e| SyncError::BadRequest(e.to_string()))?;
@@ -320,7 +326,7 @@ pub fn use_sync_query<Q: Query>(
                             "no SyncServer in context: provide it in the routes' context".into(),
                         )
                     })?;
-                    server.load(&key).await
+                    server.load_for(&key, parts.as_ref()).await
                 }
                 #[cfg(all(feature = "browser", not(feature = "ssr")))]
                 {

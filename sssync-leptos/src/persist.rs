@@ -40,6 +40,10 @@ pub(crate) struct Entry {
     pub(crate) events: Vec<(u64, String, String)>,
     /// When the tab last said it is alive (ms since the epoch).
     pub(crate) beat: f64,
+    /// The tag of the identity its events were made under (`""`: anonymous; none: not known
+    /// yet when they were saved).
+    #[serde(default)]
+    pub(crate) who: Option<String>,
 }
 
 /// A query key's confirmed rows, as the rows cache keeps them.
@@ -121,6 +125,47 @@ pub(crate) async fn cache(db: &Database, entries: Vec<(String, Cached)>, now: f6
         Ok::<(), indexed_db_futures::error::Error>(())
     }
     .await;
+}
+
+/// Forgets one key's cached rows (its reader may no longer read them).
+pub(crate) async fn uncache(db: &Database, keys: Vec<String>) {
+    let _ = async {
+        let tx = db
+            .transaction([ROWS, TOUCHED])
+            .with_mode(TransactionMode::Readwrite)
+            .build()?;
+        let rows = tx.object_store(ROWS)?;
+        let touched = tx.object_store(TOUCHED)?;
+        for key in keys {
+            rows.delete(key.clone()).await?;
+            touched.delete(key).await?;
+        }
+        tx.commit().await?;
+        Ok::<(), indexed_db_futures::error::Error>(())
+    }
+    .await;
+}
+
+/// The identity the browser's storage was last filled under (`sssync.who` in localStorage).
+fn stored_who() -> Option<String> {
+    crate::meta::get::<String>("sssync.who")
+}
+
+/// The identity of this browser's connection is `who` (from a welcome): when the storage was
+/// filled under another one (signed out, or in as someone else), forgets every cached row and
+/// every other tab's pending events made under another identity, so that nothing of the old
+/// identity's stays on this computer.
+pub(crate) async fn forget_other_identities(db: &Database, own: &str, who: &str) {
+    if stored_who().as_deref() == Some(who) {
+        return;
+    }
+    clear_cache(db).await;
+    for entry in load_all(db).await {
+        if entry.client_id != own && entry.who.as_deref() != Some(who) {
+            remove(db, &entry.client_id).await;
+        }
+    }
+    crate::meta::set("sssync.who", who);
 }
 
 /// Forgets every cached row (the server's history changed).

@@ -169,6 +169,12 @@ impl Runtime {
                 rt.db_settled();
                 let Some(db) = db else { return };
                 rt.yield_on_version_change(&db);
+                // Welcomed before storage opened: nothing of another identity's stays.
+                let welcomed_as = rt.state.borrow().who().map(str::to_owned);
+                if let Some(who) = welcomed_as {
+                    let own = rt.state.borrow().client_id().to_owned();
+                    crate::persist::forget_other_identities(&db, &own, &who).await;
+                }
                 rt.save_own(true);
                 rt.flush_cache();
                 let own = rt.state.borrow().client_id().to_owned();
@@ -441,8 +447,11 @@ impl Runtime {
             }
             return;
         };
-        // An error before the welcome: the hello did not get through as sent; start over.
-        if !self.live.get() && matches!(msg, ServerMsg::Error(_)) {
+        // An error before the welcome: the hello did not get through as sent; start over
+        // (unless this client id is refused to this identity: handled below).
+        let refused_id = matches!(&msg, ServerMsg::Error(e) if e.key().is_none()
+            && matches!(e.code, sssync_core::ErrorCode::Forbidden | sssync_core::ErrorCode::IdentityChanged));
+        if !self.live.get() && matches!(msg, ServerMsg::Error(_)) && !refused_id {
             if let Some(rt) = self.me.upgrade() {
                 rt.drop_socket();
             }
@@ -464,10 +473,46 @@ impl Runtime {
             _ => None,
         };
         let update = self.state.borrow_mut().on_message(msg);
+        if update.identity_changed {
+            // This tab's id and everything it held were another identity's: they go (from
+            // storage too), and the tab goes on under a new id.
+            let old = self.state.borrow().client_id().to_owned();
+            self.state.borrow_mut().new_identity(random_id());
+            self.tell_tabs(&TabMsg::Gone { tab: old.clone() });
+            if let Some(db) = self.db() {
+                leptos::task::spawn_local(async move {
+                    crate::persist::remove(&db, &old).await;
+                });
+            }
+            self.signals.notice.set(Some(
+                "You were signed out (or in as someone else): this page forgot what it held \
+                 for the previous account."
+                    .to_owned(),
+            ));
+            self.after_change();
+            if let Some(rt) = self.me.upgrade() {
+                rt.attempts.set(0);
+                rt.drop_socket();
+            }
+            return;
+        }
         if update.live {
             self.live.set(true);
             self.attempts.set(0);
             self.signals.online.set(true);
+            // Nothing of another identity's stays in this browser's storage.
+            let (own, who) = {
+                let st = self.state.borrow();
+                (
+                    st.client_id().to_owned(),
+                    st.who().unwrap_or_default().to_owned(),
+                )
+            };
+            if let Some(db) = self.db() {
+                leptos::task::spawn_local(async move {
+                    crate::persist::forget_other_identities(&db, &own, &who).await;
+                });
+            }
         }
         for m in &update.send {
             self.send_raw(m);
@@ -684,6 +729,12 @@ impl Runtime {
         self.after_change();
     }
 
+    /// Another tab's pending events are gone (they were another identity's).
+    pub(crate) fn drop_foreign_tab(&self, tab: &str) {
+        self.state.borrow_mut().drop_tab(tab);
+        self.after_change();
+    }
+
     pub(crate) fn settle_foreign(&self, tab: &str, seq: u64, v: Version) {
         self.state.borrow_mut().settle_foreign(tab, seq, v);
         self.after_change();
@@ -709,6 +760,7 @@ impl Runtime {
                     epoch: st.epoch().cloned(),
                     events,
                     beat: now_ms(),
+                    who: st.who().map(str::to_owned),
                 },
                 sig,
             )
@@ -732,19 +784,35 @@ impl Runtime {
         // itself (`save_own`). A key no longer held stays cached.
         let ops = self.state.borrow_mut().drain_persist();
         let mut cache = false;
+        let mut forget = Vec::new();
         for op in ops {
             match op {
                 Persist::Rows { name, args, .. } => {
                     self.dirty.borrow_mut().insert((name, args));
                     cache = true;
                 }
-                Persist::ClearAll => {
+                Persist::ClearAll | Persist::ForgetIdentity => {
                     self.dirty.borrow_mut().clear();
                     self.clear_cache.set(true);
                     cache = true;
                 }
+                // Rows this identity may not read: gone from the cache too (kept rows of keys
+                // no longer held are not).
+                Persist::Forget { name, args } => {
+                    self.dirty
+                        .borrow_mut()
+                        .remove(&(name.clone(), args.clone()));
+                    forget.push(crate::persist::cache_key(&name, &args));
+                }
                 _ => {}
             }
+        }
+        if !forget.is_empty()
+            && let Some(db) = self.db()
+        {
+            leptos::task::spawn_local(async move {
+                crate::persist::uncache(&db, forget).await;
+            });
         }
         if cache {
             self.flush_cache();

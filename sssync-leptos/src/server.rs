@@ -4,15 +4,23 @@
 use crate::{Loaded, SyncError};
 use leptos::prelude::*;
 use sssync_core::protocol::ServerMsg;
-use sssync_core::server::{BoxFuture, Engine, EngineError, QueryCtx, Store};
+use sssync_core::server::Parts;
+use sssync_core::server::{BoxFuture, Engine, EngineError, Identity, QueryCtx, Store};
 use sssync_core::{Event, QueryKey};
 use std::sync::Arc;
 
 /// What the components need from an engine, whatever its store.
 trait Source: Send + Sync + 'static {
-    fn load<'a>(&'a self, key: &'a QueryKey) -> BoxFuture<'a, Result<Loaded, SyncError>>;
+    fn identify<'a>(&'a self, parts: &'a Parts) -> BoxFuture<'a, Identity>;
+    fn who(&self, identity: &Identity) -> Option<String>;
+    fn load<'a>(
+        &'a self,
+        key: &'a QueryKey,
+        identity: Identity,
+    ) -> BoxFuture<'a, Result<Loaded, SyncError>>;
     fn apply<'a>(
         &'a self,
+        identity: Identity,
         once: Option<&'a str>,
         name: &'a str,
         args: &'a str,
@@ -20,10 +28,23 @@ trait Source: Send + Sync + 'static {
 }
 
 impl<S: Store> Source for Engine<S> {
-    fn load<'a>(&'a self, key: &'a QueryKey) -> BoxFuture<'a, Result<Loaded, SyncError>> {
+    fn identify<'a>(&'a self, parts: &'a Parts) -> BoxFuture<'a, Identity> {
+        Box::pin(Engine::identify(self, parts))
+    }
+
+    fn who(&self, identity: &Identity) -> Option<String> {
+        Engine::who(self, identity)
+    }
+
+    fn load<'a>(
+        &'a self,
+        key: &'a QueryKey,
+        identity: Identity,
+    ) -> BoxFuture<'a, Result<Loaded, SyncError>> {
         Box::pin(async move {
+            let ctx = QueryCtx { identity };
             let (_, version, rows) = self
-                .snapshot_json(key.name(), key.args_json(), &QueryCtx::default())
+                .snapshot_json(key.name(), key.args_json(), &ctx)
                 .await
                 .map_err(engine_error)?;
             Ok(Loaded {
@@ -38,14 +59,15 @@ impl<S: Store> Source for Engine<S> {
 
     fn apply<'a>(
         &'a self,
+        identity: Identity,
         once: Option<&'a str>,
         name: &'a str,
         args: &'a str,
     ) -> BoxFuture<'a, Result<(), SyncError>> {
         Box::pin(async move {
             let answer = match once {
-                Some(key) => self.apply_once(key, name, args).await,
-                None => self.apply_server_event(name, args).await,
+                Some(key) => self.apply_once_as(&identity, key, name, args).await,
+                None => self.apply_server_event_as(&identity, name, args).await,
             };
             match answer.map_err(engine_error)? {
                 ServerMsg::Ack(_) => Ok(()),
@@ -59,6 +81,7 @@ impl<S: Store> Source for Engine<S> {
 
 fn engine_error(e: EngineError) -> SyncError {
     match e {
+        EngineError::Forbidden(m) => SyncError::Forbidden(m),
         EngineError::UnknownQuery(_) | EngineError::BadArgs(_) => {
             SyncError::BadRequest(e.to_string())
         }
@@ -77,16 +100,49 @@ impl SyncServer {
         SyncServer(Arc::new(engine))
     }
 
-    /// The rows of `key` at one version (in-process: no HTTP).
-    pub async fn load(&self, key: &QueryKey) -> Result<Loaded, SyncError> {
-        self.0.load(key).await
+    /// Who sent the request with these parts, as the engine's `identify` says (anonymous
+    /// without a request).
+    pub async fn identify(&self, parts: Option<&Parts>) -> Identity {
+        match parts {
+            Some(p) => self.0.identify(p).await,
+            None => Identity::anonymous(),
+        }
     }
 
-    /// Applies an event from the server (a job, a plain form post without a form key).
+    /// Who sent the current request (the Leptos request context's parts).
+    pub async fn current_identity(&self) -> Identity {
+        let parts = use_context::<Parts>();
+        self.identify(parts.as_ref()).await
+    }
+
+    /// The opaque tag of `identity` its browser's client sees in its welcome.
+    pub fn who(&self, identity: &Identity) -> Option<String> {
+        self.0.who(identity)
+    }
+
+    /// The rows of `key` at one version for an anonymous reader (in-process: no HTTP).
+    pub async fn load(&self, key: &QueryKey) -> Result<Loaded, SyncError> {
+        self.0.load(key, Identity::anonymous()).await
+    }
+
+    /// The rows of `key` at one version, as the sender of the request with these parts may
+    /// read them ([`SyncError::Forbidden`] when it may not).
+    pub async fn load_for(
+        &self,
+        key: &QueryKey,
+        parts: Option<&Parts>,
+    ) -> Result<Loaded, SyncError> {
+        let identity = self.identify(parts).await;
+        self.0.load(key, identity).await
+    }
+
+    /// Applies an event from the server on behalf of the current request's identity (a plain
+    /// form post without a form key; a job outside any request: anonymous).
     pub async fn apply<E: Event>(&self, event: &E) -> Result<(), SyncError> {
         let args =
             serde_json::to_string(event).map_err(|e| SyncError::BadRequest(e.to_string()))?;
-        self.0.apply(None, E::NAME, &args).await
+        let identity = self.current_identity().await;
+        self.0.apply(identity, None, E::NAME, &args).await
     }
 
     /// Applies an event at most once per `idempotency_key` (a second call with the same key is
@@ -98,7 +154,10 @@ impl SyncServer {
     ) -> Result<(), SyncError> {
         let args =
             serde_json::to_string(event).map_err(|e| SyncError::BadRequest(e.to_string()))?;
-        self.0.apply(Some(idempotency_key), E::NAME, &args).await
+        let identity = self.current_identity().await;
+        self.0
+            .apply(identity, Some(idempotency_key), E::NAME, &args)
+            .await
     }
 }
 

@@ -49,6 +49,9 @@ pub struct Options {
     pub ack_timeout: Option<Duration>,
     /// The longest wait between reconnection attempts (default 5 s).
     pub max_backoff: Option<Duration>,
+    /// Headers of the WebSocket upgrade request (a `Cookie`, an `Authorization`): who the
+    /// client is, to a server that identifies requests.
+    pub headers: Vec<(String, String)>,
 }
 
 struct Shared {
@@ -62,6 +65,7 @@ struct Shared {
     live: AtomicBool,
     online: AtomicBool,
     url: Mutex<String>,
+    headers: Mutex<Vec<(String, String)>>,
     rejected: Mutex<Vec<(u64, Rejection)>>,
     errors: Mutex<Vec<ProtocolError>>,
     bytes_in: AtomicU64,
@@ -109,6 +113,7 @@ impl NativeClient {
             live: AtomicBool::new(false),
             online: AtomicBool::new(true),
             url: Mutex::new(url.into()),
+            headers: Mutex::new(options.headers),
             rejected: Mutex::new(Vec::new()),
             errors: Mutex::new(Vec::new()),
             bytes_in: AtomicU64::new(0),
@@ -228,6 +233,21 @@ impl NativeClient {
         self.shared.kick.notify_one();
     }
 
+    /// Sends these upgrade headers from the next connection on (a new cookie after signing
+    /// in or out).
+    pub fn set_headers(&self, headers: Vec<(String, String)>) {
+        *self
+            .shared
+            .headers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = headers;
+    }
+
+    /// This client's id now (it changes when the server refuses it to this identity).
+    pub fn client_id(&self) -> String {
+        self.state().client_id().to_owned()
+    }
+
     /// Connects to another address from the next connection on.
     pub fn set_url(&self, url: impl Into<String>) {
         *self.shared.url.lock().unwrap_or_else(|e| e.into_inner()) = url.into();
@@ -277,6 +297,22 @@ impl Shared {
     }
 }
 
+/// A new client id (unique in practice: the time, a counter, and the old id's hash).
+fn fresh_id(old: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let h = old.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!(
+        "n{nanos:x}-{:x}-{h:x}-{}",
+        N.fetch_add(1, Ordering::Relaxed),
+        std::process::id()
+    )
+}
+
 /// Connect, hello, pump messages; on any failure wait (exponential backoff) and do it again.
 async fn run(shared: Arc<Shared>, mut out: mpsc::Receiver<ClientMsg>) {
     let mut backoff = BACKOFF_MIN;
@@ -285,8 +321,32 @@ async fn run(shared: Arc<Shared>, mut out: mpsc::Receiver<ClientMsg>) {
             shared.kick.notified().await;
             continue;
         }
-        let url = shared.url.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let ws = match tokio_tungstenite::connect_async(url.as_str()).await {
+        let request = {
+            use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+            use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+            let url = shared.url.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let headers = shared
+                .headers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            url.into_client_request().map(|mut r| {
+                for (name, value) in headers {
+                    if let (Ok(n), Ok(v)) = (
+                        HeaderName::from_bytes(name.as_bytes()),
+                        HeaderValue::from_str(&value),
+                    ) {
+                        r.headers_mut().append(n, v);
+                    }
+                }
+                r
+            })
+        };
+        let connected = match request {
+            Ok(r) => tokio_tungstenite::connect_async(r).await,
+            Err(e) => Err(e),
+        };
+        let ws = match connected {
             Ok((ws, _)) => ws,
             Err(e) => {
                 tracing::debug!(error = %e, "connect failed; retrying in {backoff:?}");
@@ -359,8 +419,11 @@ async fn session(shared: &Shared, ws: Ws, out: &mut mpsc::Receiver<ClientMsg>) -
                 shared.bytes_in.fetch_add(text.len() as u64, Ordering::Relaxed);
                 // A message that does not parse means the stream lost something: start over.
                 let Ok(msg) = ServerMsg::parse(&text) else { return welcomed };
-                // An error before the welcome: the hello did not get through as sent.
-                if !welcomed && matches!(msg, ServerMsg::Error(_)) {
+                // An error before the welcome: the hello did not get through as sent (or this
+                // client id is not this identity's: the state forgets everything, below).
+                let refused_id = matches!(&msg, ServerMsg::Error(e) if e.key().is_none()
+                    && matches!(e.code, crate::protocol::ErrorCode::Forbidden | crate::protocol::ErrorCode::IdentityChanged));
+                if !welcomed && matches!(msg, ServerMsg::Error(_)) && !refused_id {
                     return false;
                 }
                 if let Some(observe) = &shared.observer {
@@ -393,6 +456,16 @@ async fn session(shared: &Shared, ws: Ws, out: &mut mpsc::Receiver<ClientMsg>) -
                     resubscribe.push((Instant::now() + after, key));
                 }
                 outgoing = update.send;
+                if update.identity_changed {
+                    // Everything held was another identity's: go on under a new client id.
+                    let mut st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+                    let id = fresh_id(st.client_id());
+                    st.new_identity(id);
+                    shared.keep(&mut st);
+                    drop(st);
+                    shared.changes.send_modify(|n| *n += 1);
+                    return true;
+                }
                 shared.changes.send_modify(|n| *n += 1);
                 if update.reconnect {
                     return welcomed;

@@ -23,6 +23,8 @@ pub enum Persist {
         epoch: Option<Epoch>,
         /// The seq the next event will get.
         next_seq: u64,
+        /// The tag of the identity the rows and events belong to (`""`: anonymous).
+        who: Option<String>,
     },
     /// The confirmed rows of a key at a version (replacing what was kept for it).
     Rows {
@@ -55,6 +57,17 @@ pub enum Persist {
     DropEvent(u64),
     /// Forget every row (a new epoch); pending events are rewritten after this.
     ClearAll,
+    /// Forget the rows of a key this identity may not read, also where rows of keys no longer
+    /// held are kept (a browser's rows cache).
+    Forget {
+        /// The query's name.
+        name: String,
+        /// Its canonical args.
+        args: String,
+    },
+    /// Everything kept belongs to an identity that is no longer this client's: forget it all
+    /// (a browser also forgets other tabs' pending events of that identity).
+    ForgetIdentity,
 }
 
 /// What a store gives back when a client starts.
@@ -64,6 +77,9 @@ pub struct Persisted {
     pub epoch: Option<Epoch>,
     /// The seq the next event gets (0: nothing kept).
     pub next_seq: u64,
+    /// The tag of the identity the kept rows and events belong to.
+    #[serde(default)]
+    pub who: Option<String>,
     /// Kept rows: (query name, canonical args) → (version, rows).
     pub keys: BTreeMap<(String, String), (Version, Vec<Row>)>,
     /// Pending events by seq: (name, args JSON).
@@ -75,9 +91,14 @@ impl Persisted {
     pub fn apply(&mut self, ops: impl IntoIterator<Item = Persist>) {
         for op in ops {
             match op {
-                Persist::Meta { epoch, next_seq } => {
+                Persist::Meta {
+                    epoch,
+                    next_seq,
+                    who,
+                } => {
                     self.epoch = epoch;
                     self.next_seq = next_seq;
+                    self.who = who;
                 }
                 Persist::Rows {
                     name,
@@ -87,8 +108,12 @@ impl Persisted {
                 } => {
                     self.keys.insert((name, args), (version, rows));
                 }
-                Persist::DropRows { name, args } => {
+                Persist::DropRows { name, args } | Persist::Forget { name, args } => {
                     self.keys.remove(&(name, args));
+                }
+                Persist::ForgetIdentity => {
+                    self.keys.clear();
+                    self.events.clear();
                 }
                 Persist::Event { seq, name, args } => {
                     self.events.insert(seq, (name, args.to_string()));

@@ -74,6 +74,17 @@ pub struct Update {
     /// this one restored from an earlier copy): the cache was reset, and this many pending
     /// events were renumbered to be sent (once) into the new history.
     pub history_reset: Option<usize>,
+    /// The welcome names another identity than the one this client's rows and pending events
+    /// were made under (signed out, or in as someone else): they were dropped (a store drops
+    /// everything it kept of them, rows cached for keys no longer held included).
+    pub identity_reset: bool,
+    /// The server refused this client id to this identity (it belongs to another one), or
+    /// said the connection's identity changed: everything held was dropped; take a new client
+    /// id ([`ClientState::new_identity`]) and connect again.
+    pub identity_changed: bool,
+    /// Keys this identity may not read (`forbidden`): their rows were dropped, and they are
+    /// not subscribed again by themselves.
+    pub forbidden: Vec<QueryKey>,
 }
 
 /// Confirmed rows per key, pending events, and the view (confirmed + predictions).
@@ -113,6 +124,9 @@ pub struct ClientState {
     trouble: Option<String>,
     /// Changes not yet handed to the store.
     persist: Vec<Persist>,
+    /// The tag of the identity this client's rows and pending events belong to (`""`:
+    /// anonymous), as the last welcome gave it; `None` before any.
+    who: Option<String>,
 }
 
 impl ClientState {
@@ -136,7 +150,46 @@ impl ClientState {
             resent_from: None,
             trouble: None,
             persist: Vec::new(),
+            who: None,
         }
+    }
+
+    /// The tag of the identity this client's rows and pending events belong to (`""`:
+    /// anonymous), once a welcome said it.
+    pub fn who(&self) -> Option<&str> {
+        self.who.as_deref()
+    }
+
+    /// Drops every row and pending event (they belong to an identity that is no longer this
+    /// client's) and goes on as `client_id`, from seq 1, its identity unknown until the next
+    /// welcome. The subscriptions stay (they are sent again on the next connection).
+    pub fn new_identity(&mut self, client_id: impl Into<String>) -> Update {
+        self.forget_all();
+        self.client_id = client_id.into();
+        self.next_seq = 1;
+        self.who = None;
+        self.persist_meta();
+        let mut u = self.recompute();
+        u.identity_changed = true;
+        u
+    }
+
+    /// Forgets every row and pending event, and other tabs' predictions.
+    fn forget_all(&mut self) {
+        for h in self.keys.values_mut() {
+            h.confirmed = None;
+            h.resyncing = false;
+            h.failed = None;
+        }
+        self.views.clear();
+        self.settling.clear();
+        self.foreign.clear();
+        self.foreign_done.clear();
+        for seq in std::mem::take(&mut self.pending).into_keys() {
+            self.persist.push(Persist::DropEvent(seq));
+        }
+        self.persist.push(Persist::ClearAll);
+        self.persist.push(Persist::ForgetIdentity);
     }
 
     /// A client rebuilt from what its store kept: cached rows show at once (offline too), and
@@ -148,6 +201,7 @@ impl ClientState {
     ) -> ClientState {
         let mut st = ClientState::new(client_id);
         st.epoch = kept.epoch;
+        st.who = kept.who;
         for ((name, args), (v, rows)) in kept.keys {
             let (Ok(key), Ok(rows)) = (QueryKey::from_json(&name, &args), Rows::new(rows)) else {
                 continue;
@@ -189,6 +243,7 @@ impl ClientState {
         self.persist.push(Persist::Meta {
             epoch: self.epoch.clone(),
             next_seq: self.next_seq,
+            who: self.who.clone(),
         });
     }
 
@@ -530,14 +585,37 @@ impl ClientState {
     /// backoff.
     fn on_error(&mut self, e: ProtocolError) -> Update {
         let mut u = Update::default();
+        use crate::protocol::ErrorCode;
+        if e.key().is_none() && matches!(e.code, ErrorCode::Forbidden | ErrorCode::IdentityChanged)
+        {
+            // This client id is not this identity's (or the connection's identity changed):
+            // nothing held may stay, and the id must change.
+            self.forget_all();
+            let mut u = self.recompute();
+            u.identity_changed = true;
+            u.errors.push(e);
+            return u;
+        }
         if let Some(key) = e.key()
             && let Some(held) = self.keys.get_mut(&key)
         {
             let n = held.failed.as_ref().map_or(0, |(_, n)| n + 1);
+            let forbidden = e.code == ErrorCode::Forbidden;
             let retry = !matches!(
                 e.code,
-                crate::protocol::ErrorCode::UnknownQuery | crate::protocol::ErrorCode::BadArgs
+                ErrorCode::UnknownQuery | ErrorCode::BadArgs | ErrorCode::Forbidden
             );
+            if forbidden {
+                // Nothing of what this identity may not read stays, here or in a store.
+                held.confirmed = None;
+                held.resyncing = false;
+                self.persist.push(Persist::Forget {
+                    name: key.name().to_owned(),
+                    args: key.args_json().to_owned(),
+                });
+                u.forbidden.push(key.clone());
+            }
+            let held = self.keys.get_mut(&key).expect("held");
             held.failed = Some((e.clone(), n));
             if retry {
                 let wait = QUERY_RETRY_MIN
@@ -547,6 +625,10 @@ impl ClientState {
             }
             // It answered (with an error): settled events do not wait for it.
             self.answered(&key);
+            if forbidden {
+                let mut r = self.recompute();
+                u.changed.append(&mut r.changed);
+            }
             u.changed.push(key);
         }
         u.errors.push(e);
@@ -568,6 +650,15 @@ impl ClientState {
 
     fn on_welcome(&mut self, w: Welcome) -> Update {
         self.seen = w.version;
+        // Rows and pending events made under another identity are not this one's.
+        let tag = w.who.clone().unwrap_or_default();
+        let identity_reset = self.who.as_ref().is_some_and(|old| *old != tag);
+        if identity_reset {
+            self.forget_all();
+            // Seqs after the server's last_seq were never applied: they start again there.
+            self.next_seq = w.last_seq + 1;
+        }
+        self.who = Some(tag);
         let mut history_reset = None;
         if self.epoch.as_ref() != Some(&w.epoch) {
             // Another history: nothing cached may be mixed into it (invariant 2). Keep the
@@ -623,6 +714,7 @@ impl ClientState {
         u.send = send;
         u.live = true;
         u.history_reset = history_reset;
+        u.identity_reset = identity_reset;
         u
     }
 
@@ -857,6 +949,7 @@ mod tests {
             last_seq,
             limits: Limits::default(),
             proof: None,
+            who: None,
         })
     }
 
@@ -1134,6 +1227,7 @@ mod tests {
             last_seq,
             limits: Limits::default(),
             proof: None,
+            who: None,
         })
     }
 

@@ -4,7 +4,10 @@
 
 use super::Table;
 use super::hub::{DepKey, Hub, Outbox, Subscribed, query_failed};
-use super::schema::{QueryCtx, Registry, RunError, ServerEvent, ServerQuery};
+use super::schema::{
+    Access, AccessError, BoxFuture, Identity, QueryCtx, Registry, RunError, ServerEvent,
+    ServerQuery,
+};
 use super::store::{Store, StoreError};
 use super::tailer::Open;
 use crate::protocol::{ErrorCode, Hello, Limits, PROTOCOL, Rejection, ServerMsg, Welcome};
@@ -21,6 +24,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 const IDLE_GROUP: Duration = Duration::from_secs(60);
 /// How long a `hello` waits for the fan-out of the commits it reports.
 const HELLO_WAIT: Duration = Duration::from_secs(10);
+/// How often a live connection asks the application again who it is, by default.
+const REIDENTIFY_EVERY: Duration = Duration::from_secs(60);
+
+/// How a request becomes an [`Identity`]: the application's own authentication, over the
+/// request's parts (a session cookie, a bearer token). See [`EngineBuilder::identify`].
+pub type Identify =
+    Arc<dyn Fn(&axum::http::request::Parts) -> BoxFuture<'static, Identity> + Send + Sync>;
 
 /// Where the writer is in a batch: the points at which a fault-injection test can stop (or
 /// kill) the process. In production nothing is installed and nothing happens.
@@ -79,9 +89,21 @@ pub enum EngineError {
     /// The server holds as many live queries as it may.
     #[error("the server holds as many live queries as it may ({0}); try again later")]
     Overloaded(usize),
+    /// This identity may not read the query.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     /// The engine has stopped.
     #[error("the engine has stopped")]
     Stopped,
+}
+
+impl From<AccessError> for EngineError {
+    fn from(e: AccessError) -> EngineError {
+        match e {
+            AccessError::Forbidden(m) => EngineError::Forbidden(m),
+            AccessError::Storage(e) => EngineError::Storage(e),
+        }
+    }
 }
 
 impl From<RunError> for EngineError {
@@ -94,6 +116,20 @@ impl From<RunError> for EngineError {
 }
 
 impl EngineError {
+    /// The same error, for another subscriber (a storage error, which cannot be cloned, as
+    /// its message).
+    pub(crate) fn clone_kind(&self) -> EngineError {
+        match self {
+            EngineError::Storage(e) => EngineError::Storage(sqlx::Error::Protocol(e.to_string())),
+            EngineError::UnknownQuery(q) => EngineError::UnknownQuery(q.clone()),
+            EngineError::BadArgs(m) => EngineError::BadArgs(m.clone()),
+            EngineError::TooLarge(a, b) => EngineError::TooLarge(*a, *b),
+            EngineError::Overloaded(n) => EngineError::Overloaded(*n),
+            EngineError::Forbidden(m) => EngineError::Forbidden(m.clone()),
+            EngineError::Stopped => EngineError::Stopped,
+        }
+    }
+
     /// The error a subscriber of `key` gets for this failure.
     pub(crate) fn for_key(&self, key: &QueryKey) -> ServerMsg {
         match self {
@@ -110,6 +146,7 @@ impl EngineError {
                 ServerMsg::key_error(ErrorCode::Overloaded, self.to_string(), key)
             }
             EngineError::Storage(e) => query_failed(key, &e.to_string()),
+            EngineError::Forbidden(m) => ServerMsg::key_error(ErrorCode::Forbidden, m.clone(), key),
             EngineError::Stopped => {
                 ServerMsg::key_error(ErrorCode::Internal, self.to_string(), key)
             }
@@ -138,6 +175,8 @@ impl Reply {
 
 pub(crate) struct EventCmd {
     pub(crate) client_id: Arc<str>,
+    /// Who sent it; a client id is bound to the identity that first used it.
+    pub(crate) identity: Identity,
     pub(crate) seq: u64,
     pub(crate) name: String,
     pub(crate) args: Box<RawValue>,
@@ -156,6 +195,8 @@ pub(crate) enum Cmd {
     /// restored backup): its `last_seq` moves up to `to`.
     FastForward {
         client_id: Arc<str>,
+        /// The identity whose hello asked (only the client id's owner's moves it).
+        owner: Option<String>,
         to: u64,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
@@ -190,6 +231,11 @@ pub(crate) struct Inner<S: Store> {
     /// Change-log versions kept (the retention horizon trails the version by this much).
     pub(crate) log_keep: u64,
     fault: Option<FaultHook>,
+    identify: Option<Identify>,
+    /// Bumped when the application says identities may have changed: every connection of
+    /// this instance asks again who it is.
+    pub(crate) reidentify: watch::Sender<u64>,
+    pub(crate) reidentify_every: Duration,
 }
 
 /// A new random secret (the key of the version proofs), made once per database.
@@ -232,6 +278,58 @@ impl<S: Store> Inner<S> {
             .collect()
     }
 
+    /// The opaque tag of an identity that clients see in their welcome (none: anonymous):
+    /// the same on every instance, and telling nothing of the identity.
+    pub(crate) fn who(&self, identity: &Identity) -> Option<String> {
+        use hmac::Mac;
+        let id = identity.id()?;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(self.secret.as_bytes())
+            .expect("HMAC takes a key of any length");
+        mac.update(b"who:");
+        mac.update(id.as_bytes());
+        Some(
+            mac.finalize().into_bytes()[..16]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        )
+    }
+
+    /// Whether `identity` may read `key` (always, for a public query), in a read transaction
+    /// of its own.
+    pub(crate) async fn authorize(
+        &self,
+        key: &QueryKey,
+        identity: &Identity,
+    ) -> Result<(), EngineError> {
+        let entry = self
+            .registry
+            .queries
+            .get(key.name())
+            .ok_or_else(|| EngineError::UnknownQuery(key.name().to_owned()))?;
+        if entry.access == Access::Public {
+            return Ok(());
+        }
+        let mut conn = self.store.pool().acquire().await?;
+        S::begin_read(&mut conn).await?;
+        let ctx = QueryCtx {
+            identity: identity.clone(),
+        };
+        let result = (entry.authorize)(&mut conn, &ctx, key.args_json()).await;
+        if S::rollback(&mut conn).await.is_err() {
+            conn.close_on_drop();
+        }
+        result.map_err(EngineError::from)
+    }
+
+    /// The context a key's query runs with: its identity when its result depends on it,
+    /// anonymous otherwise.
+    pub(crate) fn run_ctx(key: &QueryKey) -> QueryCtx {
+        QueryCtx {
+            identity: Identity(key.scope().flatten().map(str::to_owned)),
+        }
+    }
+
     pub(crate) fn fault(&self, at: FaultPoint) {
         if let Some(hook) = &self.fault {
             hook(at);
@@ -264,6 +362,8 @@ pub struct EngineBuilder<S: Store> {
     retry: WriteRetry,
     log_keep: u64,
     fault: Option<FaultHook>,
+    identify: Option<Identify>,
+    reidentify_every: Duration,
 }
 
 impl<S: Store> Engine<S> {
@@ -278,7 +378,36 @@ impl<S: Store> Engine<S> {
             retry: WriteRetry::default(),
             log_keep: super::tailer::CHANGES_KEPT,
             fault: None,
+            identify: None,
+            reidentify_every: REIDENTIFY_EVERY,
         }
+    }
+
+    /// Who sent a request, as the application's [`EngineBuilder::identify`] says (anonymous
+    /// when none is installed). sssync calls it on every path; server functions and pages
+    /// use it through `sssync-leptos`.
+    pub async fn identify(&self, parts: &axum::http::request::Parts) -> Identity {
+        match &self.inner.identify {
+            Some(f) => f(parts).await,
+            None => Identity::anonymous(),
+        }
+    }
+
+    /// Tells every connection of this instance to ask the application again who it is (call
+    /// it after a sign-out, or anything else that changes what a session's cookie means): a
+    /// connection whose identity changed gets `identity_changed` and closes, and its client
+    /// drops what it held of the old identity. Connections on other instances ask again at
+    /// their next periodic check ([`EngineBuilder::reidentify_every`]).
+    pub fn identities_changed(&self) {
+        self.inner
+            .reidentify
+            .send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// The opaque tag of `identity` that clients see in their welcome (and a page can embed):
+    /// `None` for anonymous.
+    pub fn who(&self, identity: &Identity) -> Option<String> {
+        self.inner.who(identity)
     }
 
     /// The database's epoch (its history; it changes when the engine finds the database was
@@ -317,8 +446,14 @@ impl<S: Store> Engine<S> {
         self.inner.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// The key of query `name` with `args_json`, checked against the registry.
-    pub(crate) fn key(&self, name: &str, args_json: &str) -> Result<QueryKey, EngineError> {
+    /// The key of query `name` with `args_json` as `identity` reads it, checked against the
+    /// registry (scoped to the identity when the query's result depends on it).
+    pub(crate) fn key(
+        &self,
+        name: &str,
+        args_json: &str,
+        identity: &Identity,
+    ) -> Result<QueryKey, EngineError> {
         let entry = self
             .inner
             .registry
@@ -328,7 +463,11 @@ impl<S: Store> Engine<S> {
         let key = QueryKey::from_json(name, args_json)
             .map_err(|e| EngineError::BadArgs(e.to_string()))?;
         (entry.deps)(key.args_json())?;
-        Ok(key)
+        (entry.access_deps)(key.args_json())?;
+        Ok(match entry.access {
+            Access::PerIdentity => key.scoped(identity.id()),
+            Access::Public | Access::Checked => key,
+        })
     }
 
     /// Subscribes a connection to `key` (creating its group through the writer if needed).
@@ -339,7 +478,14 @@ impl<S: Store> Engine<S> {
         client_v: Option<Version>,
     ) -> Result<(), EngineError> {
         outbox.want(&key);
-        match self.inner.hub.subscribe(&key, outbox, client_v) {
+        // A checked key's subscriber is authorized by the tailer, in the same snapshot as the
+        // commits it fans out: no change of access can slip between the check and the rows.
+        let found = if self.inner.checked(&key) {
+            Subscribed::NoGroup
+        } else {
+            self.inner.hub.subscribe(&key, outbox, client_v)
+        };
+        match found {
             Subscribed::Yes => Ok(()),
             // The tailer opens the group, or resumes the client from the log.
             Subscribed::NoGroup | Subscribed::Behind(_) => self
@@ -377,9 +523,22 @@ impl<S: Store> Engine<S> {
     /// `last_seq`, a version beyond its own) proves the database lost history: it gets a new
     /// epoch, and so does every other client (their caches are reset; their pending events are
     /// renumbered and sent once).
-    pub(crate) async fn welcome(&self, hello: &Hello) -> Result<(Welcome, bool), EngineError> {
-        let (mut epoch, mut last_seq, mut v_db) =
-            self.inner.store.hello_state(&hello.client_id).await?;
+    pub(crate) async fn welcome(
+        &self,
+        hello: &Hello,
+        identity: &Identity,
+    ) -> Result<(Welcome, bool), EngineError> {
+        let (mut epoch, row, mut v_db) = self.inner.store.hello_state(&hello.client_id).await?;
+        // A client id belongs to the identity that first used it.
+        if let Some(r) = &row
+            && r.owner.as_deref() != identity.id()
+        {
+            return Err(EngineError::Forbidden(format!(
+                "client id {:?} belongs to another identity; use a client id of your own",
+                hello.client_id
+            )));
+        }
+        let mut last_seq = row.map_or(0, |r| r.last_seq);
         // A version this database gave the client (the proof says so) that it no longer has:
         // the database went back in history. A new epoch resets every client's cache.
         let proven_ahead = match (&hello.version, &hello.proof) {
@@ -405,7 +564,9 @@ impl<S: Store> Engine<S> {
                 .await
                 .map_err(|_| EngineError::Stopped)?;
             rx.await.map_err(|_| EngineError::Stopped)??;
-            (epoch, last_seq, v_db) = self.inner.store.hello_state(&hello.client_id).await?;
+            let row;
+            (epoch, row, v_db) = self.inner.store.hello_state(&hello.client_id).await?;
+            last_seq = row.map_or(0, |r| r.last_seq);
         }
         // Seqs this client had settled that the database no longer has (gone with a restore):
         // its last_seq moves up to them, so its pending events keep their seqs and apply once.
@@ -415,13 +576,16 @@ impl<S: Store> Engine<S> {
             self.cmds
                 .send(Cmd::FastForward {
                     client_id: hello.client_id.as_str().into(),
+                    owner: identity.id().map(str::to_owned),
                     to: acked,
                     reply: tx,
                 })
                 .await
                 .map_err(|_| EngineError::Stopped)?;
             rx.await.map_err(|_| EngineError::Stopped)??;
-            (epoch, last_seq, v_db) = self.inner.store.hello_state(&hello.client_id).await?;
+            let row;
+            (epoch, row, v_db) = self.inner.store.hello_state(&hello.client_id).await?;
+            last_seq = row.map_or(0, |r| r.last_seq);
         }
         if !self.inner.hub.wait_processed(v_db, HELLO_WAIT).await {
             return Err(EngineError::Stopped);
@@ -436,6 +600,7 @@ impl<S: Store> Engine<S> {
                 version,
                 last_seq,
                 limits: self.inner.limits.clone(),
+                who: self.inner.who(identity),
             },
             same_history,
         ))
@@ -463,11 +628,26 @@ impl<S: Store> Engine<S> {
         name: &str,
         args_json: &str,
     ) -> Result<ServerMsg, EngineError> {
-        self.apply_one(client_id, seq, name, args_json, true).await
+        self.apply_event_as(&Identity::anonymous(), client_id, seq, name, args_json)
+            .await
+    }
+
+    /// Like [`Engine::apply_event`], sent by `identity` (the client id must be its own).
+    pub async fn apply_event_as(
+        &self,
+        identity: &Identity,
+        client_id: &str,
+        seq: u64,
+        name: &str,
+        args_json: &str,
+    ) -> Result<ServerMsg, EngineError> {
+        self.apply_one(identity, client_id, seq, name, args_json, true)
+            .await
     }
 
     async fn apply_one(
         &self,
+        identity: &Identity,
         client_id: &str,
         seq: u64,
         name: &str,
@@ -479,6 +659,7 @@ impl<S: Store> Engine<S> {
         let (tx, rx) = oneshot::channel();
         self.submit(EventCmd {
             client_id: client_id.into(),
+            identity: identity.clone(),
             seq,
             name: name.to_owned(),
             args,
@@ -498,7 +679,19 @@ impl<S: Store> Engine<S> {
         name: &str,
         args_json: &str,
     ) -> Result<ServerMsg, EngineError> {
-        self.apply_event("", 0, name, args_json).await
+        self.apply_server_event_as(&Identity::anonymous(), name, args_json)
+            .await
+    }
+
+    /// Like [`Engine::apply_server_event`], on behalf of `identity` (its handler authorizes
+    /// it): a plain form post by a signed-in user.
+    pub async fn apply_server_event_as(
+        &self,
+        identity: &Identity,
+        name: &str,
+        args_json: &str,
+    ) -> Result<ServerMsg, EngineError> {
+        self.apply_one(identity, "", 0, name, args_json, true).await
     }
 
     /// Applies an event that comes from the server (a plain form post, a job) at most once per
@@ -513,14 +706,31 @@ impl<S: Store> Engine<S> {
         name: &str,
         args_json: &str,
     ) -> Result<ServerMsg, EngineError> {
+        self.apply_once_as(&Identity::anonymous(), idempotency_key, name, args_json)
+            .await
+    }
+
+    /// Like [`Engine::apply_once`], on behalf of `identity` (its handler authorizes it). The
+    /// idempotency key is the identity's own: another identity's same key is another write.
+    pub async fn apply_once_as(
+        &self,
+        identity: &Identity,
+        idempotency_key: &str,
+        name: &str,
+        args_json: &str,
+    ) -> Result<ServerMsg, EngineError> {
         if idempotency_key.is_empty() {
             return Err(EngineError::BadArgs(
                 "an idempotency key is not empty".into(),
             ));
         }
         // Two 64-bit FNV-1a hashes with different offsets: 128 bits, no collision in practice.
+        let scoped = identity.id().map_or_else(
+            || idempotency_key.to_owned(),
+            |id| format!("{idempotency_key}\u{0}{id}"),
+        );
         let fnv = |offset: u64| {
-            idempotency_key.bytes().fold(offset, |h, b| {
+            scoped.bytes().fold(offset, |h, b| {
                 (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
             })
         };
@@ -529,22 +739,25 @@ impl<S: Store> Engine<S> {
             fnv(0xcbf2_9ce4_8422_2325),
             fnv(0x6c62_272e_07bb_0142)
         );
-        self.apply_one(&id, 1, name, args_json, false).await
+        self.apply_one(identity, &id, 1, name, args_json, false)
+            .await
     }
 
-    /// The rows of query `name` with `args_json` at one version: from the live group when one
-    /// exists (no query runs), else read in one transaction with the version.
+    /// The rows of query `name` with `args_json` at one version, as `ctx.identity` may read
+    /// them (or [`EngineError::Forbidden`]): from the live group when one exists (no query
+    /// runs), else read in one transaction with the version.
     pub async fn snapshot_json(
         &self,
         name: &str,
         args_json: &str,
         ctx: &QueryCtx,
     ) -> Result<(QueryKey, Version, Rows), EngineError> {
-        let key = self.key(name, args_json)?;
+        let key = self.key(name, args_json, &ctx.identity)?;
+        self.inner.authorize(&key, &ctx.identity).await?;
         if let Some((v, rows)) = self.inner.hub.current(&key) {
             return Ok((key, v, rows));
         }
-        let (v, rows) = self.inner.read(&key, ctx).await?;
+        let (v, rows) = self.inner.read(&key).await?;
         Ok((key, v, rows))
     }
 
@@ -596,8 +809,36 @@ impl<S: Store> Inner<S> {
             .collect())
     }
 
+    /// Whether `key`'s subscribers are checked (its query is not public).
+    pub(crate) fn checked(&self, key: &QueryKey) -> bool {
+        self.registry
+            .queries
+            .get(key.name())
+            .is_some_and(|e| e.access != Access::Public)
+    }
+
+    /// The tables `key`'s authorization reads, as the change log records them.
+    pub(crate) fn access_deps(&self, key: &QueryKey) -> Result<Vec<DepKey>, EngineError> {
+        let entry = self
+            .registry
+            .queries
+            .get(key.name())
+            .ok_or_else(|| EngineError::UnknownQuery(key.name().to_owned()))?;
+        if entry.access == Access::Public {
+            return Ok(Vec::new());
+        }
+        Ok((entry.access_deps)(key.args_json())?
+            .into_iter()
+            .map(|d| DepKey {
+                table: d.table,
+                part: d.partition.as_ref().map(S::partition_text),
+            })
+            .collect())
+    }
+
     /// Runs a query in a read transaction together with the version it saw.
-    async fn read(&self, key: &QueryKey, ctx: &QueryCtx) -> Result<(Version, Rows), EngineError> {
+    async fn read(&self, key: &QueryKey) -> Result<(Version, Rows), EngineError> {
+        let ctx = &Self::run_ctx(key);
         let entry = self
             .registry
             .queries
@@ -667,6 +908,39 @@ impl<S: Store> EngineBuilder<S> {
         self
     }
 
+    /// How a request becomes an [`Identity`]: `f` reads the request's parts (a session
+    /// cookie, a bearer token; the extensions a session layer put there) and answers who it
+    /// is. sssync calls it on every path: server rendering and server functions, the
+    /// WebSocket upgrade, server-sent events, event posts and the snapshot GET. Without it,
+    /// everyone is anonymous.
+    ///
+    /// ```ignore
+    /// .identify(|parts| {
+    ///     let session = parts.extensions.get::<tower_sessions::Session>().cloned();
+    ///     Box::pin(async move {
+    ///         match session {
+    ///             Some(s) => Identity(s.get::<String>("user").await.ok().flatten()),
+    ///             None => Identity::anonymous(),
+    ///         }
+    ///     })
+    /// })
+    /// ```
+    pub fn identify<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&axum::http::request::Parts) -> BoxFuture<'static, Identity> + Send + Sync + 'static,
+    {
+        self.identify = Some(Arc::new(f));
+        self
+    }
+
+    /// How often a live connection asks the application again who it is (default 60 s): a
+    /// session that expired or was signed out on another instance ends its connections
+    /// within this time (on this instance, at once after [`Engine::identities_changed`]).
+    pub fn reidentify_every(mut self, every: Duration) -> Self {
+        self.reidentify_every = every.max(Duration::from_millis(100));
+        self
+    }
+
     /// Calls `hook` at each [`FaultPoint`] of every batch: for fault-injection tests that stop
     /// or kill the process at a precise point. Never needed in production.
     pub fn fault_hook(mut self, hook: FaultHook) -> Self {
@@ -699,6 +973,9 @@ impl<S: Store> EngineBuilder<S> {
             retry: self.retry,
             log_keep: self.log_keep,
             fault: self.fault,
+            identify: self.identify,
+            reidentify: watch::channel(0).0,
+            reidentify_every: self.reidentify_every,
         });
         let (cmds, rx) = mpsc::channel(4 * super::writer::MAX_BATCH);
         tokio::spawn(super::writer::writer(inner.clone(), rx));

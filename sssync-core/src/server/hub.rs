@@ -7,6 +7,7 @@
 //! subscribers, so that serializing a big snapshot or diffing a big result holds up only that
 //! key. Order: the maps' lock, then a group's, then an outbox's wanted set; never the other way.
 
+use super::schema::Identity;
 use super::store::Change;
 use crate::delta::{self, Put};
 use crate::protocol::{DeltaMsg, ErrorCode, ServerMsg, Snapshot};
@@ -49,6 +50,8 @@ pub(crate) struct Outbox {
     /// dropped its key must not subscribe it.
     wanted: Arc<Mutex<HashSet<QueryKey>>>,
     pub(crate) wake: Arc<Notify>,
+    /// Who the connection is (checked queries authorize it, again when their access changes).
+    identity: Arc<Identity>,
 }
 
 /// The receiving end of an [`Outbox`] (the connection's task).
@@ -79,9 +82,21 @@ impl Outbox {
                 slow: Arc::new(AtomicBool::new(false)),
                 wanted: Arc::new(Mutex::new(HashSet::new())),
                 wake: Arc::new(Notify::new()),
+                identity: Arc::new(Identity::anonymous()),
             },
             OutboxRx { rx, queued },
         )
+    }
+
+    /// The same outbox, for a connection of `identity`.
+    pub(crate) fn with_identity(mut self, identity: Identity) -> Outbox {
+        self.identity = Arc::new(identity);
+        self
+    }
+
+    /// Who the connection is.
+    pub(crate) fn identity(&self) -> &Identity {
+        &self.identity
     }
 
     /// Queues a message; false when the connection is gone or too slow. Once it is too slow,
@@ -154,6 +169,8 @@ impl Outbox {
 
 struct Group {
     deps: Vec<DepKey>,
+    /// What its query's authorization reads (a change re-checks every subscriber).
+    access: Vec<DepKey>,
     /// The canonical args, as sent on the wire.
     args: Box<RawValue>,
     rows: Rows,
@@ -175,22 +192,63 @@ struct Group {
 struct Maps {
     groups: HashMap<QueryKey, Arc<Mutex<Group>>>,
     by_dep: HashMap<DepKey, HashSet<QueryKey>>,
+    by_access: HashMap<DepKey, HashSet<QueryKey>>,
 }
 
 impl Maps {
     fn remove(&mut self, key: &QueryKey) -> Option<Arc<Mutex<Group>>> {
         let g = self.groups.remove(key)?;
-        let deps = lock(&g).deps.clone();
-        for d in deps {
-            if let Some(set) = self.by_dep.get_mut(&d) {
-                set.remove(key);
-                if set.is_empty() {
-                    self.by_dep.remove(&d);
+        let (deps, access) = {
+            let g = lock(&g);
+            (g.deps.clone(), g.access.clone())
+        };
+        for (map, deps) in [(&mut self.by_dep, deps), (&mut self.by_access, access)] {
+            for d in deps {
+                if let Some(set) = map.get_mut(&d) {
+                    set.remove(key);
+                    if set.is_empty() {
+                        map.remove(&d);
+                    }
                 }
             }
         }
         Some(g)
     }
+}
+
+/// The keys of `map` that some changes touch.
+fn touched(map: &HashMap<DepKey, HashSet<QueryKey>>, changes: &[Change]) -> Vec<QueryKey> {
+    let mut out: HashSet<QueryKey> = HashSet::new();
+    for c in changes {
+        if c.whole {
+            // Every row of the table: every key that depends on any part of it.
+            for (d, keys) in map {
+                if d.table == c.table {
+                    out.extend(keys.iter().cloned());
+                }
+            }
+            continue;
+        }
+        let any = DepKey {
+            table: c.table.clone(),
+            part: None,
+        };
+        if let Some(keys) = map.get(&any) {
+            out.extend(keys.iter().cloned());
+        }
+        if c.part.is_some() {
+            let one = DepKey {
+                table: c.table.clone(),
+                part: c.part.clone(),
+            };
+            if let Some(keys) = map.get(&one) {
+                out.extend(keys.iter().cloned());
+            }
+        }
+    }
+    let mut out: Vec<QueryKey> = out.into_iter().collect();
+    out.sort();
+    out
 }
 
 /// All groups of one engine.
@@ -325,6 +383,7 @@ impl Hub {
         &self,
         key: &QueryKey,
         deps: Vec<DepKey>,
+        access: Vec<DepKey>,
         rows: Rows,
         version: Version,
     ) -> Result<(), Full> {
@@ -353,6 +412,12 @@ impl Hub {
                 .or_default()
                 .insert(key.clone());
         }
+        for d in &access {
+            maps.by_access
+                .entry(d.clone())
+                .or_default()
+                .insert(key.clone());
+        }
         let changed_at = rows
             .rows()
             .iter()
@@ -362,6 +427,7 @@ impl Hub {
             key.clone(),
             Arc::new(Mutex::new(Group {
                 deps,
+                access,
                 args: RawValue::from_string(key.args_json().to_owned()).expect("canonical JSON"),
                 rows,
                 version,
@@ -415,38 +481,34 @@ impl Hub {
 
     /// The groups some changes can affect.
     pub(crate) fn affected(&self, changes: &[Change]) -> Vec<QueryKey> {
-        let maps = lock(&self.maps);
-        let mut out: HashSet<QueryKey> = HashSet::new();
-        for c in changes {
-            if c.whole {
-                // Every row of the table: every key that depends on any part of it.
-                for (d, keys) in &maps.by_dep {
-                    if d.table == c.table {
-                        out.extend(keys.iter().cloned());
-                    }
-                }
-                continue;
-            }
-            let any = DepKey {
-                table: c.table.clone(),
-                part: None,
-            };
-            if let Some(keys) = maps.by_dep.get(&any) {
-                out.extend(keys.iter().cloned());
-            }
-            if c.part.is_some() {
-                let one = DepKey {
-                    table: c.table.clone(),
-                    part: c.part.clone(),
-                };
-                if let Some(keys) = maps.by_dep.get(&one) {
-                    out.extend(keys.iter().cloned());
-                }
+        touched(&lock(&self.maps).by_dep, changes)
+    }
+
+    /// The groups whose authorization some changes touch, with their subscribers (each to be
+    /// checked again).
+    pub(crate) fn access_touched(&self, changes: &[Change]) -> Vec<(QueryKey, Vec<Outbox>)> {
+        let keys = touched(&lock(&self.maps).by_access, changes);
+        keys.into_iter()
+            .filter_map(|k| {
+                let g = self.group(&k)?;
+                let subs: Vec<Outbox> = lock(&g).subs.values().cloned().collect();
+                Some((k, subs))
+            })
+            .collect()
+    }
+
+    /// Ends `outbox`'s subscription to `key` with `msg` (its access was withdrawn): it gets
+    /// nothing more of the key, also if it subscribes again meanwhile.
+    pub(crate) fn revoke(&self, key: &QueryKey, outbox: &Outbox, msg: &ServerMsg) {
+        if let Some(g) = self.group(key) {
+            let mut g = lock(&g);
+            g.subs.remove(&outbox.id);
+            if g.subs.is_empty() && g.idle_since.is_none() {
+                g.idle_since = Some(Instant::now());
             }
         }
-        let mut out: Vec<QueryKey> = out.into_iter().collect();
-        out.sort();
-        out
+        outbox.unwant(key);
+        outbox.send_msg(msg);
     }
 
     /// A new result of `key` at `version`: diffs it against the group's, queues the one delta
@@ -524,6 +586,7 @@ impl Hub {
         }
         maps.groups.clear();
         maps.by_dep.clear();
+        maps.by_access.clear();
     }
 
     /// Drops groups nobody has subscribed to for `idle`.
@@ -681,7 +744,7 @@ mod tests {
     fn invariant_12_a_slow_subscriber_is_cut_off_not_buffered() {
         let hub = Hub::new(10);
         let key = QueryKey::from_json("q", "{}").unwrap();
-        hub.create(&key, vec![dep("t", None)], rows(0), Version(1))
+        hub.create(&key, vec![dep("t", None)], vec![], rows(0), Version(1))
             .unwrap();
         let (fast, mut fast_rx) = outbox(1, 2, &key);
         let (slow, _slow_rx) = outbox(2, 2, &key);
@@ -718,11 +781,11 @@ mod tests {
         let a = QueryKey::from_json("q", r#"{"l":"a"}"#).unwrap();
         let b = QueryKey::from_json("q", r#"{"l":"b"}"#).unwrap();
         let all = QueryKey::from_json("all", "{}").unwrap();
-        hub.create(&a, vec![dep("t", Some("a"))], rows(0), Version(1))
+        hub.create(&a, vec![dep("t", Some("a"))], vec![], rows(0), Version(1))
             .unwrap();
-        hub.create(&b, vec![dep("t", Some("b"))], rows(0), Version(1))
+        hub.create(&b, vec![dep("t", Some("b"))], vec![], rows(0), Version(1))
             .unwrap();
-        hub.create(&all, vec![dep("t", None)], rows(0), Version(1))
+        hub.create(&all, vec![dep("t", None)], vec![], rows(0), Version(1))
             .unwrap();
         let change = |table: &str, part: Option<&str>, whole: bool| Change {
             version: Version(2),
@@ -741,17 +804,23 @@ mod tests {
     fn invariant_12_the_number_of_groups_is_bounded_idle_ones_go_first() {
         let hub = Hub::new(2);
         let k = |i: u32| QueryKey::from_json("q", &format!(r#"{{"i":{i}}}"#)).unwrap();
-        hub.create(&k(1), vec![], rows(0), Version(1)).unwrap();
-        hub.create(&k(2), vec![], rows(0), Version(1)).unwrap();
+        hub.create(&k(1), vec![], vec![], rows(0), Version(1))
+            .unwrap();
+        hub.create(&k(2), vec![], vec![], rows(0), Version(1))
+            .unwrap();
         let (o, _rx) = outbox(1, 10, &k(2));
         hub.subscribe(&k(2), &o, None);
         // Key 1 is idle: it makes room for key 3.
-        hub.create(&k(3), vec![], rows(0), Version(1)).unwrap();
+        hub.create(&k(3), vec![], vec![], rows(0), Version(1))
+            .unwrap();
         assert!(hub.current(&k(1)).is_none());
         let (o3, _rx3) = outbox(2, 10, &k(3));
         hub.subscribe(&k(3), &o3, None);
         // Both live keys have subscribers: a fourth is refused.
-        assert!(hub.create(&k(4), vec![], rows(0), Version(1)).is_err());
+        assert!(
+            hub.create(&k(4), vec![], vec![], rows(0), Version(1))
+                .is_err()
+        );
         assert_eq!(hub.counts(), (2, 2));
     }
 
@@ -761,7 +830,7 @@ mod tests {
         let key = QueryKey::from_json("q", "{}").unwrap();
         let (o, mut rx) = outbox(1, 10, &key);
         o.unwant(&key); // unsubscribed before the group was made
-        hub.create(&key, vec![dep("t", None)], rows(0), Version(1))
+        hub.create(&key, vec![dep("t", None)], vec![], rows(0), Version(1))
             .unwrap();
         hub.subscribe(&key, &o, None);
         assert_eq!(hub.counts(), (1, 0));

@@ -20,11 +20,13 @@ mod tailer;
 mod transport;
 mod writer;
 
+/// The parts of an HTTP request (what [`EngineBuilder::identify`] reads).
+pub use axum::http::request::Parts;
 pub use engine::{Engine, EngineBuilder, EngineError, FaultHook, FaultPoint, WriteRetry};
 pub use postgres::PgStore;
 pub use schema::{
-    BoxFuture, Conn, Dependency, EventCtx, EventError, Identity, PartitionValue, QueryCtx,
-    RunError, ServerEvent, ServerQuery,
+    Access, AccessError, BoxFuture, Conn, Dependency, EventCtx, EventError, Identity,
+    PartitionValue, QueryCtx, RunError, ServerEvent, ServerQuery,
 };
 pub use sqlite::SqliteStore;
 /// The databases sssync runs on (sqlx's types), for [`for_each_db!`](crate::for_each_db).

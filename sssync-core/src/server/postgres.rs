@@ -16,7 +16,7 @@
 
 use super::Table;
 use super::schema::PartitionValue;
-use super::store::{Change, LogRead, Store, StoreError};
+use super::store::{Change, ClientRow, LogRead, Store, StoreError};
 use crate::version::{Epoch, Version};
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Executor, Row as _};
@@ -87,8 +87,10 @@ CREATE TABLE IF NOT EXISTS sssync_meta (
 );
 CREATE TABLE IF NOT EXISTS sssync_clients (
     client_id TEXT   PRIMARY KEY,
-    last_seq  BIGINT NOT NULL
+    last_seq  BIGINT NOT NULL,
+    owner     TEXT
 );
+ALTER TABLE sssync_clients ADD COLUMN IF NOT EXISTS owner TEXT;
 CREATE TABLE IF NOT EXISTS sssync_changes (
     version BIGINT,
     tbl     TEXT NOT NULL,
@@ -189,14 +191,17 @@ impl Store for PgStore {
         tx.commit().await
     }
 
-    async fn hello_state(&self, client_id: &str) -> Result<(Epoch, u64, Version), StoreError> {
+    async fn hello_state(
+        &self,
+        client_id: &str,
+    ) -> Result<(Epoch, Option<ClientRow>, Version), StoreError> {
         let mut conn = self.pool.acquire().await?;
         Self::begin_read(&mut conn).await?;
         let result = async {
             let row = sqlx::query("SELECT epoch, version FROM sssync_meta WHERE id = 1")
                 .fetch_one(&mut *conn)
                 .await?;
-            let last = Self::read_last_seq(&mut conn, client_id).await?;
+            let last = Self::read_client(&mut conn, client_id).await?;
             Ok::<_, StoreError>((
                 Epoch(row.try_get("epoch")?),
                 last,
@@ -338,26 +343,34 @@ impl Store for PgStore {
         Ok(Version(v as u64))
     }
 
-    async fn read_last_seq(conn: &mut PgConnection, client_id: &str) -> Result<u64, StoreError> {
-        let v: Option<i64> =
-            sqlx::query_scalar("SELECT last_seq FROM sssync_clients WHERE client_id = $1")
+    async fn read_client(
+        conn: &mut PgConnection,
+        client_id: &str,
+    ) -> Result<Option<ClientRow>, StoreError> {
+        let row: Option<(i64, Option<String>)> =
+            sqlx::query_as("SELECT last_seq, owner FROM sssync_clients WHERE client_id = $1")
                 .bind(client_id)
                 .fetch_optional(&mut *conn)
                 .await?;
-        Ok(v.unwrap_or(0) as u64)
+        Ok(row.map(|(last_seq, owner)| ClientRow {
+            last_seq: last_seq as u64,
+            owner,
+        }))
     }
 
     async fn write_last_seq(
         conn: &mut PgConnection,
         client_id: &str,
         seq: u64,
+        owner: Option<&str>,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO sssync_clients (client_id, last_seq) VALUES ($1, $2) \
+            "INSERT INTO sssync_clients (client_id, last_seq, owner) VALUES ($1, $2, $3) \
              ON CONFLICT (client_id) DO UPDATE SET last_seq = EXCLUDED.last_seq",
         )
         .bind(client_id)
         .bind(seq as i64)
+        .bind(owner)
         .execute(&mut *conn)
         .await?;
         Ok(())

@@ -13,14 +13,43 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// The connection type of database `Db`.
 pub type Conn<Db> = <Db as sqlx::Database>::Connection;
 
-/// Who is asking: the request's identity (empty for now: anyone).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Who is asking, as the application's own authentication says (see
+/// [`EngineBuilder::identify`](super::EngineBuilder::identify)): a user id, or nobody (an
+/// anonymous visitor). sssync calls the application's `identify` on every path (server
+/// rendering and server functions, the WebSocket, server-sent events, event posts, the snapshot
+/// GET) and hands the identity to every query and event handler.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Identity(pub Option<String>);
+
+impl Identity {
+    /// Nobody signed in.
+    pub fn anonymous() -> Identity {
+        Identity(None)
+    }
+
+    /// The user `id` (whatever stable id the application gives its users).
+    pub fn user(id: impl Into<String>) -> Identity {
+        Identity(Some(id.into()))
+    }
+
+    /// The user's id, `None` for an anonymous visitor.
+    pub fn id(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+
+    /// Whether nobody is signed in.
+    pub fn is_anonymous(&self) -> bool {
+        self.0.is_none()
+    }
+}
 
 /// What a query runs with besides its args.
 #[derive(Clone, Debug, Default)]
 pub struct QueryCtx {
-    /// The identity of the request (for authorization).
+    /// Who asks. In [`ServerQuery::authorize`], always the subscriber's identity; in
+    /// [`ServerQuery::run`], the subscriber's identity when the query is
+    /// [`Access::PerIdentity`], anonymous otherwise (a shared result must not depend on who
+    /// asks).
     pub identity: Identity,
 }
 
@@ -31,6 +60,43 @@ pub struct EventCtx {
     pub client_id: String,
     /// The event's seq.
     pub seq: u64,
+    /// Who sent it (authorize the event with it: a refusal is
+    /// [`Rejection::forbidden`](crate::protocol::Rejection::forbidden)).
+    pub identity: Identity,
+}
+
+/// Who may read a query, and whether its result depends on who reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone may subscribe; one result per key, shared by every subscriber (the default).
+    Public,
+    /// Each subscriber is checked by [`ServerQuery::authorize`] (when it subscribes, on every
+    /// path, and again whenever a commit touches [`ServerQuery::access_dependencies`]); the
+    /// result does not depend on who reads it, so the subscribers allowed share it.
+    Checked,
+    /// Checked like [`Access::Checked`], and the result depends on who reads it: subscribers
+    /// with different identities never share a result, its deltas, or a cached snapshot.
+    PerIdentity,
+}
+
+/// Why a query refused a reader.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AccessError {
+    /// This identity may not read it (`forbidden`: HTTP 404 on the snapshot GET and in server
+    /// rendering, an `error` for a `sub`; no rows are sent).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// The database failed while checking.
+    #[error("storage: {0}")]
+    Storage(#[from] sqlx::Error),
+}
+
+impl AccessError {
+    /// A refusal, with the message the reader gets.
+    pub fn forbidden(message: impl Into<String>) -> AccessError {
+        AccessError::Forbidden(message.into())
+    }
 }
 
 /// A value of a partition column, typed as the application binds it: the store encodes it the
@@ -157,9 +223,33 @@ pub trait ServerQuery<Db: sqlx::Database>: Query {
     /// (a snapshot marked `reset`) unless the instance remembers its version.
     const KEYED_BY: Option<&'static str> = None;
 
+    /// Who may read it, and whether the result depends on who reads (default
+    /// [`Access::Public`]: anyone, one shared result).
+    const ACCESS: Access = Access::Public;
+
     /// The tables (and partitions) the result depends on: a write re-runs the query only when
     /// it changed one of them (invariant 10).
     fn dependencies(args: &Self::Args) -> Vec<Dependency>;
+
+    /// The tables (and partitions) [`ServerQuery::authorize`] reads: a commit that touches one
+    /// of them (through any instance, or by hand) checks every live subscriber of the key
+    /// again, and ends the subscriptions that no longer pass with `forbidden`. Default: none.
+    fn access_dependencies(args: &Self::Args) -> Vec<Dependency> {
+        let _ = args;
+        Vec::new()
+    }
+
+    /// Whether `ctx.identity` may read the query with `args` (only called when
+    /// [`ServerQuery::ACCESS`] is not [`Access::Public`]); it runs in a read transaction of its
+    /// own or of the engine's. Default: anyone may.
+    fn authorize<'a>(
+        conn: &'a mut Conn<Db>,
+        ctx: &'a QueryCtx,
+        args: &'a Self::Args,
+    ) -> BoxFuture<'a, Result<(), AccessError>> {
+        let _ = (conn, ctx, args);
+        Box::pin(async { Ok(()) })
+    }
 
     /// Runs the query: the rows in the result's order.
     fn run<'a>(
@@ -230,12 +320,17 @@ type RunFn<Db> = for<'a> fn(
     &'a str,
 ) -> BoxFuture<'a, Result<Vec<Row>, RunError>>;
 type DepsFn = fn(&str) -> Result<Vec<Dependency>, RunError>;
+type AuthorizeFn<Db> =
+    for<'a> fn(&'a mut Conn<Db>, &'a QueryCtx, &'a str) -> BoxFuture<'a, Result<(), AccessError>>;
 type ApplyFn<Db> =
     for<'a> fn(&'a mut Conn<Db>, &'a EventCtx, &'a str) -> BoxFuture<'a, Result<(), EventError>>;
 
 pub(crate) struct QueryEntry<Db: sqlx::Database> {
     pub(crate) run: RunFn<Db>,
     pub(crate) deps: DepsFn,
+    pub(crate) access_deps: DepsFn,
+    pub(crate) authorize: AuthorizeFn<Db>,
+    pub(crate) access: Access,
     pub(crate) keyed_by: Option<&'static str>,
 }
 
@@ -265,6 +360,9 @@ impl<Db: sqlx::Database> Registry<Db> {
             QueryEntry {
                 run: run_erased::<Db, Q>,
                 deps: deps_erased::<Db, Q>,
+                access_deps: access_deps_erased::<Db, Q>,
+                authorize: authorize_erased::<Db, Q>,
+                access: Q::ACCESS,
                 keyed_by: Q::KEYED_BY,
             },
         );
@@ -301,6 +399,29 @@ fn deps_erased<Db: sqlx::Database, Q: ServerQuery<Db>>(
 ) -> Result<Vec<Dependency>, RunError> {
     let args: Q::Args = serde_json::from_str(args).map_err(|e| RunError::BadArgs(e.to_string()))?;
     Ok(Q::dependencies(&args))
+}
+
+fn access_deps_erased<Db: sqlx::Database, Q: ServerQuery<Db>>(
+    args: &str,
+) -> Result<Vec<Dependency>, RunError> {
+    let args: Q::Args = serde_json::from_str(args).map_err(|e| RunError::BadArgs(e.to_string()))?;
+    Ok(Q::access_dependencies(&args))
+}
+
+fn authorize_erased<'a, Db: sqlx::Database, Q: ServerQuery<Db>>(
+    conn: &'a mut Conn<Db>,
+    ctx: &'a QueryCtx,
+    args: &'a str,
+) -> BoxFuture<'a, Result<(), AccessError>> {
+    Box::pin(async move {
+        if Q::ACCESS == Access::Public {
+            return Ok(());
+        }
+        // The args were checked when the key was made.
+        let args: Q::Args = serde_json::from_str(args)
+            .map_err(|e| AccessError::Forbidden(format!("bad args: {e}")))?;
+        Q::authorize(conn, ctx, &args).await
+    })
 }
 
 fn apply_erased<'a, Db: sqlx::Database, E: ServerEvent<Db>>(

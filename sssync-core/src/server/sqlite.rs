@@ -11,7 +11,7 @@
 
 use super::Table;
 use super::schema::PartitionValue;
-use super::store::{Change, LogRead, Store, StoreError};
+use super::store::{Change, ClientRow, LogRead, Store, StoreError};
 use crate::version::{Epoch, Version};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
@@ -70,7 +70,8 @@ CREATE TABLE IF NOT EXISTS sssync_meta (
 );
 CREATE TABLE IF NOT EXISTS sssync_clients (
     client_id TEXT    PRIMARY KEY NOT NULL,
-    last_seq  INTEGER NOT NULL
+    last_seq  INTEGER NOT NULL,
+    owner     TEXT
 );
 CREATE TABLE IF NOT EXISTS sssync_changes (
     version INTEGER,
@@ -103,6 +104,14 @@ impl SqliteStore {
                 )))
                 .await?;
             }
+        }
+        let client_cols: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM pragma_table_info('sssync_clients')")
+                .fetch_all(&mut *conn)
+                .await?;
+        if !client_cols.iter().any(|c| c == "owner") {
+            conn.execute("ALTER TABLE sssync_clients ADD COLUMN owner TEXT")
+                .await?;
         }
         let version_not_null: Option<i64> = sqlx::query_scalar(
             "SELECT \"notnull\" FROM pragma_table_info('sssync_changes') WHERE name = 'version'",
@@ -202,14 +211,17 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn hello_state(&self, client_id: &str) -> Result<(Epoch, u64, Version), StoreError> {
+    async fn hello_state(
+        &self,
+        client_id: &str,
+    ) -> Result<(Epoch, Option<ClientRow>, Version), StoreError> {
         let mut conn = self.pool.acquire().await?;
         conn.execute("BEGIN").await?;
         let result = async {
             let row = sqlx::query("SELECT epoch, version FROM sssync_meta WHERE id = 1")
                 .fetch_one(&mut *conn)
                 .await?;
-            let last = Self::read_last_seq(&mut conn, client_id).await?;
+            let last = Self::read_client(&mut conn, client_id).await?;
             Ok::<_, StoreError>((
                 Epoch(row.try_get("epoch")?),
                 last,
@@ -345,29 +357,34 @@ impl Store for SqliteStore {
         Ok(Version(v as u64))
     }
 
-    async fn read_last_seq(
+    async fn read_client(
         conn: &mut SqliteConnection,
         client_id: &str,
-    ) -> Result<u64, StoreError> {
-        let v: Option<i64> =
-            sqlx::query_scalar("SELECT last_seq FROM sssync_clients WHERE client_id = ?")
+    ) -> Result<Option<ClientRow>, StoreError> {
+        let row: Option<(i64, Option<String>)> =
+            sqlx::query_as("SELECT last_seq, owner FROM sssync_clients WHERE client_id = ?")
                 .bind(client_id)
                 .fetch_optional(&mut *conn)
                 .await?;
-        Ok(v.unwrap_or(0) as u64)
+        Ok(row.map(|(last_seq, owner)| ClientRow {
+            last_seq: last_seq as u64,
+            owner,
+        }))
     }
 
     async fn write_last_seq(
         conn: &mut SqliteConnection,
         client_id: &str,
         seq: u64,
+        owner: Option<&str>,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO sssync_clients (client_id, last_seq) VALUES (?, ?) \
+            "INSERT INTO sssync_clients (client_id, last_seq, owner) VALUES (?, ?, ?) \
              ON CONFLICT (client_id) DO UPDATE SET last_seq = excluded.last_seq",
         )
         .bind(client_id)
         .bind(seq as i64)
+        .bind(owner)
         .execute(&mut *conn)
         .await?;
         Ok(())

@@ -53,6 +53,15 @@ pub struct LogRead {
     pub unsealed: bool,
 }
 
+/// A client id's row in `sssync_clients`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientRow {
+    /// The last event seq applied (or refused) for it.
+    pub last_seq: u64,
+    /// The identity that first used it (`None`: anonymous); only that identity may use it.
+    pub owner: Option<String>,
+}
+
 /// What the engine needs from a database. Batch methods take the connection of the write
 /// transaction the engine opened with [`Store::begin`].
 pub trait Store: Send + Sync + 'static {
@@ -74,11 +83,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// What a `hello` needs, read together (one read transaction): the database's epoch, the
-    /// client's last applied seq and the database's committed version.
+    /// client's row and the database's committed version.
     fn hello_state(
         &self,
         client_id: &str,
-    ) -> impl Future<Output = Result<(Epoch, u64, Version), StoreError>> + Send;
+    ) -> impl Future<Output = Result<(Epoch, Option<ClientRow>, Version), StoreError>> + Send;
 
     /// Gives the database a new epoch, inside the engine's write transaction: its history is no
     /// longer the one clients saw (a restored backup), so every client's cache is reset.
@@ -139,16 +148,19 @@ pub trait Store: Send + Sync + 'static {
     fn seal(
         conn: &mut <Self::Db as sqlx::Database>::Connection,
     ) -> impl Future<Output = Result<Option<Version>, StoreError>> + Send;
-    /// A client's last applied seq, inside the batch.
-    fn read_last_seq(
+    /// A client's row, inside the batch: `None` when the client id was never used, else its
+    /// last applied seq and its owner (the identity that first used it; `None`: anonymous).
+    fn read_client(
         conn: &mut <Self::Db as sqlx::Database>::Connection,
         client_id: &str,
-    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
-    /// Records a client's last applied seq, inside the batch.
+    ) -> impl Future<Output = Result<Option<ClientRow>, StoreError>> + Send;
+    /// Records a client's last applied seq, inside the batch; a new client's row gets `owner`
+    /// (an existing row keeps its own).
     fn write_last_seq(
         conn: &mut <Self::Db as sqlx::Database>::Connection,
         client_id: &str,
         seq: u64,
+        owner: Option<&str>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Starts a read transaction: one consistent snapshot (for a query and its version, or a

@@ -16,13 +16,13 @@
 
 use super::engine::{Cmd, EngineError, Inner};
 use super::hub::{Outbox, Subscribed, query_failed};
-use super::schema::QueryCtx;
+use super::schema::{AccessError, Identity, QueryCtx};
 use super::store::{Store, StoreError};
 use super::writer::short;
 use crate::query::QueryKey;
 use crate::row::Rows;
 use crate::version::Version;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -144,15 +144,47 @@ async fn round<S: Store>(
         } else {
             inner.hub.affected(&log.changes)
         };
+        // Subscribers whose access these commits may have withdrawn are checked again, at the
+        // version whose deltas they would get next.
+        let mut revoked = Vec::new();
+        if !(new_epoch || behind) {
+            for (key, subs) in inner.hub.access_touched(&log.changes) {
+                let mut seen: HashMap<Identity, Result<(), EngineError>> = HashMap::new();
+                for o in subs {
+                    let verdict = match seen.get(o.identity()) {
+                        Some(v) => v.as_ref().map(|_| ()).map_err(EngineError::clone_kind),
+                        None => {
+                            let v = authorize(inner, &mut conn, &key, o.identity()).await?;
+                            let out = v.as_ref().map(|_| ()).map_err(EngineError::clone_kind);
+                            seen.insert(o.identity().clone(), v);
+                            out
+                        }
+                    };
+                    if let Err(e) = verdict {
+                        revoked.push((key.clone(), o, e));
+                    }
+                }
+            }
+        }
         let mut results = Vec::with_capacity(affected.len());
         for key in affected {
             let rows = run(inner, &mut conn, &key).await?;
             results.push((key, rows));
         }
+        // New subscribers of checked keys are authorized in this snapshot too.
+        let mut verdicts = Vec::with_capacity(opens.len());
+        for o in &opens {
+            verdicts.push(if inner.checked(&o.key) && o.outbox.wants(&o.key) {
+                authorize(inner, &mut conn, &o.key, o.outbox.identity()).await?
+            } else {
+                Ok(())
+            });
+        }
         let mut opened = Vec::with_capacity(opens.len());
         let mut fresh: HashSet<QueryKey> = HashSet::new();
-        for o in &opens {
-            let needs_read = inner.hub.current(&o.key).is_none()
+        for (o, verdict) in opens.iter().zip(&verdicts) {
+            let needs_read = verdict.is_ok()
+                && inner.hub.current(&o.key).is_none()
                 && !fresh.contains(&o.key)
                 && o.outbox.wants(&o.key);
             let rows = if needs_read {
@@ -163,24 +195,28 @@ async fn round<S: Store>(
             };
             opened.push(rows);
         }
-        Ok::<_, RoundError>((log, new_epoch, behind, results, opened))
+        Ok::<_, RoundError>((log, new_epoch, behind, revoked, results, verdicts, opened))
     }
     .await;
     // A read transaction: ending it either way changes nothing. After a panic the
     // connection's state is unknown: it is not reused.
-    if matches!(read, Err(RoundError::Panicked(_))) || S::rollback(&mut conn).await.is_err() {
+    if matches!(
+        read,
+        Err(RoundError::Panicked(Panicked { panic: true, .. }))
+    ) || S::rollback(&mut conn).await.is_err()
+    {
         conn.close_on_drop();
     }
     drop(conn);
-    let (log, new_epoch, behind, results, opened) = match read {
+    let (log, new_epoch, behind, revoked, results, verdicts, opened) = match read {
         Ok(r) => r,
         Err(RoundError::Store(e)) => {
             refuse(&opens, &e);
             return Err(e);
         }
-        Err(RoundError::Panicked(Panicked(key))) => {
-            tracing::error!(%key, "a query panicked; dropping it");
-            let failed = query_failed(&key, "the query panicked");
+        Err(RoundError::Panicked(Panicked { key, why, .. })) => {
+            tracing::error!(%key, %why, "a query failed in the round's snapshot; dropping it");
+            let failed = query_failed(&key, &why);
             inner.hub.fail(&key, &failed);
             for o in opens.iter().filter(|o| o.key == key) {
                 o.outbox.send_msg(&failed);
@@ -204,6 +240,10 @@ async fn round<S: Store>(
         inner.hub.reset_processed(log.version);
     }
     let v = log.version;
+    for (key, outbox, e) in revoked {
+        tracing::info!(%key, conn = outbox.id, "access withdrawn; the subscription ends");
+        inner.hub.revoke(&key, &outbox, &e.for_key(&key));
+    }
     for (key, rows) in results {
         match rows {
             Ok(rows) => {
@@ -216,13 +256,19 @@ async fn round<S: Store>(
         }
     }
     inner.hub.set_processed(v);
-    for (o, rows) in opens.iter().zip(opened) {
+    for ((o, rows), verdict) in opens.iter().zip(opened).zip(verdicts) {
+        if let Err(e) = verdict {
+            o.outbox.unwant(&o.key);
+            o.outbox.send_msg(&e.for_key(&o.key));
+            continue;
+        }
         if let Some(rows) = rows {
             let made = rows.and_then(|rows| {
                 let deps = inner.deps(&o.key)?;
+                let access = inner.access_deps(&o.key)?;
                 inner
                     .hub
-                    .create(&o.key, deps, rows, v)
+                    .create(&o.key, deps, access, rows, v)
                     .map_err(|_| EngineError::Overloaded(inner.limits.max_groups))
             });
             if let Err(e) = made {
@@ -237,29 +283,91 @@ async fn round<S: Store>(
     Ok(log.version.0 >= processed.0.saturating_add(MAX_VERSIONS_PER_ROUND))
 }
 
-/// A query panicked: the round is abandoned (its connection's state is unknown) and the key
-/// dropped, so that the next round goes on without it.
-struct Panicked(QueryKey);
+/// A query (or its authorization) panicked, or failed with a database error, which may have
+/// spoilt the round's transaction (PostgreSQL refuses every later statement of it): the round
+/// is abandoned and the key dropped (its subscribers are told, and subscribe again later), so
+/// that the next round goes on without it.
+struct Panicked {
+    key: QueryKey,
+    why: String,
+    /// It panicked: the connection's state is unknown, it is not reused.
+    panic: bool,
+}
+
+impl Panicked {
+    fn panic(key: &QueryKey) -> Panicked {
+        Panicked {
+            key: key.clone(),
+            why: "the query panicked".into(),
+            panic: true,
+        }
+    }
+}
+
+/// What a handler's storage error means for the round: a database error that is the moment's
+/// fault fails the whole round (read again at the next poll); any other database error drops
+/// the key (the transaction may be spoilt); the rest (a row that does not decode) fails the
+/// key alone.
+fn storage_failure<S: Store>(key: &QueryKey, e: sqlx::Error) -> Result<EngineError, RoundError> {
+    if S::is_transient(&e) {
+        return Err(RoundError::Store(e));
+    }
+    if e.as_database_error().is_some() {
+        return Err(RoundError::Panicked(Panicked {
+            key: key.clone(),
+            why: short(&e),
+            panic: false,
+        }));
+    }
+    Ok(EngineError::Storage(e))
+}
 
 /// Runs `key`'s query on the round's snapshot.
 async fn run<S: Store>(
     inner: &Inner<S>,
     conn: &mut <S::Db as sqlx::Database>::Connection,
     key: &QueryKey,
-) -> Result<Result<Rows, EngineError>, Panicked> {
+) -> Result<Result<Rows, EngineError>, RoundError> {
     use futures_util::FutureExt;
     let Some(entry) = inner.registry.queries.get(key.name()) else {
         return Ok(Err(EngineError::UnknownQuery(key.name().to_owned())));
     };
-    let run =
-        std::panic::AssertUnwindSafe((entry.run)(conn, &QueryCtx::default(), key.args_json()))
-            .catch_unwind()
-            .await;
+    let ctx = Inner::<S>::run_ctx(key);
+    let run = std::panic::AssertUnwindSafe((entry.run)(conn, &ctx, key.args_json()))
+        .catch_unwind()
+        .await;
     match run {
+        Ok(Err(super::schema::RunError::Storage(e))) => Ok(Err(storage_failure::<S>(key, e)?)),
         Ok(rows) => Ok(rows
             .map_err(EngineError::from)
             .and_then(|r| inner.result(r))),
-        Err(_) => Err(Panicked(key.clone())),
+        Err(_) => Err(RoundError::Panicked(Panicked::panic(key))),
+    }
+}
+
+/// Whether `identity` may read `key`, in the round's snapshot (a failure to tell is handled
+/// like a query's, see [`storage_failure`]).
+async fn authorize<S: Store>(
+    inner: &Inner<S>,
+    conn: &mut <S::Db as sqlx::Database>::Connection,
+    key: &QueryKey,
+    identity: &Identity,
+) -> Result<Result<(), EngineError>, RoundError> {
+    use futures_util::FutureExt;
+    let Some(entry) = inner.registry.queries.get(key.name()) else {
+        return Ok(Err(EngineError::UnknownQuery(key.name().to_owned())));
+    };
+    let ctx = QueryCtx {
+        identity: identity.clone(),
+    };
+    match std::panic::AssertUnwindSafe((entry.authorize)(conn, &ctx, key.args_json()))
+        .catch_unwind()
+        .await
+    {
+        Ok(Ok(())) => Ok(Ok(())),
+        Ok(Err(AccessError::Forbidden(m))) => Ok(Err(EngineError::Forbidden(m))),
+        Ok(Err(AccessError::Storage(e))) => Ok(Err(storage_failure::<S>(key, e)?)),
+        Err(_) => Err(RoundError::Panicked(Panicked::panic(key))),
     }
 }
 

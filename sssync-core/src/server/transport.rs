@@ -13,7 +13,7 @@
 use super::Engine;
 use super::engine::{EngineError, EventCmd, Reply};
 use super::hub::{Outbox, slow_consumer};
-use super::schema::QueryCtx;
+use super::schema::{Identity, QueryCtx};
 use super::store::Store;
 pub use crate::protocol::valid_client_id;
 use crate::protocol::{
@@ -24,7 +24,8 @@ use crate::query::QueryKey;
 use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
@@ -42,6 +43,7 @@ impl EventCmd {
     /// as a refusal: its seq is used, so the client's later events are not stuck behind it.
     fn from_wire(
         client_id: std::sync::Arc<str>,
+        identity: &Identity,
         e: EventMsg,
         limits: &crate::protocol::Limits,
         reply: Reply,
@@ -58,6 +60,7 @@ impl EventCmd {
         });
         EventCmd {
             client_id,
+            identity: identity.clone(),
             seq: e.seq,
             name: e.name,
             args: if refused.is_some() {
@@ -82,17 +85,87 @@ pub fn router<S: Store>(engine: Engine<S>) -> Router {
         .with_state(engine)
 }
 
-async fn ws_handler<S: Store>(State(engine): State<Engine<S>>, ws: WebSocketUpgrade) -> Response {
+async fn ws_handler<S: Store>(
+    State(engine): State<Engine<S>>,
+    parts: Parts,
+    ws: WebSocketUpgrade,
+) -> Response {
     // Frames up to 4x the limit are read and answered with a typed `too_large` error (the
     // connection goes on); larger ones end the connection.
     let hard = engine.limits().max_message_bytes * 4;
+    let identity = engine.identify(&parts).await;
     ws.max_message_size(hard)
         .max_frame_size(hard)
-        .on_upgrade(move |socket| connection(engine, socket))
+        .on_upgrade(move |socket| connection(engine, socket, parts, identity))
+}
+
+/// Asks the application again who a live connection is: at once when it says identities
+/// changed, and periodically (a session that expired, or was signed out on another instance).
+struct Reidentify {
+    parts: Parts,
+    identity: Identity,
+    signal: tokio::sync::watch::Receiver<u64>,
+    every: tokio::time::Interval,
+}
+
+impl Reidentify {
+    fn new<S: Store>(engine: &Engine<S>, parts: Parts, identity: Identity) -> Reidentify {
+        let every = engine.inner.reidentify_every;
+        let mut every = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Reidentify {
+            parts,
+            identity,
+            signal: engine.inner.reidentify.subscribe(),
+            every,
+        }
+    }
+
+    /// Waits for the next time to ask.
+    async fn due(&mut self) {
+        tokio::select! {
+            r = self.signal.changed() => {
+                if r.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            _ = self.every.tick() => {}
+        }
+    }
+
+    /// Whether the connection is still who it was (else the message to end it with).
+    async fn check<S: Store>(&self, engine: &Engine<S>) -> Result<(), ServerMsg> {
+        let now = engine.identify(&self.parts).await;
+        if now == self.identity {
+            return Ok(());
+        }
+        tracing::info!("a connection's identity changed; it closes");
+        Err(ServerMsg::error(
+            ErrorCode::IdentityChanged,
+            "this connection's identity is no longer valid (signed out, or the session \
+             expired): drop what it held and reconnect",
+        ))
+    }
+}
+
+/// The answer to a `hello` the engine could not welcome.
+fn welcome_failed(e: EngineError) -> ServerMsg {
+    match e {
+        EngineError::Forbidden(m) => ServerMsg::error(ErrorCode::Forbidden, m),
+        e => ServerMsg::error(
+            ErrorCode::Internal,
+            format!("the server cannot welcome this client now: {e}"),
+        ),
+    }
 }
 
 /// One client's connection, from `hello` to close.
-async fn connection<S: Store>(engine: Engine<S>, socket: WebSocket) {
+async fn connection<S: Store>(
+    engine: Engine<S>,
+    socket: WebSocket,
+    parts: Parts,
+    identity: Identity,
+) {
     let (mut sink, mut stream) = socket.split();
     let send_now = |msg: ServerMsg| Message::Text(msg.to_json().into());
 
@@ -125,15 +198,10 @@ async fn connection<S: Store>(engine: Engine<S>, socket: WebSocket) {
     // Watched from before the welcome: a new epoch made meanwhile (by another client's hello)
     // must close this connection too.
     let mut epoch = engine.inner.epoch.subscribe();
-    let (welcome, same_history) = match engine.welcome(&hello).await {
+    let (welcome, same_history) = match engine.welcome(&hello, &identity).await {
         Ok(w) => w,
         Err(e) => {
-            let _ = sink
-                .send(send_now(ServerMsg::error(
-                    ErrorCode::Internal,
-                    format!("the server cannot welcome this client now: {e}"),
-                )))
-                .await;
+            let _ = sink.send(send_now(welcome_failed(e))).await;
             return;
         }
     };
@@ -146,6 +214,8 @@ async fn connection<S: Store>(engine: Engine<S>, socket: WebSocket) {
         limits.max_queued_messages,
         limits.max_queued_bytes,
     );
+    let outbox = outbox.with_identity(identity.clone());
+    let mut reidentify = Reidentify::new(&engine, parts, identity.clone());
     if sink
         .send(send_now(ServerMsg::Welcome(welcome)))
         .await
@@ -159,6 +229,7 @@ async fn connection<S: Store>(engine: Engine<S>, socket: WebSocket) {
         engine: &engine,
         outbox: &outbox,
         client_id: hello.client_id.into(),
+        identity,
         same_history,
         subs: HashSet::new(),
     };
@@ -216,6 +287,12 @@ async fn connection<S: Store>(engine: Engine<S>, socket: WebSocket) {
                     break;
                 }
             }
+            _ = reidentify.due() => {
+                if let Err(msg) = reidentify.check(&engine).await {
+                    let _ = timeout(SEND_TIMEOUT, sink.send(send_now(msg))).await;
+                    break;
+                }
+            }
             _ = stop.changed() => break,
         }
     }
@@ -229,6 +306,7 @@ struct Session<'a, S: Store> {
     engine: &'a Engine<S>,
     outbox: &'a Outbox,
     client_id: std::sync::Arc<str>,
+    identity: Identity,
     same_history: bool,
     subs: HashSet<QueryKey>,
 }
@@ -254,7 +332,7 @@ impl<S: Store> Session<'_, S> {
                 self.outbox.send_msg(&ServerMsg::Pong);
             }
             ClientMsg::Sub(sub) => {
-                let key = match self.engine.key(&sub.q, sub.a.get()) {
+                let key = match self.engine.key(&sub.q, sub.a.get(), &self.identity) {
                     Ok(k) => k,
                     Err(e) => {
                         self.key_error(e, &sub.q, sub.a.get());
@@ -279,14 +357,14 @@ impl<S: Store> Session<'_, S> {
                 }
             }
             ClientMsg::Unsub(k) => {
-                if let Ok(key) = QueryKey::from_json(&k.q, k.a.get())
+                if let Ok(key) = self.engine.key(&k.q, k.a.get(), &self.identity)
                     && self.subs.remove(&key)
                 {
                     self.engine.unsubscribe(&key, self.outbox);
                 }
             }
             ClientMsg::Resync(k) => {
-                let key = match self.engine.key(&k.q, k.a.get()) {
+                let key = match self.engine.key(&k.q, k.a.get(), &self.identity) {
                     Ok(key) => key,
                     Err(e) => {
                         self.key_error(e, &k.q, k.a.get());
@@ -302,7 +380,8 @@ impl<S: Store> Session<'_, S> {
             }
             ClientMsg::Event(e) => {
                 let reply = Reply::Outbox(self.outbox.clone());
-                let cmd = EventCmd::from_wire(self.client_id.clone(), e, limits, reply);
+                let cmd =
+                    EventCmd::from_wire(self.client_id.clone(), &self.identity, e, limits, reply);
                 if self.engine.submit(cmd).await.is_err() {
                     return false;
                 }
@@ -333,8 +412,9 @@ async fn snapshot_handler<S: Store>(
     State(engine): State<Engine<S>>,
     Path(query): Path<String>,
     Query(params): Query<HashMap<String, String>>,
-    headers: HeaderMap,
+    parts: Parts,
 ) -> Response {
+    let headers = &parts.headers;
     let args = params.get("a").map_or("{}", String::as_str);
     let fail = |status: StatusCode, code: ErrorCode, message: String| {
         (
@@ -351,10 +431,10 @@ async fn snapshot_handler<S: Store>(
             "the args are over the limit".into(),
         );
     }
-    match engine
-        .snapshot_json(&query, args, &QueryCtx::default())
-        .await
-    {
+    let ctx = QueryCtx {
+        identity: engine.identify(&parts).await,
+    };
+    match engine.snapshot_json(&query, args, &ctx).await {
         Ok((key, v, rows)) => {
             // The digest ignores order; the ETag must not (a reordered result is a new one).
             let order = rows.rows().iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, r| {
@@ -403,6 +483,7 @@ async fn snapshot_handler<S: Store>(
             format!("no query named {q:?} is registered"),
         ),
         Err(EngineError::BadArgs(m)) => fail(StatusCode::BAD_REQUEST, ErrorCode::BadArgs, m),
+        Err(EngineError::Forbidden(m)) => fail(StatusCode::FORBIDDEN, ErrorCode::Forbidden, m),
         Err(e @ EngineError::TooLarge(..)) => fail(
             StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::TooLarge,
@@ -459,6 +540,7 @@ fn check_hello(hello: Hello) -> Result<Hello, ProtocolError> {
 async fn sse_handler<S: Store>(
     State(engine): State<Engine<S>>,
     Query(params): Query<SseParams>,
+    parts: Parts,
 ) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
     let limits = engine.limits().clone();
@@ -490,9 +572,10 @@ async fn sse_handler<S: Store>(
             ),
         );
     }
+    let identity = engine.identify(&parts).await;
     let keys = match subs
         .iter()
-        .map(|s| engine.key(&s.q, s.a.get()))
+        .map(|s| engine.key(&s.q, s.a.get(), &identity))
         .collect::<Result<Vec<_>, _>>()
     {
         Ok(k) => k,
@@ -505,8 +588,11 @@ async fn sse_handler<S: Store>(
         }
         Err(e) => return json_error(StatusCode::BAD_REQUEST, ErrorCode::BadArgs, e.to_string()),
     };
-    let (welcome, same_history) = match engine.welcome(&hello).await {
+    let (welcome, same_history) = match engine.welcome(&hello, &identity).await {
         Ok(w) => w,
+        Err(EngineError::Forbidden(m)) => {
+            return json_error(StatusCode::FORBIDDEN, ErrorCode::Forbidden, m);
+        }
         Err(e) => {
             return json_error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -522,6 +608,8 @@ async fn sse_handler<S: Store>(
             limits.max_queued_messages,
             limits.max_queued_bytes,
         );
+        let outbox = outbox.with_identity(identity.clone());
+        let mut reidentify = Reidentify::new(&engine, parts, identity);
         let mut epoch = engine.inner.epoch.subscribe();
         let welcome = ServerMsg::Welcome(welcome);
         if tx
@@ -560,6 +648,12 @@ async fn sse_handler<S: Store>(
                 _ = epoch.changed() => break,
                 _ = tx.closed() => break,
                 _ = stop.changed() => break,
+                _ = reidentify.due() => {
+                    if let Err(msg) = reidentify.check(&engine).await {
+                        let _ = tx.send(Event::default().data(msg.to_json())).await;
+                        break;
+                    }
+                }
             }
         }
         subscribing.abort();
@@ -581,9 +675,11 @@ async fn sse_handler<S: Store>(
 /// order, as a JSON array.
 async fn events_handler<S: Store>(
     State(engine): State<Engine<S>>,
+    parts: Parts,
     body: axum::body::Bytes,
 ) -> Response {
     let limits = engine.limits();
+    let identity = engine.identify(&parts).await;
     let parsed = match EventsBody::decode(&body, limits) {
         Ok(b) => b,
         Err(e) => {
@@ -599,7 +695,13 @@ async fn events_handler<S: Store>(
     let mut waiting = Vec::with_capacity(parsed.events.len());
     for e in parsed.events {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let cmd = EventCmd::from_wire(parsed.client_id.as_str().into(), e, limits, Reply::Once(tx));
+        let cmd = EventCmd::from_wire(
+            parsed.client_id.as_str().into(),
+            &identity,
+            e,
+            limits,
+            Reply::Once(tx),
+        );
         if engine.submit(cmd).await.is_err() {
             return json_error(
                 StatusCode::SERVICE_UNAVAILABLE,

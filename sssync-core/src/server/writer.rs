@@ -9,7 +9,7 @@ use super::engine::{Cmd, EventCmd, FaultPoint, Inner};
 use super::schema::EventCtx;
 use super::schema::EventError;
 use super::store::{Store, StoreError};
-use crate::protocol::{Ack, Gap, Reject, Rejection, Retry, ServerMsg};
+use crate::protocol::{Ack, ErrorCode, Gap, Reject, Rejection, Retry, ServerMsg};
 use crate::version::{Epoch, Version};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,6 +31,8 @@ enum Outcome {
     Duplicate,
     Gap(u64),
     Rejected(Rejection),
+    /// The client id belongs to another identity: nothing applied, nothing recorded.
+    NotYours,
 }
 
 /// Why a batch did not commit (it rolled back as a whole: nothing of it applied).
@@ -78,9 +80,10 @@ pub(crate) async fn writer<S: Store>(inner: Arc<Inner<S>>, mut rx: mpsc::Receive
                 Cmd::NewEpoch { seen, reply } => epochs.push((seen, reply)),
                 Cmd::FastForward {
                     client_id,
+                    owner,
                     to,
                     reply,
-                } => forwards.push((client_id, to, reply)),
+                } => forwards.push((client_id, owner, to, reply)),
                 Cmd::Seal => seal = true,
             }
             if events.len() < MAX_BATCH {
@@ -90,8 +93,8 @@ pub(crate) async fn writer<S: Store>(inner: Arc<Inner<S>>, mut rx: mpsc::Receive
         for (seen, reply) in epochs {
             let _ = reply.send(new_epoch(&inner, seen).await);
         }
-        for (client_id, to, reply) in forwards {
-            let _ = reply.send(fast_forward(&inner, &client_id, to).await);
+        for (client_id, owner, to, reply) in forwards {
+            let _ = reply.send(fast_forward(&inner, &client_id, owner.as_deref(), to).await);
         }
         if seal {
             match seal_outside_writes(&inner).await {
@@ -132,13 +135,17 @@ pub(crate) async fn writer<S: Store>(inner: Arc<Inner<S>>, mut rx: mpsc::Receive
 async fn fast_forward<S: Store>(
     inner: &Inner<S>,
     client_id: &str,
+    owner: Option<&str>,
     to: u64,
 ) -> Result<(), StoreError> {
     let mut conn = inner.store.pool().acquire().await?;
     S::begin(&mut conn).await?;
     let result = async {
-        if S::read_last_seq(&mut conn, client_id).await? < to {
-            S::write_last_seq(&mut conn, client_id, to).await?;
+        let row = S::read_client(&mut conn, client_id).await?;
+        // Only the owner's hello moves it (the hello checked it; a race is refused here).
+        let mine = row.as_ref().is_none_or(|r| r.owner.as_deref() == owner);
+        if mine && row.as_ref().map_or(0, |r| r.last_seq) < to {
+            S::write_last_seq(&mut conn, client_id, to, owner).await?;
         }
         Ok::<_, StoreError>(())
     }
@@ -349,6 +356,14 @@ async fn apply_batch<S: Store>(
                 v: now,
                 error,
             }),
+            Outcome::NotYours => ServerMsg::error(
+                ErrorCode::Forbidden,
+                format!(
+                    "client id {:?} belongs to another identity: event {} was not applied; \
+                     use a client id of your own",
+                    e.client_id, e.seq
+                ),
+            ),
         };
         e.reply.send(msg);
     }
@@ -376,18 +391,27 @@ async fn apply_in_transaction<S: Store>(
     let mut conn = inner.store.pool().acquire().await?;
     S::begin(&mut conn).await?;
     let result = async {
-        let mut last: HashMap<Arc<str>, u64> = HashMap::new();
+        // Per client id of the batch: its last seq, and its owner once it has a row.
+        let mut last: HashMap<Arc<str>, (u64, Option<Option<String>>)> = HashMap::new();
         let mut outcomes = Vec::with_capacity(events.len());
         let mut bumped: Option<Version> = None;
         for (i, e) in events.iter().enumerate() {
             // Server-origin events (no client, no seq) skip the bookkeeping.
             let sequenced = !e.client_id.is_empty();
             if sequenced {
-                let last_seq = match last.get(&e.client_id) {
-                    Some(&s) => s,
-                    None => S::read_last_seq(&mut conn, &e.client_id).await?,
+                let (last_seq, owner) = match last.get(&e.client_id) {
+                    Some(s) => s.clone(),
+                    None => match S::read_client(&mut conn, &e.client_id).await? {
+                        Some(row) => (row.last_seq, Some(row.owner)),
+                        None => (0, None),
+                    },
                 };
-                last.insert(e.client_id.clone(), last_seq);
+                last.insert(e.client_id.clone(), (last_seq, owner.clone()));
+                // A client id belongs to the identity that first used it.
+                if owner.is_some_and(|o| o.as_deref() != e.identity.id()) {
+                    outcomes.push(Outcome::NotYours);
+                    continue;
+                }
                 if e.seq <= last_seq {
                     outcomes.push(Outcome::Duplicate);
                     continue;
@@ -412,6 +436,7 @@ async fn apply_in_transaction<S: Store>(
                     let ctx = EventCtx {
                         client_id: e.client_id.to_string(),
                         seq: e.seq,
+                        identity: e.identity.clone(),
                     };
                     // A handler that panics must not take the writer down with it.
                     let applied = std::panic::AssertUnwindSafe((entry.apply)(
@@ -479,8 +504,13 @@ async fn apply_in_transaction<S: Store>(
             };
             let record = matches!(outcome, Outcome::Applied) || e.record_rejection;
             if sequenced && record {
-                S::write_last_seq(&mut conn, &e.client_id, e.seq).await?;
-                last.insert(e.client_id.clone(), e.seq);
+                let owner = e.identity.id();
+                S::write_last_seq(&mut conn, &e.client_id, e.seq, owner).await?;
+                // A new row takes this owner; an existing one keeps its own (the same).
+                last.insert(
+                    e.client_id.clone(),
+                    (e.seq, Some(owner.map(str::to_owned))),
+                );
             }
             outcomes.push(outcome);
         }

@@ -4,7 +4,8 @@
 use serde::{Deserialize, Serialize};
 use sssync_core::client::Prediction;
 use sssync_core::server::{
-    BoxFuture, Conn, Dependency, EventCtx, EventError, QueryCtx, ServerEvent, ServerQuery,
+    Access, AccessError, BoxFuture, Conn, Dependency, EventCtx, EventError, Identity, QueryCtx,
+    ServerEvent, ServerQuery,
 };
 use sssync_core::{Event, Query, Rejection};
 use std::collections::HashMap;
@@ -46,7 +47,8 @@ macro_rules! todo_query {
 
 // The todos of one list, oldest first.
 todo_query!(Todos, "todos");
-// Like `Todos`, but it fails while the list has a todo titled "boom".
+// Like `Todos`, but it fails while the list has a todo titled "boom" (or with a statement the
+// database refuses, "bad sql").
 todo_query!(Fragile, "fragile");
 // Like `Todos`, but it panics while the list has a todo titled "panic".
 todo_query!(Panicky, "panicky");
@@ -261,7 +263,114 @@ impl Event for DeleteTodo {
     }
 }
 
+// Lists that may have an owner (none: public, anyone with the id) and users they are shared
+// with; signed-in users are whoever a session token says (`x-session` header).
+
+/// Session token → user name: who a request with header `x-session: {token}` is.
+pub static SESSIONS: Mutex<Option<HashMap<String, String>>> = Mutex::new(None);
+
+/// A new session of `user`: its token.
+pub fn sign_in(user: &str) -> String {
+    let token = format!("tok-{user}-{}", uuid::Uuid::new_v4().simple());
+    SESSIONS
+        .lock()
+        .unwrap()
+        .get_or_insert_with(HashMap::new)
+        .insert(token.clone(), user.to_owned());
+    token
+}
+
+/// Ends a session.
+pub fn sign_out(token: &str) {
+    if let Some(m) = SESSIONS.lock().unwrap().as_mut() {
+        m.remove(token);
+    }
+}
+
+/// The identity of a request: the user of its `x-session` token, else anonymous.
+pub fn identify(parts: &sssync_core::server::Parts) -> Identity {
+    let token = parts.headers.get("x-session").and_then(|v| v.to_str().ok());
+    let user = token.and_then(|t| {
+        SESSIONS
+            .lock()
+            .unwrap()
+            .as_ref()
+            .and_then(|m| m.get(t).cloned())
+    });
+    Identity(user)
+}
+
+// The todos of a list, read only by those who may (its owner, the users it is shared with;
+// anyone when it has no owner).
+todo_query!(ListTodos, "list_todos");
+
+/// The lists the reader owns (a result per identity).
+pub struct MyLists;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct ListRow {
+    pub id: String,
+    pub owner: Option<String>,
+}
+
+impl Query for MyLists {
+    const NAME: &'static str = "my_lists";
+    type Args = ();
+    type Row = ListRow;
+    fn row_key(row: &ListRow) -> String {
+        row.id.clone()
+    }
+}
+
+/// A list owned by whoever sends it (refused to anonymous senders).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateList {
+    pub id: String,
+}
+
+impl Event for CreateList {
+    const NAME: &'static str = "create_list";
+    fn predict(&self, _: &mut Prediction<'_>) {}
+}
+
+/// Shares (or, with `on: false`, unshares) a list with a user; only its owner may.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Share {
+    pub list_id: String,
+    pub user: String,
+    pub on: bool,
+}
+
+impl Event for Share {
+    const NAME: &'static str = "share";
+    fn predict(&self, _: &mut Prediction<'_>) {}
+}
+
+/// A todo in a list, by someone who may write it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddListTodo {
+    pub id: String,
+    pub list_id: String,
+    pub title: String,
+}
+
+impl Event for AddListTodo {
+    const NAME: &'static str = "add_list_todo";
+    fn predict(&self, view: &mut Prediction<'_>) {
+        view.update::<ListTodos>(&list(&self.list_id), |rows| {
+            rows.push(Todo {
+                id: self.id.clone(),
+                list_id: self.list_id.clone(),
+                title: self.title.clone(),
+                completed: false,
+            })
+        });
+    }
+}
+
 pub const SQLITE_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS lists (id TEXT PRIMARY KEY NOT NULL, owner TEXT);
+CREATE TABLE IF NOT EXISTS shares (id TEXT PRIMARY KEY NOT NULL, list_id TEXT NOT NULL, user_name TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS todos (
     id TEXT PRIMARY KEY NOT NULL,
     list_id TEXT NOT NULL,
@@ -279,6 +388,8 @@ CREATE TABLE IF NOT EXISTS blobbed (id TEXT PRIMARY KEY NOT NULL, note TEXT NOT 
 ";
 
 pub const POSTGRES_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS lists (id TEXT PRIMARY KEY, owner TEXT);
+CREATE TABLE IF NOT EXISTS shares (id TEXT PRIMARY KEY, list_id TEXT NOT NULL, user_name TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS todos (
     id TEXT PRIMARY KEY,
     list_id TEXT NOT NULL,
@@ -333,6 +444,180 @@ sssync_core::for_each_db! {
         }
     }
 
+    /// Whether `who` may read and write list `list_id`.
+    async fn may_access(
+        conn: &mut Conn<Db>,
+        list_id: &str,
+        who: &Identity,
+    ) -> Result<bool, sqlx::Error> {
+        let owner: Option<Option<String>> =
+            sqlx::query_scalar("SELECT owner FROM lists WHERE id = $1")
+                .bind(list_id)
+                .fetch_optional(&mut *conn)
+                .await?;
+        let Some(Some(owner)) = owner else {
+            return Ok(true); // no such list, or nobody's: public
+        };
+        let Some(user) = who.id() else {
+            return Ok(false);
+        };
+        if owner == user {
+            return Ok(true);
+        }
+        let shared: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM shares WHERE list_id = $1 AND user_name = $2")
+                .bind(list_id)
+                .bind(user)
+                .fetch_one(&mut *conn)
+                .await?;
+        Ok(shared > 0)
+    }
+
+    impl ServerQuery<Db> for ListTodos {
+        const KEYED_BY: Option<&'static str> = Some("todos");
+        const ACCESS: Access = Access::Checked;
+
+        fn dependencies(args: &ListArgs) -> Vec<Dependency> {
+            vec![Dependency::partition("todos", &args.list_id)]
+        }
+
+        fn access_dependencies(args: &ListArgs) -> Vec<Dependency> {
+            vec![
+                Dependency::partition("lists", &args.list_id),
+                Dependency::partition("shares", &args.list_id),
+            ]
+        }
+
+        fn authorize<'a>(
+            conn: &'a mut Conn<Db>,
+            ctx: &'a QueryCtx,
+            args: &'a ListArgs,
+        ) -> BoxFuture<'a, Result<(), AccessError>> {
+            Box::pin(async move {
+                if may_access(conn, &args.list_id, &ctx.identity).await? {
+                    Ok(())
+                } else {
+                    Err(AccessError::forbidden("no such list"))
+                }
+            })
+        }
+
+        fn run<'a>(
+            conn: &'a mut Conn<Db>,
+            _ctx: &'a QueryCtx,
+            args: &'a ListArgs,
+        ) -> BoxFuture<'a, Result<Vec<Todo>, sqlx::Error>> {
+            Box::pin(todos(conn, &args.list_id))
+        }
+    }
+
+    impl ServerQuery<Db> for MyLists {
+        const ACCESS: Access = Access::PerIdentity;
+
+        fn dependencies(_: &()) -> Vec<Dependency> {
+            vec![Dependency::table("lists")]
+        }
+
+        fn run<'a>(
+            conn: &'a mut Conn<Db>,
+            ctx: &'a QueryCtx,
+            _: &'a (),
+        ) -> BoxFuture<'a, Result<Vec<ListRow>, sqlx::Error>> {
+            Box::pin(async move {
+                let Some(user) = ctx.identity.id() else {
+                    return Ok(Vec::new());
+                };
+                sqlx::query_as("SELECT id, owner FROM lists WHERE owner = $1 ORDER BY id")
+                    .bind(user)
+                    .fetch_all(&mut *conn)
+                    .await
+            })
+        }
+    }
+
+    impl ServerEvent<Db> for CreateList {
+        fn apply<'a>(
+            &'a self,
+            conn: &'a mut Conn<Db>,
+            ctx: &'a EventCtx,
+        ) -> BoxFuture<'a, Result<(), EventError>> {
+            Box::pin(async move {
+                let Some(user) = ctx.identity.id() else {
+                    return Err(Rejection::forbidden("sign in to own a list").into());
+                };
+                sqlx::query("INSERT INTO lists (id, owner) VALUES ($1, $2)")
+                    .bind(&self.id)
+                    .bind(user)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            })
+        }
+    }
+
+    impl ServerEvent<Db> for Share {
+        fn apply<'a>(
+            &'a self,
+            conn: &'a mut Conn<Db>,
+            ctx: &'a EventCtx,
+        ) -> BoxFuture<'a, Result<(), EventError>> {
+            Box::pin(async move {
+                let owner: Option<Option<String>> =
+                    sqlx::query_scalar("SELECT owner FROM lists WHERE id = $1")
+                        .bind(&self.list_id)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                if owner.flatten().as_deref() != ctx.identity.id() || ctx.identity.is_anonymous() {
+                    return Err(Rejection::forbidden("only its owner shares a list").into());
+                }
+                let id = format!("{}:{}", self.list_id, self.user);
+                if self.on {
+                    sqlx::query(
+                        "INSERT INTO shares (id, list_id, user_name) VALUES ($1, $2, $3) \
+                         ON CONFLICT (id) DO NOTHING",
+                    )
+                    .bind(&id)
+                    .bind(&self.list_id)
+                    .bind(&self.user)
+                    .execute(&mut *conn)
+                    .await?;
+                } else {
+                    sqlx::query("DELETE FROM shares WHERE id = $1")
+                        .bind(&id)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                Ok(())
+            })
+        }
+    }
+
+    impl ServerEvent<Db> for AddListTodo {
+        fn apply<'a>(
+            &'a self,
+            conn: &'a mut Conn<Db>,
+            ctx: &'a EventCtx,
+        ) -> BoxFuture<'a, Result<(), EventError>> {
+            Box::pin(async move {
+                if !may_access(conn, &self.list_id, &ctx.identity).await? {
+                    return Err(Rejection::forbidden("no such list").into());
+                }
+                sqlx::query(
+                    "INSERT INTO todos (id, list_id, title, completed, position) \
+                     VALUES ($1, $2, $3, FALSE, \
+                     COALESCE((SELECT MAX(position) FROM todos WHERE list_id = $2), 0) + 1)",
+                )
+                .bind(&self.id)
+                .bind(&self.list_id)
+                .bind(&self.title)
+                .execute(&mut *conn)
+                .await?;
+                log(conn, ctx, Self::NAME).await?;
+                Ok(())
+            })
+        }
+    }
+
     impl ServerQuery<Db> for Fragile {
         fn dependencies(args: &ListArgs) -> Vec<Dependency> {
             vec![Dependency::partition("todos", &args.list_id)]
@@ -345,6 +630,13 @@ sssync_core::for_each_db! {
         ) -> BoxFuture<'a, Result<Vec<Todo>, sqlx::Error>> {
             Box::pin(async move {
                 let rows = todos(conn, &args.list_id).await?;
+                if rows.iter().any(|t| t.title == "bad sql") {
+                    // A statement the database refuses (PostgreSQL then refuses every later
+                    // statement of the transaction).
+                    sqlx::query("SELECT x FROM no_such_table")
+                        .execute(&mut *conn)
+                        .await?;
+                }
                 if rows.iter().any(|t| t.title == "boom") {
                     return Err(sqlx::Error::Protocol("the fragile query broke".into()));
                 }

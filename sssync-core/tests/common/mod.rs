@@ -258,6 +258,8 @@ pub struct Config {
     pub group_ttl: Option<Duration>,
     /// Change-log versions kept.
     pub log_retention: Option<u64>,
+    /// How often connections ask again who they are.
+    pub reidentify_every: Option<Duration>,
 }
 
 /// A fresh temporary folder for a test's database, removed on drop.
@@ -328,6 +330,18 @@ impl TestEngine {
         on_engine!(self, |e| e.apply_server_event(name, args).await.unwrap())
     }
 
+    pub fn identities_changed(&self) {
+        on_engine!(self, |e| e.identities_changed())
+    }
+
+    pub async fn apply_server_event_as(&self, user: &str, name: &str, args: &str) -> ServerMsg {
+        let who = sssync_core::server::Identity::user(user);
+        on_engine!(self, |e| e
+            .apply_server_event_as(&who, name, args)
+            .await
+            .unwrap())
+    }
+
     pub async fn apply_once(&self, key: &str, name: &str, args: &str) -> ServerMsg {
         on_engine!(self, |e| e.apply_once(key, name, args).await.unwrap())
     }
@@ -364,6 +378,11 @@ where
     PutTagged: sssync_core::server::ServerEvent<S::Db>,
     Poison: sssync_core::server::ServerEvent<S::Db>,
     Flaky: sssync_core::server::ServerEvent<S::Db>,
+    ListTodos: sssync_core::server::ServerQuery<S::Db>,
+    MyLists: sssync_core::server::ServerQuery<S::Db>,
+    CreateList: sssync_core::server::ServerEvent<S::Db>,
+    Share: sssync_core::server::ServerEvent<S::Db>,
+    AddListTodo: sssync_core::server::ServerEvent<S::Db>,
 {
     let table = |name: &str, part: &str| Table::new(name, "id").unwrap().partition(part).unwrap();
     let mut b = builder
@@ -372,6 +391,17 @@ where
         .table(table("flagged", "done"))
         .table(table("grouped", "grp"))
         .table(table("blobbed", "tag"))
+        .table(table("lists", "id"))
+        .table(table("shares", "list_id"))
+        .query::<ListTodos>()
+        .query::<MyLists>()
+        .event::<CreateList>()
+        .event::<Share>()
+        .event::<AddListTodo>()
+        .identify(|parts| {
+            let who = identify(parts);
+            Box::pin(async move { who })
+        })
         .query::<Todos>()
         .query::<Fragile>()
         .query::<Slow>()
@@ -400,6 +430,9 @@ where
     }
     if let Some(k) = config.log_retention {
         b = b.log_retention(k);
+    }
+    if let Some(every) = config.reidentify_every {
+        b = b.reidentify_every(every);
     }
     b
 }
@@ -540,6 +573,29 @@ impl Raw {
         }
     }
 
+    /// Connects with these upgrade headers (an `x-session`) and says `hello` as `client_id`;
+    /// the first answer.
+    pub async fn hello_with(
+        server: &Server,
+        headers: &[(&str, &str)],
+        client_id: &str,
+    ) -> (Raw, ServerMsg) {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = server.ws_url().into_client_request().unwrap();
+        for (k, v) in headers {
+            request.headers_mut().insert(
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        let mut raw = Raw { ws };
+        raw.send(json!({"t": "hello", "protocol": 1, "client_id": client_id}))
+            .await;
+        let first = raw.recv().await;
+        (raw, first)
+    }
+
     /// Connects and says `hello` (any JSON: an epoch, `acked`, `version`…); the first answer.
     pub async fn hello(server: &Server, hello: serde_json::Value) -> (Raw, ServerMsg) {
         let (ws, _) = tokio_tungstenite::connect_async(server.ws_url())
@@ -630,13 +686,36 @@ pub async fn http_get(
     path: &str,
     if_none_match: Option<&str>,
 ) -> (u16, String, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let extra = if_none_match
-        .map(|e| format!("If-None-Match: {e}\r\n"))
+    let headers: Vec<(&str, &str)> = if_none_match
+        .map(|e| vec![("If-None-Match", e)])
         .unwrap_or_default();
+    http(addr, "GET", path, &headers, "").await
+}
+
+/// A minimal HTTP/1.1 request: status, raw headers, body.
+pub async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    if !body.is_empty() {
+        extra.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
     s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\r\n")
-            .as_bytes(),
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\r\n{body}"
+        )
+        .as_bytes(),
     )
     .await
     .unwrap();
@@ -649,4 +728,78 @@ pub async fn http_get(
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
     let status = head[9..12].parse().unwrap();
     (status, head.to_owned(), body.to_owned())
+}
+
+/// A streaming HTTP/1.0 GET (no chunking: the body runs until close): the SSE `data:` lines.
+pub struct SseStream {
+    reader: tokio::io::BufReader<tokio::net::TcpStream>,
+}
+
+impl SseStream {
+    pub async fn open(addr: std::net::SocketAddr, path_and_query: &str) -> SseStream {
+        SseStream::open_with(addr, path_and_query, &[]).await
+    }
+
+    /// Opens the stream with these request headers.
+    pub async fn open_with(
+        addr: std::net::SocketAddr,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+    ) -> SseStream {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let extra: String = headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect();
+        s.write_all(
+            format!("GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\n{extra}\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut reader = tokio::io::BufReader::new(s);
+        let mut status = String::new();
+        use tokio::io::AsyncBufReadExt;
+        reader.read_line(&mut status).await.unwrap();
+        assert!(status.contains(" 200 "), "{status}");
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).await.unwrap();
+            if line == "\r\n" {
+                break;
+            }
+        }
+        SseStream { reader }
+    }
+
+    pub async fn next(&mut self) -> ServerMsg {
+        use tokio::io::AsyncBufReadExt;
+        loop {
+            let mut line = String::new();
+            let n = tokio::time::timeout(WAIT, self.reader.read_line(&mut line))
+                .await
+                .expect("an event within the wait")
+                .unwrap();
+            assert!(n > 0, "the stream ended");
+            if let Some(data) = line.strip_prefix("data: ") {
+                return ServerMsg::parse(data.trim_end()).unwrap();
+            }
+        }
+    }
+}
+
+pub async fn http_post(addr: std::net::SocketAddr, path: &str, body: &str) -> (u16, String) {
+    let (status, _, body) = http(addr, "POST", path, &[], body).await;
+    (status, body)
+}
+
+pub fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
