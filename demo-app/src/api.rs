@@ -5,7 +5,10 @@
 //! handled in the browser instead, as sync events (see `app.rs`).
 
 #[cfg(feature = "ssr")]
-use crate::model::{AddTodo, ClearCompleted, DeleteTodo, EditTodo, ToggleAll, ToggleTodo};
+use crate::model::{
+    AddTodo, ClearCompleted, CreateList, DeleteTodo, EditTodo, ShareList, ToggleAll, ToggleTodo,
+    UnshareList,
+};
 use leptos::prelude::*;
 pub use sssync_leptos::SyncError;
 
@@ -100,6 +103,76 @@ pub async fn clear_completed_form(
 ) -> Result<(), SyncError> {
     let event = ClearCompleted { list_id };
     apply(event.clone(), event, sssync_key).await
+}
+
+/// Makes a private list owned by the signed-in user and opens it (form: nothing).
+#[server(endpoint = "create_list")]
+pub async fn create_list_form(sssync_key: Option<String>) -> Result<(), SyncError> {
+    // The form's key names the list: a resubmitted form opens the list it made.
+    let id = sssync_key
+        .clone()
+        .filter(|k| crate::model::valid_id(k))
+        .unwrap_or_else(sssync_leptos::new_id);
+    let result = apply(CreateList { id: id.clone() }, (), sssync_key).await;
+    if result.is_ok() {
+        leptos_axum::redirect(&format!("/lists/{id}"));
+    }
+    result
+}
+
+/// Shares a private list with a user, by name (form: `list_id`, `user_name`).
+#[server(endpoint = "share_list")]
+pub async fn share_list_form(
+    list_id: String,
+    user_name: String,
+    sssync_key: Option<String>,
+) -> Result<(), SyncError> {
+    let event = ShareList { list_id, user_name };
+    apply(event.clone(), event, sssync_key).await
+}
+
+/// Stops sharing a private list with a user (form: `list_id`, `user_name`).
+#[server(endpoint = "unshare_list")]
+pub async fn unshare_list_form(
+    list_id: String,
+    user_name: String,
+    sssync_key: Option<String>,
+) -> Result<(), SyncError> {
+    let event = UnshareList { list_id, user_name };
+    apply(event.clone(), event, sssync_key).await
+}
+
+/// Who is signed in: the user's name, or `None`.
+#[server(endpoint = "me")]
+pub async fn current_user() -> Result<Option<String>, SyncError> {
+    let sync = use_context::<sssync_leptos::server::SyncServer>()
+        .ok_or_else(|| SyncError::Internal("no SyncServer in context".into()))?;
+    let pool = use_context::<crate::db::Pool>()
+        .ok_or_else(|| SyncError::Internal("no database in context".into()))?;
+    let identity = sync.current_identity().await;
+    let Some(id) = identity.id() else {
+        return Ok(None);
+    };
+    crate::auth::user_name(&pool, id)
+        .await
+        .map_err(|e| SyncError::Internal(e.to_string()))
+}
+
+/// Whom a private list is shared with, when the signed-in user owns it (`None` otherwise:
+/// a public list, or someone else's).
+#[server(endpoint = "sharing")]
+pub async fn list_sharing(list_id: String) -> Result<Option<Vec<String>>, SyncError> {
+    let sync = use_context::<sssync_leptos::server::SyncServer>()
+        .ok_or_else(|| SyncError::Internal("no SyncServer in context".into()))?;
+    let pool = use_context::<crate::db::Pool>()
+        .ok_or_else(|| SyncError::Internal("no database in context".into()))?;
+    let identity = sync.current_identity().await;
+    let Some(user) = identity.id() else {
+        return Ok(None);
+    };
+    crate::auth::shared_with(&pool, &list_id, user)
+        .await
+        .map_err(|e| SyncError::Internal(e.to_string()))
 }
 
 /// The plain-form (no JavaScript) side of the server functions.

@@ -9,11 +9,12 @@
 //! hydrated ones real checkboxes; editing without JavaScript follows an `?edit=<id>` link.
 
 use crate::api::{
-    AddTodoForm, ClearCompletedForm, DeleteTodoForm, EditTodoForm, ToggleAllForm, ToggleTodoForm,
+    AddTodoForm, ClearCompletedForm, CreateListForm, DeleteTodoForm, EditTodoForm, ShareListForm,
+    ToggleAllForm, ToggleTodoForm, UnshareListForm, current_user, list_sharing,
 };
 use crate::model::{
-    AddTodo, ClearCompleted, DEFAULT_LIST, DeleteTodo, EditTodo, Filter, ListArgs, Todo, Todos,
-    ToggleAll, ToggleTodo, items_left,
+    AddTodo, ClearCompleted, DEFAULT_LIST, DeleteTodo, EditTodo, Filter, ListArgs, MyLists, Todo,
+    Todos, ToggleAll, ToggleTodo, items_left,
 };
 use leptos::ev;
 use leptos::html::Input;
@@ -24,7 +25,8 @@ use leptos_router::components::{Route, Router, Routes};
 use leptos_router::hooks::{use_params_map, use_query_map};
 use leptos_router::{SsrMode, path};
 use sssync_leptos::{
-    FormKey, SyncEvent, SyncProvider, SyncQuery, use_sync_event, use_sync_query, use_sync_status,
+    FormKey, SyncError, SyncEvent, SyncProvider, SyncQuery, use_sync_event, use_sync_query,
+    use_sync_status,
 };
 
 /// The HTML document around the app (server only: the browser hydrates `<body>`).
@@ -56,7 +58,18 @@ pub fn App() -> impl IntoView {
         // The tab's sync client (connection, stores) for everything below.
         <SyncProvider>
             <Router>
+                <AccountBar />
                 <Routes fallback=|| view! { <p class="not-found">"Page not found."</p> }>
+                    <Route
+                        path=path!("/login")
+                        view=|| view! { <AuthPage signup=false /> }
+                        ssr=SsrMode::Async
+                    />
+                    <Route
+                        path=path!("/signup")
+                        view=|| view! { <AuthPage signup=true /> }
+                        ssr=SsrMode::Async
+                    />
                     // Async: the whole page, data included, arrives as HTML (no JavaScript needed).
                     <Route
                         path=path!("/")
@@ -81,6 +94,223 @@ pub fn App() -> impl IntoView {
                 </Routes>
             </Router>
         </SyncProvider>
+    }
+}
+
+/// The account bar above every page: who is signed in, with `Sign out` and `New private list`,
+/// or the links to sign in and up. Plain form posts, with JavaScript and without.
+#[component]
+fn AccountBar() -> impl IntoView {
+    let me = Resource::new(|| (), |_| async { current_user().await.ok().flatten() });
+    view! {
+        <nav class="account" aria-label="Account">
+            <Transition fallback=|| ()>
+                {move || {
+                    me.get()
+                        .map(|me| match me {
+                            Some(name) => {
+                                view! {
+                                    <span>"Signed in as "</span>
+                                    <strong data-testid="user-name">{name}</strong>
+                                    <form class="inline" method="post" action=CreateListForm::url()>
+                                        <button type="submit">"New private list"</button>
+                                        <FormKey />
+                                    </form>
+                                    <form class="inline" method="post" action="/auth/logout">
+                                        <button type="submit">"Sign out"</button>
+                                    </form>
+                                }
+                                    .into_any()
+                            }
+                            None => {
+                                view! {
+                                    <a href="/login">"Sign in"</a>
+                                    " · "
+                                    <a href="/signup">"Sign up"</a>
+                                }
+                                    .into_any()
+                            }
+                        })
+                }}
+            </Transition>
+        </nav>
+    }
+}
+
+/// What an error code of the account forms means.
+fn auth_message(code: &str) -> &'static str {
+    match code {
+        "credentials" => "Wrong user name or password.",
+        "taken" => "That user name is taken; choose another.",
+        "name" => "A user name is 1 to 32 letters, digits, '-', '_' or '.'.",
+        "password" => "A password has at least 8 characters.",
+        _ => "Something went wrong; please try again.",
+    }
+}
+
+/// `/signup` and `/login`: a user name and a password, posted as a plain form.
+#[component]
+fn AuthPage(signup: bool) -> impl IntoView {
+    let query = use_query_map();
+    let error = move || query.read().get("error").map(|c| auth_message(&c));
+    let (title, action, button) = if signup {
+        ("Sign up", "/auth/signup", "Sign up")
+    } else {
+        ("Sign in", "/auth/login", "Sign in")
+    };
+    view! {
+        <Title text=format!("sssync • {title}") />
+        <section class="auth">
+            <h1>{title}</h1>
+            {move || error().map(|m| view! { <p class="alert" role="alert">{m}</p> })}
+            <form method="post" action=action>
+                <label for="user-name">"User name"</label>
+                <input
+                    id="user-name"
+                    name="name"
+                    type="text"
+                    autocomplete="username"
+                    required
+                    autofocus
+                />
+                <label for="password">"Password"</label>
+                <input
+                    id="password"
+                    name="password"
+                    type="password"
+                    autocomplete=if signup { "new-password" } else { "current-password" }
+                    required
+                />
+                <button type="submit">{button}</button>
+            </form>
+            <p>
+                {if signup {
+                    view! { "Have an account? " <a href="/login">"Sign in"</a> }.into_any()
+                } else {
+                    view! { "New here? " <a href="/signup">"Sign up"</a> }.into_any()
+                }}
+            </p>
+        </section>
+    }
+}
+
+/// The signed-in user's private lists (owned and shared with them): live, so a list shared
+/// with the user shows up at once and one unshared goes.
+#[component]
+fn PrivateLists() -> impl IntoView {
+    let lists = use_sync_query::<MyLists>(|| ());
+    view! {
+        <Transition fallback=|| ()>
+            {move || {
+                lists
+                    .rows()
+                    .and_then(Result::ok)
+                    .filter(|l| !l.is_empty())
+                    .map(|l| {
+                        view! {
+                            <nav aria-label="Private lists">
+                                <p>
+                                    "Private lists: "
+                                    {l
+                                        .into_iter()
+                                        .map(|l| {
+                                            let by = if l.mine {
+                                                String::new()
+                                            } else {
+                                                format!(" (shared by {})", l.owner)
+                                            };
+                                            view! {
+                                                <a class="private-list" href=format!("/lists/{}", l.id)>
+                                                    {short(&l.id)}
+                                                    {by}
+                                                </a>
+                                                " "
+                                            }
+                                        })
+                                        .collect_view()}
+                                </p>
+                            </nav>
+                        }
+                    })
+            }}
+        </Transition>
+    }
+}
+
+/// The sharing form of a private list, for its owner: share with a user by name, stop sharing.
+#[component]
+fn Sharing(list_id: Memo<String>) -> impl IntoView {
+    let sharing = Resource::new(
+        move || list_id.get(),
+        |id| async move { list_sharing(id).await.ok().flatten() },
+    );
+    view! {
+        <Transition fallback=|| ()>
+            {move || {
+                sharing
+                    .get()
+                    .flatten()
+                    .map(|names| {
+                        let id = list_id.get();
+                        view! {
+                            <section class="sharing" aria-label="Sharing">
+                                <form method="post" action=ShareListForm::url()>
+                                    <input type="hidden" name="list_id" value=id.clone() />
+                                    <label for="share-with">"Share with"</label>
+                                    <input
+                                        id="share-with"
+                                        name="user_name"
+                                        type="text"
+                                        autocomplete="off"
+                                        required
+                                    />
+                                    <button type="submit">"Share"</button>
+                                    <FormKey />
+                                </form>
+                                <ul class="shared-with">
+                                    {names
+                                        .into_iter()
+                                        .map(|name| {
+                                            let label = format!("Stop sharing with {name}");
+                                            view! {
+                                                <li>
+                                                    {name.clone()}
+                                                    <form
+                                                        class="inline"
+                                                        method="post"
+                                                        action=UnshareListForm::url()
+                                                    >
+                                                        <input type="hidden" name="list_id" value=id.clone() />
+                                                        <input type="hidden" name="user_name" value=name />
+                                                        <button type="submit" aria-label=label>
+                                                            "Stop sharing"
+                                                        </button>
+                                                        <FormKey />
+                                                    </form>
+                                                </li>
+                                            }
+                                        })
+                                        .collect_view()}
+                                </ul>
+                            </section>
+                        }
+                    })
+            }}
+        </Transition>
+    }
+}
+
+/// What a reader who may not see a list is shown (the same as for a list that does not exist),
+/// with a 404 on the server.
+fn not_found() -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    if let Some(res) = use_context::<leptos_axum::ResponseOptions>() {
+        res.set_status(axum::http::StatusCode::NOT_FOUND);
+    }
+    view! {
+        <p class="alert not-found" role="alert">
+            "This list does not exist, or you may not see it."
+        </p>
     }
 }
 
@@ -204,6 +434,7 @@ fn ListPage(filter: Filter) -> impl IntoView {
                                 }
                                     .into_any()
                             }
+                            Err(SyncError::Forbidden(_)) => not_found().into_any(),
                             Err(e) => {
                                 view! { <p class="alert" role="alert">{e.to_string()}</p> }
                                     .into_any()
@@ -212,8 +443,10 @@ fn ListPage(filter: Filter) -> impl IntoView {
                 }}
             </Transition>
         </section>
+        <Sharing list_id />
         <footer class="info">
             <p>"Double-click to edit a todo"</p>
+            <PrivateLists />
             <p>
                 "List " <code>{move || list_id.get()}</code> " · "
                 <a href="/new" rel="external">

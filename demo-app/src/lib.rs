@@ -5,6 +5,7 @@
 //! | [`model`] | the shared types: a todo, the query, the events (with their predictions), the rules |
 //! | [`api`] | every event as a server function, for plain form posts without JavaScript |
 //! | [`app`] | the Leptos components: the HTML shell, the router, the list page |
+//! | `auth` (server) | accounts: users, password hashes, sessions, sign-in forms, identity |
 //! | `db` (server) | the SQLite pool, migrations and the todo statements |
 //! | `sync` (server) | the query and events in the sync engine |
 //! | `server` (server) | the axum server: configuration from the environment, routes |
@@ -20,6 +21,8 @@
 #[allow(missing_docs)]
 pub mod api;
 pub mod app;
+#[cfg(feature = "ssr")]
+pub mod auth;
 #[cfg(feature = "ssr")]
 pub mod db;
 pub mod model;

@@ -310,3 +310,64 @@ mod tests {
         assert_eq!(items_left(0), "items left");
     }
 }
+
+/// A private list the reader owns or was given (a row of [`MyLists`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MyList {
+    /// The list's id (its URL is `/lists/{id}`).
+    pub id: String,
+    /// The owner's user name.
+    pub owner: String,
+    /// Whether the reader owns it (otherwise it is shared with the reader).
+    pub mine: bool,
+}
+
+/// The private lists of the signed-in reader: those it owns and those shared with it (empty
+/// for an anonymous reader). Its result depends on who reads it: never shared.
+pub struct MyLists;
+
+impl SyncQueryDef for MyLists {
+    const NAME: &'static str = "my_lists";
+    type Args = ();
+    type Row = MyList;
+    fn row_key(row: &MyList) -> String {
+        row.id.clone()
+    }
+}
+
+/// Creates a private list owned by the signed-in sender.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CreateList {
+    /// The new list's id.
+    pub id: String,
+}
+
+impl Event for CreateList {
+    const NAME: &'static str = "create_list";
+}
+
+/// Shares a private list of the sender's with another user (who may then read and write it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShareList {
+    /// The list.
+    pub list_id: String,
+    /// The user to share it with, by name.
+    pub user_name: String,
+}
+
+impl Event for ShareList {
+    const NAME: &'static str = "share_list";
+}
+
+/// Stops sharing a private list of the sender's with a user.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UnshareList {
+    /// The list.
+    pub list_id: String,
+    /// The user it was shared with, by name.
+    pub user_name: String,
+}
+
+impl Event for UnshareList {
+    const NAME: &'static str = "unshare_list";
+}

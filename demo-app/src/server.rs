@@ -11,22 +11,38 @@ use leptos_axum::{LeptosRoutes, generate_route_list};
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://sssync-demo.db";
 
 /// Builds the demo's router: the pages (server-rendered), the server functions, `/new` (a fresh
-/// list), the sync engine's routes (`/sssync/…`), the static files of the site root.
-pub fn router(options: LeptosOptions, engine: crate::sync::DemoEngine) -> Router {
+/// list), the account forms' posts (`/auth/…`), the sync engine's routes (`/sssync/…`), the
+/// static files of the site root; sessions on all of them.
+pub fn router(
+    options: LeptosOptions,
+    pool: crate::db::Pool,
+    engine: crate::sync::DemoEngine,
+) -> Router {
     let routes = generate_route_list(App);
     let sync = engine.sync_server();
+    let sessions = crate::auth::Sessions::new(pool.clone());
+    let context = {
+        let pool = pool.clone();
+        move || {
+            provide_context(sync.clone());
+            provide_context(pool.clone());
+        }
+    };
     Router::new()
         .route(
             "/new",
             get(|| async { Redirect::to(&format!("/lists/{}", uuid::Uuid::new_v4())) }),
         )
-        .leptos_routes_with_context(&options, routes, move || provide_context(sync.clone()), {
+        .leptos_routes_with_context(&options, routes, context, {
             let options = options.clone();
             move || shell(options.clone())
         })
         .fallback(leptos_axum::file_and_error_handler(shell))
         .with_state(options)
+        .merge(crate::auth::router(pool, engine.clone()))
         .merge(engine.router())
+        // Every path knows its session (the sync routes read it through the engine's identify).
+        .layer(sessions.layer())
 }
 
 /// Runs the server until Ctrl-C or SIGTERM. Configuration:
@@ -50,7 +66,7 @@ pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let shown = redact(&url);
     tracing::info!(database = %shown, "sssync demo listening on http://{addr}");
     println!("sssync demo: http://{addr}  (database {shown})");
-    axum::serve(listener, router(options, engine.clone()))
+    axum::serve(listener, router(options, pool.clone(), engine.clone()))
         .with_graceful_shutdown({
             let engine = engine.clone();
             async move {

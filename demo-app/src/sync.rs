@@ -4,13 +4,19 @@
 
 use crate::db::Pool;
 use crate::model::{
-    AddTodo, ClearCompleted, DeleteTodo, EditTodo, ListArgs, Todo, Todos, ToggleAll, ToggleTodo,
-    check_id, clean_title,
+    AddTodo, ClearCompleted, CreateList, DEFAULT_LIST, DeleteTodo, EditTodo, ListArgs, MyList,
+    MyLists, ShareList, Todo, Todos, ToggleAll, ToggleTodo, UnshareList, check_id, clean_title,
 };
+use sssync_core::Rejection;
 use sssync_core::server::{
-    BoxFuture, Conn, Dependency, Engine, EngineBuilder, EngineError, EventCtx, EventError, PgStore,
-    QueryCtx, ServerEvent, ServerQuery, SqliteStore, Store, Table,
+    Access, AccessError, BoxFuture, Conn, Dependency, Engine, EngineBuilder, EngineError, EventCtx,
+    EventError, Identity, Parts, PgStore, QueryCtx, ServerEvent, ServerQuery, SqliteStore, Store,
+    Table,
 };
+
+/// What a reader or writer of a private list it may not see is told (the same as for a list
+/// that does not exist: nothing says it does).
+const NO_SUCH_LIST: &str = "This list does not exist, or you may not see it.";
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -48,13 +54,107 @@ sssync_core::for_each_db! {
         Ok(())
     }
 
+    /// Whether `identity` may read and write list `list_id`: its owner and the users it is
+    /// shared with may; a list nobody owns is public.
+    async fn may_access(
+        conn: &mut Conn<Db>,
+        list_id: &str,
+        identity: &Identity,
+    ) -> Result<bool, sqlx::Error> {
+        let owner: Option<(String,)> = sqlx::query_as("SELECT owner FROM lists WHERE id = $1")
+            .bind(list_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        let Some((owner,)) = owner else {
+            return Ok(true);
+        };
+        let Some(user) = identity.id() else {
+            return Ok(false);
+        };
+        if owner == user {
+            return Ok(true);
+        }
+        let shared: Option<(String,)> =
+            sqlx::query_as("SELECT id FROM shares WHERE list_id = $1 AND user_id = $2")
+                .bind(list_id)
+                .bind(user)
+                .fetch_optional(&mut *conn)
+                .await?;
+        Ok(shared.is_some())
+    }
+
+    /// Refuses an event on a list its sender may not change (`forbidden`).
+    async fn check_access(
+        conn: &mut Conn<Db>,
+        ctx: &EventCtx,
+        list_id: &str,
+    ) -> Result<(), EventError> {
+        if may_access(conn, list_id, &ctx.identity).await? {
+            Ok(())
+        } else {
+            Err(Rejection::forbidden(NO_SUCH_LIST).into())
+        }
+    }
+
+    /// Refuses an event on a list the sender does not own.
+    async fn check_owner(
+        conn: &mut Conn<Db>,
+        ctx: &EventCtx,
+        list_id: &str,
+    ) -> Result<String, EventError> {
+        let owner: Option<(String,)> = sqlx::query_as("SELECT owner FROM lists WHERE id = $1")
+            .bind(list_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        match (owner, ctx.identity.id()) {
+            (Some((owner,)), Some(user)) if owner == user => Ok(owner),
+            _ => Err(Rejection::forbidden("Only the owner of a private list can share it.").into()),
+        }
+    }
+
+    /// The id of the user named `name`.
+    async fn user_named(conn: &mut Conn<Db>, name: &str) -> Result<String, EventError> {
+        let id: Option<(String,)> = sqlx::query_as("SELECT id FROM users WHERE name = $1")
+            .bind(name.trim())
+            .fetch_optional(&mut *conn)
+            .await?;
+        id.map(|(id,)| id).ok_or_else(|| {
+            Rejection::new("unknown_user", "There is no user of that name.").into()
+        })
+    }
+
     impl ServerQuery<Db> for Todos {
         // Its rows are the table's, keyed by id, in an order each row carries (`position`): a
         // client that reconnects to any instance resumes from the durable log.
         const KEYED_BY: Option<&'static str> = Some("todos");
+        // A private list is read by its owner and the users it is shared with only.
+        const ACCESS: Access = Access::Checked;
 
         fn dependencies(args: &ListArgs) -> Vec<Dependency> {
             vec![Dependency::partition("todos", &args.list_id)]
+        }
+
+        // Who may read it changes with the list's row and its shares: each commit to them
+        // checks the live readers again.
+        fn access_dependencies(args: &ListArgs) -> Vec<Dependency> {
+            vec![
+                Dependency::partition("lists", &args.list_id),
+                Dependency::partition("shares", &args.list_id),
+            ]
+        }
+
+        fn authorize<'a>(
+            conn: &'a mut Conn<Db>,
+            ctx: &'a QueryCtx,
+            args: &'a ListArgs,
+        ) -> BoxFuture<'a, Result<(), AccessError>> {
+            Box::pin(async move {
+                if may_access(conn, &args.list_id, &ctx.identity).await? {
+                    Ok(())
+                } else {
+                    Err(AccessError::forbidden(NO_SUCH_LIST))
+                }
+            })
         }
 
         fn run<'a>(
@@ -75,10 +175,11 @@ sssync_core::for_each_db! {
         fn apply<'a>(
             &'a self,
             conn: &'a mut Conn<Db>,
-            _: &'a EventCtx,
+            ctx: &'a EventCtx,
         ) -> BoxFuture<'a, Result<(), EventError>> {
             Box::pin(async move {
                 check_id(&self.list_id)?;
+                check_access(conn, ctx, &self.list_id).await?;
                 check_id(&self.id)?;
                 if let Some(title) = clean_title(&self.title)? {
                     // At the bottom of the list (an id already used is a constraint violation).
@@ -100,10 +201,11 @@ sssync_core::for_each_db! {
         fn apply<'a>(
             &'a self,
             conn: &'a mut Conn<Db>,
-            _: &'a EventCtx,
+            ctx: &'a EventCtx,
         ) -> BoxFuture<'a, Result<(), EventError>> {
             Box::pin(async move {
                 check_id(&self.list_id)?;
+                check_access(conn, ctx, &self.list_id).await?;
                 check_id(&self.id)?;
                 sqlx::query("UPDATE todos SET completed = $1 WHERE list_id = $2 AND id = $3")
                     .bind(self.completed)
@@ -120,10 +222,11 @@ sssync_core::for_each_db! {
         fn apply<'a>(
             &'a self,
             conn: &'a mut Conn<Db>,
-            _: &'a EventCtx,
+            ctx: &'a EventCtx,
         ) -> BoxFuture<'a, Result<(), EventError>> {
             Box::pin(async move {
                 check_id(&self.list_id)?;
+                check_access(conn, ctx, &self.list_id).await?;
                 check_id(&self.id)?;
                 match clean_title(&self.title)? {
                     Some(title) => {
@@ -152,10 +255,11 @@ sssync_core::for_each_db! {
         fn apply<'a>(
             &'a self,
             conn: &'a mut Conn<Db>,
-            _: &'a EventCtx,
+            ctx: &'a EventCtx,
         ) -> BoxFuture<'a, Result<(), EventError>> {
             Box::pin(async move {
                 check_id(&self.list_id)?;
+                check_access(conn, ctx, &self.list_id).await?;
                 check_id(&self.id)?;
                 exec(
                     conn,
@@ -172,10 +276,11 @@ sssync_core::for_each_db! {
         fn apply<'a>(
             &'a self,
             conn: &'a mut Conn<Db>,
-            _: &'a EventCtx,
+            ctx: &'a EventCtx,
         ) -> BoxFuture<'a, Result<(), EventError>> {
             Box::pin(async move {
                 check_id(&self.list_id)?;
+                check_access(conn, ctx, &self.list_id).await?;
                 sqlx::query("UPDATE todos SET completed = $1 WHERE list_id = $2")
                     .bind(self.completed)
                     .bind(&self.list_id)
@@ -190,14 +295,126 @@ sssync_core::for_each_db! {
         fn apply<'a>(
             &'a self,
             conn: &'a mut Conn<Db>,
-            _: &'a EventCtx,
+            ctx: &'a EventCtx,
         ) -> BoxFuture<'a, Result<(), EventError>> {
             Box::pin(async move {
                 check_id(&self.list_id)?;
+                check_access(conn, ctx, &self.list_id).await?;
                 exec(
                     conn,
                     "DELETE FROM todos WHERE list_id = $1 AND completed",
                     &[&self.list_id],
+                )
+                .await?;
+                Ok(())
+            })
+        }
+    }
+
+    impl ServerQuery<Db> for MyLists {
+        // Each reader has its own result.
+        const ACCESS: Access = Access::PerIdentity;
+
+        fn dependencies(_: &()) -> Vec<Dependency> {
+            vec![Dependency::table("lists"), Dependency::table("shares")]
+        }
+
+        fn run<'a>(
+            conn: &'a mut Conn<Db>,
+            ctx: &'a QueryCtx,
+            _: &'a (),
+        ) -> BoxFuture<'a, Result<Vec<MyList>, sqlx::Error>> {
+            Box::pin(async move {
+                let Some(user) = ctx.identity.id() else {
+                    return Ok(Vec::new());
+                };
+                let rows: Vec<(String, String, String)> = sqlx::query_as(
+                    "SELECT l.id, u.name, l.owner FROM lists l JOIN users u ON u.id = l.owner \
+                     WHERE l.owner = $1 \
+                        OR l.id IN (SELECT list_id FROM shares WHERE user_id = $1) \
+                     ORDER BY l.id",
+                )
+                .bind(user)
+                .fetch_all(&mut *conn)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(id, owner, owner_id)| MyList {
+                        id,
+                        owner,
+                        mine: owner_id == user,
+                    })
+                    .collect())
+            })
+        }
+    }
+
+    impl ServerEvent<Db> for CreateList {
+        fn apply<'a>(
+            &'a self,
+            conn: &'a mut Conn<Db>,
+            ctx: &'a EventCtx,
+        ) -> BoxFuture<'a, Result<(), EventError>> {
+            Box::pin(async move {
+                check_id(&self.id)?;
+                let Some(user) = ctx.identity.id() else {
+                    return Err(Rejection::forbidden("Sign in to make a private list.").into());
+                };
+                // A list in use stays public: nobody takes over someone else's list.
+                let used: Option<(String,)> =
+                    sqlx::query_as("SELECT id FROM todos WHERE list_id = $1 LIMIT 1")
+                        .bind(&self.id)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                if used.is_some() || self.id == DEFAULT_LIST {
+                    return Err(Rejection::new("list_in_use", "That list is in use already.").into());
+                }
+                exec(conn, "INSERT INTO lists (id, owner) VALUES ($1, $2)", &[&self.id, user])
+                    .await?;
+                Ok(())
+            })
+        }
+    }
+
+    impl ServerEvent<Db> for ShareList {
+        fn apply<'a>(
+            &'a self,
+            conn: &'a mut Conn<Db>,
+            ctx: &'a EventCtx,
+        ) -> BoxFuture<'a, Result<(), EventError>> {
+            Box::pin(async move {
+                check_id(&self.list_id)?;
+                let owner = check_owner(conn, ctx, &self.list_id).await?;
+                let user = user_named(conn, &self.user_name).await?;
+                if user == owner {
+                    return Err(Rejection::new("own_list", "This list is yours already.").into());
+                }
+                exec(
+                    conn,
+                    "INSERT INTO shares (id, list_id, user_id) VALUES ($1, $2, $3) \
+                     ON CONFLICT (id) DO NOTHING",
+                    &[&format!("{}:{user}", self.list_id), &self.list_id, &user],
+                )
+                .await?;
+                Ok(())
+            })
+        }
+    }
+
+    impl ServerEvent<Db> for UnshareList {
+        fn apply<'a>(
+            &'a self,
+            conn: &'a mut Conn<Db>,
+            ctx: &'a EventCtx,
+        ) -> BoxFuture<'a, Result<(), EventError>> {
+            Box::pin(async move {
+                check_id(&self.list_id)?;
+                check_owner(conn, ctx, &self.list_id).await?;
+                let user = user_named(conn, &self.user_name).await?;
+                exec(
+                    conn,
+                    "DELETE FROM shares WHERE id = $1",
+                    &[&format!("{}:{user}", self.list_id)],
                 )
                 .await?;
                 Ok(())
@@ -232,6 +449,22 @@ impl DemoEngine {
         }
     }
 
+    /// Who sent a request, as the demo's sessions say.
+    pub async fn identify(&self, parts: &Parts) -> Identity {
+        match self {
+            DemoEngine::Sqlite(e) => e.identify(parts).await,
+            DemoEngine::Postgres(e) => e.identify(parts).await,
+        }
+    }
+
+    /// A session was signed in or out: every connection asks again who it is.
+    pub fn identities_changed(&self) {
+        match self {
+            DemoEngine::Sqlite(e) => e.identities_changed(),
+            DemoEngine::Postgres(e) => e.identities_changed(),
+        }
+    }
+
     /// Closes every sync connection and stops the engine.
     pub fn shutdown(&self) {
         match self {
@@ -241,10 +474,15 @@ impl DemoEngine {
     }
 }
 
-/// The demo's table, query and events, for either database.
-fn declare<S: Store>(builder: EngineBuilder<S>) -> EngineBuilder<S>
+/// The demo's tables, queries and events, for either database, and who is asking (the
+/// session's user).
+fn declare<S: Store>(builder: EngineBuilder<S>, sessions: crate::auth::Sessions) -> EngineBuilder<S>
 where
     Todos: ServerQuery<S::Db>,
+    MyLists: ServerQuery<S::Db>,
+    CreateList: ServerEvent<S::Db>,
+    ShareList: ServerEvent<S::Db>,
+    UnshareList: ServerEvent<S::Db>,
     AddTodo: ServerEvent<S::Db>,
     ToggleTodo: ServerEvent<S::Db>,
     EditTodo: ServerEvent<S::Db>,
@@ -258,7 +496,22 @@ where
                 .and_then(|t| t.partition("list_id"))
                 .expect("plain identifiers"),
         )
+        .table(
+            Table::new("lists", "id")
+                .and_then(|t| t.partition("id"))
+                .expect("plain identifiers"),
+        )
+        .table(
+            Table::new("shares", "id")
+                .and_then(|t| t.partition("list_id"))
+                .expect("plain identifiers"),
+        )
+        .identify(move |parts| sessions.identify(parts))
         .query::<Todos>()
+        .query::<MyLists>()
+        .event::<CreateList>()
+        .event::<ShareList>()
+        .event::<UnshareList>()
         .event::<AddTodo>()
         .event::<ToggleTodo>()
         .event::<EditTodo>()
@@ -269,14 +522,15 @@ where
 
 /// Starts the sync engine over the demo's database.
 pub async fn engine(pool: Pool) -> Result<DemoEngine, EngineError> {
+    let sessions = crate::auth::Sessions::new(pool.clone());
     Ok(match pool {
         Pool::Sqlite(p) => DemoEngine::Sqlite(
-            declare(Engine::builder(SqliteStore::from_pool(p)))
+            declare(Engine::builder(SqliteStore::from_pool(p)), sessions)
                 .start()
                 .await?,
         ),
         Pool::Postgres(p) => DemoEngine::Postgres(
-            declare(Engine::builder(PgStore::from_pool(p).await?))
+            declare(Engine::builder(PgStore::from_pool(p).await?), sessions)
                 .start()
                 .await?,
         ),

@@ -2,34 +2,21 @@
 //! resubmitted form (the browser's resend after a reload, a double click) must not apply twice.
 #![cfg(feature = "ssr")]
 
-use leptos::prelude::LeptosOptions;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(10);
 
+mod common;
+
 /// The demo's router on a fresh SQLite file, served on 127.0.0.1.
 async fn serve() -> (std::net::SocketAddr, demo_app::db::Pool, std::path::PathBuf) {
-    let dir = std::env::temp_dir().join(format!(
-        "sssync-demo-forms-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let pool = demo_app::db::open(&format!("sqlite://{}", dir.join("demo.db").display()))
-        .await
-        .unwrap();
-    let engine = demo_app::sync::engine(pool.clone()).await.unwrap();
-    let options = LeptosOptions::builder().output_name("demo-app").build();
-    let app = demo_app::server::router(options, engine);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let url = common::sqlite_url();
+    let dir = std::path::PathBuf::from(url.trim_start_matches("sqlite://"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let (addr, pool) = common::serve_on(&url).await;
     (addr, pool, dir)
 }
 

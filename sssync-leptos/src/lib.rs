@@ -220,6 +220,8 @@ pub struct SyncQuery<Q: Query> {
     args: Memo<Q::Args>,
     resource: Resource<Result<Loaded, SyncError>>,
     client: SyncClient,
+    /// Why the server refused this key to this identity since it loaded (access withdrawn).
+    forbidden: Memo<Option<String>>,
 }
 
 impl<Q: Query> Clone for SyncQuery<Q> {
@@ -235,6 +237,9 @@ impl<Q: Query> SyncQuery<Q> {
     /// the error. `None` while loading (read it inside `Suspense`/`Transition`).
     pub fn rows(&self) -> Option<Result<Vec<Q::Row>, SyncError>> {
         let loaded = self.resource.get()?;
+        if let Some(why) = self.forbidden.get() {
+            return Some(Err(SyncError::Forbidden(why)));
+        }
         self.client.changed.track();
         if let Some(rows) = self.client.view::<Q>(&self.args.get_untracked()) {
             return Some(Ok(rows));
@@ -246,8 +251,14 @@ impl<Q: Query> SyncQuery<Q> {
     /// Unlike [`SyncQuery::rows`] it does not change when rows change: build the list's
     /// structure from this (inside `Suspense`/`Transition`) and read the rows inside it, so a
     /// delta updates the rows without rebuilding what holds them (an edit box, say).
+    /// It turns to `Err(SyncError::Forbidden)` when the server withdraws this identity's
+    /// access while the query is live (its rows are gone then).
     pub fn loaded(&self) -> Option<Result<(), SyncError>> {
-        self.resource.get().map(|r| r.map(|_| ()))
+        let loaded = self.resource.get()?;
+        if let Some(why) = self.forbidden.get() {
+            return Some(Err(SyncError::Forbidden(why)));
+        }
+        Some(loaded.map(|_| ()))
     }
 
     /// Whether the rows shown are all confirmed by the server (no event of this tab is
@@ -380,10 +391,24 @@ pub fn use_sync_query<Q: Query>(
             }
         });
     }
+    let forbidden = Memo::new(move |_| {
+        #[cfg(feature = "browser")]
+        {
+            client.changed.track();
+            let rt = client.runtime.get_value()?;
+            let key = QueryKey::new(Q::NAME, &args.get()).ok()?;
+            rt.forbidden(&key)
+        }
+        #[cfg(not(feature = "browser"))]
+        {
+            None
+        }
+    });
     SyncQuery {
         args,
         resource,
         client,
+        forbidden,
     }
 }
 

@@ -147,7 +147,8 @@ pub(crate) async fn uncache(db: &Database, keys: Vec<String>) {
 }
 
 /// The identity the browser's storage was last filled under (`sssync.who` in localStorage).
-fn stored_who() -> Option<String> {
+/// The identity tag the browser's storage was last filled under (`""`: anonymous).
+pub(crate) fn stored_who() -> Option<String> {
     crate::meta::get::<String>("sssync.who")
 }
 

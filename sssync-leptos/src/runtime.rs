@@ -67,6 +67,8 @@ pub(crate) struct Runtime {
     /// The current socket's callbacks (kept alive as long as the socket).
     callbacks: RefCell<Vec<Callback>>,
     live: Cell<bool>,
+    /// The identity tag of this page load's last welcome (`""`: anonymous), once welcomed.
+    welcomed_as: RefCell<Option<String>>,
     attempts: Cell<u32>,
     /// When the server was last heard from (ms since the epoch).
     last_heard: Cell<f64>,
@@ -138,6 +140,7 @@ impl Runtime {
             ws: RefCell::new(None),
             callbacks: RefCell::new(Vec::new()),
             live: Cell::new(false),
+            welcomed_as: RefCell::new(None),
             attempts: Cell::new(0),
             last_heard: Cell::new(now_ms()),
             last_progress: Cell::new(now_ms()),
@@ -170,7 +173,7 @@ impl Runtime {
                 let Some(db) = db else { return };
                 rt.yield_on_version_change(&db);
                 // Welcomed before storage opened: nothing of another identity's stays.
-                let welcomed_as = rt.state.borrow().who().map(str::to_owned);
+                let welcomed_as = rt.welcomed_as.borrow().clone();
                 if let Some(who) = welcomed_as {
                     let own = rt.state.borrow().client_id().to_owned();
                     crate::persist::forget_other_identities(&db, &own, &who).await;
@@ -508,6 +511,7 @@ impl Runtime {
                     st.who().unwrap_or_default().to_owned(),
                 )
             };
+            *self.welcomed_as.borrow_mut() = Some(who.clone());
             if let Some(db) = self.db() {
                 leptos::task::spawn_local(async move {
                     crate::persist::forget_other_identities(&db, &own, &who).await;
@@ -621,6 +625,15 @@ impl Runtime {
         self.state
             .borrow()
             .query_error(key)
+            .map(|e| e.message.clone())
+    }
+
+    /// Why the server refused `key` to this identity, when it did (the rows are gone).
+    pub(crate) fn forbidden(&self, key: &QueryKey) -> Option<String> {
+        self.state
+            .borrow()
+            .query_error(key)
+            .filter(|e| e.code == sssync_core::ErrorCode::Forbidden)
             .map(|e| e.message.clone())
     }
 
@@ -911,7 +924,13 @@ impl Runtime {
         if let Some(l) = self.loaded(&key) {
             return Ok(l);
         }
-        if let Some(db) = self.database().await {
+        // Once welcomed, the cache is read only when it is known to be this identity's (its
+        // forgetting of another identity's rows may still be running).
+        let cache_is_ours = match self.welcomed_as.borrow().as_deref() {
+            Some(who) => crate::persist::stored_who().as_deref().unwrap_or("") == who,
+            None => true,
+        };
+        if let Some(db) = self.database().await.filter(|_| cache_is_ours) {
             let name = crate::persist::cache_key(key.name(), key.args_json());
             if let Some(c) = crate::persist::cached(&db, &name).await {
                 // Ignored when rows of another history or newer rows arrived meanwhile.
