@@ -235,8 +235,11 @@ impl<Q: Query> Copy for SyncQuery<Q> {}
 impl<Q: Query> SyncQuery<Q> {
     /// The rows the UI shows: the server's rows, with pending events' predictions applied, or
     /// the error. `None` while loading (read it inside `Suspense`/`Transition`).
+    ///
+    /// Only rows of the current args: while the args change (a `<Transition>` to another key),
+    /// it is `None` until the new key's rows are there, never the old key's rows.
     pub fn rows(&self) -> Option<Result<Vec<Q::Row>, SyncError>> {
-        let loaded = self.resource.get()?;
+        let loaded = self.current()?;
         if let Some(why) = self.forbidden.get() {
             return Some(Err(SyncError::Forbidden(why)));
         }
@@ -247,6 +250,19 @@ impl<Q: Query> SyncQuery<Q> {
         Some(loaded.and_then(|l| decode::<Q>(&l.rows)))
     }
 
+    /// The resource's value, unless it holds the rows of other args than the current ones (it
+    /// keeps its old value while it loads the new).
+    fn current(&self) -> Option<Result<Loaded, SyncError>> {
+        let loaded = self.resource.get()?;
+        if let Ok(l) = &loaded {
+            let key = QueryKey::new(Q::NAME, &self.args.get()).ok()?;
+            if !l.is_for(&key) {
+                return None;
+            }
+        }
+        Some(loaded)
+    }
+
     /// Whether the query has loaded (`Some(Ok)`), failed (`Some(Err)`), or is loading (`None`).
     /// Unlike [`SyncQuery::rows`] it does not change when rows change: build the list's
     /// structure from this (inside `Suspense`/`Transition`) and read the rows inside it, so a
@@ -254,7 +270,7 @@ impl<Q: Query> SyncQuery<Q> {
     /// It turns to `Err(SyncError::Forbidden)` when the server withdraws this identity's
     /// access while the query is live (its rows are gone then).
     pub fn loaded(&self) -> Option<Result<(), SyncError>> {
-        let loaded = self.resource.get()?;
+        let loaded = self.current()?;
         if let Some(why) = self.forbidden.get() {
             return Some(Err(SyncError::Forbidden(why)));
         }

@@ -174,3 +174,70 @@ async fn the_server_rendered_snapshot_rides_the_hydration_data_and_seeds_the_cli
     engine.shutdown();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn while_the_args_change_the_old_keys_rows_are_never_handed_out_for_the_new_key() {
+    let _ = any_spawner::Executor::init_tokio();
+    let dir = std::env::temp_dir().join(format!("sssync-leptos-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = SqliteStore::open(&format!("sqlite://{}", dir.join("t.db").display()))
+        .await
+        .unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE notes (id TEXT PRIMARY KEY, board TEXT NOT NULL, text TEXT NOT NULL)",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let engine = Engine::builder(store)
+        .table(
+            Table::new("notes", "id")
+                .unwrap()
+                .partition("board")
+                .unwrap(),
+        )
+        .query::<Notes>()
+        .event::<AddNote>()
+        .start()
+        .await
+        .unwrap();
+    for (id, board) in [("a1", "a"), ("b1", "b")] {
+        let args = serde_json::json!({"id": id, "board": board, "text": id}).to_string();
+        let r = engine.apply_server_event("add_note", &args).await.unwrap();
+        assert!(matches!(r, ServerMsg::Ack(_)), "{r:?}");
+    }
+    let owner = Owner::new_root(None);
+    let board = owner.with(|| RwSignal::new("a".to_owned()));
+    let query = owner.with(|| {
+        provide_context(SyncServer::new(engine.clone()));
+        provide_sync_client();
+        use_sync_query::<Notes>(move || Board { board: board.get() })
+    });
+    let texts = |query: &sssync_leptos::SyncQuery<Notes>| {
+        owner
+            .with(|| query.rows())
+            .map(|r| r.unwrap().into_iter().map(|n| n.text).collect::<Vec<_>>())
+    };
+    let until = |want: Vec<String>| async move {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if texts(&query).as_ref() == Some(&want) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "rows never became {want:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    };
+    until(vec!["a1".to_owned()]).await;
+    // The args change: until board b's rows are loaded, nothing (board a's rows would be
+    // another list's rows under this list's forms).
+    owner.with(|| board.set("b".to_owned()));
+    assert_eq!(texts(&query), None);
+    assert_eq!(owner.with(|| query.loaded()), None);
+    until(vec!["b1".to_owned()]).await;
+    engine.shutdown();
+    let _ = std::fs::remove_dir_all(dir);
+}
