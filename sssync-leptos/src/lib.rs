@@ -232,6 +232,50 @@ impl<Q: Query> Clone for SyncQuery<Q> {
 
 impl<Q: Query> Copy for SyncQuery<Q> {}
 
+/// How many executor ticks an awaited query waits for its resource to start loading new args.
+const STALE_TICKS: usize = 1_000;
+
+/// Awaiting a query waits until it has loaded and answers its rows, as
+/// [`SyncQuery::rows`] does: the idiom of Leptos's `Suspend`, which registers the wait with the
+/// `<Suspense>` or `<Transition>` around it (on the server, the page waits for the rows).
+///
+/// ```ignore
+/// let todos = use_sync_query::<Todos>(move || ListArgs { list_id: list_id.get() });
+/// view! {
+///     <Suspense fallback=|| "Loading…">
+///         {move || Suspend::new(async move {
+///             todos.await.map(|rows| rows.len().to_string())
+///         })}
+///     </Suspense>
+/// }
+/// ```
+impl<Q: Query> std::future::IntoFuture for SyncQuery<Q> {
+    type Output = Result<Vec<Q::Row>, SyncError>;
+    type IntoFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Self::Output> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            // Right after the args changed, the resource may not have begun loading the new
+            // key: give it ticks (bounded) until what it holds is the current key's.
+            let mut loaded = self.resource.await;
+            for _ in 0..STALE_TICKS {
+                let current = QueryKey::new(Q::NAME, &self.args.get_untracked())
+                    .map_err(|e| SyncError::BadRequest(e.to_string()))?;
+                if loaded.as_ref().map_or(true, |l| l.is_for(&current)) {
+                    break;
+                }
+                leptos::task::tick().await;
+                loaded = self.resource.await;
+            }
+            // The live view (predictions, deltas) when there is one; else what loaded.
+            match self.rows() {
+                Some(rows) => rows,
+                None => loaded.and_then(|l| decode::<Q>(&l.rows)),
+            }
+        })
+    }
+}
+
 impl<Q: Query> SyncQuery<Q> {
     /// The rows the UI shows: the server's rows, with pending events' predictions applied, or
     /// the error. `None` while loading (read it inside `Suspense`/`Transition`).

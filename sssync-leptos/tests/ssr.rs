@@ -238,6 +238,18 @@ async fn while_the_args_change_the_old_keys_rows_are_never_handed_out_for_the_ne
     assert_eq!(texts(&query), None);
     assert_eq!(owner.with(|| query.loaded()), None);
     until(vec!["b1".to_owned()]).await;
+    // Awaited (as in a `Suspend`): the current key's rows.
+    let rows = owner.with(|| query).await.unwrap();
+    assert_eq!(
+        rows.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
+        ["b1"]
+    );
+    owner.with(|| board.set("a".to_owned()));
+    let rows = owner.with(|| query).await.unwrap();
+    assert_eq!(
+        rows.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
+        ["a1"]
+    );
     engine.shutdown();
     let _ = std::fs::remove_dir_all(dir);
 }
