@@ -321,10 +321,28 @@ impl<Q: Query> SyncQuery<Q> {
         Some(loaded.map(|_| ()))
     }
 
-    /// Whether the rows shown are all confirmed by the server (no event of this tab is
-    /// pending; while some are, the rows include their local predictions).
+    /// Whether the rows shown are the server's (no event waiting for the server, of this tab
+    /// or another tab shown here, predicts into this query; while one does, the rows include
+    /// its prediction). Per query: a pending write to another list leaves this one confirmed.
+    /// Always true on the server. Reactive.
     pub fn is_confirmed(&self) -> bool {
-        self.client.pending.get() == 0
+        // Rows changing, or this tab's pending count (an ack that leaves the rows as shown).
+        self.client.changed.track();
+        self.client.pending.track();
+        #[cfg(feature = "browser")]
+        {
+            let Some(rt) = self.client.runtime.get_value() else {
+                return true;
+            };
+            let Ok(key) = QueryKey::new(Q::NAME, &self.args.get()) else {
+                return true;
+            };
+            rt.state.borrow().is_confirmed(&key)
+        }
+        #[cfg(not(feature = "browser"))]
+        {
+            true
+        }
     }
 
     /// Where the query stands: loading, live (following the server), offline (showing what

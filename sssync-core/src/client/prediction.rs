@@ -3,11 +3,13 @@
 use crate::query::QueryKey;
 use crate::row::{Row, Rows};
 use crate::schema::Query;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// The view an event's prediction changes. Rows are typed on the way in and out.
 pub struct Prediction<'a> {
     pub(crate) views: &'a mut HashMap<QueryKey, Rows>,
+    /// The keys a prediction reached (held ones only).
+    pub(crate) touched: &'a mut HashSet<QueryKey>,
 }
 
 impl Prediction<'_> {
@@ -19,6 +21,7 @@ impl Prediction<'_> {
         };
         if let Some(rows) = self.views.get_mut(&key) {
             edit::<Q>(rows, f);
+            self.touched.insert(key);
         }
     }
 

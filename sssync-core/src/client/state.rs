@@ -111,6 +111,8 @@ pub struct ClientState {
     foreign_done: Vec<(Version, (String, u64))>,
     next_seq: u64,
     views: HashMap<QueryKey, Rows>,
+    /// The keys some unsettled event predicts into: their view is not the server's yet.
+    predicted: HashSet<QueryKey>,
     /// The highest version any message of this connection has carried; deltas up to it have
     /// arrived for every subscription (the server sends them before acks).
     seen: Version,
@@ -145,6 +147,7 @@ impl ClientState {
             arrivals: 0,
             next_seq: 1,
             views: HashMap::new(),
+            predicted: HashSet::new(),
             seen: Version(0),
             proven: None,
             resent_from: None,
@@ -298,6 +301,12 @@ impl ClientState {
     pub fn acked(&self) -> u64 {
         let first = self.pending.keys().next().copied().unwrap_or(self.next_seq);
         first.saturating_sub(1)
+    }
+
+    /// Whether the view of `key` is the server's confirmed rows: no event still waiting for
+    /// the server (this tab's, or another tab's it shows) predicts into it.
+    pub fn is_confirmed(&self, key: &QueryKey) -> bool {
+        !self.predicted.contains(key)
     }
 
     /// Why the server refuses writes for now (`retry`), until one is settled again.
@@ -861,8 +870,12 @@ impl ClientState {
             .iter()
             .filter_map(|(k, h)| Some((k.clone(), h.confirmed.as_ref()?.1.clone())))
             .collect();
+        let mut predicted = HashSet::new();
         {
-            let mut p = Prediction { views: &mut views };
+            let mut p = Prediction {
+                views: &mut views,
+                touched: &mut predicted,
+            };
             // Settled events first (they are older); then this tab's and other tabs' pending
             // events in the order this tab learned of them.
             for predict in self.settling.values().filter_map(|e| e.predict.as_ref()) {
@@ -892,6 +905,7 @@ impl ClientState {
         changed.extend(gone.into_iter().cloned());
         changed.sort();
         self.views = views;
+        self.predicted = predicted;
         Update {
             changed,
             ..Update::default()
@@ -1047,6 +1061,46 @@ mod tests {
             proof: None,
         }));
         assert_eq!(st.pending_count(), 0);
+    }
+
+    struct Others;
+    impl Query for Others {
+        const NAME: &'static str = "others";
+        type Args = ();
+        type Row = String;
+        fn row_key(r: &String) -> String {
+            r.clone()
+        }
+    }
+
+    #[test]
+    fn a_query_is_confirmed_when_no_pending_event_predicts_into_it() {
+        let others = QueryKey::new("others", &()).unwrap();
+        let mut st = ClientState::new("c");
+        st.subscribe(key());
+        st.subscribe(others.clone());
+        st.on_message(welcome(0, 1));
+        st.on_message(snapshot(1, &[]));
+        st.on_message(ServerMsg::Snapshot(Snapshot {
+            q: "others".into(),
+            a: raw("null"),
+            v: Version(1),
+            reset: false,
+            digest: Digest::of(std::iter::empty()),
+            rows: vec![],
+        }));
+        assert!(st.is_confirmed(&key()) && st.is_confirmed(&others));
+        st.push(AddItem("milk".into())).unwrap();
+        assert!(!st.is_confirmed(&key()), "an event predicts into it");
+        assert!(st.is_confirmed(&others), "no event touches it");
+        assert_eq!(st.rows::<Others>(&()).unwrap(), Vec::<String>::new());
+        st.on_message(ServerMsg::Ack(Ack {
+            seq: 1,
+            v: Version(1),
+            dup: false,
+            proof: None,
+        }));
+        assert!(st.is_confirmed(&key()));
     }
 
     #[test]
