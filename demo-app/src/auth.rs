@@ -108,10 +108,7 @@ impl Sessions {
     }
 
     async fn insert(&self, record: &Record) -> session_store::Result<bool> {
-        let data = serde_json::to_string(record)
-            .map_err(|e| session_store::Error::Encode(e.to_string()))?;
-        let id = record.id.to_string();
-        let expiry = record.expiry_date.unix_timestamp();
+        let (id, data, expiry) = encode(record)?;
         let sql = "INSERT INTO sessions (id, data, expiry_date) VALUES ($1, $2, $3) \
                    ON CONFLICT (id) DO NOTHING";
         let inserted = on_pool!(&self.pool, p => sqlx::query(sql)
@@ -120,6 +117,17 @@ impl Sessions {
         .map_err(backend)?;
         Ok(inserted)
     }
+}
+
+/// A session record as its row stores it: id, JSON, expiry in Unix seconds.
+fn encode(record: &Record) -> session_store::Result<(String, String, i64)> {
+    let data =
+        serde_json::to_string(record).map_err(|e| session_store::Error::Encode(e.to_string()))?;
+    Ok((
+        record.id.to_string(),
+        data,
+        record.expiry_date.unix_timestamp(),
+    ))
 }
 
 /// The session id a request's cookie names, if any.
@@ -153,10 +161,7 @@ impl SessionStore for Sessions {
     }
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
-        let data = serde_json::to_string(record)
-            .map_err(|e| session_store::Error::Encode(e.to_string()))?;
-        let id = record.id.to_string();
-        let expiry = record.expiry_date.unix_timestamp();
+        let (id, data, expiry) = encode(record)?;
         let sql = "INSERT INTO sessions (id, data, expiry_date) VALUES ($1, $2, $3) \
                    ON CONFLICT (id) DO UPDATE SET data = excluded.data, \
                    expiry_date = excluded.expiry_date";

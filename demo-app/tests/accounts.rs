@@ -3,64 +3,14 @@
 //! that nobody else can read or write on any path, sharing, sign-out.
 #![cfg(feature = "ssr")]
 
-use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const WAIT: Duration = Duration::from_secs(20);
+use std::time::Instant;
 
 mod common;
-use common::{postgres_url, serve_on, sqlite_url};
+use common::{postgres_url, request, serve_on, sqlite_url};
 
 /// The demo's router on a fresh SQLite file, served on 127.0.0.1.
 async fn serve() -> (std::net::SocketAddr, demo_app::db::Pool) {
     serve_on(&sqlite_url()).await
-}
-
-struct Response {
-    status: u16,
-    head: String,
-    body: String,
-}
-
-impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case(name).then(|| v.trim())
-        })
-    }
-}
-
-/// One request as a browser sends it (a form post when `body` is given), with `cookie`.
-async fn request(
-    addr: std::net::SocketAddr,
-    method: &str,
-    path: &str,
-    cookie: Option<&str>,
-    body: Option<&str>,
-) -> Response {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let body = body.unwrap_or("");
-    let cookie = cookie.map_or_else(String::new, |c| format!("Cookie: {c}\r\n"));
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/html\r\n{cookie}\
-         Referer: http://{addr}/\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
-        .await
-        .expect("the server answers")
-        .unwrap();
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    Response {
-        status: head[9..12].parse().unwrap(),
-        head: head.to_owned(),
-        body: body.to_owned(),
-    }
 }
 
 /// Signs `name` up and answers the session cookie (`name=value`).

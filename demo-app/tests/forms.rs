@@ -2,11 +2,6 @@
 //! resubmitted form (the browser's resend after a reload, a double click) must not apply twice.
 #![cfg(feature = "ssr")]
 
-use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const WAIT: Duration = Duration::from_secs(10);
-
 mod common;
 
 /// The demo's router on a fresh SQLite file, served on 127.0.0.1.
@@ -22,20 +17,9 @@ async fn serve() -> (std::net::SocketAddr, demo_app::db::Pool, std::path::PathBu
 
 /// A browser's plain form post: the status.
 async fn post_form(addr: std::net::SocketAddr, path: &str, body: &str) -> u16 {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/html\r\n\
-         Referer: http://{addr}/lists/l1\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
+    common::request(addr, "POST", path, None, Some(body))
         .await
-        .unwrap()
-        .unwrap();
-    String::from_utf8_lossy(&buf)[9..12].parse().unwrap()
+        .status
 }
 
 async fn titles(pool: &demo_app::db::Pool) -> Vec<String> {

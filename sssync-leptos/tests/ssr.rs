@@ -89,10 +89,10 @@ impl ServerEvent<Db> for AddNote {
     }
 }
 
-#[tokio::test]
-async fn the_server_rendered_snapshot_rides_the_hydration_data_and_seeds_the_client() {
-    let _ = any_spawner::Executor::init_tokio();
-    let dir = std::env::temp_dir().join(format!("sssync-leptos-ssr-{}", std::process::id()));
+/// An engine serving `Notes` and `AddNote` over a fresh SQLite file in a folder named
+/// `name`; the folder, for removal.
+async fn notes_engine(name: &str) -> (Engine<SqliteStore>, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let store = SqliteStore::open(&format!("sqlite://{}", dir.join("t.db").display()))
         .await
@@ -115,6 +115,13 @@ async fn the_server_rendered_snapshot_rides_the_hydration_data_and_seeds_the_cli
         .start()
         .await
         .unwrap();
+    (engine, dir)
+}
+
+#[tokio::test]
+async fn the_server_rendered_snapshot_rides_the_hydration_data_and_seeds_the_client() {
+    let _ = any_spawner::Executor::init_tokio();
+    let (engine, dir) = notes_engine("sssync-leptos-ssr").await;
     for (id, text) in [("n1", "rendered on the server"), ("n2", "and hydrated")] {
         let args = serde_json::json!({"id": id, "board": "b", "text": text}).to_string();
         let r = engine.apply_server_event("add_note", &args).await.unwrap();
@@ -178,29 +185,7 @@ async fn the_server_rendered_snapshot_rides_the_hydration_data_and_seeds_the_cli
 #[tokio::test]
 async fn while_the_args_change_the_old_keys_rows_are_never_handed_out_for_the_new_key() {
     let _ = any_spawner::Executor::init_tokio();
-    let dir = std::env::temp_dir().join(format!("sssync-leptos-keys-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let store = SqliteStore::open(&format!("sqlite://{}", dir.join("t.db").display()))
-        .await
-        .unwrap();
-    sqlx::raw_sql(
-        "CREATE TABLE notes (id TEXT PRIMARY KEY, board TEXT NOT NULL, text TEXT NOT NULL)",
-    )
-    .execute(store.pool())
-    .await
-    .unwrap();
-    let engine = Engine::builder(store)
-        .table(
-            Table::new("notes", "id")
-                .unwrap()
-                .partition("board")
-                .unwrap(),
-        )
-        .query::<Notes>()
-        .event::<AddNote>()
-        .start()
-        .await
-        .unwrap();
+    let (engine, dir) = notes_engine("sssync-leptos-keys").await;
     for (id, board) in [("a1", "a"), ("b1", "b")] {
         let args = serde_json::json!({"id": id, "board": board, "text": id}).to_string();
         let r = engine.apply_server_event("add_note", &args).await.unwrap();

@@ -5,8 +5,8 @@
 use super::Table;
 use super::hub::{DepKey, Hub, Outbox, Subscribed, query_failed};
 use super::schema::{
-    Access, AccessError, BoxFuture, Identity, QueryCtx, Registry, RunError, ServerEvent,
-    ServerQuery,
+    Access, AccessError, BoxFuture, Dependency, Identity, QueryCtx, QueryEntry, Registry, RunError,
+    ServerEvent, ServerQuery,
 };
 use super::store::{Store, StoreError};
 use super::tailer::Open;
@@ -302,11 +302,7 @@ impl<S: Store> Inner<S> {
         key: &QueryKey,
         identity: &Identity,
     ) -> Result<(), EngineError> {
-        let entry = self
-            .registry
-            .queries
-            .get(key.name())
-            .ok_or_else(|| EngineError::UnknownQuery(key.name().to_owned()))?;
+        let entry = self.query_entry(key)?;
         if entry.access == Access::Public {
             return Ok(());
         }
@@ -795,18 +791,25 @@ impl<S: Store> Inner<S> {
 
     /// The dependencies of `key`, as the change log records them.
     pub(crate) fn deps(&self, key: &QueryKey) -> Result<Vec<DepKey>, EngineError> {
-        let entry = self
-            .registry
+        let entry = self.query_entry(key)?;
+        Ok(Self::dep_keys((entry.deps)(key.args_json())?))
+    }
+
+    fn query_entry(&self, key: &QueryKey) -> Result<&QueryEntry<S::Db>, EngineError> {
+        self.registry
             .queries
             .get(key.name())
-            .ok_or_else(|| EngineError::UnknownQuery(key.name().to_owned()))?;
-        Ok((entry.deps)(key.args_json())?
-            .into_iter()
+            .ok_or_else(|| EngineError::UnknownQuery(key.name().to_owned()))
+    }
+
+    /// Dependencies as the change log records them (the partition as the triggers write it).
+    fn dep_keys(deps: Vec<Dependency>) -> Vec<DepKey> {
+        deps.into_iter()
             .map(|d| DepKey {
                 table: d.table,
                 part: d.partition.as_ref().map(S::partition_text),
             })
-            .collect())
+            .collect()
     }
 
     /// Whether `key`'s subscribers are checked (its query is not public).
@@ -819,31 +822,17 @@ impl<S: Store> Inner<S> {
 
     /// The tables `key`'s authorization reads, as the change log records them.
     pub(crate) fn access_deps(&self, key: &QueryKey) -> Result<Vec<DepKey>, EngineError> {
-        let entry = self
-            .registry
-            .queries
-            .get(key.name())
-            .ok_or_else(|| EngineError::UnknownQuery(key.name().to_owned()))?;
+        let entry = self.query_entry(key)?;
         if entry.access == Access::Public {
             return Ok(Vec::new());
         }
-        Ok((entry.access_deps)(key.args_json())?
-            .into_iter()
-            .map(|d| DepKey {
-                table: d.table,
-                part: d.partition.as_ref().map(S::partition_text),
-            })
-            .collect())
+        Ok(Self::dep_keys((entry.access_deps)(key.args_json())?))
     }
 
     /// Runs a query in a read transaction together with the version it saw.
     async fn read(&self, key: &QueryKey) -> Result<(Version, Rows), EngineError> {
         let ctx = &Self::run_ctx(key);
-        let entry = self
-            .registry
-            .queries
-            .get(key.name())
-            .ok_or_else(|| EngineError::UnknownQuery(key.name().to_owned()))?;
+        let entry = self.query_entry(key)?;
         let mut conn = self.store.pool().acquire().await?;
         S::begin_read(&mut conn).await?;
         let result = async {
