@@ -9,7 +9,7 @@ use crate::model::{
 };
 use sssync_core::Rejection;
 use sssync_core::server::{
-    Access, AccessError, BoxFuture, Conn, Dependency, Engine, EngineBuilder, EngineError, EventCtx,
+    Access, AccessError, Conn, Dependency, Engine, EngineBuilder, EngineError, EventCtx,
     EventError, Identity, Parts, PgStore, QueryCtx, ServerEvent, ServerQuery, SqliteStore, Store,
     Table,
 };
@@ -143,171 +143,155 @@ sssync_core::for_each_db! {
             ]
         }
 
-        fn authorize<'a>(
-            conn: &'a mut Conn<Db>,
-            ctx: &'a QueryCtx,
-            args: &'a ListArgs,
-        ) -> BoxFuture<'a, Result<(), AccessError>> {
-            Box::pin(async move {
-                if may_access(conn, &args.list_id, &ctx.identity).await? {
-                    Ok(())
-                } else {
-                    Err(AccessError::forbidden(NO_SUCH_LIST))
-                }
-            })
+        async fn authorize(
+            conn: &mut Conn<Db>,
+            ctx: &QueryCtx,
+            args: &ListArgs,
+        ) -> Result<(), AccessError> {
+            if may_access(conn, &args.list_id, &ctx.identity).await? {
+                Ok(())
+            } else {
+                Err(AccessError::forbidden(NO_SUCH_LIST))
+            }
         }
 
-        fn run<'a>(
-            conn: &'a mut Conn<Db>,
-            _: &'a QueryCtx,
-            args: &'a ListArgs,
-        ) -> BoxFuture<'a, Result<Vec<Todo>, sqlx::Error>> {
-            Box::pin(async move {
-                if !crate::model::valid_id(&args.list_id) {
-                    return Ok(Vec::new()); // no such list can exist
-                }
-                list(conn, &args.list_id).await
-            })
+        async fn run(
+            conn: &mut Conn<Db>,
+            _: &QueryCtx,
+            args: &ListArgs,
+        ) -> Result<Vec<Todo>, sqlx::Error> {
+            if !crate::model::valid_id(&args.list_id) {
+                return Ok(Vec::new()); // no such list can exist
+            }
+            list(conn, &args.list_id).await
         }
     }
 
     impl ServerEvent<Db> for AddTodo {
-        fn apply<'a>(
-            &'a self,
-            conn: &'a mut Conn<Db>,
-            ctx: &'a EventCtx,
-        ) -> BoxFuture<'a, Result<(), EventError>> {
-            Box::pin(async move {
-                check_id(&self.list_id)?;
-                check_access(conn, ctx, &self.list_id).await?;
-                check_id(&self.id)?;
-                if let Some(title) = clean_title(&self.title)? {
-                    // At the bottom of the list (an id already used is a constraint violation).
-                    exec(
-                        conn,
-                        "INSERT INTO todos (id, list_id, title, completed, position) \
-                         VALUES ($1, $2, $3, FALSE, \
-                         COALESCE((SELECT MAX(position) FROM todos WHERE list_id = $2), 0) + 1)",
-                        &[&self.id, &self.list_id, &title],
-                    )
-                    .await?;
-                }
-                Ok(())
-            })
+        async fn apply(
+            &self,
+            conn: &mut Conn<Db>,
+            ctx: &EventCtx,
+        ) -> Result<(), EventError> {
+            check_id(&self.list_id)?;
+            check_access(conn, ctx, &self.list_id).await?;
+            check_id(&self.id)?;
+            if let Some(title) = clean_title(&self.title)? {
+                // At the bottom of the list (an id already used is a constraint violation).
+                exec(
+                    conn,
+                    "INSERT INTO todos (id, list_id, title, completed, position) \
+                     VALUES ($1, $2, $3, FALSE, \
+                     COALESCE((SELECT MAX(position) FROM todos WHERE list_id = $2), 0) + 1)",
+                    &[&self.id, &self.list_id, &title],
+                )
+                .await?;
+            }
+            Ok(())
         }
     }
 
     impl ServerEvent<Db> for ToggleTodo {
-        fn apply<'a>(
-            &'a self,
-            conn: &'a mut Conn<Db>,
-            ctx: &'a EventCtx,
-        ) -> BoxFuture<'a, Result<(), EventError>> {
-            Box::pin(async move {
-                check_id(&self.list_id)?;
-                check_access(conn, ctx, &self.list_id).await?;
-                check_id(&self.id)?;
-                sqlx::query("UPDATE todos SET completed = $1 WHERE list_id = $2 AND id = $3")
-                    .bind(self.completed)
-                    .bind(&self.list_id)
-                    .bind(&self.id)
-                    .execute(&mut *conn)
-                    .await?;
-                Ok(())
-            })
+        async fn apply(
+            &self,
+            conn: &mut Conn<Db>,
+            ctx: &EventCtx,
+        ) -> Result<(), EventError> {
+            check_id(&self.list_id)?;
+            check_access(conn, ctx, &self.list_id).await?;
+            check_id(&self.id)?;
+            sqlx::query("UPDATE todos SET completed = $1 WHERE list_id = $2 AND id = $3")
+                .bind(self.completed)
+                .bind(&self.list_id)
+                .bind(&self.id)
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
         }
     }
 
     impl ServerEvent<Db> for EditTodo {
-        fn apply<'a>(
-            &'a self,
-            conn: &'a mut Conn<Db>,
-            ctx: &'a EventCtx,
-        ) -> BoxFuture<'a, Result<(), EventError>> {
-            Box::pin(async move {
-                check_id(&self.list_id)?;
-                check_access(conn, ctx, &self.list_id).await?;
-                check_id(&self.id)?;
-                match clean_title(&self.title)? {
-                    Some(title) => {
-                        exec(
-                            conn,
-                            "UPDATE todos SET title = $1 WHERE list_id = $2 AND id = $3",
-                            &[&title, &self.list_id, &self.id],
-                        )
-                        .await?
-                    }
-                    None => {
-                        exec(
-                            conn,
-                            "DELETE FROM todos WHERE list_id = $1 AND id = $2",
-                            &[&self.list_id, &self.id],
-                        )
-                        .await?
-                    }
+        async fn apply(
+            &self,
+            conn: &mut Conn<Db>,
+            ctx: &EventCtx,
+        ) -> Result<(), EventError> {
+            check_id(&self.list_id)?;
+            check_access(conn, ctx, &self.list_id).await?;
+            check_id(&self.id)?;
+            match clean_title(&self.title)? {
+                Some(title) => {
+                    exec(
+                        conn,
+                        "UPDATE todos SET title = $1 WHERE list_id = $2 AND id = $3",
+                        &[&title, &self.list_id, &self.id],
+                    )
+                    .await?
                 }
-                Ok(())
-            })
+                None => {
+                    exec(
+                        conn,
+                        "DELETE FROM todos WHERE list_id = $1 AND id = $2",
+                        &[&self.list_id, &self.id],
+                    )
+                    .await?
+                }
+            }
+            Ok(())
         }
     }
 
     impl ServerEvent<Db> for DeleteTodo {
-        fn apply<'a>(
-            &'a self,
-            conn: &'a mut Conn<Db>,
-            ctx: &'a EventCtx,
-        ) -> BoxFuture<'a, Result<(), EventError>> {
-            Box::pin(async move {
-                check_id(&self.list_id)?;
-                check_access(conn, ctx, &self.list_id).await?;
-                check_id(&self.id)?;
-                exec(
-                    conn,
-                    "DELETE FROM todos WHERE list_id = $1 AND id = $2",
-                    &[&self.list_id, &self.id],
-                )
-                .await?;
-                Ok(())
-            })
+        async fn apply(
+            &self,
+            conn: &mut Conn<Db>,
+            ctx: &EventCtx,
+        ) -> Result<(), EventError> {
+            check_id(&self.list_id)?;
+            check_access(conn, ctx, &self.list_id).await?;
+            check_id(&self.id)?;
+            exec(
+                conn,
+                "DELETE FROM todos WHERE list_id = $1 AND id = $2",
+                &[&self.list_id, &self.id],
+            )
+            .await?;
+            Ok(())
         }
     }
 
     impl ServerEvent<Db> for ToggleAll {
-        fn apply<'a>(
-            &'a self,
-            conn: &'a mut Conn<Db>,
-            ctx: &'a EventCtx,
-        ) -> BoxFuture<'a, Result<(), EventError>> {
-            Box::pin(async move {
-                check_id(&self.list_id)?;
-                check_access(conn, ctx, &self.list_id).await?;
-                sqlx::query("UPDATE todos SET completed = $1 WHERE list_id = $2")
-                    .bind(self.completed)
-                    .bind(&self.list_id)
-                    .execute(&mut *conn)
-                    .await?;
-                Ok(())
-            })
+        async fn apply(
+            &self,
+            conn: &mut Conn<Db>,
+            ctx: &EventCtx,
+        ) -> Result<(), EventError> {
+            check_id(&self.list_id)?;
+            check_access(conn, ctx, &self.list_id).await?;
+            sqlx::query("UPDATE todos SET completed = $1 WHERE list_id = $2")
+                .bind(self.completed)
+                .bind(&self.list_id)
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
         }
     }
 
     impl ServerEvent<Db> for ClearCompleted {
-        fn apply<'a>(
-            &'a self,
-            conn: &'a mut Conn<Db>,
-            ctx: &'a EventCtx,
-        ) -> BoxFuture<'a, Result<(), EventError>> {
-            Box::pin(async move {
-                check_id(&self.list_id)?;
-                check_access(conn, ctx, &self.list_id).await?;
-                exec(
-                    conn,
-                    "DELETE FROM todos WHERE list_id = $1 AND completed",
-                    &[&self.list_id],
-                )
-                .await?;
-                Ok(())
-            })
+        async fn apply(
+            &self,
+            conn: &mut Conn<Db>,
+            ctx: &EventCtx,
+        ) -> Result<(), EventError> {
+            check_id(&self.list_id)?;
+            check_access(conn, ctx, &self.list_id).await?;
+            exec(
+                conn,
+                "DELETE FROM todos WHERE list_id = $1 AND completed",
+                &[&self.list_id],
+            )
+            .await?;
+            Ok(())
         }
     }
 
@@ -319,106 +303,98 @@ sssync_core::for_each_db! {
             vec![Dependency::table("lists"), Dependency::table("shares")]
         }
 
-        fn run<'a>(
-            conn: &'a mut Conn<Db>,
-            ctx: &'a QueryCtx,
-            _: &'a (),
-        ) -> BoxFuture<'a, Result<Vec<MyList>, sqlx::Error>> {
-            Box::pin(async move {
-                let Some(user) = ctx.identity.id() else {
-                    return Ok(Vec::new());
-                };
-                let rows: Vec<(String, String, String)> = sqlx::query_as(
-                    "SELECT l.id, u.name, l.owner FROM lists l JOIN users u ON u.id = l.owner \
-                     WHERE l.owner = $1 \
-                        OR l.id IN (SELECT list_id FROM shares WHERE user_id = $1) \
-                     ORDER BY l.id",
-                )
-                .bind(user)
-                .fetch_all(&mut *conn)
-                .await?;
-                Ok(rows
-                    .into_iter()
-                    .map(|(id, owner, owner_id)| MyList {
-                        id,
-                        owner,
-                        mine: owner_id == user,
-                    })
-                    .collect())
-            })
+        async fn run(
+            conn: &mut Conn<Db>,
+            ctx: &QueryCtx,
+            _: &(),
+        ) -> Result<Vec<MyList>, sqlx::Error> {
+            let Some(user) = ctx.identity.id() else {
+                return Ok(Vec::new());
+            };
+            let rows: Vec<(String, String, String)> = sqlx::query_as(
+                "SELECT l.id, u.name, l.owner FROM lists l JOIN users u ON u.id = l.owner \
+                 WHERE l.owner = $1 \
+                    OR l.id IN (SELECT list_id FROM shares WHERE user_id = $1) \
+                 ORDER BY l.id",
+            )
+            .bind(user)
+            .fetch_all(&mut *conn)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(id, owner, owner_id)| MyList {
+                    id,
+                    owner,
+                    mine: owner_id == user,
+                })
+                .collect())
         }
     }
 
     impl ServerEvent<Db> for CreateList {
-        fn apply<'a>(
-            &'a self,
-            conn: &'a mut Conn<Db>,
-            ctx: &'a EventCtx,
-        ) -> BoxFuture<'a, Result<(), EventError>> {
-            Box::pin(async move {
-                check_id(&self.id)?;
-                let Some(user) = ctx.identity.id() else {
-                    return Err(Rejection::forbidden("Sign in to make a private list.").into());
-                };
-                // A list in use stays public: nobody takes over someone else's list.
-                let used: Option<(String,)> =
-                    sqlx::query_as("SELECT id FROM todos WHERE list_id = $1 LIMIT 1")
-                        .bind(&self.id)
-                        .fetch_optional(&mut *conn)
-                        .await?;
-                if used.is_some() || self.id == DEFAULT_LIST {
-                    return Err(Rejection::new("list_in_use", "That list is in use already.").into());
-                }
-                exec(conn, "INSERT INTO lists (id, owner) VALUES ($1, $2)", &[&self.id, user])
+        async fn apply(
+            &self,
+            conn: &mut Conn<Db>,
+            ctx: &EventCtx,
+        ) -> Result<(), EventError> {
+            check_id(&self.id)?;
+            let Some(user) = ctx.identity.id() else {
+                return Err(Rejection::forbidden("Sign in to make a private list.").into());
+            };
+            // A list in use stays public: nobody takes over someone else's list.
+            let used: Option<(String,)> =
+                sqlx::query_as("SELECT id FROM todos WHERE list_id = $1 LIMIT 1")
+                    .bind(&self.id)
+                    .fetch_optional(&mut *conn)
                     .await?;
-                Ok(())
-            })
+            if used.is_some() || self.id == DEFAULT_LIST {
+                return Err(Rejection::new("list_in_use", "That list is in use already.").into());
+            }
+            exec(conn, "INSERT INTO lists (id, owner) VALUES ($1, $2)", &[&self.id, user])
+                .await?;
+            Ok(())
         }
     }
 
     impl ServerEvent<Db> for ShareList {
-        fn apply<'a>(
-            &'a self,
-            conn: &'a mut Conn<Db>,
-            ctx: &'a EventCtx,
-        ) -> BoxFuture<'a, Result<(), EventError>> {
-            Box::pin(async move {
-                check_id(&self.list_id)?;
-                let owner = check_owner(conn, ctx, &self.list_id).await?;
-                let user = user_named(conn, &self.user_name).await?;
-                if user == owner {
-                    return Err(Rejection::new("own_list", "This list is yours already.").into());
-                }
-                exec(
-                    conn,
-                    "INSERT INTO shares (id, list_id, user_id) VALUES ($1, $2, $3) \
-                     ON CONFLICT (id) DO NOTHING",
-                    &[&format!("{}:{user}", self.list_id), &self.list_id, &user],
-                )
-                .await?;
-                Ok(())
-            })
+        async fn apply(
+            &self,
+            conn: &mut Conn<Db>,
+            ctx: &EventCtx,
+        ) -> Result<(), EventError> {
+            check_id(&self.list_id)?;
+            let owner = check_owner(conn, ctx, &self.list_id).await?;
+            let user = user_named(conn, &self.user_name).await?;
+            if user == owner {
+                return Err(Rejection::new("own_list", "This list is yours already.").into());
+            }
+            exec(
+                conn,
+                "INSERT INTO shares (id, list_id, user_id) VALUES ($1, $2, $3) \
+                 ON CONFLICT (id) DO NOTHING",
+                &[&format!("{}:{user}", self.list_id), &self.list_id, &user],
+            )
+            .await?;
+            Ok(())
         }
     }
 
     impl ServerEvent<Db> for UnshareList {
-        fn apply<'a>(
-            &'a self,
-            conn: &'a mut Conn<Db>,
-            ctx: &'a EventCtx,
-        ) -> BoxFuture<'a, Result<(), EventError>> {
-            Box::pin(async move {
-                check_id(&self.list_id)?;
-                check_owner(conn, ctx, &self.list_id).await?;
-                let user = user_named(conn, &self.user_name).await?;
-                exec(
-                    conn,
-                    "DELETE FROM shares WHERE id = $1",
-                    &[&format!("{}:{user}", self.list_id)],
-                )
-                .await?;
-                Ok(())
-            })
+        async fn apply(
+            &self,
+            conn: &mut Conn<Db>,
+            ctx: &EventCtx,
+        ) -> Result<(), EventError> {
+            check_id(&self.list_id)?;
+            check_owner(conn, ctx, &self.list_id).await?;
+            let user = user_named(conn, &self.user_name).await?;
+            exec(
+                conn,
+                "DELETE FROM shares WHERE id = $1",
+                &[&format!("{}:{user}", self.list_id)],
+            )
+            .await?;
+            Ok(())
         }
     }
 }

@@ -15,7 +15,7 @@ use sssync_core::client::Prediction;
 use sssync_core::client::native::{NativeClient, Options};
 use sssync_core::protocol::ServerMsg;
 use sssync_core::server::{
-    BoxFuture, Conn, Dependency, Engine, EventCtx, EventError, QueryCtx, ServerEvent, ServerQuery,
+    Conn, Dependency, Engine, EventCtx, EventError, QueryCtx, ServerEvent, ServerQuery,
     SqliteStore, Store, Table, router,
 };
 use sssync_core::{Event, Query, Rejection};
@@ -55,16 +55,15 @@ impl ServerQuery<Db> for Todos {
         vec![Dependency::partition("todos", &args.list)]
     }
 
-    fn run<'a>(
-        conn: &'a mut Conn<Db>,
-        _: &'a QueryCtx,
-        args: &'a ListId,
-    ) -> BoxFuture<'a, Result<Vec<Todo>, sqlx::Error>> {
-        Box::pin(
-            sqlx::query_as("SELECT id, title, completed FROM todos WHERE list = ? ORDER BY rowid")
-                .bind(&args.list)
-                .fetch_all(conn),
-        )
+    async fn run(
+        conn: &mut Conn<Db>,
+        _: &QueryCtx,
+        args: &ListId,
+    ) -> Result<Vec<Todo>, sqlx::Error> {
+        sqlx::query_as("SELECT id, title, completed FROM todos WHERE list = ? ORDER BY rowid")
+            .bind(&args.list)
+            .fetch_all(conn)
+            .await
     }
 }
 
@@ -93,23 +92,17 @@ impl Event for AddTodo {
 }
 
 impl ServerEvent<Db> for AddTodo {
-    fn apply<'a>(
-        &'a self,
-        conn: &'a mut Conn<Db>,
-        _: &'a EventCtx,
-    ) -> BoxFuture<'a, Result<(), EventError>> {
-        Box::pin(async move {
-            if self.title.len() > 40 {
-                return Err(Rejection::new("too_long", "titles have at most 40 characters").into());
-            }
-            sqlx::query("INSERT INTO todos (id, list, title, completed) VALUES (?, ?, ?, FALSE)")
-                .bind(&self.id)
-                .bind(&self.list)
-                .bind(&self.title)
-                .execute(conn)
-                .await?;
-            Ok(())
-        })
+    async fn apply(&self, conn: &mut Conn<Db>, _: &EventCtx) -> Result<(), EventError> {
+        if self.title.len() > 40 {
+            return Err(Rejection::new("too_long", "titles have at most 40 characters").into());
+        }
+        sqlx::query("INSERT INTO todos (id, list, title, completed) VALUES (?, ?, ?, FALSE)")
+            .bind(&self.id)
+            .bind(&self.list)
+            .bind(&self.title)
+            .execute(conn)
+            .await?;
+        Ok(())
     }
 }
 
@@ -125,19 +118,13 @@ impl Event for Complete {
 }
 
 impl ServerEvent<Db> for Complete {
-    fn apply<'a>(
-        &'a self,
-        conn: &'a mut Conn<Db>,
-        _: &'a EventCtx,
-    ) -> BoxFuture<'a, Result<(), EventError>> {
-        Box::pin(async move {
-            sqlx::query("UPDATE todos SET completed = TRUE WHERE id = ? AND list = ?")
-                .bind(&self.id)
-                .bind(&self.list)
-                .execute(conn)
-                .await?;
-            Ok(())
-        })
+    async fn apply(&self, conn: &mut Conn<Db>, _: &EventCtx) -> Result<(), EventError> {
+        sqlx::query("UPDATE todos SET completed = TRUE WHERE id = ? AND list = ?")
+            .bind(&self.id)
+            .bind(&self.list)
+            .execute(conn)
+            .await?;
+        Ok(())
     }
 }
 

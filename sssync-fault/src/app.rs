@@ -7,8 +7,8 @@
 use serde::{Deserialize, Serialize};
 use sssync_core::client::{EventTypes, Prediction};
 use sssync_core::server::{
-    BoxFuture, Conn, Dependency, EngineBuilder, EventCtx, EventError, QueryCtx, ServerEvent,
-    ServerQuery, Store, Table,
+    Conn, Dependency, EngineBuilder, EventCtx, EventError, QueryCtx, ServerEvent, ServerQuery,
+    Store, Table,
 };
 use sssync_core::{Event, Query, Rejection};
 use std::collections::HashMap;
@@ -218,12 +218,12 @@ sssync_core::for_each_db! {
         fn dependencies(_: &()) -> Vec<Dependency> {
             vec![Dependency::table("counters")]
         }
-        fn run<'a>(
-            conn: &'a mut Conn<Db>,
-            _: &'a QueryCtx,
-            _: &'a (),
-        ) -> BoxFuture<'a, Result<Vec<Counter>, sqlx::Error>> {
-            Box::pin(sqlx::query_as("SELECT name, n FROM counters ORDER BY name").fetch_all(&mut *conn))
+        async fn run(
+            conn: &mut Conn<Db>,
+            _: &QueryCtx,
+            _: &(),
+        ) -> Result<Vec<Counter>, sqlx::Error> {
+            sqlx::query_as("SELECT name, n FROM counters ORDER BY name").fetch_all(&mut *conn).await
         }
     }
 
@@ -234,18 +234,17 @@ sssync_core::for_each_db! {
         fn dependencies(a: &ListArgs) -> Vec<Dependency> {
             vec![Dependency::partition("items", &a.list_id)]
         }
-        fn run<'a>(
-            conn: &'a mut Conn<Db>,
-            _: &'a QueryCtx,
-            a: &'a ListArgs,
-        ) -> BoxFuture<'a, Result<Vec<Item>, sqlx::Error>> {
-            Box::pin(
-                sqlx::query_as(
+        async fn run(
+            conn: &mut Conn<Db>,
+            _: &QueryCtx,
+            a: &ListArgs,
+        ) -> Result<Vec<Item>, sqlx::Error> {
+            sqlx::query_as(
                     "SELECT id, list_id, title FROM items WHERE list_id = $1 ORDER BY pos, id",
                 )
                 .bind(&a.list_id)
-                .fetch_all(&mut *conn),
-            )
+                .fetch_all(&mut *conn)
+                .await
         }
     }
 
@@ -279,109 +278,98 @@ sssync_core::for_each_db! {
     }
 
     impl ServerEvent<Db> for Incr {
-        fn apply<'a>(
-            &'a self,
-            conn: &'a mut Conn<Db>,
-            _: &'a EventCtx,
-        ) -> BoxFuture<'a, Result<(), EventError>> {
-            Box::pin(async move {
-                increment(conn, &self.counter, self.by).await?;
-                log(conn, &self.uid, "incr", &self.counter, self.by).await?;
-                Ok(())
-            })
+        async fn apply(
+            &self,
+            conn: &mut Conn<Db>,
+            _: &EventCtx,
+        ) -> Result<(), EventError> {
+            increment(conn, &self.counter, self.by).await?;
+            log(conn, &self.uid, "incr", &self.counter, self.by).await?;
+            Ok(())
         }
     }
 
     impl ServerEvent<Db> for AddItem {
-        fn apply<'a>(
-            &'a self,
-            conn: &'a mut Conn<Db>,
-            _: &'a EventCtx,
-        ) -> BoxFuture<'a, Result<(), EventError>> {
-            Box::pin(async move {
-                sqlx::query(
-                    "INSERT INTO items (id, list_id, title, pos) VALUES ($1, $2, $3, \
-                     COALESCE((SELECT MAX(pos) FROM items WHERE list_id = $2), 0) + 1)",
-                )
-                .bind(&self.id)
-                .bind(&self.list_id)
-                .bind(&self.title)
-                .execute(&mut *conn)
-                .await?;
-                log(conn, &self.uid, "add_item", &self.id, 1).await?;
-                Ok(())
-            })
+        async fn apply(
+            &self,
+            conn: &mut Conn<Db>,
+            _: &EventCtx,
+        ) -> Result<(), EventError> {
+            sqlx::query(
+                "INSERT INTO items (id, list_id, title, pos) VALUES ($1, $2, $3, \
+                 COALESCE((SELECT MAX(pos) FROM items WHERE list_id = $2), 0) + 1)",
+            )
+            .bind(&self.id)
+            .bind(&self.list_id)
+            .bind(&self.title)
+            .execute(&mut *conn)
+            .await?;
+            log(conn, &self.uid, "add_item", &self.id, 1).await?;
+            Ok(())
         }
     }
 
     impl ServerEvent<Db> for DelItem {
-        fn apply<'a>(
-            &'a self,
-            conn: &'a mut Conn<Db>,
-            _: &'a EventCtx,
-        ) -> BoxFuture<'a, Result<(), EventError>> {
-            Box::pin(async move {
-                sqlx::query("DELETE FROM items WHERE id = $1 AND list_id = $2")
-                    .bind(&self.id)
-                    .bind(&self.list_id)
-                    .execute(&mut *conn)
-                    .await?;
-                log(conn, &self.uid, "del_item", &self.id, 1).await?;
-                Ok(())
-            })
+        async fn apply(
+            &self,
+            conn: &mut Conn<Db>,
+            _: &EventCtx,
+        ) -> Result<(), EventError> {
+            sqlx::query("DELETE FROM items WHERE id = $1 AND list_id = $2")
+                .bind(&self.id)
+                .bind(&self.list_id)
+                .execute(&mut *conn)
+                .await?;
+            log(conn, &self.uid, "del_item", &self.id, 1).await?;
+            Ok(())
         }
     }
 
     impl ServerEvent<Db> for Poison {
-        fn apply<'a>(
-            &'a self,
-            conn: &'a mut Conn<Db>,
-            _: &'a EventCtx,
-        ) -> BoxFuture<'a, Result<(), EventError>> {
-            Box::pin(async move {
-                let n: i64 = sqlx::query_scalar("SELECT n FROM counters WHERE name = $1")
-                    .bind(format!("no such counter {}", self.uid))
-                    .fetch_one(&mut *conn)
-                    .await?;
-                log(conn, &self.uid, "poison", "", n).await?;
-                Ok(())
-            })
+        async fn apply(
+            &self,
+            conn: &mut Conn<Db>,
+            _: &EventCtx,
+        ) -> Result<(), EventError> {
+            let n: i64 = sqlx::query_scalar("SELECT n FROM counters WHERE name = $1")
+                .bind(format!("no such counter {}", self.uid))
+                .fetch_one(&mut *conn)
+                .await?;
+            log(conn, &self.uid, "poison", "", n).await?;
+            Ok(())
         }
     }
 
     impl ServerEvent<Db> for Invalid {
-        fn apply<'a>(
-            &'a self,
-            _: &'a mut Conn<Db>,
-            _: &'a EventCtx,
-        ) -> BoxFuture<'a, Result<(), EventError>> {
-            Box::pin(async move { Err(Rejection::new("invalid", "this event is never valid").into()) })
+        async fn apply(
+            &self,
+            _: &mut Conn<Db>,
+            _: &EventCtx,
+        ) -> Result<(), EventError> { Err(Rejection::new("invalid", "this event is never valid").into())
         }
     }
 
     impl ServerEvent<Db> for Flaky {
-        fn apply<'a>(
-            &'a self,
-            conn: &'a mut Conn<Db>,
-            _: &'a EventCtx,
-        ) -> BoxFuture<'a, Result<(), EventError>> {
-            Box::pin(async move {
-                let failing = {
-                    let mut seen = FLAKY.lock().unwrap_or_else(|e| e.into_inner());
-                    let n = seen
-                        .get_or_insert_with(HashMap::new)
-                        .entry(self.uid.clone())
-                        .or_insert(0);
-                    *n += 1;
-                    *n <= self.fails
-                };
-                if failing {
-                    return Err(sqlx::Error::Io(std::io::Error::other("a passing fault")).into());
-                }
-                increment(conn, &self.counter, self.by).await?;
-                log(conn, &self.uid, "flaky", &self.counter, self.by).await?;
-                Ok(())
-            })
+        async fn apply(
+            &self,
+            conn: &mut Conn<Db>,
+            _: &EventCtx,
+        ) -> Result<(), EventError> {
+            let failing = {
+                let mut seen = FLAKY.lock().unwrap_or_else(|e| e.into_inner());
+                let n = seen
+                    .get_or_insert_with(HashMap::new)
+                    .entry(self.uid.clone())
+                    .or_insert(0);
+                *n += 1;
+                *n <= self.fails
+            };
+            if failing {
+                return Err(sqlx::Error::Io(std::io::Error::other("a passing fault")).into());
+            }
+            increment(conn, &self.counter, self.by).await?;
+            log(conn, &self.uid, "flaky", &self.counter, self.by).await?;
+            Ok(())
         }
     }
 

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sssync_core::client::ClientState;
 use sssync_core::protocol::{ClientMsg, ServerMsg};
 use sssync_core::server::{
-    BoxFuture, Conn, Dependency, Engine, EventCtx, EventError, QueryCtx, ServerEvent, ServerQuery,
+    Conn, Dependency, Engine, EventCtx, EventError, QueryCtx, ServerEvent, ServerQuery,
     SqliteStore, Store, Table,
 };
 use sssync_core::{Event, Query, QueryKey};
@@ -47,16 +47,11 @@ impl ServerQuery<Db> for Notes {
     fn dependencies(a: &Board) -> Vec<Dependency> {
         vec![Dependency::partition("notes", &a.board)]
     }
-    fn run<'a>(
-        conn: &'a mut Conn<Db>,
-        _: &'a QueryCtx,
-        a: &'a Board,
-    ) -> BoxFuture<'a, Result<Vec<Note>, sqlx::Error>> {
-        Box::pin(
-            sqlx::query_as("SELECT id, text FROM notes WHERE board = ? ORDER BY rowid")
-                .bind(&a.board)
-                .fetch_all(conn),
-        )
+    async fn run(conn: &mut Conn<Db>, _: &QueryCtx, a: &Board) -> Result<Vec<Note>, sqlx::Error> {
+        sqlx::query_as("SELECT id, text FROM notes WHERE board = ? ORDER BY rowid")
+            .bind(&a.board)
+            .fetch_all(conn)
+            .await
     }
 }
 
@@ -72,20 +67,14 @@ impl Event for AddNote {
 }
 
 impl ServerEvent<Db> for AddNote {
-    fn apply<'a>(
-        &'a self,
-        conn: &'a mut Conn<Db>,
-        _: &'a EventCtx,
-    ) -> BoxFuture<'a, Result<(), EventError>> {
-        Box::pin(async move {
-            sqlx::query("INSERT INTO notes (id, board, text) VALUES (?, ?, ?)")
-                .bind(&self.id)
-                .bind(&self.board)
-                .bind(&self.text)
-                .execute(conn)
-                .await?;
-            Ok(())
-        })
+    async fn apply(&self, conn: &mut Conn<Db>, _: &EventCtx) -> Result<(), EventError> {
+        sqlx::query("INSERT INTO notes (id, board, text) VALUES (?, ?, ?)")
+            .bind(&self.id)
+            .bind(&self.board)
+            .bind(&self.text)
+            .execute(conn)
+            .await?;
+        Ok(())
     }
 }
 

@@ -44,10 +44,10 @@ pub use transport::{router, valid_client_id};
 ///         fn dependencies(args: &ListArgs) -> Vec<Dependency> {
 ///             vec![Dependency::partition("todos", &args.list_id)]
 ///         }
-///         fn run<'a>(conn: &'a mut Conn<Db>, _: &'a QueryCtx, args: &'a ListArgs)
-///             -> BoxFuture<'a, Result<Vec<Todo>, sqlx::Error>> {
-///             Box::pin(sqlx::query_as("SELECT … WHERE list_id = $1").bind(&args.list_id)
-///                 .fetch_all(conn))
+///         async fn run(conn: &mut Conn<Db>, _: &QueryCtx, args: &ListArgs)
+///             -> Result<Vec<Todo>, sqlx::Error> {
+///             sqlx::query_as("SELECT … WHERE list_id = $1").bind(&args.list_id)
+///                 .fetch_all(conn).await
 ///         }
 ///     }
 /// }

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 
-/// A boxed future, as query and event implementations return them.
+/// A boxed future (how the engine stores handlers, type-erased; handlers themselves are
+/// plain `async fn`s).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The connection type of database `Db`.
@@ -242,21 +243,21 @@ pub trait ServerQuery<Db: sqlx::Database>: Query {
     /// Whether `ctx.identity` may read the query with `args` (only called when
     /// [`ServerQuery::ACCESS`] is not [`Access::Public`]); it runs in a read transaction of its
     /// own or of the engine's. Default: anyone may.
-    fn authorize<'a>(
-        conn: &'a mut Conn<Db>,
-        ctx: &'a QueryCtx,
-        args: &'a Self::Args,
-    ) -> BoxFuture<'a, Result<(), AccessError>> {
+    fn authorize(
+        conn: &mut Conn<Db>,
+        ctx: &QueryCtx,
+        args: &Self::Args,
+    ) -> impl Future<Output = Result<(), AccessError>> + Send {
         let _ = (conn, ctx, args);
-        Box::pin(async { Ok(()) })
+        async { Ok(()) }
     }
 
     /// Runs the query: the rows in the result's order.
-    fn run<'a>(
-        conn: &'a mut Conn<Db>,
-        ctx: &'a QueryCtx,
-        args: &'a Self::Args,
-    ) -> BoxFuture<'a, Result<Vec<Self::Row>, sqlx::Error>>;
+    fn run(
+        conn: &mut Conn<Db>,
+        ctx: &QueryCtx,
+        args: &Self::Args,
+    ) -> impl Future<Output = Result<Vec<Self::Row>, sqlx::Error>> + Send;
 }
 
 /// Why an event handler did not apply its event.
@@ -292,11 +293,11 @@ impl From<Rejection> for EventError {
 pub trait ServerEvent<Db: sqlx::Database>: Event {
     /// Applies the event inside the engine's transaction (which also records the client's
     /// seq): all or nothing.
-    fn apply<'a>(
-        &'a self,
-        conn: &'a mut Conn<Db>,
-        ctx: &'a EventCtx,
-    ) -> BoxFuture<'a, Result<(), EventError>>;
+    fn apply(
+        &self,
+        conn: &mut Conn<Db>,
+        ctx: &EventCtx,
+    ) -> impl Future<Output = Result<(), EventError>> + Send;
 }
 
 /// Why a registered query could not produce rows.

@@ -4,8 +4,8 @@
 use serde::{Deserialize, Serialize};
 use sssync_core::client::Prediction;
 use sssync_core::server::{
-    Access, AccessError, BoxFuture, Conn, Dependency, EventCtx, EventError, Identity, QueryCtx,
-    ServerEvent, ServerQuery,
+    Access, AccessError, Conn, Dependency, EventCtx, EventError, Identity, QueryCtx, ServerEvent,
+    ServerQuery,
 };
 use sssync_core::{Event, Query, Rejection};
 use std::collections::HashMap;
@@ -435,12 +435,12 @@ sssync_core::for_each_db! {
             vec![Dependency::partition("todos", &args.list_id)]
         }
 
-        fn run<'a>(
-            conn: &'a mut Conn<Db>,
-            _ctx: &'a QueryCtx,
-            args: &'a ListArgs,
-        ) -> BoxFuture<'a, Result<Vec<Todo>, sqlx::Error>> {
-            Box::pin(todos(conn, &args.list_id))
+        async fn run(
+            conn: &mut Conn<Db>,
+            _ctx: &QueryCtx,
+            args: &ListArgs,
+        ) -> Result<Vec<Todo>, sqlx::Error> {
+            todos(conn, &args.list_id).await
         }
     }
 
@@ -488,26 +488,24 @@ sssync_core::for_each_db! {
             ]
         }
 
-        fn authorize<'a>(
-            conn: &'a mut Conn<Db>,
-            ctx: &'a QueryCtx,
-            args: &'a ListArgs,
-        ) -> BoxFuture<'a, Result<(), AccessError>> {
-            Box::pin(async move {
-                if may_access(conn, &args.list_id, &ctx.identity).await? {
-                    Ok(())
-                } else {
-                    Err(AccessError::forbidden("no such list"))
-                }
-            })
+        async fn authorize(
+            conn: &mut Conn<Db>,
+            ctx: &QueryCtx,
+            args: &ListArgs,
+        ) -> Result<(), AccessError> {
+            if may_access(conn, &args.list_id, &ctx.identity).await? {
+                Ok(())
+            } else {
+                Err(AccessError::forbidden("no such list"))
+            }
         }
 
-        fn run<'a>(
-            conn: &'a mut Conn<Db>,
-            _ctx: &'a QueryCtx,
-            args: &'a ListArgs,
-        ) -> BoxFuture<'a, Result<Vec<Todo>, sqlx::Error>> {
-            Box::pin(todos(conn, &args.list_id))
+        async fn run(
+            conn: &mut Conn<Db>,
+            _ctx: &QueryCtx,
+            args: &ListArgs,
+        ) -> Result<Vec<Todo>, sqlx::Error> {
+            todos(conn, &args.list_id).await
         }
     }
 
@@ -518,103 +516,95 @@ sssync_core::for_each_db! {
             vec![Dependency::table("lists")]
         }
 
-        fn run<'a>(
-            conn: &'a mut Conn<Db>,
-            ctx: &'a QueryCtx,
-            _: &'a (),
-        ) -> BoxFuture<'a, Result<Vec<ListRow>, sqlx::Error>> {
-            Box::pin(async move {
-                let Some(user) = ctx.identity.id() else {
-                    return Ok(Vec::new());
-                };
-                sqlx::query_as("SELECT id, owner FROM lists WHERE owner = $1 ORDER BY id")
-                    .bind(user)
-                    .fetch_all(&mut *conn)
-                    .await
-            })
+        async fn run(
+            conn: &mut Conn<Db>,
+            ctx: &QueryCtx,
+            _: &(),
+        ) -> Result<Vec<ListRow>, sqlx::Error> {
+            let Some(user) = ctx.identity.id() else {
+                return Ok(Vec::new());
+            };
+            sqlx::query_as("SELECT id, owner FROM lists WHERE owner = $1 ORDER BY id")
+                .bind(user)
+                .fetch_all(&mut *conn)
+                .await
         }
     }
 
     impl ServerEvent<Db> for CreateList {
-        fn apply<'a>(
-            &'a self,
-            conn: &'a mut Conn<Db>,
-            ctx: &'a EventCtx,
-        ) -> BoxFuture<'a, Result<(), EventError>> {
-            Box::pin(async move {
-                let Some(user) = ctx.identity.id() else {
-                    return Err(Rejection::forbidden("sign in to own a list").into());
-                };
-                sqlx::query("INSERT INTO lists (id, owner) VALUES ($1, $2)")
-                    .bind(&self.id)
-                    .bind(user)
-                    .execute(&mut *conn)
-                    .await?;
-                Ok(())
-            })
+        async fn apply(
+            &self,
+            conn: &mut Conn<Db>,
+            ctx: &EventCtx,
+        ) -> Result<(), EventError> {
+            let Some(user) = ctx.identity.id() else {
+                return Err(Rejection::forbidden("sign in to own a list").into());
+            };
+            sqlx::query("INSERT INTO lists (id, owner) VALUES ($1, $2)")
+                .bind(&self.id)
+                .bind(user)
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
         }
     }
 
     impl ServerEvent<Db> for Share {
-        fn apply<'a>(
-            &'a self,
-            conn: &'a mut Conn<Db>,
-            ctx: &'a EventCtx,
-        ) -> BoxFuture<'a, Result<(), EventError>> {
-            Box::pin(async move {
-                let owner: Option<Option<String>> =
-                    sqlx::query_scalar("SELECT owner FROM lists WHERE id = $1")
-                        .bind(&self.list_id)
-                        .fetch_optional(&mut *conn)
-                        .await?;
-                if owner.flatten().as_deref() != ctx.identity.id() || ctx.identity.is_anonymous() {
-                    return Err(Rejection::forbidden("only its owner shares a list").into());
-                }
-                let id = format!("{}:{}", self.list_id, self.user);
-                if self.on {
-                    sqlx::query(
-                        "INSERT INTO shares (id, list_id, user_name) VALUES ($1, $2, $3) \
-                         ON CONFLICT (id) DO NOTHING",
-                    )
-                    .bind(&id)
+        async fn apply(
+            &self,
+            conn: &mut Conn<Db>,
+            ctx: &EventCtx,
+        ) -> Result<(), EventError> {
+            let owner: Option<Option<String>> =
+                sqlx::query_scalar("SELECT owner FROM lists WHERE id = $1")
                     .bind(&self.list_id)
-                    .bind(&self.user)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            if owner.flatten().as_deref() != ctx.identity.id() || ctx.identity.is_anonymous() {
+                return Err(Rejection::forbidden("only its owner shares a list").into());
+            }
+            let id = format!("{}:{}", self.list_id, self.user);
+            if self.on {
+                sqlx::query(
+                    "INSERT INTO shares (id, list_id, user_name) VALUES ($1, $2, $3) \
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(&id)
+                .bind(&self.list_id)
+                .bind(&self.user)
+                .execute(&mut *conn)
+                .await?;
+            } else {
+                sqlx::query("DELETE FROM shares WHERE id = $1")
+                    .bind(&id)
                     .execute(&mut *conn)
                     .await?;
-                } else {
-                    sqlx::query("DELETE FROM shares WHERE id = $1")
-                        .bind(&id)
-                        .execute(&mut *conn)
-                        .await?;
-                }
-                Ok(())
-            })
+            }
+            Ok(())
         }
     }
 
     impl ServerEvent<Db> for AddListTodo {
-        fn apply<'a>(
-            &'a self,
-            conn: &'a mut Conn<Db>,
-            ctx: &'a EventCtx,
-        ) -> BoxFuture<'a, Result<(), EventError>> {
-            Box::pin(async move {
-                if !may_access(conn, &self.list_id, &ctx.identity).await? {
-                    return Err(Rejection::forbidden("no such list").into());
-                }
-                sqlx::query(
-                    "INSERT INTO todos (id, list_id, title, completed, position) \
-                     VALUES ($1, $2, $3, FALSE, \
-                     COALESCE((SELECT MAX(position) FROM todos WHERE list_id = $2), 0) + 1)",
-                )
-                .bind(&self.id)
-                .bind(&self.list_id)
-                .bind(&self.title)
-                .execute(&mut *conn)
-                .await?;
-                log(conn, ctx, Self::NAME).await?;
-                Ok(())
-            })
+        async fn apply(
+            &self,
+            conn: &mut Conn<Db>,
+            ctx: &EventCtx,
+        ) -> Result<(), EventError> {
+            if !may_access(conn, &self.list_id, &ctx.identity).await? {
+                return Err(Rejection::forbidden("no such list").into());
+            }
+            sqlx::query(
+                "INSERT INTO todos (id, list_id, title, completed, position) \
+                 VALUES ($1, $2, $3, FALSE, \
+                 COALESCE((SELECT MAX(position) FROM todos WHERE list_id = $2), 0) + 1)",
+            )
+            .bind(&self.id)
+            .bind(&self.list_id)
+            .bind(&self.title)
+            .execute(&mut *conn)
+            .await?;
+            log(conn, ctx, Self::NAME).await?;
+            Ok(())
         }
     }
 
@@ -623,25 +613,23 @@ sssync_core::for_each_db! {
             vec![Dependency::partition("todos", &args.list_id)]
         }
 
-        fn run<'a>(
-            conn: &'a mut Conn<Db>,
-            _ctx: &'a QueryCtx,
-            args: &'a ListArgs,
-        ) -> BoxFuture<'a, Result<Vec<Todo>, sqlx::Error>> {
-            Box::pin(async move {
-                let rows = todos(conn, &args.list_id).await?;
-                if rows.iter().any(|t| t.title == "bad sql") {
-                    // A statement the database refuses (PostgreSQL then refuses every later
-                    // statement of the transaction).
-                    sqlx::query("SELECT x FROM no_such_table")
-                        .execute(&mut *conn)
-                        .await?;
-                }
-                if rows.iter().any(|t| t.title == "boom") {
-                    return Err(sqlx::Error::Protocol("the fragile query broke".into()));
-                }
-                Ok(rows)
-            })
+        async fn run(
+            conn: &mut Conn<Db>,
+            _ctx: &QueryCtx,
+            args: &ListArgs,
+        ) -> Result<Vec<Todo>, sqlx::Error> {
+            let rows = todos(conn, &args.list_id).await?;
+            if rows.iter().any(|t| t.title == "bad sql") {
+                // A statement the database refuses (PostgreSQL then refuses every later
+                // statement of the transaction).
+                sqlx::query("SELECT x FROM no_such_table")
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            if rows.iter().any(|t| t.title == "boom") {
+                return Err(sqlx::Error::Protocol("the fragile query broke".into()));
+            }
+            Ok(rows)
         }
     }
 
@@ -650,45 +638,40 @@ sssync_core::for_each_db! {
             vec![Dependency::partition("todos", &args.list_id)]
         }
 
-        fn run<'a>(
-            conn: &'a mut Conn<Db>,
-            _ctx: &'a QueryCtx,
-            args: &'a ListArgs,
-        ) -> BoxFuture<'a, Result<Vec<Todo>, sqlx::Error>> {
-            Box::pin(async move {
-                let rows = todos(conn, &args.list_id).await?;
-                assert!(rows.iter().all(|t| t.title != "panic"), "the panicky query panics");
-                Ok(rows)
-            })
+        async fn run(
+            conn: &mut Conn<Db>,
+            _ctx: &QueryCtx,
+            args: &ListArgs,
+        ) -> Result<Vec<Todo>, sqlx::Error> {
+            let rows = todos(conn, &args.list_id).await?;
+            assert!(rows.iter().all(|t| t.title != "panic"), "the panicky query panics");
+            Ok(rows)
         }
     }
 
     impl ServerEvent<Db> for Misbehaving {
-        fn apply<'a>(
-            &'a self,
-            _conn: &'a mut Conn<Db>,
-            _ctx: &'a EventCtx,
-        ) -> BoxFuture<'a, Result<(), EventError>> {
-            Box::pin(async move {
-                let other = OTHER_POOL.lock().unwrap().clone();
-                if let Some(pool) = other {
-                    sqlx::query("INSERT INTO applied (client_id, seq, name) VALUES ($1, 0, 'x')")
-                        .bind(&self.id)
-                        .execute(&pool)
-                        .await?;
-                }
-                Ok(())
-            })
+        async fn apply(
+            &self,
+            _conn: &mut Conn<Db>,
+            _ctx: &EventCtx,
+        ) -> Result<(), EventError> {
+            let other = OTHER_POOL.lock().unwrap().clone();
+            if let Some(pool) = other {
+                sqlx::query("INSERT INTO applied (client_id, seq, name) VALUES ($1, 0, 'x')")
+                    .bind(&self.id)
+                    .execute(&pool)
+                    .await?;
+            }
+            Ok(())
         }
     }
 
     impl ServerEvent<Db> for Panic {
-        fn apply<'a>(
-            &'a self,
-            _conn: &'a mut Conn<Db>,
-            _ctx: &'a EventCtx,
-        ) -> BoxFuture<'a, Result<(), EventError>> {
-            Box::pin(async move { panic!("the panic event's handler panics ({})", self.id) })
+        async fn apply(
+            &self,
+            _conn: &mut Conn<Db>,
+            _ctx: &EventCtx,
+        ) -> Result<(), EventError> { panic!("the panic event's handler panics ({})", self.id)
         }
     }
 
@@ -697,17 +680,15 @@ sssync_core::for_each_db! {
             vec![Dependency::partition("todos", &args.list_id)]
         }
 
-        fn run<'a>(
-            conn: &'a mut Conn<Db>,
-            _ctx: &'a QueryCtx,
-            args: &'a ListArgs,
-        ) -> BoxFuture<'a, Result<Vec<Todo>, sqlx::Error>> {
-            Box::pin(async move {
-                SLOW_RUNS.lock().unwrap().push(args.list_id.clone());
-                let rows = todos(conn, &args.list_id).await?;
-                tokio::time::sleep(Duration::from_millis(400)).await;
-                Ok(rows)
-            })
+        async fn run(
+            conn: &mut Conn<Db>,
+            _ctx: &QueryCtx,
+            args: &ListArgs,
+        ) -> Result<Vec<Todo>, sqlx::Error> {
+            SLOW_RUNS.lock().unwrap().push(args.list_id.clone());
+            let rows = todos(conn, &args.list_id).await?;
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            Ok(rows)
         }
     }
 
@@ -726,12 +707,12 @@ sssync_core::for_each_db! {
         fn dependencies(a: &OwnerArgs) -> Vec<Dependency> {
             vec![Dependency::partition("owned", a.owner)]
         }
-        fn run<'a>(
-            conn: &'a mut Conn<Db>,
-            _: &'a QueryCtx,
-            a: &'a OwnerArgs,
-        ) -> BoxFuture<'a, Result<Vec<Tagged>, sqlx::Error>> {
-            Box::pin(tagged(conn, "SELECT id, note FROM owned WHERE owner = $1 ORDER BY id", a.owner))
+        async fn run(
+            conn: &mut Conn<Db>,
+            _: &QueryCtx,
+            a: &OwnerArgs,
+        ) -> Result<Vec<Tagged>, sqlx::Error> {
+            tagged(conn, "SELECT id, note FROM owned WHERE owner = $1 ORDER BY id", a.owner).await
         }
     }
 
@@ -739,12 +720,12 @@ sssync_core::for_each_db! {
         fn dependencies(a: &FlagArgs) -> Vec<Dependency> {
             vec![Dependency::partition("flagged", a.done)]
         }
-        fn run<'a>(
-            conn: &'a mut Conn<Db>,
-            _: &'a QueryCtx,
-            a: &'a FlagArgs,
-        ) -> BoxFuture<'a, Result<Vec<Tagged>, sqlx::Error>> {
-            Box::pin(tagged(conn, "SELECT id, note FROM flagged WHERE done = $1 ORDER BY id", a.done))
+        async fn run(
+            conn: &mut Conn<Db>,
+            _: &QueryCtx,
+            a: &FlagArgs,
+        ) -> Result<Vec<Tagged>, sqlx::Error> {
+            tagged(conn, "SELECT id, note FROM flagged WHERE done = $1 ORDER BY id", a.done).await
         }
     }
 
@@ -752,12 +733,12 @@ sssync_core::for_each_db! {
         fn dependencies(a: &GroupArgs) -> Vec<Dependency> {
             vec![Dependency::partition("grouped", a.group)]
         }
-        fn run<'a>(
-            conn: &'a mut Conn<Db>,
-            _: &'a QueryCtx,
-            a: &'a GroupArgs,
-        ) -> BoxFuture<'a, Result<Vec<Tagged>, sqlx::Error>> {
-            Box::pin(tagged(conn, "SELECT id, note FROM grouped WHERE grp = $1 ORDER BY id", a.group))
+        async fn run(
+            conn: &mut Conn<Db>,
+            _: &QueryCtx,
+            a: &GroupArgs,
+        ) -> Result<Vec<Tagged>, sqlx::Error> {
+            tagged(conn, "SELECT id, note FROM grouped WHERE grp = $1 ORDER BY id", a.group).await
         }
     }
 
@@ -765,206 +746,192 @@ sssync_core::for_each_db! {
         fn dependencies(a: &BytesArgs) -> Vec<Dependency> {
             vec![Dependency::partition("blobbed", a.bytes.clone())]
         }
-        fn run<'a>(
-            conn: &'a mut Conn<Db>,
-            _: &'a QueryCtx,
-            a: &'a BytesArgs,
-        ) -> BoxFuture<'a, Result<Vec<Tagged>, sqlx::Error>> {
-            Box::pin(tagged(
+        async fn run(
+            conn: &mut Conn<Db>,
+            _: &QueryCtx,
+            a: &BytesArgs,
+        ) -> Result<Vec<Tagged>, sqlx::Error> {
+            tagged(
                 conn,
                 "SELECT id, note FROM blobbed WHERE tag = $1 ORDER BY id",
                 a.bytes.clone(),
-            ))
+            ).await
         }
     }
 
     impl ServerEvent<Db> for PutTagged {
-        fn apply<'a>(
-            &'a self,
-            conn: &'a mut Conn<Db>,
-            _ctx: &'a EventCtx,
-        ) -> BoxFuture<'a, Result<(), EventError>> {
-            Box::pin(async move {
-                let q = match self.table.as_str() {
-                    "owned" => sqlx::query(
-                        "INSERT INTO owned (id, note, owner) VALUES ($1, $2, $3) ON CONFLICT (id) \
-                         DO UPDATE SET note = excluded.note, owner = excluded.owner",
-                    )
-                    .bind(&self.id)
-                    .bind(&self.note)
-                    .bind(self.owner),
-                    "flagged" => sqlx::query(
-                        "INSERT INTO flagged (id, note, done) VALUES ($1, $2, $3) ON CONFLICT (id) \
-                         DO UPDATE SET note = excluded.note, done = excluded.done",
-                    )
-                    .bind(&self.id)
-                    .bind(&self.note)
-                    .bind(self.done),
-                    "grouped" => sqlx::query(
-                        "INSERT INTO grouped (id, note, grp) VALUES ($1, $2, $3) ON CONFLICT (id) \
-                         DO UPDATE SET note = excluded.note, grp = excluded.grp",
-                    )
-                    .bind(&self.id)
-                    .bind(&self.note)
-                    .bind(self.group),
-                    _ => sqlx::query(
-                        "INSERT INTO blobbed (id, note, tag) VALUES ($1, $2, $3) ON CONFLICT (id) \
-                         DO UPDATE SET note = excluded.note, tag = excluded.tag",
-                    )
-                    .bind(&self.id)
-                    .bind(&self.note)
-                    .bind(self.bytes.clone()),
-                };
-                q.execute(&mut *conn).await?;
-                Ok(())
-            })
+        async fn apply(
+            &self,
+            conn: &mut Conn<Db>,
+            _ctx: &EventCtx,
+        ) -> Result<(), EventError> {
+            let q = match self.table.as_str() {
+                "owned" => sqlx::query(
+                    "INSERT INTO owned (id, note, owner) VALUES ($1, $2, $3) ON CONFLICT (id) \
+                     DO UPDATE SET note = excluded.note, owner = excluded.owner",
+                )
+                .bind(&self.id)
+                .bind(&self.note)
+                .bind(self.owner),
+                "flagged" => sqlx::query(
+                    "INSERT INTO flagged (id, note, done) VALUES ($1, $2, $3) ON CONFLICT (id) \
+                     DO UPDATE SET note = excluded.note, done = excluded.done",
+                )
+                .bind(&self.id)
+                .bind(&self.note)
+                .bind(self.done),
+                "grouped" => sqlx::query(
+                    "INSERT INTO grouped (id, note, grp) VALUES ($1, $2, $3) ON CONFLICT (id) \
+                     DO UPDATE SET note = excluded.note, grp = excluded.grp",
+                )
+                .bind(&self.id)
+                .bind(&self.note)
+                .bind(self.group),
+                _ => sqlx::query(
+                    "INSERT INTO blobbed (id, note, tag) VALUES ($1, $2, $3) ON CONFLICT (id) \
+                     DO UPDATE SET note = excluded.note, tag = excluded.tag",
+                )
+                .bind(&self.id)
+                .bind(&self.note)
+                .bind(self.bytes.clone()),
+            };
+            q.execute(&mut *conn).await?;
+            Ok(())
         }
     }
 
     impl ServerEvent<Db> for ReplaceTodo {
-        fn apply<'a>(
-            &'a self,
-            conn: &'a mut Conn<Db>,
-            ctx: &'a EventCtx,
-        ) -> BoxFuture<'a, Result<(), EventError>> {
-            Box::pin(async move {
-                let sql = if <Db as sqlx::Database>::NAME == "SQLite" {
-                    "INSERT OR REPLACE INTO todos (id, list_id, title, completed, position, slug) \
-                     VALUES ($1, $2, $3, FALSE, 1000, $4)"
-                } else {
-                    "INSERT INTO todos (id, list_id, title, completed, position, slug) \
-                     VALUES ($1, $2, $3, FALSE, 1000, $4) ON CONFLICT (id) DO UPDATE SET \
-                     list_id = excluded.list_id, title = excluded.title, slug = excluded.slug"
-                };
-                sqlx::query(sql)
-                    .bind(&self.id)
-                    .bind(&self.list_id)
-                    .bind(&self.title)
-                    .bind(&self.slug)
-                    .execute(&mut *conn)
-                    .await?;
-                log(conn, ctx, Self::NAME).await?;
-                Ok(())
-            })
+        async fn apply(
+            &self,
+            conn: &mut Conn<Db>,
+            ctx: &EventCtx,
+        ) -> Result<(), EventError> {
+            let sql = if <Db as sqlx::Database>::NAME == "SQLite" {
+                "INSERT OR REPLACE INTO todos (id, list_id, title, completed, position, slug) \
+                 VALUES ($1, $2, $3, FALSE, 1000, $4)"
+            } else {
+                "INSERT INTO todos (id, list_id, title, completed, position, slug) \
+                 VALUES ($1, $2, $3, FALSE, 1000, $4) ON CONFLICT (id) DO UPDATE SET \
+                 list_id = excluded.list_id, title = excluded.title, slug = excluded.slug"
+            };
+            sqlx::query(sql)
+                .bind(&self.id)
+                .bind(&self.list_id)
+                .bind(&self.title)
+                .bind(&self.slug)
+                .execute(&mut *conn)
+                .await?;
+            log(conn, ctx, Self::NAME).await?;
+            Ok(())
         }
     }
 
     impl ServerEvent<Db> for Poison {
-        fn apply<'a>(
-            &'a self,
-            conn: &'a mut Conn<Db>,
-            _ctx: &'a EventCtx,
-        ) -> BoxFuture<'a, Result<(), EventError>> {
-            Box::pin(async move {
-                let title: String = sqlx::query_scalar("SELECT title FROM todos WHERE id = $1")
-                    .bind(&self.id)
-                    .fetch_one(&mut *conn)
-                    .await?;
-                sqlx::query("UPDATE todos SET title = $1 WHERE id = $2")
-                    .bind(format!("{title}!"))
-                    .bind(&self.id)
-                    .execute(&mut *conn)
-                    .await?;
-                Ok(())
-            })
+        async fn apply(
+            &self,
+            conn: &mut Conn<Db>,
+            _ctx: &EventCtx,
+        ) -> Result<(), EventError> {
+            let title: String = sqlx::query_scalar("SELECT title FROM todos WHERE id = $1")
+                .bind(&self.id)
+                .fetch_one(&mut *conn)
+                .await?;
+            sqlx::query("UPDATE todos SET title = $1 WHERE id = $2")
+                .bind(format!("{title}!"))
+                .bind(&self.id)
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
         }
     }
 
     impl ServerEvent<Db> for Flaky {
-        fn apply<'a>(
-            &'a self,
-            conn: &'a mut Conn<Db>,
-            ctx: &'a EventCtx,
-        ) -> BoxFuture<'a, Result<(), EventError>> {
-            Box::pin(async move {
-                let failing = {
-                    let mut f = FLAKY.lock().unwrap();
-                    match f.get_or_insert_with(HashMap::new).get_mut(&self.id) {
-                        Some(n) if *n > 0 => {
-                            *n -= 1;
-                            true
-                        }
-                        _ => false,
+        async fn apply(
+            &self,
+            conn: &mut Conn<Db>,
+            ctx: &EventCtx,
+        ) -> Result<(), EventError> {
+            let failing = {
+                let mut f = FLAKY.lock().unwrap();
+                match f.get_or_insert_with(HashMap::new).get_mut(&self.id) {
+                    Some(n) if *n > 0 => {
+                        *n -= 1;
+                        true
                     }
-                };
-                if failing {
-                    return Err(sqlx::Error::Io(std::io::Error::other("a passing fault")).into());
+                    _ => false,
                 }
-                let add = AddTodo {
-                    id: self.id.clone(),
-                    list_id: self.list_id.clone(),
-                    title: self.title.clone(),
-                };
-                // Both databases' impls exist: name this one.
-                <AddTodo as ServerEvent<Db>>::apply(&add, conn, ctx).await
-            })
+            };
+            if failing {
+                return Err(sqlx::Error::Io(std::io::Error::other("a passing fault")).into());
+            }
+            let add = AddTodo {
+                id: self.id.clone(),
+                list_id: self.list_id.clone(),
+                title: self.title.clone(),
+            };
+            // Both databases' impls exist: name this one.
+            <AddTodo as ServerEvent<Db>>::apply(&add, conn, ctx).await
         }
     }
 
     impl ServerEvent<Db> for AddTodo {
-        fn apply<'a>(
-            &'a self,
-            conn: &'a mut Conn<Db>,
-            ctx: &'a EventCtx,
-        ) -> BoxFuture<'a, Result<(), EventError>> {
-            Box::pin(async move {
-                if self.title.chars().count() > 200 {
-                    return Err(Rejection::new(
-                        "title_too_long",
-                        "a title has at most 200 characters",
-                    )
-                    .into());
-                }
-                sqlx::query(
-                    "INSERT INTO todos (id, list_id, title, completed, position) \
-                     VALUES ($1, $2, $3, FALSE, \
-                     COALESCE((SELECT MAX(position) FROM todos WHERE list_id = $2), 0) + 1)",
+        async fn apply(
+            &self,
+            conn: &mut Conn<Db>,
+            ctx: &EventCtx,
+        ) -> Result<(), EventError> {
+            if self.title.chars().count() > 200 {
+                return Err(Rejection::new(
+                    "title_too_long",
+                    "a title has at most 200 characters",
                 )
-                .bind(&self.id)
-                .bind(&self.list_id)
-                .bind(&self.title)
-                .execute(&mut *conn)
-                .await?;
-                log(conn, ctx, Self::NAME).await?;
-                Ok(())
-            })
+                .into());
+            }
+            sqlx::query(
+                "INSERT INTO todos (id, list_id, title, completed, position) \
+                 VALUES ($1, $2, $3, FALSE, \
+                 COALESCE((SELECT MAX(position) FROM todos WHERE list_id = $2), 0) + 1)",
+            )
+            .bind(&self.id)
+            .bind(&self.list_id)
+            .bind(&self.title)
+            .execute(&mut *conn)
+            .await?;
+            log(conn, ctx, Self::NAME).await?;
+            Ok(())
         }
     }
 
     impl ServerEvent<Db> for ToggleTodo {
-        fn apply<'a>(
-            &'a self,
-            conn: &'a mut Conn<Db>,
-            ctx: &'a EventCtx,
-        ) -> BoxFuture<'a, Result<(), EventError>> {
-            Box::pin(async move {
-                sqlx::query("UPDATE todos SET completed = $1 WHERE id = $2 AND list_id = $3")
-                    .bind(self.completed)
-                    .bind(&self.id)
-                    .bind(&self.list_id)
-                    .execute(&mut *conn)
-                    .await?;
-                log(conn, ctx, Self::NAME).await?;
-                Ok(())
-            })
+        async fn apply(
+            &self,
+            conn: &mut Conn<Db>,
+            ctx: &EventCtx,
+        ) -> Result<(), EventError> {
+            sqlx::query("UPDATE todos SET completed = $1 WHERE id = $2 AND list_id = $3")
+                .bind(self.completed)
+                .bind(&self.id)
+                .bind(&self.list_id)
+                .execute(&mut *conn)
+                .await?;
+            log(conn, ctx, Self::NAME).await?;
+            Ok(())
         }
     }
 
     impl ServerEvent<Db> for DeleteTodo {
-        fn apply<'a>(
-            &'a self,
-            conn: &'a mut Conn<Db>,
-            ctx: &'a EventCtx,
-        ) -> BoxFuture<'a, Result<(), EventError>> {
-            Box::pin(async move {
-                sqlx::query("DELETE FROM todos WHERE id = $1 AND list_id = $2")
-                    .bind(&self.id)
-                    .bind(&self.list_id)
-                    .execute(&mut *conn)
-                    .await?;
-                log(conn, ctx, Self::NAME).await?;
-                Ok(())
-            })
+        async fn apply(
+            &self,
+            conn: &mut Conn<Db>,
+            ctx: &EventCtx,
+        ) -> Result<(), EventError> {
+            sqlx::query("DELETE FROM todos WHERE id = $1 AND list_id = $2")
+                .bind(&self.id)
+                .bind(&self.list_id)
+                .execute(&mut *conn)
+                .await?;
+            log(conn, ctx, Self::NAME).await?;
+            Ok(())
         }
     }
 }
