@@ -26,6 +26,42 @@ use serde::{Deserialize, Serialize};
 use sssync_core::{Epoch, Query, QueryKey, Row, Version};
 
 pub use sssync_core::{Event, Query as SyncQueryDef, Rejection};
+pub use sssync_macros::{sync_apply, sync_event, sync_query, sync_sql};
+
+/// What the macros expand to (not an API).
+#[doc(hidden)]
+pub mod __private {
+    pub use leptos::server_fn;
+    pub use serde;
+    pub use sssync_core as core;
+    #[cfg(feature = "ssr")]
+    pub use sssync_core::server::declared::{inventory, sqlx};
+
+    /// Keeps its items in a server build (`ssr`), drops them otherwise.
+    #[cfg(feature = "ssr")]
+    #[macro_export]
+    #[doc(hidden)]
+    macro_rules! __if_server {
+        ($($item:item)*) => { $($item)* };
+    }
+
+    /// Keeps its items in a server build (`ssr`), drops them otherwise.
+    #[cfg(not(feature = "ssr"))]
+    #[macro_export]
+    #[doc(hidden)]
+    macro_rules! __if_server {
+        ($($item:item)*) => {};
+    }
+    pub use crate::__if_server;
+
+    /// The Leptos server function of an event (see `#[sync_event]`).
+    #[macro_export]
+    #[doc(hidden)]
+    macro_rules! __server_action {
+        ($event:ty, $path:expr) => {};
+    }
+    pub use crate::__server_action;
+}
 
 #[cfg(feature = "browser")]
 mod adopt;

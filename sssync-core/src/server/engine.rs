@@ -95,6 +95,10 @@ pub enum EngineError {
     /// The engine has stopped.
     #[error("the engine has stopped")]
     Stopped,
+    /// The declared queries and events do not make an engine (see
+    /// [`EngineBuilder::declared`]).
+    #[error("{0}")]
+    Declaration(#[from] super::declared::DeclarationError),
 }
 
 impl From<AccessError> for EngineError {
@@ -127,6 +131,7 @@ impl EngineError {
             EngineError::Overloaded(n) => EngineError::Overloaded(*n),
             EngineError::Forbidden(m) => EngineError::Forbidden(m.clone()),
             EngineError::Stopped => EngineError::Stopped,
+            EngineError::Declaration(e) => EngineError::Declaration(e.clone()),
         }
     }
 
@@ -147,7 +152,7 @@ impl EngineError {
             }
             EngineError::Storage(e) => query_failed(key, &e.to_string()),
             EngineError::Forbidden(m) => ServerMsg::key_error(ErrorCode::Forbidden, m.clone(), key),
-            EngineError::Stopped => {
+            EngineError::Stopped | EngineError::Declaration(_) => {
                 ServerMsg::key_error(ErrorCode::Internal, self.to_string(), key)
             }
         }
@@ -360,6 +365,8 @@ pub struct EngineBuilder<S: Store> {
     fault: Option<FaultHook>,
     identify: Option<Identify>,
     reidentify_every: Duration,
+    /// Why the declarations did not register (reported by `start`).
+    declared_error: Option<super::declared::DeclarationError>,
 }
 
 impl<S: Store> Engine<S> {
@@ -376,6 +383,7 @@ impl<S: Store> Engine<S> {
             fault: None,
             identify: None,
             reidentify_every: REIDENTIFY_EVERY,
+            declared_error: None,
         }
     }
 
@@ -869,6 +877,20 @@ impl<S: Store> EngineBuilder<S> {
         self
     }
 
+    /// Registers every query and event the program declares with the macros
+    /// (`#[sync_query]`, `#[sync_event]` and `#[sync_apply]`), whatever crate declares them.
+    /// [`EngineBuilder::start`] fails with [`EngineError::Declaration`] when two declarations
+    /// share a name or one was not compiled for this database.
+    pub fn declared(mut self) -> Self
+    where
+        S::Db: super::declared::DeclaredDb,
+    {
+        if let Err(e) = super::declared::register_all(&mut self.registry) {
+            self.declared_error.get_or_insert(e);
+        }
+        self
+    }
+
     /// Replaces the default bounds.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
@@ -939,6 +961,9 @@ impl<S: Store> EngineBuilder<S> {
 
     /// Creates the engine's tables, installs the change triggers, starts the writer.
     pub async fn start(self) -> Result<Engine<S>, EngineError> {
+        if let Some(e) = self.declared_error {
+            return Err(e.into());
+        }
         let (epoch, version, secret) = self.store.init().await?;
         for t in &self.tables {
             self.store.install_table(t).await?;

@@ -10,6 +10,7 @@
 //! ```
 //! then `sssync_core::server::router(engine)` merged into the application's router.
 
+pub mod declared;
 mod engine;
 mod hub;
 mod postgres;

@@ -1,0 +1,192 @@
+//! Queries and events declared with the macros (`#[sync_query]`, `#[sync_event]`,
+//! `#[sync_apply]` in `sssync-leptos`): each declaration registers itself here at link time
+//! (through `inventory`), and [`EngineBuilder::declared`](super::EngineBuilder::declared)
+//! registers them all, so nothing is listed twice.
+
+use super::schema::{Registry, ServerEvent, ServerQuery};
+use sqlx::{Postgres, Sqlite};
+
+#[doc(hidden)]
+pub use inventory;
+#[doc(hidden)]
+pub use sqlx;
+
+/// The registry of one database, as a declaration fills it.
+#[doc(hidden)]
+pub struct Registrar<'a, Db: sqlx::Database>(pub(crate) &'a mut Registry<Db>);
+
+impl<Db: sqlx::Database> Registrar<'_, Db> {
+    /// Registers a query.
+    pub fn query<Q: ServerQuery<Db>>(&mut self) {
+        self.0.add_query::<Q>();
+    }
+
+    /// Registers an event's handler.
+    pub fn event<E: ServerEvent<Db>>(&mut self) {
+        self.0.add_event::<E>();
+    }
+}
+
+/// One declaration: a query, an event, or an event's handler, with how it registers on each
+/// database it was compiled for.
+#[doc(hidden)]
+pub struct Declared {
+    /// What it is.
+    pub kind: DeclaredKind,
+    /// The query's or event's name.
+    pub name: &'static str,
+    /// Where it was declared (for error messages).
+    pub at: &'static str,
+    /// Registers it on SQLite, if compiled for it.
+    pub sqlite: Option<fn(&mut Registrar<'_, Sqlite>)>,
+    /// Registers it on PostgreSQL, if compiled for it.
+    pub postgres: Option<fn(&mut Registrar<'_, Postgres>)>,
+}
+
+/// What a [`Declared`] is.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DeclaredKind {
+    /// A query, with its handler.
+    Query,
+    /// An event (its handler is declared apart).
+    Event,
+    /// An event's server handler.
+    Handler,
+}
+
+inventory::collect!(Declared);
+
+/// The databases declarations register on.
+#[doc(hidden)]
+pub trait DeclaredDb: sqlx::Database {
+    /// This database's registration of `d`, if it was compiled for it.
+    fn registration(d: &Declared) -> Option<fn(&mut Registrar<'_, Self>)>;
+    /// The database's name, for messages.
+    const LABEL: &'static str;
+}
+
+impl DeclaredDb for Sqlite {
+    fn registration(d: &Declared) -> Option<fn(&mut Registrar<'_, Self>)> {
+        d.sqlite
+    }
+    const LABEL: &'static str = "SQLite";
+}
+
+impl DeclaredDb for Postgres {
+    fn registration(d: &Declared) -> Option<fn(&mut Registrar<'_, Self>)> {
+        d.postgres
+    }
+    const LABEL: &'static str = "PostgreSQL";
+}
+
+/// Why the declarations do not make an engine.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeclarationError {
+    /// Two declarations use one name.
+    #[error(
+        "two {kind}s are named {name:?} ({first} and {second}): a name is an identity on the wire"
+    )]
+    Duplicate {
+        /// `query` or `event`.
+        kind: &'static str,
+        /// The name.
+        name: &'static str,
+        /// Where the first was declared.
+        first: &'static str,
+        /// Where the second was declared.
+        second: &'static str,
+    },
+    /// A declaration was not compiled for the engine's database.
+    #[error(
+        "{kind} {name:?} ({at}) has no handler for {db}: compile it for both databases, or start the engine on the other"
+    )]
+    NotForThisDatabase {
+        /// `query` or `event`.
+        kind: &'static str,
+        /// The name.
+        name: &'static str,
+        /// Where it was declared.
+        at: &'static str,
+        /// The engine's database.
+        db: &'static str,
+    },
+}
+
+/// Registers every declaration into `registry`.
+pub(crate) fn register_all<Db: DeclaredDb>(
+    registry: &mut Registry<Db>,
+) -> Result<(), DeclarationError> {
+    let mut seen: std::collections::HashMap<(DeclaredKind, &str), &'static str> =
+        std::collections::HashMap::new();
+    let all: Vec<&Declared> = inventory::iter::<Declared>.into_iter().collect();
+    for d in &all {
+        if let Some(first) = seen.insert((d.kind, d.name), d.at) {
+            return Err(DeclarationError::Duplicate {
+                kind: label(d.kind),
+                name: d.name,
+                first,
+                second: d.at,
+            });
+        }
+    }
+    for d in &all {
+        match (d.kind, Db::registration(d)) {
+            (DeclaredKind::Event, _) => {
+                // Its handler is another declaration (the compiler checks that there is one).
+                if !seen.contains_key(&(DeclaredKind::Handler, d.name)) {
+                    return Err(DeclarationError::NotForThisDatabase {
+                        kind: "event",
+                        name: d.name,
+                        at: d.at,
+                        db: Db::LABEL,
+                    });
+                }
+            }
+            (_, Some(register)) => register(&mut Registrar(registry)),
+            (kind, None) => {
+                return Err(DeclarationError::NotForThisDatabase {
+                    kind: label(kind),
+                    name: d.name,
+                    at: d.at,
+                    db: Db::LABEL,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn label(kind: DeclaredKind) -> &'static str {
+    match kind {
+        DeclaredKind::Query => "query",
+        DeclaredKind::Event | DeclaredKind::Handler => "event",
+    }
+}
+
+/// An event that has a server handler (`#[sync_apply]` implements it): `#[sync_event]`
+/// requires it, so that an event without a handler does not compile.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "event `{Self}` has no server handler",
+    label = "declared with #[sync_event], but nothing applies it on the server",
+    note = "write `#[sync_apply] impl {Self} {{ async fn apply(&self, conn: &mut Conn<Db>, ctx: &EventCtx) -> Result<(), EventError> {{ … }} }}` in the server code"
+)]
+pub trait HasHandler {}
+
+/// The database of a connection type (how a `#[sync_sql]` helper, generic over the database,
+/// learns it from the connection it is called with).
+#[doc(hidden)]
+pub trait ConnOf {
+    /// The database.
+    type Db: sqlx::Database<Connection = Self>;
+}
+
+impl ConnOf for sqlx::SqliteConnection {
+    type Db = Sqlite;
+}
+
+impl ConnOf for sqlx::PgConnection {
+    type Db = Postgres;
+}

@@ -1,0 +1,320 @@
+//! The declaration macros on a real engine, on SQLite and PostgreSQL: a query and events
+//! declared once (`#[sync_query]`, `#[sync_event]`, `#[sync_apply]`, `#[sync_sql]`) register
+//! themselves (`EngineBuilder::declared`), run with plain `async fn` handlers, refuse what
+//! they should, and predict on the client.
+#![cfg(feature = "ssr")]
+
+use serde::{Deserialize, Serialize};
+use sssync_core::client::ClientState;
+use sssync_core::protocol::ServerMsg;
+use sssync_core::server::{
+    AccessError, Conn, Engine, EngineError, EventCtx, EventError, Identity, PgStore, QueryCtx,
+    SqliteStore, Store, Table,
+};
+use sssync_core::{Event, Query, QueryKey, Rejection};
+use sssync_leptos::{sync_apply, sync_event, sync_query, sync_sql};
+
+/// A note on a board.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Note {
+    id: String,
+    text: String,
+}
+
+#[sync_sql]
+async fn may_read(conn: &mut Conn<Db>, board: &str, who: &Identity) -> Result<bool, sqlx::Error> {
+    let locked: Option<(String,)> = sqlx::query_as("SELECT board FROM locked WHERE board = $1")
+        .bind(board)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(locked.is_none() || who.id() == Some("admin"))
+}
+
+/// The notes of a board, in order.
+#[sync_query(key = id, reads = [notes(board)], access_reads = [locked(board)], authorize = check_board, keyed_by = notes)]
+pub async fn notes(conn: &mut Conn<Db>, board: String) -> Result<Vec<Note>, sqlx::Error> {
+    sqlx::query_as("SELECT id, text FROM notes WHERE board = $1 ORDER BY id")
+        .bind(&board)
+        .fetch_all(&mut *conn)
+        .await
+}
+
+#[sync_sql]
+async fn check_board(
+    conn: &mut Conn<Db>,
+    ctx: &QueryCtx,
+    args: &NotesArgs,
+) -> Result<(), AccessError> {
+    if may_read(conn, &args.board, &ctx.identity).await? {
+        Ok(())
+    } else {
+        Err(AccessError::forbidden("locked"))
+    }
+}
+
+/// How many notes every board has: no args.
+#[sync_query(key = board, reads = [notes])]
+pub async fn boards(conn: &mut Conn<Db>, _ctx: &QueryCtx) -> Result<Vec<BoardCount>, sqlx::Error> {
+    sqlx::query_as("SELECT board, COUNT(*) AS n FROM notes GROUP BY board ORDER BY board")
+        .fetch_all(&mut *conn)
+        .await
+}
+
+/// A row of [`Boards`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct BoardCount {
+    board: String,
+    n: i64,
+}
+
+/// Adds a note.
+#[sync_event(predict)]
+pub struct AddNote {
+    /// The board.
+    pub board: String,
+    /// The note's id.
+    pub id: String,
+    /// Its text.
+    pub text: String,
+}
+
+impl AddNote {
+    fn predict(&self, view: &mut sssync_core::client::Prediction<'_>) {
+        view.update::<Notes>(
+            &NotesArgs {
+                board: self.board.clone(),
+            },
+            |rows| {
+                rows.push(Note {
+                    id: self.id.clone(),
+                    text: self.text.clone(),
+                })
+            },
+        );
+    }
+}
+
+#[sync_apply]
+impl AddNote {
+    async fn apply(&self, conn: &mut Conn<Db>, _ctx: &EventCtx) -> Result<(), EventError> {
+        if self.text.is_empty() {
+            return Err(Rejection::new("empty", "a note has a text").into());
+        }
+        sqlx::query("INSERT INTO notes (id, board, text) VALUES ($1, $2, $3)")
+            .bind(&self.id)
+            .bind(&self.board)
+            .bind(&self.text)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Locks a board (only `admin` reads it then).
+#[sync_event(name = "lock_board")]
+pub struct Lock {
+    /// The board.
+    pub board: String,
+}
+
+#[sync_apply]
+impl Lock {
+    async fn apply(&self, conn: &mut Conn<Db>, _ctx: &EventCtx) -> Result<(), EventError> {
+        sqlx::query("INSERT INTO locked (board) VALUES ($1)")
+            .bind(&self.board)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+}
+
+const SCHEMA: &str = "CREATE TABLE notes (id TEXT PRIMARY KEY, board TEXT NOT NULL, text TEXT NOT NULL); \
+                      CREATE TABLE locked (board TEXT PRIMARY KEY)";
+
+fn tables() -> [Table; 2] {
+    [
+        Table::new("notes", "id")
+            .unwrap()
+            .partition("board")
+            .unwrap(),
+        Table::new("locked", "board")
+            .unwrap()
+            .partition("board")
+            .unwrap(),
+    ]
+}
+
+async fn check<S: Store>(store: S)
+where
+    S::Db: sssync_core::server::declared::DeclaredDb,
+{
+    let [a, b] = tables();
+    let engine = Engine::builder(store)
+        .table(a)
+        .table(b)
+        .declared()
+        .start()
+        .await
+        .unwrap();
+
+    let add = |id: &str, text: &str| {
+        serde_json::to_string(&AddNote {
+            board: "b".into(),
+            id: id.into(),
+            text: text.into(),
+        })
+        .unwrap()
+    };
+    assert!(matches!(
+        engine
+            .apply_server_event("add_note", &add("1", "milk"))
+            .await
+            .unwrap(),
+        ServerMsg::Ack(_)
+    ));
+    match engine
+        .apply_server_event("add_note", &add("2", ""))
+        .await
+        .unwrap()
+    {
+        ServerMsg::Reject(r) => assert_eq!(r.error.code, "empty"),
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    let anyone = QueryCtx::default();
+    let (_, _, rows) = engine
+        .snapshot_json("notes", r#"{"board":"b"}"#, &anyone)
+        .await
+        .unwrap();
+    let notes: Vec<Note> = rows
+        .into_rows()
+        .iter()
+        .map(|r| r.decode().unwrap())
+        .collect();
+    assert_eq!(
+        notes,
+        vec![Note {
+            id: "1".into(),
+            text: "milk".into()
+        }]
+    );
+    let (_, _, rows) = engine
+        .snapshot_json("boards", "null", &anyone)
+        .await
+        .unwrap();
+    let counts: Vec<BoardCount> = rows
+        .into_rows()
+        .iter()
+        .map(|r| r.decode().unwrap())
+        .collect();
+    assert_eq!(
+        counts,
+        vec![BoardCount {
+            board: "b".into(),
+            n: 1
+        }]
+    );
+
+    // The query's authorize, through a helper written once for both databases.
+    engine
+        .apply_server_event("lock_board", r#"{"board":"b"}"#)
+        .await
+        .unwrap();
+    assert!(matches!(
+        engine
+            .snapshot_json("notes", r#"{"board":"b"}"#, &anyone)
+            .await,
+        Err(EngineError::Forbidden(_))
+    ));
+    let admin = QueryCtx {
+        identity: Identity::user("admin"),
+    };
+    assert!(
+        engine
+            .snapshot_json("notes", r#"{"board":"b"}"#, &admin)
+            .await
+            .is_ok()
+    );
+    engine.shutdown();
+}
+
+#[tokio::test]
+async fn declared_queries_and_events_register_run_and_refuse_on_sqlite() {
+    let dir = std::env::temp_dir().join(format!("sssync-macros-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _ = std::fs::remove_file(dir.join("t.db"));
+    let url = format!("sqlite://{}", dir.join("t.db").display());
+    let store = SqliteStore::open(&url).await.unwrap();
+    sqlx::raw_sql(SCHEMA).execute(store.pool()).await.unwrap();
+    check(store).await;
+}
+
+#[tokio::test]
+async fn declared_queries_and_events_register_run_and_refuse_on_postgres() {
+    let base = std::env::var("SSSYNC_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let admin = sqlx::PgPool::connect(&base).await;
+    let Ok(admin) = admin else {
+        // CI always has one (scripts/test.sh checks); a laptop may not.
+        eprintln!("no PostgreSQL at {base}: skipped");
+        return;
+    };
+    let schema = format!("macros_{}", std::process::id());
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    let url = format!("{base}?options=-c%20search_path%3D{schema}");
+    let store = PgStore::open(&url).await.unwrap();
+    sqlx::raw_sql(SCHEMA).execute(store.pool()).await.unwrap();
+    check(store).await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .execute(&admin)
+        .await
+        .unwrap();
+}
+
+#[test]
+fn names_and_keys_come_from_the_declarations() {
+    assert_eq!(Notes::NAME, "notes");
+    assert_eq!(Boards::NAME, "boards");
+    assert_eq!(AddNote::NAME, "add_note");
+    assert_eq!(Lock::NAME, "lock_board");
+    assert_eq!(
+        Notes::row_key(&Note {
+            id: "x".into(),
+            text: String::new()
+        }),
+        "x"
+    );
+    assert_eq!(
+        QueryKey::new(Notes::NAME, &NotesArgs { board: "b".into() })
+            .unwrap()
+            .args_json(),
+        r#"{"board":"b"}"#
+    );
+    // The prediction is the event's own method.
+    let mut state = ClientState::new("c1");
+    let key = QueryKey::new(Notes::NAME, &NotesArgs { board: "b".into() }).unwrap();
+    state.seed(
+        key,
+        &sssync_core::Epoch("e".into()),
+        sssync_core::Version(1),
+        Vec::new(),
+    );
+    state
+        .push(AddNote {
+            board: "b".into(),
+            id: "n1".into(),
+            text: "hi".into(),
+        })
+        .unwrap();
+    assert_eq!(
+        state.rows::<Notes>(&NotesArgs { board: "b".into() }),
+        Some(vec![Note {
+            id: "n1".into(),
+            text: "hi".into()
+        }])
+    );
+}

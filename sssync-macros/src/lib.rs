@@ -1,0 +1,723 @@
+//! The declaration macros of sssync, re-exported (and documented, with examples) by
+//! `sssync-leptos`: [`macro@sync_query`], [`macro@sync_event`], [`macro@sync_apply`] and
+//! [`macro@sync_sql`].
+//!
+//! Each expands to the traits of `sssync-core` (`Query`, `Event`, `ServerQuery`,
+//! `ServerEvent`), a Leptos server function per event, and a registration that
+//! `EngineBuilder::declared` finds at start, so that nothing is named or listed twice. Server
+//! code (query bodies, handlers, SQL helpers) is compiled only when `sssync-leptos` has its
+//! `ssr` feature, once for each database it is compiled for (SQLite and PostgreSQL unless
+//! `db = sqlite` or `db = postgres` says otherwise); inside it, `Db` names that database.
+
+use heck::{ToSnakeCase, ToUpperCamelCase};
+use proc_macro::TokenStream;
+use proc_macro2::{Span, TokenStream as Tokens};
+use quote::{format_ident, quote};
+use syn::parse::Parser;
+use syn::spanned::Spanned;
+use syn::visit_mut::VisitMut;
+use syn::{
+    Error, Expr, FnArg, GenericArgument, Ident, ImplItem, ItemFn, ItemImpl, ItemStruct, Pat,
+    PathArguments, ReturnType, Type, parse_macro_input, parse_quote,
+};
+
+/// The path every expansion goes through.
+fn krate() -> Tokens {
+    quote!(::sssync_leptos::__private)
+}
+
+/// The databases a server item is compiled for.
+#[derive(Clone, Copy)]
+struct Dbs {
+    sqlite: bool,
+    postgres: bool,
+}
+
+impl Default for Dbs {
+    fn default() -> Self {
+        Dbs {
+            sqlite: true,
+            postgres: true,
+        }
+    }
+}
+
+impl Dbs {
+    fn parse(meta: &syn::meta::ParseNestedMeta) -> syn::Result<Dbs> {
+        let db: Ident = meta.value()?.parse()?;
+        match db.to_string().as_str() {
+            "sqlite" => Ok(Dbs {
+                sqlite: true,
+                postgres: false,
+            }),
+            "postgres" => Ok(Dbs {
+                sqlite: false,
+                postgres: true,
+            }),
+            _ => Err(Error::new(db.span(), "`db` is `sqlite` or `postgres`")),
+        }
+    }
+
+    /// `(database type, label)` for each database compiled for.
+    fn each(self) -> Vec<(Tokens, &'static str)> {
+        let p = krate();
+        let mut out = Vec::new();
+        if self.sqlite {
+            out.push((quote!(#p::core::server::Sqlite), "sqlite"));
+        }
+        if self.postgres {
+            out.push((quote!(#p::core::server::Postgres), "postgres"));
+        }
+        out
+    }
+
+    /// The `sqlite` and `postgres` fields of a registration.
+    fn registrations(self, register: impl Fn(&Tokens) -> Tokens) -> Tokens {
+        let p = krate();
+        let one = |on: bool, db: Tokens, name: &str| {
+            if on {
+                let f = format_ident!("__sssync_register_{}", name);
+                let body = register(&quote!(r));
+                quote! {{
+                    fn #f(r: &mut #p::core::server::declared::Registrar<'_, #db>) { #body }
+                    ::core::option::Option::Some(#f as fn(&mut #p::core::server::declared::Registrar<'_, #db>))
+                }}
+            } else {
+                quote!(::core::option::Option::None)
+            }
+        };
+        let sqlite = one(self.sqlite, quote!(#p::core::server::Sqlite), "sqlite");
+        let postgres = one(
+            self.postgres,
+            quote!(#p::core::server::Postgres),
+            "postgres",
+        );
+        quote!(sqlite: #sqlite, postgres: #postgres,)
+    }
+}
+
+/// Replaces the type `Db` (a single-segment path) with a database type.
+struct ReplaceDb(Type);
+
+impl VisitMut for ReplaceDb {
+    fn visit_type_mut(&mut self, ty: &mut Type) {
+        if let Type::Path(p) = ty
+            && p.qself.is_none()
+            && p.path.leading_colon.is_none()
+            && p.path.segments.len() == 1
+            && p.path.segments[0].ident == "Db"
+            && p.path.segments[0].arguments.is_none()
+        {
+            *ty = self.0.clone();
+            return;
+        }
+        syn::visit_mut::visit_type_mut(self, ty);
+    }
+}
+
+fn with_db<T: Clone>(item: &T, db: &Tokens, visit: impl Fn(&mut ReplaceDb, &mut T)) -> T {
+    let mut item = item.clone();
+    let ty: Type = syn::parse2(db.clone()).expect("a database type");
+    visit(&mut ReplaceDb(ty), &mut item);
+    item
+}
+
+/// Replaces `Conn<Db>` with a type (the connection type parameter of a generic helper).
+struct ReplaceConn(Type);
+
+impl VisitMut for ReplaceConn {
+    fn visit_type_mut(&mut self, ty: &mut Type) {
+        if let Type::Path(p) = ty
+            && p.qself.is_none()
+            && let Some(seg) = p.path.segments.last()
+            && seg.ident == "Conn"
+            && let PathArguments::AngleBracketed(args) = &seg.arguments
+            && args.args.len() == 1
+            && matches!(&args.args[0], GenericArgument::Type(Type::Path(d)) if d.path.is_ident("Db"))
+        {
+            *ty = self.0.clone();
+            return;
+        }
+        syn::visit_mut::visit_type_mut(self, ty);
+    }
+}
+
+/// Whether `ty` is `&mut Conn<…>` (or `&mut …::Conn<…>`).
+fn is_conn(ty: &Type) -> bool {
+    matches!(ty, Type::Reference(r) if r.mutability.is_some() && last_ident(&r.elem).is_some_and(|i| i == "Conn"))
+}
+
+/// Whether `ty` is `&QueryCtx` (or `&…::QueryCtx`).
+fn is_ctx(ty: &Type, name: &str) -> bool {
+    matches!(ty, Type::Reference(r) if r.mutability.is_none() && last_ident(&r.elem).is_some_and(|i| i == name))
+}
+
+fn last_ident(ty: &Type) -> Option<&Ident> {
+    match ty {
+        Type::Path(p) => p.path.segments.last().map(|s| &s.ident),
+        _ => None,
+    }
+}
+
+/// `T` of `Result<Vec<T>, _>`.
+fn row_type(ret: &ReturnType) -> Option<Type> {
+    let ReturnType::Type(_, ty) = ret else {
+        return None;
+    };
+    let first_arg = |ty: &Type, name: &str| -> Option<Type> {
+        let Type::Path(p) = ty else { return None };
+        let seg = p.path.segments.last()?;
+        if seg.ident != name {
+            return None;
+        }
+        let PathArguments::AngleBracketed(args) = &seg.arguments else {
+            return None;
+        };
+        match args.args.first()? {
+            GenericArgument::Type(t) => Some(t.clone()),
+            _ => None,
+        }
+    };
+    first_arg(&first_arg(ty, "Result")?, "Vec")
+}
+
+/// An entry of `reads = [...]`: a whole table, or a table's partition by a value.
+fn dependency(e: &Expr) -> syn::Result<Tokens> {
+    let p = krate();
+    let table_name = |e: &Expr| -> syn::Result<String> {
+        match e {
+            Expr::Path(path) if path.path.get_ident().is_some() => Ok(path
+                .path
+                .get_ident()
+                .map(|i| i.to_string())
+                .unwrap_or_default()),
+            _ => Err(Error::new(e.span(), "a table name")),
+        }
+    };
+    match e {
+        Expr::Path(_) => {
+            let t = table_name(e)?;
+            Ok(quote!(#p::core::server::Dependency::table(#t)))
+        }
+        Expr::Call(call) if call.args.len() == 1 => {
+            let t = table_name(&call.func)?;
+            let v = &call.args[0];
+            Ok(quote!(#p::core::server::Dependency::partition(#t, #v)))
+        }
+        _ => Err(Error::new(
+            e.span(),
+            "each read is `table` (any row of it) or `table(value)` (the rows whose partition column is the value, an expression over the args)",
+        )),
+    }
+}
+
+fn dependencies(list: &Option<syn::ExprArray>, destructure: &Tokens) -> syn::Result<Tokens> {
+    let p = krate();
+    let mut deps = Vec::new();
+    for e in list.iter().flat_map(|l| l.elems.iter()) {
+        let dep = dependency(e)?;
+        deps.push(quote! {{
+            #[allow(unused_variables)]
+            #destructure
+            #dep
+        }});
+    }
+    Ok(quote!(::std::vec![#(#deps),*] as ::std::vec::Vec<#p::core::server::Dependency>))
+}
+
+/// Declares a query from an `async fn`: see `sssync_leptos::sync_query` for the documentation.
+#[proc_macro_attribute]
+pub fn sync_query(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let func = parse_macro_input!(item as ItemFn);
+    match query(attr.into(), func) {
+        Ok(t) => t.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+fn query(attr: Tokens, func: ItemFn) -> syn::Result<Tokens> {
+    let p = krate();
+    let mut key: Option<Ident> = None;
+    let mut reads: Option<syn::ExprArray> = None;
+    let mut access_reads: Option<syn::ExprArray> = None;
+    let mut authorize: Option<syn::Path> = None;
+    let mut per_identity = false;
+    let mut keyed_by: Option<Ident> = None;
+    let mut dbs = Dbs::default();
+    let parser = syn::meta::parser(|meta| {
+        if meta.path.is_ident("key") {
+            key = Some(meta.value()?.parse()?);
+        } else if meta.path.is_ident("reads") {
+            reads = Some(meta.value()?.parse()?);
+        } else if meta.path.is_ident("access_reads") {
+            access_reads = Some(meta.value()?.parse()?);
+        } else if meta.path.is_ident("authorize") {
+            authorize = Some(meta.value()?.parse()?);
+        } else if meta.path.is_ident("per_identity") {
+            per_identity = true;
+        } else if meta.path.is_ident("keyed_by") {
+            keyed_by = Some(meta.value()?.parse()?);
+        } else if meta.path.is_ident("db") {
+            dbs = Dbs::parse(&meta)?;
+        } else {
+            return Err(meta.error(
+                "unknown option: use key, reads, access_reads, authorize, per_identity, keyed_by or db",
+            ));
+        }
+        Ok(())
+    });
+    parser.parse2(attr)?;
+    let sig = &func.sig;
+    if sig.asyncness.is_none() {
+        return Err(Error::new(
+            sig.fn_token.span,
+            "a sync_query is an `async fn`",
+        ));
+    }
+    let key = key.ok_or_else(|| {
+        Error::new(
+            Span::call_site(),
+            "name the row's key field: #[sync_query(key = id, …)]",
+        )
+    })?;
+    let row = row_type(&sig.output).ok_or_else(|| {
+        Error::new(
+            sig.output.span(),
+            "a sync_query returns Result<Vec<Row>, sqlx::Error>",
+        )
+    })?;
+    let name = sig.ident.to_string();
+    let marker = format_ident!("{}", name.to_upper_camel_case(), span = sig.ident.span());
+    let args_ty = format_ident!("{}Args", marker);
+    let vis = &func.vis;
+    let docs: Vec<_> = func
+        .attrs
+        .iter()
+        .filter(|a| a.path().is_ident("doc"))
+        .collect();
+
+    // The parameters: the connection, the context, and the args (by name).
+    let mut arg_names = Vec::new();
+    let mut arg_types = Vec::new();
+    let mut call = Vec::new();
+    for input in &sig.inputs {
+        let FnArg::Typed(pt) = input else {
+            return Err(Error::new(input.span(), "a sync_query is a free function"));
+        };
+        if is_conn(&pt.ty) {
+            call.push(quote!(conn));
+        } else if is_ctx(&pt.ty, "QueryCtx") {
+            call.push(quote!(ctx));
+        } else {
+            let Pat::Ident(id) = &*pt.pat else {
+                return Err(Error::new(
+                    pt.pat.span(),
+                    "an arg is a plain name: `list_id: String`",
+                ));
+            };
+            let ident = &id.ident;
+            arg_names.push(ident.clone());
+            arg_types.push((*pt.ty).clone());
+            call.push(quote!(#ident));
+        }
+    }
+    let (args_decl, args_type, destructure) = if arg_names.is_empty() {
+        (quote!(), quote!(()), quote!())
+    } else {
+        let serde = quote!(#p::serde);
+        let serde_path = format!("{}", quote!(#p::serde)).replace(' ', "");
+        let doc = format!("The args of the query [`{marker}`].");
+        (
+            quote! {
+                #[doc = #doc]
+                #[derive(::core::clone::Clone, ::core::fmt::Debug, ::core::cmp::PartialEq, #serde::Serialize, #serde::Deserialize)]
+                #[serde(crate = #serde_path)]
+                #vis struct #args_ty {
+                    #(
+                        #[allow(missing_docs)]
+                        #vis #arg_names: #arg_types,
+                    )*
+                }
+            },
+            quote!(#args_ty),
+            quote!(let #args_ty { #(#arg_names),* } = ::core::clone::Clone::clone(args);),
+        )
+    };
+    let deps = dependencies(&reads, &destructure)?;
+    let access_deps = dependencies(&access_reads, &destructure)?;
+    let access = if per_identity {
+        quote!(#p::core::server::Access::PerIdentity)
+    } else if authorize.is_some() {
+        quote!(#p::core::server::Access::Checked)
+    } else {
+        quote!(#p::core::server::Access::Public)
+    };
+    let keyed_by = match keyed_by {
+        Some(t) => {
+            let t = t.to_string();
+            quote!(::core::option::Option::Some(#t))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    let block = &func.block;
+    let ret = &sig.output;
+    let inputs = &sig.inputs;
+    let body_attrs: Vec<_> = func
+        .attrs
+        .iter()
+        .filter(|a| !a.path().is_ident("doc"))
+        .collect();
+
+    let mut impls = Vec::new();
+    for (db, _) in dbs.each() {
+        let authorize_fn = authorize.as_ref().map(|path| {
+            quote! {
+                async fn authorize(
+                    conn: &mut #p::core::server::Conn<#db>,
+                    ctx: &#p::core::server::QueryCtx,
+                    args: &#args_type,
+                ) -> ::core::result::Result<(), #p::core::server::AccessError> {
+                    #path(conn, ctx, args).await
+                }
+            }
+        });
+        impls.push(quote! {
+            impl #p::core::server::ServerQuery<#db> for #marker {
+                const KEYED_BY: ::core::option::Option<&'static str> = #keyed_by;
+                const ACCESS: #p::core::server::Access = #access;
+
+                fn dependencies(args: &#args_type) -> ::std::vec::Vec<#p::core::server::Dependency> {
+                    #deps
+                }
+
+                fn access_dependencies(args: &#args_type) -> ::std::vec::Vec<#p::core::server::Dependency> {
+                    #access_deps
+                }
+
+                #authorize_fn
+
+                async fn run(
+                    conn: &mut #p::core::server::Conn<#db>,
+                    ctx: &#p::core::server::QueryCtx,
+                    args: &#args_type,
+                ) -> ::core::result::Result<::std::vec::Vec<#row>, #p::sqlx::Error> {
+                    #[allow(dead_code)]
+                    type Db = #db;
+                    #(#body_attrs)*
+                    async fn __sssync_body(#inputs) #ret #block
+                    #[allow(unused_variables)]
+                    let _ = ctx;
+                    #destructure
+                    __sssync_body(#(#call),*).await.map_err(::core::convert::Into::into)
+                }
+            }
+        });
+    }
+    let at = format!("query `{name}`");
+    let registrations = dbs.registrations(|r| quote!(#r.query::<#marker>();));
+    Ok(quote! {
+        #(#docs)*
+        #[derive(::core::clone::Clone, ::core::marker::Copy, ::core::fmt::Debug, ::core::default::Default)]
+        #vis struct #marker;
+
+        #args_decl
+
+        impl #p::core::Query for #marker {
+            const NAME: &'static str = #name;
+            type Args = #args_type;
+            type Row = #row;
+            fn row_key(row: &#row) -> ::std::string::String {
+                ::std::string::ToString::to_string(&row.#key)
+            }
+        }
+
+        #p::__if_server! {
+            const _: () = {
+                #(#impls)*
+                #p::inventory::submit! {
+                    #p::core::server::declared::Declared {
+                        kind: #p::core::server::declared::DeclaredKind::Query,
+                        name: #name,
+                        at: ::core::concat!(::core::module_path!(), ": ", #at),
+                        #registrations
+                    }
+                }
+            };
+        }
+    })
+}
+
+/// Declares an event from a struct: see `sssync_leptos::sync_event` for the documentation.
+#[proc_macro_attribute]
+pub fn sync_event(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let strukt = parse_macro_input!(item as ItemStruct);
+    match event(attr.into(), strukt) {
+        Ok(t) => t.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+fn event(attr: Tokens, strukt: ItemStruct) -> syn::Result<Tokens> {
+    let p = krate();
+    let mut predict = false;
+    let mut name: Option<syn::LitStr> = None;
+    let parser = syn::meta::parser(|meta| {
+        if meta.path.is_ident("predict") {
+            predict = true;
+        } else if meta.path.is_ident("name") {
+            name = Some(meta.value()?.parse()?);
+        } else {
+            return Err(meta.error("unknown option: use predict or name = \"…\""));
+        }
+        Ok(())
+    });
+    parser.parse2(attr)?;
+    if !strukt.generics.params.is_empty() {
+        return Err(Error::new(
+            strukt.generics.span(),
+            "a sync_event has no generic parameters",
+        ));
+    }
+    let ident = &strukt.ident;
+    let name = name
+        .map(|n| n.value())
+        .unwrap_or_else(|| ident.to_string().to_snake_case());
+    let path = format!("/api/{name}");
+    let serde = quote!(#p::serde);
+    let serde_path = format!("{}", quote!(#p::serde)).replace(' ', "");
+    let predict_fn = predict.then(|| {
+        quote! {
+            // Calls the event's own `fn predict(&self, view: &mut Prediction<'_>)` (an
+            // inherent method); without one this would call itself, which is an error.
+            #[deny(unconditional_recursion)]
+            fn predict(&self, view: &mut #p::core::client::Prediction<'_>) {
+                #ident::predict(self, view)
+            }
+        }
+    });
+    let at = format!("event `{name}`");
+    Ok(quote! {
+        #[derive(::core::clone::Clone, ::core::fmt::Debug, #serde::Serialize, #serde::Deserialize)]
+        #[serde(crate = #serde_path)]
+        #strukt
+
+        impl #p::core::Event for #ident {
+            const NAME: &'static str = #name;
+            #predict_fn
+        }
+
+        #p::__server_action!(#ident, #path);
+
+        #p::__if_server! {
+            const _: () = {
+                // Every event has a server handler (`#[sync_apply] impl …`).
+                const fn __sssync_has_handler<T: #p::core::server::declared::HasHandler>() {}
+                const _: () = __sssync_has_handler::<#ident>();
+                #p::inventory::submit! {
+                    #p::core::server::declared::Declared {
+                        kind: #p::core::server::declared::DeclaredKind::Event,
+                        name: #name,
+                        at: ::core::concat!(::core::module_path!(), ": ", #at),
+                        sqlite: ::core::option::Option::None,
+                        postgres: ::core::option::Option::None,
+                    }
+                }
+            };
+        }
+    })
+}
+
+/// Declares an event's server handler: see `sssync_leptos::sync_apply` for the documentation.
+#[proc_macro_attribute]
+pub fn sync_apply(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let imp = parse_macro_input!(item as ItemImpl);
+    match apply(attr.into(), imp) {
+        Ok(t) => t.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+fn apply(attr: Tokens, imp: ItemImpl) -> syn::Result<Tokens> {
+    let p = krate();
+    let mut dbs = Dbs::default();
+    let parser = syn::meta::parser(|meta| {
+        if meta.path.is_ident("db") {
+            dbs = Dbs::parse(&meta)?;
+            Ok(())
+        } else {
+            Err(meta.error("unknown option: use db = sqlite or db = postgres"))
+        }
+    });
+    parser.parse2(attr)?;
+    if imp.trait_.is_some() {
+        return Err(Error::new(
+            imp.span(),
+            "#[sync_apply] goes on `impl MyEvent { async fn apply(&self, conn: &mut Conn<Db>, ctx: &EventCtx) -> Result<(), EventError> { … } }`",
+        ));
+    }
+    let ty = &imp.self_ty;
+    let mut apply_fn = None;
+    for item in &imp.items {
+        match item {
+            ImplItem::Fn(f) if f.sig.ident == "apply" => apply_fn = Some(f.clone()),
+            other => {
+                return Err(Error::new(
+                    other.span(),
+                    "a #[sync_apply] impl holds one `async fn apply(&self, conn: &mut Conn<Db>, ctx: &EventCtx) -> Result<(), EventError>`",
+                ));
+            }
+        }
+    }
+    let apply_fn = apply_fn.ok_or_else(|| {
+        Error::new(
+            imp.span(),
+            "write `async fn apply(&self, conn: &mut Conn<Db>, ctx: &EventCtx) -> Result<(), EventError>`",
+        )
+    })?;
+    if apply_fn.sig.asyncness.is_none() {
+        return Err(Error::new(
+            apply_fn.sig.fn_token.span,
+            "`apply` is an `async fn`",
+        ));
+    }
+    let mut impls = Vec::new();
+    for (db, _) in dbs.each() {
+        let mut f = with_db(&apply_fn, &db, |v, f| v.visit_signature_mut(&mut f.sig));
+        f.vis = syn::Visibility::Inherited;
+        let stmts = &f.block.stmts;
+        let alias: syn::Stmt = parse_quote! {
+            #[allow(dead_code)]
+            type Db = #db;
+        };
+        f.block = parse_quote!({ #alias #(#stmts)* });
+        impls.push(quote! {
+            impl #p::core::server::ServerEvent<#db> for #ty {
+                #f
+            }
+        });
+    }
+    let registrations = dbs.registrations(|r| quote!(#r.event::<#ty>();));
+    Ok(quote! {
+        #p::__if_server! {
+            const _: () = {
+                #(#impls)*
+                impl #p::core::server::declared::HasHandler for #ty {}
+                #p::inventory::submit! {
+                    #p::core::server::declared::Declared {
+                        kind: #p::core::server::declared::DeclaredKind::Handler,
+                        name: <#ty as #p::core::Event>::NAME,
+                        at: ::core::module_path!(),
+                        #registrations
+                    }
+                }
+            };
+        }
+    })
+}
+
+/// Declares a database helper written once for every database: see `sssync_leptos::sync_sql`
+/// for the documentation.
+#[proc_macro_attribute]
+pub fn sync_sql(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let func = parse_macro_input!(item as ItemFn);
+    match sql(attr.into(), func) {
+        Ok(t) => t.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+fn sql(attr: Tokens, func: ItemFn) -> syn::Result<Tokens> {
+    let p = krate();
+    let mut dbs = Dbs::default();
+    let parser = syn::meta::parser(|meta| {
+        if meta.path.is_ident("db") {
+            dbs = Dbs::parse(&meta)?;
+            Ok(())
+        } else {
+            Err(meta.error("unknown option: use db = sqlite or db = postgres"))
+        }
+    });
+    parser.parse2(attr)?;
+    let sig = &func.sig;
+    if sig.asyncness.is_none() {
+        return Err(Error::new(
+            sig.fn_token.span,
+            "a sync_sql helper is an `async fn`",
+        ));
+    }
+    if !sig.generics.params.is_empty() {
+        return Err(Error::new(
+            sig.generics.span(),
+            "a sync_sql helper has no generic parameters (`Db` names the database)",
+        ));
+    }
+    let name = &sig.ident;
+    let tr = format_ident!("__SsSyncSql_{}", name);
+    let vis = &func.vis;
+    let attrs = &func.attrs;
+    let mut names = Vec::new();
+    for input in &sig.inputs {
+        match input {
+            FnArg::Typed(pt) => match &*pt.pat {
+                Pat::Ident(id) => names.push(id.ident.clone()),
+                other => {
+                    return Err(Error::new(other.span(), "a parameter is a plain name"));
+                }
+            },
+            FnArg::Receiver(r) => {
+                return Err(Error::new(r.span(), "a sync_sql helper is a free function"));
+            }
+        }
+    }
+    // The trait's signature: `Db` is `Self`; it answers a `Send` future.
+    let mut trait_sig = with_db(sig, &quote!(Self), |v, s| v.visit_signature_mut(s));
+    trait_sig.asyncness = None;
+    trait_sig.ident = format_ident!("call");
+    let out = match &sig.output {
+        ReturnType::Default => quote!(()),
+        ReturnType::Type(_, t) => {
+            let t = with_db(&**t, &quote!(Self), |v, t| v.visit_type_mut(t));
+            quote!(#t)
+        }
+    };
+    trait_sig.output =
+        parse_quote!(-> impl ::core::future::Future<Output = #out> + ::core::marker::Send);
+    let mut impls = Vec::new();
+    for (db, _) in dbs.each() {
+        let mut isig = with_db(sig, &db, |v, s| v.visit_signature_mut(s));
+        isig.ident = format_ident!("call");
+        let stmts = &func.block.stmts;
+        impls.push(quote! {
+            impl #tr for #db {
+                #[allow(clippy::needless_lifetimes)]
+                #isig {
+                    #[allow(dead_code)]
+                    type Db = #db;
+                    #(#stmts)*
+                }
+            }
+        });
+    }
+    // Generic over the connection type (which names its database), so that a call infers it.
+    let mut generic_sig = sig.clone();
+    ReplaceConn(parse_quote!(__SsSyncConn)).visit_signature_mut(&mut generic_sig);
+    ReplaceDb(parse_quote!(<__SsSyncConn as #p::core::server::declared::ConnOf>::Db))
+        .visit_signature_mut(&mut generic_sig);
+    generic_sig.generics = parse_quote!(<__SsSyncConn: #p::core::server::declared::ConnOf>);
+    generic_sig.generics.where_clause =
+        Some(parse_quote!(where <__SsSyncConn as #p::core::server::declared::ConnOf>::Db: #tr));
+    Ok(quote! {
+        #p::__if_server! {
+            #[doc(hidden)]
+            #[allow(non_camel_case_types)]
+            #vis trait #tr: #p::sqlx::Database {
+                #trait_sig;
+            }
+            #(#impls)*
+            #(#attrs)*
+            #vis #generic_sig {
+                <<__SsSyncConn as #p::core::server::declared::ConnOf>::Db as #tr>::call(#(#names),*).await
+            }
+        }
+    })
+}
