@@ -1,32 +1,27 @@
 //! The demo's components: the HTML shell, the routes and the TodoMVC list page.
 //!
 //! The list is a sync query (`use_sync_query::<Todos>`): rendered on the server, hydrated without
-//! a second fetch, then live. Every control is a real `<form method="post">` aimed at an event's
-//! server function, so the page works without JavaScript. Once hydrated, each form's submit is
-//! handled in the browser instead (a sync event, predicted at once), and the `html.hydrated`
-//! class swaps the few controls that differ (see
-//! `style/main.css`): the no-JavaScript toggles are submit buttons with the checkbox role, the
-//! hydrated ones real checkboxes; editing without JavaScript follows an `?edit=<id>` link.
+//! a second fetch, then live. Every write is an event's action (`use_sync_event`) in Leptos's
+//! own `<ActionForm>`: without JavaScript the form posts to the event's server function; once
+//! hydrated, its submit (or a checkbox's change) dispatches the event over the sync connection,
+//! predicted at once. The controls that only a page without JavaScript needs (the toggles as
+//! submit buttons, the edit link) are gone once the page is hydrated, so each control exists once.
 
-use crate::api::{
-    AddTodoForm, ClearCompletedForm, CreateListForm, DeleteTodoForm, EditTodoForm, ShareListForm,
-    ToggleAllForm, ToggleTodoForm, UnshareListForm, current_user, list_sharing,
-};
+use crate::api::{current_user, list_sharing};
 use crate::model::{
-    AddTodo, ClearCompleted, DEFAULT_LIST, DeleteTodo, EditTodo, Filter, ListArgs, MyLists, Todo,
-    Todos, ToggleAll, ToggleTodo, items_left,
+    AddTodo, ClearCompleted, CreateList, DEFAULT_LIST, DeleteTodo, EditTodo, Filter, MyLists,
+    ShareList, Todo, Todos, TodosArgs, ToggleAll, ToggleTodo, UnshareList, items_left,
 };
 use leptos::ev;
 use leptos::html::Input;
 use leptos::prelude::*;
-use leptos::server_fn::ServerFn;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
 use leptos_router::components::{Route, Router, Routes};
-use leptos_router::hooks::{use_params_map, use_query_map};
+use leptos_router::hooks::{use_navigate, use_params_map, use_query_map};
 use leptos_router::{SsrMode, path};
 use sssync_leptos::{
-    FormKey, SyncError, SyncEvent, SyncProvider, SyncQuery, use_sync_event, use_sync_query,
-    use_sync_status,
+    FORM_NEXT_FIELD, FormKey, SyncError, SyncProvider, SyncQuery, use_hydrated, use_sync_event,
+    use_sync_query, use_sync_status,
 };
 
 /// The HTML document around the app (server only: the browser hydrates `<body>`).
@@ -98,10 +93,27 @@ pub fn App() -> impl IntoView {
 }
 
 /// The account bar above every page: who is signed in, with `Sign out` and `New private list`,
-/// or the links to sign in and up. Plain form posts, with JavaScript and without.
+/// or the links to sign in and up.
 #[component]
 fn AccountBar() -> impl IntoView {
     let me = Resource::new(|| (), |_| async { current_user().await.ok().flatten() });
+    let create = use_sync_event::<CreateList>();
+    // The id of the list the form makes (a plain post then opens it); a new one once used.
+    let next_list = RwSignal::new(sssync_leptos::new_id());
+    // Once the server made it, the list opens (as a plain form's redirect does).
+    let made = StoredValue::new(None::<String>);
+    Effect::new(move |_| {
+        if let Some(list) = create.input().get() {
+            made.set_value(Some(list.id));
+            next_list.set(sssync_leptos::new_id());
+        }
+    });
+    let navigate = use_navigate();
+    Effect::new(move |_| {
+        if let (Some(Ok(())), Some(id)) = (create.value().get(), made.get_value()) {
+            navigate(&format!("/lists/{id}"), Default::default());
+        }
+    });
     view! {
         <nav class="account" aria-label="Account">
             <Transition fallback=|| ()>
@@ -112,10 +124,16 @@ fn AccountBar() -> impl IntoView {
                                 view! {
                                     <span>"Signed in as "</span>
                                     <strong data-testid="user-name">{name}</strong>
-                                    <form class="inline" method="post" action=CreateListForm::url()>
+                                    <ActionForm action=create attr:class="inline">
+                                        <input type="hidden" name="id" value=move || next_list.get() />
+                                        <input
+                                            type="hidden"
+                                            name=FORM_NEXT_FIELD
+                                            value=move || format!("/lists/{}", next_list.get())
+                                        />
                                         <button type="submit">"New private list"</button>
                                         <FormKey />
-                                    </form>
+                                    </ActionForm>
                                     <form class="inline" method="post" action="/auth/logout">
                                         <button type="submit">"Sign out"</button>
                                     </form>
@@ -240,9 +258,17 @@ fn PrivateLists() -> impl IntoView {
 /// The sharing form of a private list, for its owner: share with a user by name, stop sharing.
 #[component]
 fn Sharing(list_id: Memo<String>) -> impl IntoView {
+    let share = use_sync_event::<ShareList>();
+    let unshare = use_sync_event::<UnshareList>();
+    // Read again after each share or unshare the server settled.
     let sharing = Resource::new(
-        move || list_id.get(),
-        |id| async move { list_sharing(id).await.ok().flatten() },
+        move || {
+            (
+                list_id.get(),
+                share.version().get() + unshare.version().get(),
+            )
+        },
+        |(id, _)| async move { list_sharing(id).await.ok().flatten() },
     );
     view! {
         <Transition fallback=|| ()>
@@ -252,10 +278,11 @@ fn Sharing(list_id: Memo<String>) -> impl IntoView {
                     .flatten()
                     .map(|names| {
                         let id = list_id.get();
+                        let share_id = id.clone();
                         view! {
                             <section class="sharing" aria-label="Sharing">
-                                <form method="post" action=ShareListForm::url()>
-                                    <input type="hidden" name="list_id" value=id.clone() />
+                                <ActionForm action=share>
+                                    <input type="hidden" name="list_id" value=share_id />
                                     <label for="share-with">"Share with"</label>
                                     <input
                                         id="share-with"
@@ -266,27 +293,24 @@ fn Sharing(list_id: Memo<String>) -> impl IntoView {
                                     />
                                     <button type="submit">"Share"</button>
                                     <FormKey />
-                                </form>
+                                </ActionForm>
                                 <ul class="shared-with">
                                     {names
                                         .into_iter()
                                         .map(|name| {
+                                            let id = id.clone();
                                             let label = format!("Stop sharing with {name}");
                                             view! {
                                                 <li>
                                                     {name.clone()}
-                                                    <form
-                                                        class="inline"
-                                                        method="post"
-                                                        action=UnshareListForm::url()
-                                                    >
-                                                        <input type="hidden" name="list_id" value=id.clone() />
+                                                    <ActionForm action=unshare attr:class="inline">
+                                                        <input type="hidden" name="list_id" value=id />
                                                         <input type="hidden" name="user_name" value=name />
                                                         <button type="submit" aria-label=label>
                                                             "Stop sharing"
                                                         </button>
                                                         <FormKey />
-                                                    </form>
+                                                    </ActionForm>
                                                 </li>
                                             }
                                         })
@@ -298,6 +322,11 @@ fn Sharing(list_id: Memo<String>) -> impl IntoView {
             }}
         </Transition>
     }
+}
+
+/// An error, for the user.
+fn alert(message: String) -> impl IntoView {
+    view! { <p class="alert" role="alert">{message}</p> }
 }
 
 /// What a reader who may not see a list is shown (the same as for a list that does not exist),
@@ -314,41 +343,6 @@ fn not_found() -> impl IntoView {
     }
 }
 
-/// The page's writes: one sync event sender per event type.
-#[derive(Clone, Copy)]
-struct Writes {
-    add: SyncEvent<AddTodo>,
-    toggle: SyncEvent<ToggleTodo>,
-    edit: SyncEvent<EditTodo>,
-    delete: SyncEvent<DeleteTodo>,
-    toggle_all: SyncEvent<ToggleAll>,
-    clear: SyncEvent<ClearCompleted>,
-}
-
-impl Writes {
-    /// Why the server refused the page's last refused write (each event's own state).
-    fn last_rejection(&self) -> Option<sssync_leptos::Rejection> {
-        self.add
-            .last_rejection()
-            .or_else(|| self.toggle.last_rejection())
-            .or_else(|| self.edit.last_rejection())
-            .or_else(|| self.delete.last_rejection())
-            .or_else(|| self.toggle_all.last_rejection())
-            .or_else(|| self.clear.last_rejection())
-    }
-
-    fn new() -> Self {
-        Writes {
-            add: use_sync_event(),
-            toggle: use_sync_event(),
-            edit: use_sync_event(),
-            delete: use_sync_event(),
-            toggle_all: use_sync_event(),
-            clear: use_sync_event(),
-        }
-    }
-}
-
 /// One list under one filter.
 #[component]
 fn ListPage(filter: Filter) -> impl IntoView {
@@ -360,43 +354,29 @@ fn ListPage(filter: Filter) -> impl IntoView {
             .get("id")
             .unwrap_or_else(|| DEFAULT_LIST.to_owned())
     });
-    let writes = Writes::new();
-    let todos = use_sync_query::<Todos>(move || ListArgs {
+    let add = use_sync_event::<AddTodo>();
+    let todos = use_sync_query::<Todos>(move || TodosArgs {
         list_id: list_id.get(),
     });
     let status = use_sync_status();
     let recent = recent_lists(list_id);
     // Editing starts from a double-click (JavaScript) or from an `?edit=<id>` link (without).
     let editing = RwSignal::new(query.read_untracked().get("edit"));
-
-    // An error left by a plain form post (no JavaScript) shows once.
-    #[cfg(feature = "ssr")]
-    let flash = crate::api::form::take_flash();
-    #[cfg(not(feature = "ssr"))]
-    let flash: Option<String> = None;
-    let flash = Resource::new(|| (), move |_| std::future::ready(flash.clone()));
-
+    // A new todo empties the box.
     let new_todo = NodeRef::<Input>::new();
-    let on_add = move |ev: ev::SubmitEvent| {
-        ev.prevent_default();
-        let Some(input) = new_todo.get() else { return };
-        let title = input.value();
-        if title.trim().is_empty() {
-            return;
+    Effect::new(move |_| {
+        if add.input().read().is_some()
+            && let Some(input) = new_todo.get_untracked()
+        {
+            input.set_value("");
         }
-        input.set_value("");
-        writes.add.send(AddTodo {
-            id: sssync_leptos::new_id(),
-            list_id: list_id.get_untracked(),
-            title,
-        });
-    };
+    });
 
     view! {
         <section class="todoapp">
             <header class="header">
                 <h1>"todos"</h1>
-                <form method="post" action=AddTodoForm::url() on:submit=on_add>
+                <ActionForm action=add>
                     <input type="hidden" name="list_id" value=move || list_id.get() />
                     <input
                         class="new-todo"
@@ -408,15 +388,11 @@ fn ListPage(filter: Filter) -> impl IntoView {
                         node_ref=new_todo
                     />
                     <FormKey />
-                </form>
+                </ActionForm>
             </header>
             <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
                 {move || {
-                    let message = writes
-                        .last_rejection()
-                        .map(|r| r.message)
-                        .or_else(|| flash.get().flatten());
-                    message.map(|m| view! { <p class="alert" role="alert">{m}</p> })
+                    status.last_rejection.get().map(|r| alert(r.message))
                 }}
                 {move || {
                     todos
@@ -429,7 +405,7 @@ fn ListPage(filter: Filter) -> impl IntoView {
                                         filter
                                         list_id=list_id.get()
                                         editing
-                                        writes
+                                        add
                                     />
                                 }
                                     .into_any()
@@ -541,27 +517,19 @@ fn ListBody(
     filter: Filter,
     list_id: String,
     editing: RwSignal<Option<String>>,
-    writes: Writes,
+    add: ServerAction<AddTodo>,
 ) -> impl IntoView {
+    let (toggle_all, clear) = (
+        use_sync_event::<ToggleAll>(),
+        use_sync_event::<ClearCompleted>(),
+    );
     let all = Memo::new(move |_| todos.rows().and_then(Result::ok).unwrap_or_default());
     let total = Memo::new(move |_| all.read().len());
     let active = Memo::new(move |_| all.read().iter().filter(|t| !t.completed).count());
     let completed = move || total.get() - active.get();
     let all_done = move || total.get() > 0 && active.get() == 0;
-
+    let js = use_hydrated();
     let list = StoredValue::new(list_id.clone());
-    let toggle_all = move |completed: bool| {
-        writes.toggle_all.send(ToggleAll {
-            list_id: list.get_value(),
-            completed,
-        });
-    };
-    let clear = move |ev: ev::SubmitEvent| {
-        ev.prevent_default();
-        writes.clear.send(ClearCompleted {
-            list_id: list.get_value(),
-        });
-    };
     let links = move || {
         Filter::ALL
             .into_iter()
@@ -584,15 +552,7 @@ fn ListBody(
         <Show when=move || { total.get() > 0 }>
             <main class="main">
                 <div class="toggle-all-container">
-                    <form
-                        class="inline"
-                        method="post"
-                        action=ToggleAllForm::url()
-                        on:submit=move |ev: ev::SubmitEvent| {
-                            ev.prevent_default();
-                            toggle_all(!all_done());
-                        }
-                    >
+                    <ActionForm action=toggle_all attr:class="inline">
                         <input type="hidden" name="list_id" value=list.get_value() />
                         <input
                             type="hidden"
@@ -604,23 +564,30 @@ fn ListBody(
                             class="toggle-all js-only"
                             type="checkbox"
                             prop:checked=all_done
-                            on:change=move |ev| toggle_all(event_target_checked(&ev))
+                            on:change=move |ev| {
+                                toggle_all.dispatch(ToggleAll {
+                                    list_id: list.get_value(),
+                                    completed: event_target_checked(&ev),
+                                });
+                            }
                         />
                         <label class="toggle-all-label js-only" for="toggle-all">
                             "Mark all as complete"
                         </label>
-                        <button
-                            class="toggle-all-button nojs"
-                            type="submit"
-                            role="checkbox"
-                            aria-checked=move || all_done().to_string()
-                            aria-label="Mark all as complete"
-                        ></button>
+                        <Show when=move || !js.get()>
+                            <button
+                                class="toggle-all-button nojs"
+                                type="submit"
+                                role="checkbox"
+                                aria-checked=move || all_done().to_string()
+                                aria-label="Mark all as complete"
+                            ></button>
+                        </Show>
                         <FormKey />
-                    </form>
+                    </ActionForm>
                 </div>
                 // Busy while adds wait for the server (offline, say).
-                <ul class="todo-list" aria-busy=move || (writes.add.pending() > 0).to_string()>
+                <ul class="todo-list" aria-busy=move || add.pending().get().to_string()>
                     <For
                         each=move || {
                             all.get().into_iter().filter(|t| filter.shows(t)).collect::<Vec<_>>()
@@ -629,7 +596,7 @@ fn ListBody(
                         key=|todo| todo.clone()
                         let:todo
                     >
-                        <Item todo list_id=list.get_value() editing writes />
+                        <Item todo list_id=list.get_value() filter editing />
                     </For>
                 </ul>
             </main>
@@ -641,18 +608,13 @@ fn ListBody(
                 </span>
                 <ul class="filters">{links()}</ul>
                 <Show when=move || { completed() > 0 }>
-                    <form
-                        class="inline"
-                        method="post"
-                        action=ClearCompletedForm::url()
-                        on:submit=clear
-                    >
+                    <ActionForm action=clear attr:class="inline">
                         <input type="hidden" name="list_id" value=list.get_value() />
                         <button class="clear-completed" type="submit">
                             "Clear completed"
                         </button>
                         <FormKey />
-                    </form>
+                    </ActionForm>
                 </Show>
             </footer>
         </Show>
@@ -664,14 +626,19 @@ fn ListBody(
 fn Item(
     todo: Todo,
     list_id: String,
+    filter: Filter,
     editing: RwSignal<Option<String>>,
-    writes: Writes,
 ) -> impl IntoView {
+    let (toggle, delete) = (
+        use_sync_event::<ToggleTodo>(),
+        use_sync_event::<DeleteTodo>(),
+    );
     let Todo {
         id,
         title,
         completed,
     } = todo;
+    let js = use_hydrated();
     let list_id = StoredValue::new(list_id);
     let id = StoredValue::new(id);
     let is_editing =
@@ -685,34 +652,12 @@ fn Item(
             ""
         }
     };
-    let toggle = move |completed: bool| {
-        writes.toggle.send(ToggleTodo {
-            list_id: list_id.get_value(),
-            id: id.get_value(),
-            completed,
-        });
-    };
-    let delete = move |ev: ev::SubmitEvent| {
-        ev.prevent_default();
-        writes.delete.send(DeleteTodo {
-            list_id: list_id.get_value(),
-            id: id.get_value(),
-        });
-    };
     let edit_title = title.clone();
 
     view! {
         <li data-testid="todo-item" class=class>
             <div class="view">
-                <form
-                    class="inline"
-                    method="post"
-                    action=ToggleTodoForm::url()
-                    on:submit=move |ev: ev::SubmitEvent| {
-                        ev.prevent_default();
-                        toggle(!completed);
-                    }
-                >
+                <ActionForm action=toggle attr:class="inline">
                     <input type="hidden" name="list_id" value=list_id.get_value() />
                     <input type="hidden" name="id" value=id.get_value() />
                     <input type="hidden" name="completed" value=(!completed).to_string() />
@@ -721,34 +666,44 @@ fn Item(
                         type="checkbox"
                         aria-label="Toggle Todo"
                         prop:checked=completed
-                        on:change=move |ev| toggle(event_target_checked(&ev))
+                        on:change=move |ev| {
+                            toggle.dispatch(ToggleTodo {
+                                list_id: list_id.get_value(),
+                                id: id.get_value(),
+                                completed: event_target_checked(&ev),
+                            });
+                        }
                     />
-                    <button
-                        class="toggle-button nojs"
-                        type="submit"
-                        role="checkbox"
-                        aria-checked=completed.to_string()
-                        aria-label="Toggle Todo"
-                    ></button>
+                    <Show when=move || !js.get()>
+                        <button
+                            class="toggle-button nojs"
+                            type="submit"
+                            role="checkbox"
+                            aria-checked=completed.to_string()
+                            aria-label="Toggle Todo"
+                        ></button>
+                    </Show>
                     <FormKey />
-                </form>
+                </ActionForm>
                 <label
                     data-testid="todo-title"
                     on:dblclick=move |_| editing.set(Some(id.get_value()))
                 >
                     {title}
                 </label>
-                <a
-                    class="edit-link nojs"
-                    href=format!("?edit={}", id.get_value())
-                    aria-label="Edit todo"
-                ></a>
-                <form class="inline" method="post" action=DeleteTodoForm::url() on:submit=delete>
+                <Show when=move || !js.get()>
+                    <a
+                        class="edit-link nojs"
+                        href=format!("?edit={}", id.get_value())
+                        aria-label="Edit todo"
+                    ></a>
+                </Show>
+                <ActionForm action=delete attr:class="inline">
                     <input type="hidden" name="list_id" value=list_id.get_value() />
                     <input type="hidden" name="id" value=id.get_value() />
                     <button class="destroy" type="submit" aria-label="Delete"></button>
                     <FormKey />
-                </form>
+                </ActionForm>
             </div>
             {move || {
                 is_editing
@@ -759,8 +714,8 @@ fn Item(
                                 list_id=list_id.get_value()
                                 id=id.get_value()
                                 title=edit_title.clone()
+                                back=filter.href(&list_id.get_value())
                                 editing
-                                writes
                             />
                         }
                     })
@@ -769,50 +724,41 @@ fn Item(
     }
 }
 
-/// The edit box: Enter or leaving it saves (an empty title deletes), Escape cancels.
+/// The edit box: Enter or leaving it saves once (an empty title deletes), Escape cancels. Without JavaScript it is a form that posts the title
+/// and goes `back` to the list.
 #[component]
 fn EditForm(
     list_id: String,
     id: String,
     title: String,
+    back: String,
     editing: RwSignal<Option<String>>,
-    writes: Writes,
 ) -> impl IntoView {
-    let input = NodeRef::<Input>::new();
+    let edit = use_sync_event::<EditTodo>();
+    let (input, form) = (
+        NodeRef::<Input>::new(),
+        NodeRef::<leptos::html::Form>::new(),
+    );
+    let todo = StoredValue::new(id.clone());
+    let still_editing =
+        move || editing.get_untracked().as_deref() == Some(todo.read_value().as_str());
+    // Submits the form (its action dispatches the edit) and ends the edit, once.
+    let save = move || {
+        if let Some(form) = form.get_untracked().filter(|_| still_editing()) {
+            let _ = form.request_submit();
+            editing.set(None);
+        }
+    };
     Effect::new(move |_| {
         if let Some(el) = input.get() {
             let _ = el.focus();
         }
     });
-    let (list_id, id) = (StoredValue::new(list_id), StoredValue::new(id));
-    // Saves once: whichever of Enter and blur comes first ends the edit.
-    let save = move || {
-        if editing.get_untracked().as_deref() != Some(id.read_value().as_str()) {
-            return;
-        }
-        let title = input
-            .get_untracked()
-            .map(|el| el.value())
-            .unwrap_or_default();
-        editing.set(None);
-        writes.edit.send(EditTodo {
-            list_id: list_id.get_value(),
-            id: id.get_value(),
-            title,
-        });
-    };
     view! {
-        <form
-            class="edit-form"
-            method="post"
-            action=EditTodoForm::url()
-            on:submit=move |ev: ev::SubmitEvent| {
-                ev.prevent_default();
-                save();
-            }
-        >
-            <input type="hidden" name="list_id" value=list_id.get_value() />
-            <input type="hidden" name="id" value=id.get_value() />
+        <ActionForm action=edit node_ref=form attr:class="edit-form">
+            <input type="hidden" name="list_id" value=list_id />
+            <input type="hidden" name="id" value=id />
+            <input type="hidden" name=FORM_NEXT_FIELD value=back />
             <input
                 class="edit"
                 name="title"
@@ -822,13 +768,16 @@ fn EditForm(
                 autofocus
                 node_ref=input
                 on:blur=move |_| save()
-                on:keydown=move |ev: ev::KeyboardEvent| {
-                    if ev.key() == "Escape" {
-                        editing.set(None);
+                on:keydown=move |ev: ev::KeyboardEvent| match ev.key().as_str() {
+                    "Enter" => {
+                        ev.prevent_default();
+                        save();
                     }
+                    "Escape" => editing.set(None),
+                    _ => {}
                 }
             />
             <FormKey />
-        </form>
+        </ActionForm>
     }
 }

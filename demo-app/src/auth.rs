@@ -8,7 +8,6 @@
 //! error code otherwise.
 
 use crate::db::Pool;
-use crate::sync::DemoEngine;
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash};
 use axum::Form;
@@ -17,6 +16,7 @@ use axum::response::Redirect;
 use axum::routing::post;
 use serde::Deserialize;
 use sssync_core::server::{BoxFuture, Identity, Parts};
+use sssync_leptos::server::SyncServer;
 use std::time::Duration;
 use tower_sessions::cookie::SameSite;
 use tower_sessions::session::{Id, Record};
@@ -252,7 +252,7 @@ pub fn failure_delay(failures: i64) -> Duration {
 
 /// The account routes: `POST /auth/signup`, `/auth/login`, `/auth/logout`. They need
 /// [`Sessions::layer`] around them.
-pub fn router(pool: Pool, engine: DemoEngine) -> Router {
+pub fn router(pool: Pool, engine: SyncServer) -> Router {
     let accounts = Accounts { pool, engine };
     let (a, b, c) = (accounts.clone(), accounts.clone(), accounts);
     Router::new()
@@ -281,7 +281,7 @@ pub fn router(pool: Pool, engine: DemoEngine) -> Router {
 #[derive(Clone)]
 struct Accounts {
     pool: Pool,
-    engine: DemoEngine,
+    engine: SyncServer,
 }
 
 /// A password hash made with argon2id's default parameters (a random salt).

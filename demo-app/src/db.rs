@@ -3,23 +3,7 @@
 //! database: `migrations/sqlite`, `migrations/postgres`).
 
 /// The connection pool (shared with the sync engine), on either database.
-#[derive(Clone, Debug)]
-pub enum Pool {
-    /// The embedded default.
-    Sqlite(sqlx::SqlitePool),
-    /// One database for any number of server instances.
-    Postgres(sqlx::PgPool),
-}
-
-impl Pool {
-    /// Closes every connection.
-    pub async fn close(&self) {
-        match self {
-            Pool::Sqlite(p) => p.close().await,
-            Pool::Postgres(p) => p.close().await,
-        }
-    }
-}
+pub use sssync_leptos::server::DbPool as Pool;
 
 /// Why the database could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +17,7 @@ pub enum OpenError {
     Unsupported(String),
     /// The database refused to open.
     #[error("cannot open the database: {0}")]
-    Sqlx(#[from] sqlx::Error),
+    Open(sssync_leptos::server::OpenError),
     /// A migration failed.
     #[error("cannot migrate the database: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -41,27 +25,15 @@ pub enum OpenError {
 
 /// Opens the database at `url` (creating a SQLite file if missing) and applies the migrations.
 pub async fn open(url: &str) -> Result<Pool, OpenError> {
-    if url.starts_with("sqlite:") {
-        // WAL, durable commits (an acknowledged write must survive a crash), a busy timeout,
-        // recursive triggers (the change log sees the rows an INSERT OR REPLACE deletes).
-        let options = sssync_core::server::SqliteStore::connect_options(url)?;
-        let pool = sqlx::sqlite::SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Pool::Sqlite(pool))
-    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(std::time::Duration::from_secs(10))
-            .connect(url)
-            .await?;
-        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(Pool::Postgres(pool))
-    } else {
-        Err(OpenError::Unsupported(url.to_owned()))
+    let pool = Pool::open(url).await.map_err(|e| match e {
+        sssync_leptos::server::OpenError::Unsupported(u) => OpenError::Unsupported(u),
+        other => OpenError::Open(other),
+    })?;
+    match &pool {
+        Pool::Sqlite(p) => sqlx::migrate!("./migrations/sqlite").run(p).await?,
+        Pool::Postgres(p) => sqlx::migrate!("./migrations/postgres").run(p).await?,
     }
+    Ok(pool)
 }
 
 #[cfg(test)]

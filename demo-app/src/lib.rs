@@ -2,12 +2,12 @@
 //!
 //! | module | what |
 //! |---|---|
-//! | [`model`] | the shared types: a todo, the query, the events (with their predictions), the rules |
-//! | [`api`] | every event as a server function, for plain form posts without JavaScript |
+//! | [`model`] | the shared types, the queries (`#[sync_query]`), the events (`#[sync_event]`, each also a server function) with their predictions, the rules |
+//! | [`api`] | the pages' own reads: who is signed in, whom a list is shared with |
 //! | [`app`] | the Leptos components: the HTML shell, the router, the list page |
 //! | `auth` (server) | accounts: users, password hashes, sessions, sign-in forms, identity |
-//! | `db` (server) | the SQLite pool, migrations and the todo statements |
-//! | `sync` (server) | the query and events in the sync engine |
+//! | `db` (server) | the pool (SQLite or PostgreSQL) and the migrations |
+//! | `sync` (server) | the events' handlers (`#[sync_apply]`), the queries' SQL (`#[sync_sql]`), the sync server's start |
 //! | `server` (server) | the axum server: configuration from the environment, routes |
 //!
 //! The server renders each list into the HTML (also for browsers without JavaScript); the browser

@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 use sssync_core::Rejection;
 use sssync_core::client::Prediction;
-use sssync_leptos::{Event, SyncQueryDef};
+#[cfg(feature = "ssr")]
+use sssync_leptos::server::prelude::*;
+use sssync_leptos::{sync_event, sync_query};
 
 /// The list that `/` opens.
 pub const DEFAULT_LIST: &str = "default";
@@ -107,38 +109,36 @@ pub fn check_id(id: &str) -> Result<(), Rejection> {
     }
 }
 
-/// The query: the todos of one list, in order (new ones at the bottom).
-pub struct Todos;
-
-/// Its args.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ListArgs {
-    /// The list.
-    pub list_id: String,
-}
-
-impl SyncQueryDef for Todos {
-    const NAME: &'static str = "todos";
-    type Args = ListArgs;
-    type Row = Todo;
-    fn row_key(row: &Todo) -> String {
-        row.id.clone()
+/// The todos of one list, in order (new ones at the bottom). A private list is read by its
+/// owner and the users it is shared with only (`may_read_list`, checked again whenever the
+/// list's row or its shares change); its rows are the table's own, so a client resumes from the
+/// durable log on any instance.
+#[sync_query(
+    key = id,
+    reads = [todos(list_id)],
+    access_reads = [lists(list_id), shares(list_id)],
+    authorize = crate::sync::may_read_list,
+    keyed_by = todos
+)]
+pub async fn todos(conn: &mut Conn<Db>, list_id: String) -> Result<Vec<Todo>, sqlx::Error> {
+    if !valid_id(&list_id) {
+        return Ok(Vec::new()); // no such list can exist
     }
+    crate::sync::list(conn, &list_id).await
 }
 
 fn on_list(view: &mut Prediction<'_>, list_id: &str, f: impl FnOnce(&mut Vec<Todo>)) {
-    view.update::<Todos>(
-        &ListArgs {
-            list_id: list_id.to_owned(),
-        },
-        f,
-    );
+    let args = TodosArgs {
+        list_id: list_id.to_owned(),
+    };
+    view.update::<Todos>(&args, f);
 }
 
 /// Adds a todo at the bottom (the title is trimmed; an empty one adds nothing).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[sync_event(predict)]
 pub struct AddTodo {
-    /// The new todo's id (made by the client).
+    /// The new todo's id (made by the browser; by the server for a plain form).
+    #[serde(default = "sssync_leptos::new_id")]
     pub id: String,
     /// The list.
     pub list_id: String,
@@ -146,8 +146,7 @@ pub struct AddTodo {
     pub title: String,
 }
 
-impl Event for AddTodo {
-    const NAME: &'static str = "add_todo";
+impl AddTodo {
     fn predict(&self, view: &mut Prediction<'_>) {
         let title = self.title.trim();
         if title.is_empty() {
@@ -164,7 +163,7 @@ impl Event for AddTodo {
 }
 
 /// Marks one todo completed or not.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[sync_event(predict)]
 pub struct ToggleTodo {
     /// The list.
     pub list_id: String,
@@ -174,8 +173,7 @@ pub struct ToggleTodo {
     pub completed: bool,
 }
 
-impl Event for ToggleTodo {
-    const NAME: &'static str = "toggle_todo";
+impl ToggleTodo {
     fn predict(&self, view: &mut Prediction<'_>) {
         on_list(view, &self.list_id, |rows| {
             for t in rows.iter_mut().filter(|t| t.id == self.id) {
@@ -186,7 +184,7 @@ impl Event for ToggleTodo {
 }
 
 /// Changes a todo's title (trimmed); an empty title deletes it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[sync_event(predict)]
 pub struct EditTodo {
     /// The list.
     pub list_id: String,
@@ -196,8 +194,7 @@ pub struct EditTodo {
     pub title: String,
 }
 
-impl Event for EditTodo {
-    const NAME: &'static str = "edit_todo";
+impl EditTodo {
     fn predict(&self, view: &mut Prediction<'_>) {
         let title = self.title.trim();
         on_list(view, &self.list_id, |rows| {
@@ -213,7 +210,7 @@ impl Event for EditTodo {
 }
 
 /// Deletes one todo.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[sync_event(predict)]
 pub struct DeleteTodo {
     /// The list.
     pub list_id: String,
@@ -221,15 +218,14 @@ pub struct DeleteTodo {
     pub id: String,
 }
 
-impl Event for DeleteTodo {
-    const NAME: &'static str = "delete_todo";
+impl DeleteTodo {
     fn predict(&self, view: &mut Prediction<'_>) {
         on_list(view, &self.list_id, |rows| rows.retain(|t| t.id != self.id));
     }
 }
 
 /// Marks every todo of a list completed, or every one not completed.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[sync_event(predict)]
 pub struct ToggleAll {
     /// The list.
     pub list_id: String,
@@ -237,8 +233,7 @@ pub struct ToggleAll {
     pub completed: bool,
 }
 
-impl Event for ToggleAll {
-    const NAME: &'static str = "toggle_all";
+impl ToggleAll {
     fn predict(&self, view: &mut Prediction<'_>) {
         on_list(view, &self.list_id, |rows| {
             for t in rows.iter_mut() {
@@ -249,14 +244,13 @@ impl Event for ToggleAll {
 }
 
 /// Deletes the completed todos of a list.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[sync_event(predict)]
 pub struct ClearCompleted {
     /// The list.
     pub list_id: String,
 }
 
-impl Event for ClearCompleted {
-    const NAME: &'static str = "clear_completed";
+impl ClearCompleted {
     fn predict(&self, view: &mut Prediction<'_>) {
         on_list(view, &self.list_id, |rows| rows.retain(|t| !t.completed));
     }
@@ -324,30 +318,20 @@ pub struct MyList {
 
 /// The private lists of the signed-in reader: those it owns and those shared with it (empty
 /// for an anonymous reader). Its result depends on who reads it: never shared.
-pub struct MyLists;
-
-impl SyncQueryDef for MyLists {
-    const NAME: &'static str = "my_lists";
-    type Args = ();
-    type Row = MyList;
-    fn row_key(row: &MyList) -> String {
-        row.id.clone()
-    }
+#[sync_query(key = id, reads = [lists, shares], per_identity)]
+pub async fn my_lists(conn: &mut Conn<Db>, ctx: &QueryCtx) -> Result<Vec<MyList>, sqlx::Error> {
+    crate::sync::my_lists(conn, ctx).await
 }
 
 /// Creates a private list owned by the signed-in sender.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[sync_event]
 pub struct CreateList {
     /// The new list's id.
     pub id: String,
 }
 
-impl Event for CreateList {
-    const NAME: &'static str = "create_list";
-}
-
 /// Shares a private list of the sender's with another user (who may then read and write it).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[sync_event]
 pub struct ShareList {
     /// The list.
     pub list_id: String,
@@ -355,19 +339,11 @@ pub struct ShareList {
     pub user_name: String,
 }
 
-impl Event for ShareList {
-    const NAME: &'static str = "share_list";
-}
-
 /// Stops sharing a private list of the sender's with a user.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[sync_event]
 pub struct UnshareList {
     /// The list.
     pub list_id: String,
     /// The user it was shared with, by name.
     pub user_name: String,
-}
-
-impl Event for UnshareList {
-    const NAME: &'static str = "unshare_list";
 }

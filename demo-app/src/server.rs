@@ -16,15 +16,14 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://sssync-demo.db";
 pub fn router(
     options: LeptosOptions,
     pool: crate::db::Pool,
-    engine: crate::sync::DemoEngine,
+    sync: sssync_leptos::server::SyncServer,
 ) -> Router {
     let routes = generate_route_list(App);
-    let sync = engine.sync_server();
     let sessions = crate::auth::Sessions::new(pool.clone());
     let context = {
-        let pool = pool.clone();
+        let (pool, sync) = (pool.clone(), sync.context());
         move || {
-            provide_context(sync.clone());
+            sync();
             provide_context(pool.clone());
         }
     };
@@ -39,8 +38,8 @@ pub fn router(
         })
         .fallback(leptos_axum::file_and_error_handler(shell))
         .with_state(options)
-        .merge(crate::auth::router(pool, engine.clone()))
-        .merge(engine.router())
+        .merge(crate::auth::router(pool, sync.clone()))
+        .merge(sync.router())
         // Every path knows its session (the sync routes read it through the engine's identify).
         .layer(sessions.layer())
 }
@@ -60,20 +59,17 @@ pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let options = get_configuration(None)?.leptos_options;
     let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_owned());
     let pool = crate::db::open(&url).await?;
-    let engine = crate::sync::engine(pool.clone()).await?;
+    let sync = crate::sync::start(pool.clone()).await?;
     let listener = tokio::net::TcpListener::bind(options.site_addr).await?;
     let addr = listener.local_addr()?;
     let shown = redact(&url);
     tracing::info!(database = %shown, "sssync demo listening on http://{addr}");
     println!("sssync demo: http://{addr}  (database {shown})");
-    axum::serve(listener, router(options, pool.clone(), engine.clone()))
-        .with_graceful_shutdown({
-            let engine = engine.clone();
-            async move {
-                shutdown_signal().await;
-                // Close the sync connections so that the graceful shutdown can finish.
-                engine.shutdown();
-            }
+    axum::serve(listener, router(options, pool.clone(), sync.clone()))
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // Close the sync connections so that the graceful shutdown can finish.
+            sync.shutdown();
         })
         .await?;
     pool.close().await;

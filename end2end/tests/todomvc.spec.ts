@@ -311,3 +311,15 @@ test.describe('editing without JavaScript', () => {
     await expect(titles(page)).toHaveText(['second, edited']);
   });
 });
+
+test('after hydration each control exists once, as a TodoMVC suite expects', async ({ page }) => {
+  await openFreshList(page, true);
+  await addTodos(page, 'one', 'two');
+  // The no-JavaScript stand-ins (submit buttons with the checkbox role, edit links) are gone.
+  await expect(page.getByLabel('Mark all as complete')).toHaveCount(1);
+  await expect(page.getByRole('checkbox', { name: 'Toggle Todo' })).toHaveCount(2);
+  await expect(page.getByRole('link', { name: 'Edit todo' })).toHaveCount(0);
+  await page.getByLabel('Mark all as complete').check();
+  await expect(count(page)).toHaveText('0 items left');
+  await settled(page, true);
+});

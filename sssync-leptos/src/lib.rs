@@ -25,6 +25,7 @@ use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 use sssync_core::{Epoch, Query, QueryKey, Row, Version};
 
+pub use action::{FORM_NEXT_FIELD, SyncAction};
 pub use sssync_core::{Event, Query as SyncQueryDef, Rejection};
 pub use sssync_macros::{sync_apply, sync_event, sync_query, sync_sql};
 
@@ -54,15 +55,14 @@ pub mod __private {
     }
     pub use crate::__if_server;
 
-    /// The Leptos server function of an event (see `#[sync_event]`).
-    #[macro_export]
-    #[doc(hidden)]
-    macro_rules! __server_action {
-        ($event:ty, $path:expr) => {};
-    }
     pub use crate::__server_action;
+    pub use crate::action::{
+        ActionClient, ActionProtocol, ActionRequest, ActionResponse, ActionServer, run_body,
+        run_on_client, run_on_server,
+    };
 }
 
+mod action;
 #[cfg(feature = "browser")]
 mod adopt;
 pub mod meta;
@@ -134,6 +134,8 @@ pub struct SyncClient {
     pending: RwSignal<usize>,
     rejection: RwSignal<Option<Refused>>,
     notice: RwSignal<Option<String>>,
+    /// This tab sent an event since the page loaded.
+    sent: RwSignal<bool>,
     /// The event types this tab uses (registered by `use_sync_event`), so that other tabs'
     /// pending events can be predicted here too.
     types: StoredValue<sssync_core::client::EventTypes>,
@@ -175,11 +177,14 @@ pub fn provide_sync_client() -> SyncClient {
         pending: RwSignal::new(0),
         rejection: RwSignal::new(None),
         notice: RwSignal::new(None),
+        sent: RwSignal::new(false),
         types: StoredValue::new(Default::default()),
         #[cfg(feature = "browser")]
         runtime: StoredValue::new_local(None),
     };
     provide_context(client);
+    #[cfg(feature = "browser")]
+    TAB_CLIENT.with(|c| c.set(Some(client)));
     client
 }
 
@@ -547,6 +552,7 @@ impl<E: Event> SyncEvent<E> {
         #[cfg(feature = "browser")]
         {
             self.client.rejection.set(None);
+            self.client.sent.set(true);
             self.client.runtime().send(event);
         }
         #[cfg(not(feature = "browser"))]
@@ -585,14 +591,66 @@ impl<E: Event> SyncEvent<E> {
     }
 }
 
-/// The sender of event type `E`.
-pub fn use_sync_event<E: Event>() -> SyncEvent<E> {
+/// The sender of event type `E`, for events declared by hand (an `impl Event`) rather than
+/// with [`macro@sync_event`] (whose events are server actions: see [`use_sync_event`]).
+pub fn use_sync_sender<E: Event>() -> SyncEvent<E> {
     let client = client();
     client.types.update_value(|t| t.add::<E>());
     SyncEvent {
         client,
         _event: std::marker::PhantomData,
     }
+}
+
+/// The action of event `E` (declared with [`macro@sync_event`]): a Leptos `ServerAction`, so
+/// it works with `<ActionForm>` (and, with `ServerMultiAction::<E>::new()`,
+/// `<MultiActionForm>`) and `.dispatch(…)`.
+///
+/// In the browser a dispatch predicts the event at once and sends it over the tab's sync
+/// connection (exactly once, also across going offline and reloads); the action is pending
+/// until the server has settled it, and its value is then `Ok(())`, or
+/// `Err(SyncError::Rejected(…))` with the prediction rolled back. Without JavaScript the form
+/// posts to the event's server function, and a rejection comes back as the action's value after
+/// the redirect.
+pub fn use_sync_event<E: SyncAction>() -> ServerAction<E> {
+    let client = client();
+    client.types.update_value(|t| t.add::<E>());
+    ServerAction::new()
+}
+
+/// Sends `event` through the tab's sync client and answers once the server settled it (what an
+/// event's action does in the browser).
+#[cfg(feature = "browser")]
+pub(crate) fn dispatch<E: Event>(
+    event: E,
+) -> impl std::future::Future<Output = Result<(), SyncError>> {
+    let client = TAB_CLIENT.with(std::cell::Cell::get);
+    let answer = match client {
+        None => Err(SyncError::Internal(
+            "no sync client in this tab: wrap the app in <SyncProvider>".into(),
+        )),
+        Some(client) => {
+            let _ = client.types.try_update_value(|t| t.add::<E>());
+            client.rejection.set(None);
+            client.sent.set(true);
+            Ok(client.runtime().send_awaiting(event))
+        }
+    };
+    async move {
+        match answer {
+            Err(e) => Err(e),
+            Ok(rx) => rx.await.unwrap_or_else(|_| {
+                Err(SyncError::Internal("the tab's sync client stopped".into()))
+            }),
+        }
+    }
+}
+
+#[cfg(feature = "browser")]
+thread_local! {
+    /// The tab's sync client (one per tab: the browser runs one thread), for actions
+    /// dispatched outside any reactive owner.
+    static TAB_CLIENT: std::cell::Cell<Option<SyncClient>> = const { std::cell::Cell::new(None) };
 }
 
 /// A new random id (128 bits, hex) for rows a client creates (their keys must be known
@@ -639,13 +697,42 @@ pub fn FormKey() -> impl IntoView {
     view! { <input type="hidden" name=FORM_KEY_FIELD value=key/> }
 }
 
+/// Whether the page is hydrated: `false` during the server render and the hydration render,
+/// `true` from then on (in the browser only). Render the controls only a page without
+/// JavaScript needs (a submit button standing in for a checkbox) while it is `false`, so that
+/// each control exists once on a hydrated page.
+pub fn use_hydrated() -> ReadSignal<bool> {
+    let (hydrated, set) = signal(false);
+    Effect::new(move |_| set.set(true));
+    hydrated
+}
+
 /// The connection's status: online, pending writes, the last rejection.
+///
+/// The last rejection is also that of a plain form (no JavaScript) the server refused: its
+/// redirect carries the error back (Leptos's form-redirect errors), until this tab sends
+/// another event.
 pub fn use_sync_status() -> SyncStatus {
     let c = client();
+    let from_form = form_rejection();
     SyncStatus {
         online: c.online.into(),
         pending: c.pending.into(),
-        last_rejection: Signal::derive(move || c.rejection.read().as_ref().map(|r| r.why.clone())),
+        last_rejection: Signal::derive(move || match c.rejection.read().as_ref() {
+            Some(r) => Some(r.why.clone()),
+            None if !c.sent.get() => from_form.clone(),
+            None => None,
+        }),
         notice: c.notice.into(),
+    }
+}
+
+/// The rejection a plain form's redirect brought back, if it was an event's.
+fn form_rejection() -> Option<Rejection> {
+    use leptos::server_fn::error::ServerFnUrlError;
+    let error = use_context::<leptos::server::ServerActionError>()?;
+    match ServerFnUrlError::<SyncError>::decode_err(error.err()) {
+        SyncError::Rejected(r) => Some(r),
+        _ => None,
     }
 }

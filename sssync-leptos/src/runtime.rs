@@ -100,6 +100,10 @@ pub(crate) struct Runtime {
     saved: Cell<(usize, u64)>,
     /// Gone tabs' pending events this tab is sending.
     adoptions: RefCell<Vec<Rc<crate::adopt::Adoption>>>,
+    /// Who waits for the outcome of this tab's pending events (an action's dispatch), by seq.
+    /// Each entry goes when its event settles or is dropped, so it holds no more entries than
+    /// there are pending events.
+    outcomes: RefCell<HashMap<u64, oneshot::Sender<Result<(), crate::SyncError>>>>,
 }
 
 /// A random client id for this tab's page load (pending events live as long as the tab's
@@ -158,6 +162,7 @@ impl Runtime {
             flushing: Cell::new(false),
             saved: Cell::new((0, 0)),
             adoptions: RefCell::new(Vec::new()),
+            outcomes: RefCell::new(HashMap::new()),
         });
         rt.listen_to_tabs();
         rt.connect();
@@ -475,7 +480,36 @@ impl Runtime {
             ServerMsg::Reject(r) => self.state.borrow().pending_name(r.seq).map(str::to_owned),
             _ => None,
         };
+        // A new history renumbers the pending events (in order): their waiters follow.
+        let renumbered = matches!(msg, ServerMsg::Welcome(_)) && !self.outcomes.borrow().is_empty();
+        let before: Vec<u64> = if renumbered {
+            self.state
+                .borrow()
+                .pending_events()
+                .iter()
+                .map(|p| p.0)
+                .collect()
+        } else {
+            Vec::new()
+        };
         let update = self.state.borrow_mut().on_message(msg);
+        if renumbered && update.history_reset.is_some() {
+            let after: Vec<u64> = self
+                .state
+                .borrow()
+                .pending_events()
+                .iter()
+                .map(|p| p.0)
+                .collect();
+            let mut outcomes = self.outcomes.borrow_mut();
+            let moved: Vec<_> = before
+                .iter()
+                .zip(&after)
+                .filter_map(|(old, new)| outcomes.remove(old).map(|tx| (*new, tx)))
+                .collect();
+            outcomes.extend(moved);
+        }
+        self.answer_outcomes(&update);
         if update.identity_changed {
             // This tab's id and everything it held were another identity's: they go (from
             // storage too), and the tab goes on under a new id.
@@ -969,6 +1003,61 @@ impl Runtime {
             version,
             rows: rows.rows().to_vec(),
         })
+    }
+
+    /// Queues an event like [`Runtime::send`], and answers its outcome once the server settled
+    /// it: `Ok(())` when applied, the rejection otherwise.
+    pub(crate) fn send_awaiting<E: Event>(
+        &self,
+        e: E,
+    ) -> oneshot::Receiver<Result<(), crate::SyncError>> {
+        let (tx, rx) = oneshot::channel();
+        let before = self.state.borrow().pending_events().last().map(|p| p.0);
+        self.send(e);
+        let after = self.state.borrow().pending_events().last().map(|p| p.0);
+        match after.filter(|&seq| Some(seq) != before) {
+            Some(seq) => {
+                self.outcomes.borrow_mut().insert(seq, tx);
+            }
+            // Refused before it was sent (args over the limit): shown as the last rejection.
+            None => {
+                let why = self
+                    .signals
+                    .rejection
+                    .get_untracked()
+                    .map(|r| r.why)
+                    .unwrap_or_else(|| Rejection::new("refused", "The event was not sent."));
+                let _ = tx.send(Err(crate::SyncError::Rejected(why)));
+            }
+        }
+        rx
+    }
+
+    /// Answers the waiters of events the server settled (applied or refused), and of events
+    /// that are gone (another identity's).
+    fn answer_outcomes(&self, update: &sssync_core::client::Update) {
+        if self.outcomes.borrow().is_empty() {
+            return;
+        }
+        let mut outcomes = self.outcomes.borrow_mut();
+        if update.identity_changed || update.identity_reset {
+            for (_, tx) in outcomes.drain() {
+                let _ = tx.send(Err(crate::SyncError::Forbidden(
+                    "signed out: the event was dropped".into(),
+                )));
+            }
+            return;
+        }
+        for (seq, why) in &update.rejected {
+            if let Some(tx) = outcomes.remove(seq) {
+                let _ = tx.send(Err(crate::SyncError::Rejected(why.clone())));
+            }
+        }
+        for (seq, _) in &update.settled {
+            if let Some(tx) = outcomes.remove(seq) {
+                let _ = tx.send(Ok(()));
+            }
+        }
     }
 
     /// Queues an event: predicted now, sent when connected. One the client refuses (args over

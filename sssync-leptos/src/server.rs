@@ -2,6 +2,14 @@
 //! applications' server functions.
 
 use crate::{Loaded, SyncError};
+
+/// What server code that declares queries and events uses: `use sssync_leptos::server::prelude::*;`.
+pub mod prelude {
+    pub use crate::Rejection;
+    pub use sssync_core::server::{
+        Access, AccessError, Conn, Dependency, EventCtx, EventError, Identity, QueryCtx,
+    };
+}
 use leptos::prelude::*;
 use sssync_core::protocol::ServerMsg;
 use sssync_core::server::Parts;
@@ -11,6 +19,9 @@ use std::sync::Arc;
 
 /// What the components need from an engine, whatever its store.
 trait Source: Send + Sync + 'static {
+    fn router(&self) -> axum::Router;
+    fn identities_changed(&self);
+    fn shutdown(&self);
     fn identify<'a>(&'a self, parts: &'a Parts) -> BoxFuture<'a, Identity>;
     fn who(&self, identity: &Identity) -> Option<String>;
     fn load<'a>(
@@ -28,6 +39,18 @@ trait Source: Send + Sync + 'static {
 }
 
 impl<S: Store> Source for Engine<S> {
+    fn router(&self) -> axum::Router {
+        sssync_core::server::router(self.clone())
+    }
+
+    fn identities_changed(&self) {
+        Engine::identities_changed(self)
+    }
+
+    fn shutdown(&self) {
+        Engine::shutdown(self)
+    }
+
     fn identify<'a>(&'a self, parts: &'a Parts) -> BoxFuture<'a, Identity> {
         Box::pin(Engine::identify(self, parts))
     }
@@ -90,14 +113,55 @@ fn engine_error(e: EngineError) -> SyncError {
 }
 
 /// The engine, as the components and server functions of one app see it. Provide it in the
-/// routes' context (`leptos_routes_with_context`), next to the engine's own router.
+/// routes' context (`leptos_routes_with_context`, with [`SyncServer::context`]), next to the
+/// engine's own routes ([`SyncServer::router`]). Made by [`SyncServer::builder`], or from an
+/// engine built by hand with [`SyncServer::new`].
 #[derive(Clone)]
-pub struct SyncServer(Arc<dyn Source>);
+pub struct SyncServer(Arc<dyn Source>, Option<DbPool>);
 
 impl SyncServer {
     /// Wraps an engine.
     pub fn new<S: Store>(engine: Engine<S>) -> SyncServer {
-        SyncServer(Arc::new(engine))
+        SyncServer(Arc::new(engine), None)
+    }
+
+    /// Starts declaring the app's sync server: its tables, how a request's identity is known;
+    /// every query and event declared with the macros is registered by itself.
+    pub fn builder() -> SyncBuilder {
+        SyncBuilder {
+            tables: Vec::new(),
+            identify: None,
+            schema: Vec::new(),
+        }
+    }
+
+    /// The engine's routes (`/sssync/…`: the WebSocket, server-sent events, event posts, the
+    /// snapshot GET), to merge into the app's router.
+    pub fn router(&self) -> axum::Router {
+        self.0.router()
+    }
+
+    /// What `leptos_routes_with_context` provides to every render and server function: this
+    /// server.
+    pub fn context(&self) -> impl Fn() + Clone + Send + Sync + 'static {
+        let sync = self.clone();
+        move || provide_context(sync.clone())
+    }
+
+    /// The database pool, when the builder opened it.
+    pub fn pool(&self) -> Option<&DbPool> {
+        self.1.as_ref()
+    }
+
+    /// Sessions were signed in or out: every live connection asks again who it is (see
+    /// `Engine::identities_changed`).
+    pub fn identities_changed(&self) {
+        self.0.identities_changed()
+    }
+
+    /// Closes every sync connection and stops the engine (before a graceful shutdown).
+    pub fn shutdown(&self) {
+        self.0.shutdown()
     }
 
     /// Who sent the request with these parts, as the engine's `identify` says (anonymous
@@ -191,4 +255,153 @@ pub async fn apply_form<E: Event>(
 fn sync_server() -> Result<SyncServer, SyncError> {
     use_context::<SyncServer>()
         .ok_or_else(|| SyncError::Internal("no SyncServer in this request's context".into()))
+}
+
+/// A connection pool on one of the databases sssync runs on.
+#[derive(Clone, Debug)]
+pub enum DbPool {
+    /// An embedded SQLite file (the default).
+    Sqlite(sqlx::SqlitePool),
+    /// PostgreSQL: any number of server instances may share it.
+    Postgres(sqlx::PgPool),
+}
+
+/// Why a database did not open, or the engine did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The URL names no database sssync runs on.
+    #[error(
+        "unsupported database URL {0:?}: use sqlite://file.db (created if missing) or \
+         postgres://user@host/database"
+    )]
+    Unsupported(String),
+    /// The database refused.
+    #[error("the database refused: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The engine did not start (its tables, the declarations).
+    #[error("the sync engine did not start: {0}")]
+    Engine(#[from] EngineError),
+}
+
+impl DbPool {
+    /// Opens the database at `url`: `sqlite://file.db` (created if missing, with the settings
+    /// the engine relies on: WAL, durable commits) or `postgres://…`.
+    pub async fn open(url: &str) -> Result<DbPool, OpenError> {
+        if url.starts_with("sqlite:") {
+            let options = sssync_core::server::SqliteStore::connect_options(url)?;
+            let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                .max_connections(8)
+                .connect_with(options)
+                .await?;
+            Ok(DbPool::Sqlite(pool))
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(std::time::Duration::from_secs(10))
+                .connect(url)
+                .await?;
+            Ok(DbPool::Postgres(pool))
+        } else {
+            Err(OpenError::Unsupported(url.to_owned()))
+        }
+    }
+
+    /// Runs an SQL script (several statements) on it.
+    pub async fn execute_script(&self, sql: &'static str) -> Result<(), sqlx::Error> {
+        match self {
+            DbPool::Sqlite(p) => sqlx::raw_sql(sql).execute(p).await.map(drop),
+            DbPool::Postgres(p) => sqlx::raw_sql(sql).execute(p).await.map(drop),
+        }
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        match self {
+            DbPool::Sqlite(p) => p.close().await,
+            DbPool::Postgres(p) => p.close().await,
+        }
+    }
+}
+
+type Identify = Arc<dyn Fn(&Parts) -> BoxFuture<'static, Identity> + Send + Sync>;
+
+/// Declares an app's sync server (see [`SyncServer::builder`]).
+#[must_use]
+pub struct SyncBuilder {
+    tables: Vec<sssync_core::server::Table>,
+    identify: Option<Identify>,
+    schema: Vec<&'static str>,
+}
+
+impl SyncBuilder {
+    /// A table the queries read (its changes are recorded, so that a write re-runs only the
+    /// queries that depend on it).
+    pub fn table(mut self, table: sssync_core::server::Table) -> Self {
+        self.tables.push(table);
+        self
+    }
+
+    /// How a request's identity is known (see `EngineBuilder::identify`; default: everyone is
+    /// anonymous).
+    pub fn identify<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&Parts) -> BoxFuture<'static, Identity> + Send + Sync + 'static,
+    {
+        self.identify = Some(Arc::new(f));
+        self
+    }
+
+    /// An SQL script run before the engine starts (the app's tables, `CREATE TABLE IF NOT
+    /// EXISTS …`, in SQL both databases take), for apps without migrations of their own.
+    pub fn schema(mut self, sql: &'static str) -> Self {
+        self.schema.push(sql);
+        self
+    }
+
+    /// Opens the database at `url` ([`DbPool::open`]) and starts the engine on it.
+    pub async fn open(self, url: &str) -> Result<SyncServer, OpenError> {
+        let pool = DbPool::open(url).await?;
+        self.start(pool).await
+    }
+
+    /// Starts the engine on an open pool (the app's own, migrated).
+    pub async fn start(self, pool: DbPool) -> Result<SyncServer, OpenError> {
+        for sql in &self.schema {
+            pool.execute_script(sql).await?;
+        }
+        let server: Arc<dyn Source> = match &pool {
+            DbPool::Sqlite(p) => Arc::new(
+                self.declare(Engine::builder(
+                    sssync_core::server::SqliteStore::from_pool(p.clone()),
+                ))
+                .start()
+                .await?,
+            ),
+            DbPool::Postgres(p) => Arc::new(
+                self.declare(Engine::builder(
+                    sssync_core::server::PgStore::from_pool(p.clone()).await?,
+                ))
+                .start()
+                .await?,
+            ),
+        };
+        Ok(SyncServer(server, Some(pool)))
+    }
+
+    fn declare<S: Store>(
+        &self,
+        mut builder: sssync_core::server::EngineBuilder<S>,
+    ) -> sssync_core::server::EngineBuilder<S>
+    where
+        S::Db: sssync_core::server::declared::DeclaredDb,
+    {
+        for t in &self.tables {
+            builder = builder.table(t.clone());
+        }
+        if let Some(f) = self.identify.clone() {
+            builder = builder.identify(move |parts| f(parts));
+        }
+        builder.declared()
+    }
 }

@@ -54,7 +54,7 @@ pub async fn postgres_url() -> Option<(String, String)> {
 /// The demo's router on the database at `url`, served on 127.0.0.1.
 pub async fn serve_on(url: &str) -> (std::net::SocketAddr, demo_app::db::Pool) {
     let pool = demo_app::db::open(url).await.unwrap();
-    let engine = demo_app::sync::engine(pool.clone()).await.unwrap();
+    let engine = demo_app::sync::start(pool.clone()).await.unwrap();
     let options = LeptosOptions::builder().output_name("demo-app").build();
     let app = demo_app::server::router(options, pool.clone(), engine);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
