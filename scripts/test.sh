@@ -39,7 +39,7 @@ else
 fi
 
 # Native builds: the demo's server, the engine's server and native client (their tests need them).
-native_features="demo-app/ssr,sssync-core/server,sssync-core/native-client"
+native_features="demo-app/ssr,chat-app/ssr,sssync-core/server,sssync-core/native-client"
 
 step "formatting (cargo fmt --check)"
 cargo fmt --all -- --check
@@ -49,7 +49,7 @@ cargo clippy --workspace --all-targets --features "$native_features" -- -D warni
 
 step "lints, wasm32 (cargo clippy: the hydrate build, then the client-only build)"
 cargo clippy --workspace --exclude sssync-fault --exclude sssync-bench --all-targets --target wasm32-unknown-unknown \
-  --features demo-app/hydrate -- -D warnings
+  --features demo-app/hydrate,chat-app/hydrate -- -D warnings
 cargo clippy -p demo-app -p sssync-leptos --all-targets --target wasm32-unknown-unknown \
   --features demo-app/csr -- -D warnings
 

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use sssync_core::{Epoch, Query, QueryKey, Row, Version};
 
 pub use action::{FORM_NEXT_FIELD, SyncAction};
+pub use sssync_core::client::Prediction;
 pub use sssync_core::{Event, Query as SyncQueryDef, Rejection};
 pub use sssync_macros::{sync_apply, sync_event, sync_query, sync_sql};
 
@@ -119,8 +120,20 @@ impl Loaded {
 impl leptos::server_fn::error::FromServerFnError for SyncError {
     type Encoder = leptos::server_fn::codec::JsonEncoding;
 
+    /// Keeps the kind of a server function's own failure: the request did not get through,
+    /// it did not fit the function, or the server failed.
     fn from_server_fn_error(value: leptos::server_fn::error::ServerFnErrorErr) -> Self {
-        SyncError::Request(value.to_string())
+        use leptos::server_fn::error::ServerFnErrorErr as E;
+        match value {
+            E::Request(m) | E::Response(m) => SyncError::Request(m),
+            E::Args(m)
+            | E::MissingArg(m)
+            | E::Deserialization(m)
+            | E::Serialization(m)
+            | E::UnsupportedRequestMethod(m)
+            | E::Registration(m) => SyncError::BadRequest(m),
+            E::ServerError(m) | E::MiddlewareError(m) => SyncError::Internal(m),
+        }
     }
 }
 
@@ -734,5 +747,26 @@ fn form_rejection() -> Option<Rejection> {
     match ServerFnUrlError::<SyncError>::decode_err(error.err()) {
         SyncError::Rejected(r) => Some(r),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
+
+    #[test]
+    fn errors_keep_their_kinds_across_the_wire() {
+        let rejected = SyncError::Rejected(Rejection::new("title_too_long", "Too long."));
+        let forbidden = SyncError::Forbidden("no such list".into());
+        for e in [rejected, forbidden, SyncError::Internal("disk".into())] {
+            assert_eq!(SyncError::de(e.ser()), e);
+        }
+        let bad = SyncError::from_server_fn_error(ServerFnErrorErr::Args("no list_id".into()));
+        assert_eq!(bad, SyncError::BadRequest("no list_id".into()));
+        let lost = SyncError::from_server_fn_error(ServerFnErrorErr::Request("offline".into()));
+        assert_eq!(lost, SyncError::Request("offline".into()));
+        let failed = SyncError::from_server_fn_error(ServerFnErrorErr::ServerError("x".into()));
+        assert_eq!(failed, SyncError::Internal("x".into()));
     }
 }

@@ -148,6 +148,34 @@ impl SyncServer {
         move || provide_context(sync.clone())
     }
 
+    /// The whole router of a Leptos app on this server: its pages (server-rendered, with this
+    /// server in their context), its server functions (the events' among them), the static
+    /// files of the site root, and the engine's routes. Merge more routes into it, or build
+    /// one by hand from [`SyncServer::context`] and [`SyncServer::router`].
+    pub fn app_router<A, AV, SV>(
+        &self,
+        options: leptos::config::LeptosOptions,
+        app: A,
+        shell: fn(leptos::config::LeptosOptions) -> SV,
+    ) -> axum::Router
+    where
+        A: Fn() -> AV + Clone + Send + Sync + 'static,
+        AV: IntoView + 'static,
+        SV: IntoView + 'static,
+    {
+        use leptos_axum::LeptosRoutes;
+        let routes = leptos_axum::generate_route_list(app);
+        let page = {
+            let options = options.clone();
+            move || shell(options.clone())
+        };
+        axum::Router::new()
+            .leptos_routes_with_context(&options, routes, self.context(), page)
+            .fallback(leptos_axum::file_and_error_handler(shell))
+            .with_state(options)
+            .merge(self.router())
+    }
+
     /// The database pool, when the builder opened it.
     pub fn pool(&self) -> Option<&DbPool> {
         self.1.as_ref()

@@ -5,8 +5,8 @@
 //! Each expands to the traits of `sssync-core` (`Query`, `Event`, `ServerQuery`,
 //! `ServerEvent`), a Leptos server function per event, and a registration that
 //! `EngineBuilder::declared` finds at start, so that nothing is named or listed twice. Server
-//! code (query bodies, handlers, SQL helpers) is compiled only when `sssync-leptos` has its
-//! `ssr` feature, once for each database it is compiled for (SQLite and PostgreSQL unless
+//! code (query bodies, handlers, SQL helpers) is compiled only with the `ssr` feature of the
+//! crate that declares it (Leptos's convention; that feature turns on `sssync-leptos/ssr`), once for each database it is compiled for (SQLite and PostgreSQL unless
 //! `db = sqlite` or `db = postgres` says otherwise); inside it, `Db` names that database.
 
 use heck::{ToSnakeCase, ToUpperCamelCase};
@@ -431,7 +431,7 @@ fn query(attr: Tokens, func: ItemFn) -> syn::Result<Tokens> {
             }
         }
 
-        #p::__if_server! {
+        #[cfg(feature = "ssr")]
             const _: () = {
                 #(#impls)*
                 #p::inventory::submit! {
@@ -443,7 +443,6 @@ fn query(attr: Tokens, func: ItemFn) -> syn::Result<Tokens> {
                     }
                 }
             };
-        }
     })
 }
 
@@ -508,7 +507,7 @@ fn event(attr: Tokens, strukt: ItemStruct) -> syn::Result<Tokens> {
 
         #p::__server_action!(#ident, #path);
 
-        #p::__if_server! {
+        #[cfg(feature = "ssr")]
             const _: () = {
                 // Every event has a server handler (`#[sync_apply] impl …`).
                 const fn __sssync_has_handler<T: #p::core::server::declared::HasHandler>() {}
@@ -523,7 +522,6 @@ fn event(attr: Tokens, strukt: ItemStruct) -> syn::Result<Tokens> {
                     }
                 }
             };
-        }
     })
 }
 
@@ -598,7 +596,7 @@ fn apply(attr: Tokens, imp: ItemImpl) -> syn::Result<Tokens> {
     }
     let registrations = dbs.registrations(|r| quote!(#r.event::<#ty>();));
     Ok(quote! {
-        #p::__if_server! {
+        #[cfg(feature = "ssr")]
             const _: () = {
                 #(#impls)*
                 impl #p::core::server::declared::HasHandler for #ty {}
@@ -611,7 +609,6 @@ fn apply(attr: Tokens, imp: ItemImpl) -> syn::Result<Tokens> {
                     }
                 }
             };
-        }
     })
 }
 
@@ -688,6 +685,7 @@ fn sql(attr: Tokens, func: ItemFn) -> syn::Result<Tokens> {
         isig.ident = format_ident!("call");
         let stmts = &func.block.stmts;
         impls.push(quote! {
+            #[cfg(feature = "ssr")]
             impl #tr for #db {
                 #[allow(clippy::needless_lifetimes)]
                 #isig {
@@ -707,17 +705,17 @@ fn sql(attr: Tokens, func: ItemFn) -> syn::Result<Tokens> {
     generic_sig.generics.where_clause =
         Some(parse_quote!(where <__SsSyncConn as #p::core::server::declared::ConnOf>::Db: #tr));
     Ok(quote! {
-        #p::__if_server! {
-            #[doc(hidden)]
-            #[allow(non_camel_case_types)]
-            #vis trait #tr: #p::sqlx::Database {
-                #trait_sig;
-            }
-            #(#impls)*
-            #(#attrs)*
-            #vis #generic_sig {
-                <<__SsSyncConn as #p::core::server::declared::ConnOf>::Db as #tr>::call(#(#names),*).await
-            }
+        #[cfg(feature = "ssr")]
+        #[doc(hidden)]
+        #[allow(non_camel_case_types)]
+        #vis trait #tr: #p::sqlx::Database {
+            #trait_sig;
+        }
+        #(#impls)*
+        #[cfg(feature = "ssr")]
+        #(#attrs)*
+        #vis #generic_sig {
+            <<__SsSyncConn as #p::core::server::declared::ConnOf>::Db as #tr>::call(#(#names),*).await
         }
     })
 }

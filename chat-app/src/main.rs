@@ -1,0 +1,20 @@
+//! The chat's server, whole. `DATABASE_URL` (default `sqlite://sssync-chat.db`), and Leptos's
+//! `LEPTOS_SITE_ADDR` and `LEPTOS_SITE_ROOT`, configure it.
+#[cfg(feature = "ssr")]
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let options = leptos::prelude::get_configuration(None)?.leptos_options;
+    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "sqlite://sssync-chat.db".into());
+    let sync = sssync_leptos::server::SyncServer::builder()
+        .schema(chat_app::SCHEMA)
+        .table(sssync_core::server::Table::new("messages", "id")?.partition("room")?)
+        .open(&url)
+        .await?;
+    let listener = tokio::net::TcpListener::bind(options.site_addr).await?;
+    println!("sssync chat: http://{}", listener.local_addr()?);
+    axum::serve(listener, sync.app_router(options, chat_app::App, chat_app::shell)).await?;
+    Ok(())
+}
+
+#[cfg(not(feature = "ssr"))]
+fn main() {}

@@ -1,0 +1,106 @@
+// The second app (chat-app/): the declaration API is not the demo's alone. A chat room, served
+// by its own release build on a database of its own; its page streams in order (InOrder).
+import { expect, test, type Page } from '@playwright/test';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { freePort } from './servers';
+
+const bin = process.env.E2E_SERVER_BIN && join(dirname(process.env.E2E_SERVER_BIN), 'chat-app');
+// cargo-leptos puts the chat's site where Cargo.toml says: target/chat-site in the clone.
+const siteRoot = process.env.E2E_CHAT_SITE_ROOT ?? join(process.cwd(), '..', 'target', 'chat-site');
+let server: ChildProcess | undefined;
+let url = '';
+
+test.beforeAll(async () => {
+  test.skip(!bin, 'E2E_SERVER_BIN names the release builds');
+  const port = await freePort();
+  url = `http://127.0.0.1:${port}`;
+  const db = join(mkdtempSync(join(tmpdir(), 'sssync-chat-')), 'chat.db');
+  server = spawn(bin!, [], {
+    env: {
+      ...process.env,
+      LEPTOS_SITE_ADDR: `127.0.0.1:${port}`,
+      LEPTOS_SITE_ROOT: siteRoot!,
+      LEPTOS_ENV: 'PROD',
+      DATABASE_URL: `sqlite://${db}`,
+      RUST_LOG: 'warn',
+    },
+    stdio: 'ignore',
+  });
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    try {
+      if ((await fetch(url)).ok) return;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error('the chat server did not start within 15 s');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+});
+
+test.afterAll(() => {
+  server?.kill('SIGKILL');
+});
+
+const messages = (page: Page) => page.getByRole('list', { name: 'Messages' }).getByRole('listitem');
+const unique = (what: string) => `${what} ${Math.random().toString(36).slice(2, 8)}`;
+
+async function say(page: Page, author: string, text: string): Promise<void> {
+  await page.getByLabel('Name').fill(author);
+  await page.getByLabel('Message', { exact: true }).fill(text);
+  await page.getByRole('button', { name: 'Send' }).click();
+}
+
+async function live(page: Page): Promise<void> {
+  // Hydrated: the tab's sync runtime opened its socket.
+  const socket = page.waitForEvent('websocket');
+  await page.goto(url);
+  await socket;
+  await expect(page.getByRole('heading', { name: '#lobby' })).toBeVisible();
+}
+
+test('a message shows at once, in every open browser, and stays', async ({ browser }) => {
+  const [a, b] = [await browser.newPage(), await browser.newPage()];
+  await live(a);
+  await live(b);
+  const text = unique('hello');
+  // Sent over the sync connection: no page load.
+  let loads = 0;
+  a.on('load', () => loads++);
+  await say(a, 'ann', text);
+  await expect(messages(a).last()).toHaveText(`ann: ${text}`);
+  await expect(a.getByLabel('Message', { exact: true })).toHaveValue('');
+  await expect(messages(b).last()).toHaveText(`ann: ${text}`);
+  expect(loads).toBe(0);
+  // The server rendered it into the page's HTML (in order: no script needed to show it).
+  const html = await (await a.request.get(url)).text();
+  expect(html).toContain(text);
+});
+
+test('a message the server refuses rolls back and says why', async ({ page }) => {
+  await live(page);
+  const before = await messages(page).count();
+  await say(page, 'ann', 'x'.repeat(501));
+  await expect(page.getByRole('alert')).toHaveText('A message has a name and 1 to 500 characters.');
+  await expect(messages(page)).toHaveCount(before);
+});
+
+test.describe('without JavaScript', () => {
+  test.use({ javaScriptEnabled: false });
+
+  test('the page has the messages, and the form sends one', async ({ page }) => {
+    await page.goto(url);
+    const text = unique('plain');
+    await say(page, 'bob', text);
+    await expect(page).toHaveURL(`${url}/`);
+    await expect(messages(page).last()).toHaveText(`bob: ${text}`);
+    // Refused: back with the reason, nothing added.
+    const count = await messages(page).count();
+    await say(page, 'bob', '   ');
+    await expect(page.getByRole('alert')).toHaveText('A message has a name and 1 to 500 characters.');
+    await expect(messages(page)).toHaveCount(count);
+  });
+});
