@@ -30,6 +30,20 @@ pub use sssync_core::client::Prediction;
 pub use sssync_core::{Event, Query as SyncQueryDef, Rejection};
 pub use sssync_macros::{sync_apply, sync_event, sync_query, sync_sql};
 
+/// In a server build an event declared with [`macro@sync_event`] but applied by no
+/// [`macro@sync_apply`] handler is a compile error ("event `AddNote` has no server handler"),
+/// not a runtime one.
+#[cfg_attr(
+    feature = "ssr",
+    doc = r#"
+```compile_fail,E0277
+#[sssync_leptos::sync_event]
+pub struct AddNote { pub board: String, pub text: String }
+```
+"#
+)]
+pub mod missing_handler {}
+
 /// What the macros expand to (not an API).
 #[doc(hidden)]
 pub mod __private {
@@ -444,6 +458,28 @@ fn decode<Q: Query>(rows: &[Row]) -> Result<Vec<Q::Row>, SyncError> {
 
 /// Reads query `Q` with reactive `args`: rendered on the server, hydrated without a second
 /// fetch, then kept live.
+///
+/// ```no_run
+/// # use leptos::prelude::*;
+/// # use serde::{Deserialize, Serialize};
+/// # use sssync_leptos::{sync_query, use_sync_query};
+/// # #[cfg(feature = "ssr")] use sssync_leptos::server::prelude::*;
+/// # #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// # pub struct Note { pub id: String, pub text: String }
+/// # #[sync_query(key = id, reads = [notes(board)])]
+/// # pub async fn notes(conn: &mut Conn<Db>, board: String) -> Result<Vec<Note>, sqlx::Error> { todo!() }
+/// #[component]
+/// fn Board(board: Signal<String>) -> impl IntoView {
+///     let notes = use_sync_query::<Notes>(move || NotesArgs { board: board.get() });
+///     view! {
+///         <Transition fallback=|| "Loading…">
+///             <ul>{move || notes.rows().and_then(Result::ok).map(|rows| rows.into_iter()
+///                 .map(|n| view! { <li>{n.text}</li> }).collect_view())}</ul>
+///         </Transition>
+///     }
+/// }
+/// ```
+/// (Rendered in `tests/ssr.rs` on a real engine, and in the browser by the end-to-end tests.)
 pub fn use_sync_query<Q: Query>(
     args: impl Fn() -> Q::Args + Send + Sync + 'static,
 ) -> SyncQuery<Q> {
@@ -625,6 +661,28 @@ pub fn use_sync_sender<E: Event>() -> SyncEvent<E> {
 /// `Err(SyncError::Rejected(…))` with the prediction rolled back. Without JavaScript the form
 /// posts to the event's server function, and a rejection comes back as the action's value after
 /// the redirect.
+///
+/// ```no_run
+/// # use leptos::prelude::*;
+/// # use sssync_leptos::{FormKey, sync_apply, sync_event, use_sync_event};
+/// # #[cfg(feature = "ssr")] use sssync_leptos::server::prelude::*;
+/// # #[sync_event]
+/// # pub struct AddNote { #[serde(default = "sssync_leptos::new_id")] pub id: String, pub board: String, pub text: String }
+/// # #[sync_apply]
+/// # impl AddNote { async fn apply(&self, conn: &mut Conn<Db>, ctx: &EventCtx) -> Result<(), EventError> { Ok(()) } }
+/// #[component]
+/// fn NewNote(board: String) -> impl IntoView {
+///     let add = use_sync_event::<AddNote>();
+///     view! {
+///         <ActionForm action=add>
+///             <input type="hidden" name="board" value=board />
+///             <input name="text" aria-label="Note" />
+///             <FormKey />
+///         </ActionForm>
+///         <p>{move || add.pending().get().then_some("Saving…")}</p>
+///     }
+/// }
+/// ```
 pub fn use_sync_event<E: SyncAction>() -> ServerAction<E> {
     let client = client();
     client.types.update_value(|t| t.add::<E>());
@@ -714,6 +772,21 @@ pub fn FormKey() -> impl IntoView {
 /// `true` from then on (in the browser only). Render the controls only a page without
 /// JavaScript needs (a submit button standing in for a checkbox) while it is `false`, so that
 /// each control exists once on a hydrated page.
+///
+/// ```no_run
+/// # use leptos::prelude::*;
+/// # use sssync_leptos::use_hydrated;
+/// #[component]
+/// fn Toggle(done: bool) -> impl IntoView {
+///     let js = use_hydrated();
+///     view! {
+///         <input type="checkbox" class="js-only" prop:checked=done />
+///         <Show when=move || !js.get()>
+///             <button type="submit" role="checkbox" aria-checked=done.to_string()></button>
+///         </Show>
+///     }
+/// }
+/// ```
 pub fn use_hydrated() -> ReadSignal<bool> {
     let (hydrated, set) = signal(false);
     Effect::new(move |_| set.set(true));
@@ -725,6 +798,19 @@ pub fn use_hydrated() -> ReadSignal<bool> {
 /// The last rejection is also that of a plain form (no JavaScript) the server refused: its
 /// redirect carries the error back (Leptos's form-redirect errors), until this tab sends
 /// another event.
+///
+/// ```
+/// use leptos::prelude::*;
+/// let owner = Owner::new();
+/// owner.with(|| {
+///     sssync_leptos::provide_sync_client();
+///     let status = sssync_leptos::use_sync_status();
+///     // On the server and before the tab connects: offline, nothing pending.
+///     assert!(!status.online.get_untracked());
+///     assert_eq!(status.pending.get_untracked(), 0);
+///     assert_eq!(status.last_rejection.get_untracked(), None);
+/// });
+/// ```
 pub fn use_sync_status() -> SyncStatus {
     let c = client();
     let from_form = form_rejection();

@@ -225,7 +225,43 @@ fn dependencies(list: &Option<syn::ExprArray>, destructure: &Tokens) -> syn::Res
     Ok(quote!(::std::vec![#(#deps),*] as ::std::vec::Vec<#p::core::server::Dependency>))
 }
 
-/// Declares a query from an `async fn`: see `sssync_leptos::sync_query` for the documentation.
+/// Declares a query from an `async fn`: its name is the query's, its parameters (besides a
+/// `conn: &mut Conn<Db>` and a `ctx: &QueryCtx`) are the args, it returns the rows in order.
+///
+/// It makes the query type (the function's name in upper camel case) and its args struct
+/// (`…Args`, one field per parameter; `()` without any). The body is compiled only with the
+/// declaring crate's `ssr` feature, once per database (`Db` names it). Options:
+///
+/// - `key = field`: the row's key (required);
+/// - `reads = [table, table(value), …]`: what the result depends on (a whole table, or the rows
+///   whose partition column is `value`, an expression over the args);
+/// - `authorize = path`: who may read it, an `async fn(conn, ctx: &QueryCtx, args: &…Args) ->
+///   Result<(), AccessError>` (a `#[sync_sql]` helper); `access_reads = […]`: what it reads;
+/// - `per_identity`: the result depends on who reads it (never shared across identities);
+/// - `keyed_by = table`: the rows are that table's own (resume from the durable log);
+/// - `db = sqlite` or `db = postgres`: compile the body for one database only.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use sssync_leptos::{SyncQueryDef, sync_query};
+///
+/// #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// pub struct Note { pub id: String, pub text: String }
+///
+/// /// The notes of a board.
+/// #[sync_query(key = id, reads = [notes(board)])]
+/// pub async fn notes(conn: &mut Conn<Db>, board: String) -> Result<Vec<Note>, sqlx::Error> {
+///     sqlx::query_as("SELECT id, text FROM notes WHERE board = $1")
+///         .bind(board)
+///         .fetch_all(&mut *conn)
+///         .await
+/// }
+///
+/// assert_eq!(Notes::NAME, "notes");
+/// let key = sssync_core::QueryKey::new(Notes::NAME, &NotesArgs { board: "b1".into() }).unwrap();
+/// assert_eq!(key.args_json(), r#"{"board":"b1"}"#);
+/// assert_eq!(Notes::row_key(&Note { id: "n1".into(), text: "hi".into() }), "n1");
+/// ```
 #[proc_macro_attribute]
 pub fn sync_query(attr: TokenStream, item: TokenStream) -> TokenStream {
     let func = parse_macro_input!(item as ItemFn);
@@ -446,7 +482,47 @@ fn query(attr: Tokens, func: ItemFn) -> syn::Result<Tokens> {
     })
 }
 
-/// Declares an event from a struct: see `sssync_leptos::sync_event` for the documentation.
+/// Declares an event from a struct: its fields are its args (and a plain form's fields), its
+/// name the struct's in snake case (`name = "…"` to choose).
+///
+/// It derives `Clone`, `Debug`, `Serialize` and `Deserialize`, implements `Event` and makes the
+/// event a Leptos server function at `/api/{name}` (so `use_sync_event::<E>()` is a
+/// `ServerAction`, for `<ActionForm>` and `.dispatch(…)`). With `predict`, the event's own
+/// `fn predict(&self, view: &mut Prediction<'_>)` is its optimistic effect in the browser. In a
+/// server build, an event without a `#[sync_apply]` handler does not compile.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use sssync_leptos::{Prediction, sync_event, sync_query};
+///
+/// #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// pub struct Note { pub id: String, pub text: String }
+///
+/// #[sync_query(key = id, reads = [notes(board)])]
+/// pub async fn notes(conn: &mut Conn<Db>, board: String) -> Result<Vec<Note>, sqlx::Error> {
+///     todo!()
+/// }
+///
+/// /// Adds a note.
+/// #[sync_event(predict)]
+/// pub struct AddNote { pub board: String, pub id: String, pub text: String }
+///
+/// impl AddNote {
+///     fn predict(&self, view: &mut Prediction<'_>) {
+///         let note = Note { id: self.id.clone(), text: self.text.clone() };
+///         view.update::<Notes>(&NotesArgs { board: self.board.clone() }, |rows| rows.push(note));
+///     }
+/// }
+///
+/// // The prediction, as a tab's client applies it before the server answers.
+/// use sssync_core::{Epoch, Event, Query, QueryKey, Version, client::ClientState};
+/// assert_eq!(AddNote::NAME, "add_note");
+/// let args = NotesArgs { board: "b".into() };
+/// let mut tab = ClientState::new("tab-1");
+/// tab.seed(QueryKey::new(Notes::NAME, &args).unwrap(), &Epoch("e".into()), Version(1), vec![]);
+/// tab.push(AddNote { board: "b".into(), id: "n1".into(), text: "hi".into() }).unwrap();
+/// assert_eq!(tab.rows::<Notes>(&args), Some(vec![Note { id: "n1".into(), text: "hi".into() }]));
+/// ```
 #[proc_macro_attribute]
 pub fn sync_event(attr: TokenStream, item: TokenStream) -> TokenStream {
     let strukt = parse_macro_input!(item as ItemStruct);
@@ -525,7 +601,38 @@ fn event(attr: Tokens, strukt: ItemStruct) -> syn::Result<Tokens> {
     })
 }
 
-/// Declares an event's server handler: see `sssync_leptos::sync_apply` for the documentation.
+/// Declares an event's server handler: an `impl` of the event holding one `async fn apply(&self,
+/// conn: &mut Conn<Db>, ctx: &EventCtx) -> Result<(), EventError>`. It runs inside the engine's
+/// transaction (with the client's seq: exactly once, all or nothing); a `Rejection` refuses the
+/// event (rolled back in the browser). Compiled only with the declaring crate's `ssr` feature,
+/// for both databases (`db = sqlite` or `db = postgres` for one); registered by itself.
+///
+/// ```
+/// use sssync_leptos::{sync_apply, sync_event};
+/// #[cfg(feature = "ssr")]
+/// use sssync_leptos::server::prelude::*;
+///
+/// /// Adds a note.
+/// #[sync_event]
+/// pub struct AddNote { pub board: String, pub id: String, pub text: String }
+///
+/// #[sync_apply]
+/// impl AddNote {
+///     async fn apply(&self, conn: &mut Conn<Db>, ctx: &EventCtx) -> Result<(), EventError> {
+///         if self.text.is_empty() {
+///             return Err(Rejection::new("empty", "A note has a text.").into());
+///         }
+///         sqlx::query("INSERT INTO notes (id, board, text) VALUES ($1, $2, $3)")
+///             .bind(&self.id).bind(&self.board).bind(&self.text)
+///             .execute(&mut *conn).await?;
+///         Ok(())
+///     }
+/// }
+/// # use sssync_core::Event;
+/// # assert_eq!(AddNote::NAME, "add_note");
+/// ```
+///
+/// (The server side runs in `sssync-leptos/tests/macros.rs`, on SQLite and PostgreSQL.)
 #[proc_macro_attribute]
 pub fn sync_apply(attr: TokenStream, item: TokenStream) -> TokenStream {
     let imp = parse_macro_input!(item as ItemImpl);
@@ -612,8 +719,26 @@ fn apply(attr: Tokens, imp: ItemImpl) -> syn::Result<Tokens> {
     })
 }
 
-/// Declares a database helper written once for every database: see `sssync_leptos::sync_sql`
-/// for the documentation.
+/// Declares a database helper written once for both databases: an `async fn` whose parameters
+/// may name `Db` (`conn: &mut Conn<Db>`), compiled for SQLite and PostgreSQL (with the
+/// declaring crate's `ssr` feature), and callable from any handler, query or helper with
+/// either's connection (the database is inferred from it).
+///
+/// ```
+/// use sssync_leptos::sync_sql;
+///
+/// /// Whether a board is locked.
+/// #[sync_sql]
+/// pub async fn locked(conn: &mut Conn<Db>, board: &str) -> Result<bool, sqlx::Error> {
+///     let row: Option<(String,)> = sqlx::query_as("SELECT board FROM locked WHERE board = $1")
+///         .bind(board)
+///         .fetch_optional(&mut *conn)
+///         .await?;
+///     Ok(row.is_some())
+/// }
+/// ```
+///
+/// (The server side runs in `sssync-leptos/tests/macros.rs`, on SQLite and PostgreSQL.)
 #[proc_macro_attribute]
 pub fn sync_sql(attr: TokenStream, item: TokenStream) -> TokenStream {
     let func = parse_macro_input!(item as ItemFn);
