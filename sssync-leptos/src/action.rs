@@ -128,10 +128,13 @@ where
     };
     // Posted by a browser's own form (no JavaScript): answer with a redirect.
     let from_form = header(header::ACCEPT).is_some_and(|v| v.contains("text/html"));
-    let referer = header(header::REFERER);
+    let back = back_path(
+        header(header::REFERER).as_deref(),
+        header(header::HOST).as_deref(),
+    );
     let answer = match axum::body::to_bytes(body, MAX_FORM_BYTES).await {
         Err(_) => Err(SyncError::BadRequest(format!(
-            "the form is larger than {MAX_FORM_BYTES} bytes"
+            "the form could not be read (cut off, or larger than {MAX_FORM_BYTES} bytes)"
         ))),
         Ok(bytes) => {
             let form = Posted::parse(&bytes);
@@ -159,20 +162,19 @@ where
         }
     };
     if from_form {
-        let back = referer.unwrap_or_else(|| "/".to_owned());
+        let back = without_form_error(&back);
         let location = match outcome {
-            // Leptos's form-redirect errors: the page's action for this event finds it.
+            // Leptos's form-redirect errors: the page's action for this event finds them. (The
+            // URL is made on a stand-in origin; only its path and query are sent.)
             Err(e) => ServerFnUrlError::new(E::PATH, e)
-                .to_url(&back)
-                .map(|u| u.to_string())
+                .to_url(&format!("http://sssync.invalid{back}"))
+                .map(|u| match u.query() {
+                    Some(q) => format!("{}?{q}", u.path()),
+                    None => u.path().to_owned(),
+                })
                 .unwrap_or(back),
             Ok(Some(next)) => next,
-            Ok(None) => {
-                let mut back = back;
-                ServerFnUrlError::<SyncError>::strip_error_info(&mut back);
-                // Without an empty query left behind (`/lists/a?`).
-                back.trim_end_matches('?').to_owned()
-            }
+            Ok(None) => back,
         };
         res.redirect(&location);
     }
@@ -226,10 +228,53 @@ impl Posted {
     }
 }
 
-/// Whether `p` is a path on this site (not `//host/…`, not another scheme).
+/// Whether `p` is a path on this site: it starts with one `/`, and has no backslash, space or
+/// control character (which browsers drop or turn into `/`, so that `/\t/host` would be
+/// `//host`, another site).
 #[cfg(feature = "ssr")]
 fn same_site_path(p: &str) -> bool {
-    p.starts_with('/') && !p.starts_with("//") && !p.contains('\\')
+    p.starts_with('/')
+        && !p.starts_with("//")
+        && !p.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'\\')
+}
+
+/// `back` without an earlier form's error (Leptos's `__path` and `__err`), and without an empty
+/// query left behind.
+#[cfg(feature = "ssr")]
+fn without_form_error(back: &str) -> String {
+    let (path, query) = back.split_once('?').unwrap_or((back, ""));
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|kv| !kv.is_empty() && !kv.starts_with("__path=") && !kv.starts_with("__err="))
+        .collect();
+    if kept.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", kept.join("&"))
+    }
+}
+
+/// The path and query of `referer` when it is a page of this site (`host`), else `/`: the
+/// way back never leads to another site.
+#[cfg(feature = "ssr")]
+fn back_path(referer: Option<&str>, host: Option<&str>) -> String {
+    let (Some(referer), Some(host)) = (referer, host) else {
+        return "/".to_owned();
+    };
+    let Some(rest) = referer.split_once("://").map(|(_, rest)| rest) else {
+        return "/".to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    if !authority.eq_ignore_ascii_case(host) {
+        return "/".to_owned();
+    }
+    let path = if path.is_empty() { "/" } else { path };
+    let path = path.split('#').next().unwrap_or("/");
+    if same_site_path(path) {
+        path.to_owned()
+    } else {
+        "/".to_owned()
+    }
 }
 
 #[cfg(feature = "ssr")]
@@ -311,6 +356,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_way_back_after_a_plain_form_stays_on_this_site() {
+        let host = Some("127.0.0.1:3000");
+        let back = |r: &str| back_path(Some(r), host);
+        assert_eq!(back("http://127.0.0.1:3000/lists/a?x=1"), "/lists/a?x=1");
+        assert_eq!(back("http://127.0.0.1:3000"), "/");
+        assert_eq!(back("https://evil.example/lists/a"), "/");
+        assert_eq!(back("http://127.0.0.1:3000//evil.example/x"), "/");
+        assert_eq!(back_path(None, host), "/");
+        assert_eq!(back_path(Some("/lists/a"), host), "/");
+        assert_eq!(without_form_error("/?__path=%2Fapi%2Fx&__err=abc"), "/");
+        assert_eq!(without_form_error("/l?edit=1&__err=abc"), "/l?edit=1");
+    }
+
+    #[test]
     fn a_posted_form_splits_into_its_key_its_next_page_and_the_events_fields() {
         let p =
             Posted::parse(b"list_id=a&title=milk+%26+eggs&sssync_key=k1&sssync_next=%2Flists%2Fa");
@@ -321,6 +380,12 @@ mod tests {
         let p = Posted::parse(b"sssync_next=%2F%2Fevil.example%2Fx&sssync_key=");
         assert_eq!(p.next, None);
         assert_eq!(p.key, None);
+        // Nor a path a browser would read as one (a tab or a backslash after the slash).
+        assert_eq!(
+            Posted::parse(b"sssync_next=%2F%09%2Fevil.example").next,
+            None
+        );
+        assert_eq!(Posted::parse(b"sssync_next=%2F%5Cevil.example").next, None);
         assert_eq!(percent_decode(b"a%2"), "a%2");
         assert_eq!(percent_decode(b"%e2%9c%93"), "✓");
     }

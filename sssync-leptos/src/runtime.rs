@@ -480,36 +480,9 @@ impl Runtime {
             ServerMsg::Reject(r) => self.state.borrow().pending_name(r.seq).map(str::to_owned),
             _ => None,
         };
-        // A new history renumbers the pending events (in order): their waiters follow.
-        let renumbered = matches!(msg, ServerMsg::Welcome(_)) && !self.outcomes.borrow().is_empty();
-        let before: Vec<u64> = if renumbered {
-            self.state
-                .borrow()
-                .pending_events()
-                .iter()
-                .map(|p| p.0)
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let welcome = matches!(msg, ServerMsg::Welcome(_));
         let update = self.state.borrow_mut().on_message(msg);
-        if renumbered && update.history_reset.is_some() {
-            let after: Vec<u64> = self
-                .state
-                .borrow()
-                .pending_events()
-                .iter()
-                .map(|p| p.0)
-                .collect();
-            let mut outcomes = self.outcomes.borrow_mut();
-            let moved: Vec<_> = before
-                .iter()
-                .zip(&after)
-                .filter_map(|(old, new)| outcomes.remove(old).map(|tx| (*new, tx)))
-                .collect();
-            outcomes.extend(moved);
-        }
-        self.answer_outcomes(&update);
+        self.answer_outcomes(&update, welcome);
         if update.identity_changed {
             // This tab's id and everything it held were another identity's: they go (from
             // storage too), and the tab goes on under a new id.
@@ -1035,7 +1008,7 @@ impl Runtime {
 
     /// Answers the waiters of events the server settled (applied or refused), and of events
     /// that are gone (another identity's).
-    fn answer_outcomes(&self, update: &sssync_core::client::Update) {
+    fn answer_outcomes(&self, update: &sssync_core::client::Update, welcome: bool) {
         if self.outcomes.borrow().is_empty() {
             return;
         }
@@ -1056,6 +1029,28 @@ impl Runtime {
         for (seq, _) in &update.settled {
             if let Some(tx) = outcomes.remove(seq) {
                 let _ = tx.send(Ok(()));
+            }
+        }
+        if welcome {
+            // The server settled, while its answer was lost with the old connection, every
+            // event up to the client's `last_seq`: they are no longer pending (their effects,
+            // or their absence if refused, arrive with the rows). The others stay pending.
+            let pending: std::collections::HashSet<u64> = self
+                .state
+                .borrow()
+                .pending_events()
+                .iter()
+                .map(|p| p.0)
+                .collect();
+            let gone: Vec<u64> = outcomes
+                .keys()
+                .copied()
+                .filter(|seq| !pending.contains(seq))
+                .collect();
+            for seq in gone {
+                if let Some(tx) = outcomes.remove(&seq) {
+                    let _ = tx.send(Ok(()));
+                }
             }
         }
     }

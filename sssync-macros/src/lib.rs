@@ -341,9 +341,9 @@ fn query(attr: Tokens, func: ItemFn) -> syn::Result<Tokens> {
             return Err(Error::new(input.span(), "a sync_query is a free function"));
         };
         if is_conn(&pt.ty) {
-            call.push(quote!(conn));
+            call.push(quote!(__sssync_conn));
         } else if is_ctx(&pt.ty, "QueryCtx") {
-            call.push(quote!(ctx));
+            call.push(quote!(__sssync_ctx));
         } else {
             let Pat::Ident(id) = &*pt.pat else {
                 return Err(Error::new(
@@ -357,6 +357,11 @@ fn query(attr: Tokens, func: ItemFn) -> syn::Result<Tokens> {
             call.push(quote!(#ident));
         }
     }
+    let run_destructure = if arg_names.is_empty() {
+        quote!(let _ = __sssync_args;)
+    } else {
+        quote!(let #args_ty { #(#arg_names),* } = ::core::clone::Clone::clone(__sssync_args);)
+    };
     let (args_decl, args_type, destructure) = if arg_names.is_empty() {
         (quote!(), quote!(()), quote!())
     } else {
@@ -433,17 +438,16 @@ fn query(attr: Tokens, func: ItemFn) -> syn::Result<Tokens> {
                 #authorize_fn
 
                 async fn run(
-                    conn: &mut #p::core::server::Conn<#db>,
-                    ctx: &#p::core::server::QueryCtx,
-                    args: &#args_type,
+                    __sssync_conn: &mut #p::core::server::Conn<#db>,
+                    __sssync_ctx: &#p::core::server::QueryCtx,
+                    __sssync_args: &#args_type,
                 ) -> ::core::result::Result<::std::vec::Vec<#row>, #p::sqlx::Error> {
                     #[allow(dead_code)]
                     type Db = #db;
                     #(#body_attrs)*
                     async fn __sssync_body(#inputs) #ret #block
-                    #[allow(unused_variables)]
-                    let _ = ctx;
-                    #destructure
+                    let _ = __sssync_ctx;
+                    #run_destructure
                     __sssync_body(#(#call),*).await.map_err(::core::convert::Into::into)
                 }
             }
@@ -664,7 +668,9 @@ fn apply(attr: Tokens, imp: ItemImpl) -> syn::Result<Tokens> {
     let mut apply_fn = None;
     for item in &imp.items {
         match item {
-            ImplItem::Fn(f) if f.sig.ident == "apply" => apply_fn = Some(f.clone()),
+            ImplItem::Fn(f) if f.sig.ident == "apply" && apply_fn.is_none() => {
+                apply_fn = Some(f.clone())
+            }
             other => {
                 return Err(Error::new(
                     other.span(),

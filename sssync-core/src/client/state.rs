@@ -72,7 +72,7 @@ pub struct Update {
     pub reconnect: bool,
     /// The server's history is not the one the client's cache came from (another database, or
     /// this one restored from an earlier copy): the cache was reset, and this many pending
-    /// events were renumbered to be sent (once) into the new history.
+    /// events are to be sent (once) into the new history, under their own seqs.
     pub history_reset: Option<usize>,
     /// The welcome names another identity than the one this client's rows and pending events
     /// were made under (signed out, or in as someone else): they were dropped (a store drops
