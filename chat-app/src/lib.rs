@@ -96,6 +96,9 @@ pub fn App() -> impl IntoView {
             <Router>
                 <Routes fallback=|| "Not found.">
                     <Route path=path!("/") view=|| view! { <Room room="lobby" /> } ssr=SsrMode::InOrder />
+                    // The same room, streamed out of order, or partly blocked: tested with JavaScript.
+                    <Route path=path!("/streamed") view=|| view! { <Room room="lobby" /> } ssr=SsrMode::OutOfOrder />
+                    <Route path=path!("/blocked") view=|| view! { <Room room="lobby" /> } ssr=SsrMode::PartiallyBlocked />
                 </Routes>
             </Router>
         </SyncProvider>

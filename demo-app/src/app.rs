@@ -329,13 +329,10 @@ fn alert(message: String) -> impl IntoView {
     view! { <p class="alert" role="alert">{message}</p> }
 }
 
-/// What a reader who may not see a list is shown (the same as for a list that does not exist),
-/// with a 404 on the server.
+/// What a reader who may not see a list is shown (the same as for a list that does not exist).
+/// The server answers it with a 404, decided before the page renders
+/// (`server::not_found_for_hidden_lists`).
 fn not_found() -> impl IntoView {
-    #[cfg(feature = "ssr")]
-    if let Some(res) = use_context::<leptos_axum::ResponseOptions>() {
-        res.set_status(axum::http::StatusCode::NOT_FOUND);
-    }
     view! {
         <p class="alert not-found" role="alert">
             "This list does not exist, or you may not see it."

@@ -38,10 +38,49 @@ pub fn router(
         })
         .fallback(leptos_axum::file_and_error_handler(shell))
         .with_state(options)
+        .layer(axum::middleware::from_fn_with_state(
+            sync.clone(),
+            not_found_for_hidden_lists,
+        ))
         .merge(crate::auth::router(pool, sync.clone()))
         .merge(sync.router())
         // Every path knows its session (the sync routes read it through the engine's identify).
         .layer(sessions.layer())
+}
+
+/// A private list's pages are a 404 for anyone who may not read it (its page then says only
+/// that the list does not exist). Decided before the page renders, so that no header is
+/// written during a render (whatever the route's `SsrMode`, streamed or not).
+async fn not_found_for_hidden_lists(
+    axum::extract::State(sync): axum::extract::State<sssync_leptos::server::SyncServer>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let list = req
+        .uri()
+        .path()
+        .strip_prefix("/lists/")
+        .and_then(|rest| rest.split('/').next())
+        .filter(|id| crate::model::valid_id(id))
+        .map(str::to_owned);
+    let (parts, body) = req.into_parts();
+    let hidden = match list {
+        Some(list_id) => {
+            let args = crate::model::TodosArgs { list_id };
+            let may = sync
+                .may_read::<crate::model::Todos>(&args, Some(&parts))
+                .await;
+            matches!(may, Err(sssync_leptos::SyncError::Forbidden(_)))
+        }
+        None => false,
+    };
+    let mut res = next
+        .run(axum::extract::Request::from_parts(parts, body))
+        .await;
+    if hidden {
+        *res.status_mut() = axum::http::StatusCode::NOT_FOUND;
+    }
+    res
 }
 
 /// Runs the server until Ctrl-C or SIGTERM. Configuration:

@@ -54,10 +54,10 @@ async function say(page: Page, author: string, text: string): Promise<void> {
   await page.getByRole('button', { name: 'Send' }).click();
 }
 
-async function live(page: Page): Promise<void> {
+async function live(page: Page, path = '/'): Promise<void> {
   // Hydrated: the tab's sync runtime opened its socket.
   const socket = page.waitForEvent('websocket');
-  await page.goto(url);
+  await page.goto(`${url}${path}`);
   await socket;
   await expect(page.getByRole('heading', { name: '#lobby' })).toBeVisible();
 }
@@ -87,6 +87,29 @@ test('a message the server refuses rolls back and says why', async ({ page }) =>
   await expect(page.getByRole('alert')).toHaveText('A message has a name and 1 to 500 characters.');
   await expect(messages(page)).toHaveCount(before);
 });
+
+// The same room in the streaming modes that put parts in place with a script: the rows a
+// streamed part hydrates with are the server's, and then they are live.
+for (const [mode, path] of [['OutOfOrder', '/streamed'], ['PartiallyBlocked', '/blocked']]) {
+  test(`streamed ${mode}, the room hydrates without errors and is live`, async ({ browser }) => {
+    const [a, b] = [await browser.newPage(), await browser.newPage()];
+    const errors: string[] = [];
+    a.on('pageerror', (e) => errors.push(e.message));
+    a.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
+    await live(b);
+    const first = unique('before');
+    await say(b, 'ann', first);
+    await expect(messages(b).last()).toHaveText(`ann: ${first}`);
+    await live(a, path);
+    await expect(messages(a).last()).toHaveText(`ann: ${first}`);
+    const second = unique('after');
+    await say(b, 'ann', second);
+    await expect(messages(a).last()).toHaveText(`ann: ${second}`);
+    await say(a, 'bea', unique('from a'));
+    await expect(messages(b).last()).toContainText('bea: from a');
+    expect(errors).toEqual([]);
+  });
+}
 
 test.describe('without JavaScript', () => {
   test.use({ javaScriptEnabled: false });

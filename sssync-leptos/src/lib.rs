@@ -290,6 +290,10 @@ pub struct SyncQuery<Q: Query> {
     client: SyncClient,
     /// Why the server refused this key to this identity since it loaded (access withdrawn).
     forbidden: Memo<Option<String>>,
+    /// The key whose rows the tab's runtime holds from this query's own load (server-rendered
+    /// or fetched): until then the rows shown are the load's, so that a part of the page
+    /// hydrated late (streamed out of order) renders exactly what the server rendered.
+    live: RwSignal<Option<QueryKey>>,
 }
 
 impl<Q: Query> Clone for SyncQuery<Q> {
@@ -356,7 +360,11 @@ impl<Q: Query> SyncQuery<Q> {
             return Some(Err(SyncError::Forbidden(why)));
         }
         self.client.changed.track();
-        if let Some(rows) = self.client.view::<Q>(&self.args.get_untracked()) {
+        let key = QueryKey::new(Q::NAME, &self.args.get_untracked()).ok();
+        if key.is_some()
+            && self.live.read().as_ref() == key.as_ref()
+            && let Some(rows) = self.client.view::<Q>(&self.args.get_untracked())
+        {
             return Some(Ok(rows));
         }
         Some(loaded.and_then(|l| decode::<Q>(&l.rows)))
@@ -527,6 +535,7 @@ pub fn use_sync_query<Q: Query>(
     );
     // After hydration (effects never run on the server): seed the cache with the server's rows
     // and version, and subscribe from there.
+    let live = RwSignal::new(None::<QueryKey>);
     #[cfg(feature = "browser")]
     {
         let held = StoredValue::new_local(None::<QueryKey>);
@@ -541,13 +550,20 @@ pub fn use_sync_query<Q: Query>(
                 .filter(|l| l.is_for(&key));
             let rt = client.runtime();
             let old = held.get_value();
+            let has_rows = loaded.is_some();
             if old.as_ref() == Some(&key) {
                 if let Some(l) = loaded {
-                    rt.seed(key, l);
+                    rt.seed(key.clone(), l);
+                    if live.get_untracked().as_ref() != Some(&key) {
+                        live.set(Some(key));
+                    }
                 }
                 return;
             }
             rt.hold(key.clone(), loaded);
+            if has_rows {
+                live.set(Some(key.clone()));
+            }
             if let Some(old) = old {
                 rt.release(&old);
             }
@@ -577,6 +593,7 @@ pub fn use_sync_query<Q: Query>(
         resource,
         client,
         forbidden,
+        live,
     }
 }
 

@@ -29,6 +29,11 @@ trait Source: Send + Sync + 'static {
         key: &'a QueryKey,
         identity: Identity,
     ) -> BoxFuture<'a, Result<Loaded, SyncError>>;
+    fn may_read<'a>(
+        &'a self,
+        key: &'a QueryKey,
+        identity: Identity,
+    ) -> BoxFuture<'a, Result<(), SyncError>>;
     fn apply<'a>(
         &'a self,
         identity: Identity,
@@ -77,6 +82,18 @@ impl<S: Store> Source for Engine<S> {
                 version,
                 rows: rows.into_rows(),
             })
+        })
+    }
+
+    fn may_read<'a>(
+        &'a self,
+        key: &'a QueryKey,
+        identity: Identity,
+    ) -> BoxFuture<'a, Result<(), SyncError>> {
+        Box::pin(async move {
+            Engine::may_read(self, key.name(), key.args_json(), &identity)
+                .await
+                .map_err(engine_error)
         })
     }
 
@@ -226,6 +243,19 @@ impl SyncServer {
     ) -> Result<Loaded, SyncError> {
         let identity = self.identify(parts).await;
         self.0.load(key, identity).await
+    }
+
+    /// Whether the sender of the request with these parts may read query `Q` with `args`
+    /// ([`SyncError::Forbidden`] when it may not), without running it: for a layer that answers
+    /// a page with 404 before it renders (no header is written during a render).
+    pub async fn may_read<Q: sssync_core::Query>(
+        &self,
+        args: &Q::Args,
+        parts: Option<&Parts>,
+    ) -> Result<(), SyncError> {
+        let key = QueryKey::new(Q::NAME, args).map_err(|e| SyncError::BadRequest(e.to_string()))?;
+        let identity = self.identify(parts).await;
+        self.0.may_read(&key, identity).await
     }
 
     /// Applies an event from the server on behalf of the current request's identity (a plain

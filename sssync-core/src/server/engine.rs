@@ -747,6 +747,19 @@ impl<S: Store> Engine<S> {
             .await
     }
 
+    /// Whether `identity` may read query `name` with `args_json`, checked as a subscription is
+    /// (the query's `authorize`), without running the query: [`EngineError::Forbidden`] when it
+    /// may not. For a page to answer 404 before it renders.
+    pub async fn may_read(
+        &self,
+        name: &str,
+        args_json: &str,
+        identity: &Identity,
+    ) -> Result<(), EngineError> {
+        let key = self.key(name, args_json, identity)?;
+        self.inner.authorize(&key, identity).await
+    }
+
     /// The rows of query `name` with `args_json` at one version, as `ctx.identity` may read
     /// them (or [`EngineError::Forbidden`]): from the live group when one exists (no query
     /// runs), else read in one transaction with the version.
