@@ -66,7 +66,7 @@ pub fn run_on_client<E: Event>(event: E) -> impl Future<Output = Result<(), Sync
     }
     #[cfg(all(feature = "ssr", not(feature = "browser")))]
     {
-        async move { crate::server::apply(&event).await }
+        run_body(event)
     }
     #[cfg(not(any(feature = "ssr", feature = "browser")))]
     {

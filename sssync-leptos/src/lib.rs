@@ -619,7 +619,8 @@ impl<E: Event> SyncEvent<E> {
         {
             self.client.rejection.set(None);
             self.client.sent.set(true);
-            self.client.runtime().send(event);
+            // A refusal by the client shows as the last rejection.
+            let _ = self.client.runtime().send(event);
         }
         #[cfg(not(feature = "browser"))]
         {

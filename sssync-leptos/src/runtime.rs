@@ -985,21 +985,12 @@ impl Runtime {
         e: E,
     ) -> oneshot::Receiver<Result<(), crate::SyncError>> {
         let (tx, rx) = oneshot::channel();
-        let before = self.state.borrow().pending_events().last().map(|p| p.0);
-        self.send(e);
-        let after = self.state.borrow().pending_events().last().map(|p| p.0);
-        match after.filter(|&seq| Some(seq) != before) {
-            Some(seq) => {
+        match self.send(e) {
+            Ok(seq) => {
                 self.outcomes.borrow_mut().insert(seq, tx);
             }
-            // Refused before it was sent (args over the limit): shown as the last rejection.
-            None => {
-                let why = self
-                    .signals
-                    .rejection
-                    .get_untracked()
-                    .map(|r| r.why)
-                    .unwrap_or_else(|| Rejection::new("refused", "The event was not sent."));
+            // Refused before it was sent (args over the limit): shown as the last rejection too.
+            Err(why) => {
                 let _ = tx.send(Err(crate::SyncError::Rejected(why)));
             }
         }
@@ -1035,17 +1026,11 @@ impl Runtime {
             // The server settled, while its answer was lost with the old connection, every
             // event up to the client's `last_seq`: they are no longer pending (their effects,
             // or their absence if refused, arrive with the rows). The others stay pending.
-            let pending: std::collections::HashSet<u64> = self
-                .state
-                .borrow()
-                .pending_events()
-                .iter()
-                .map(|p| p.0)
-                .collect();
+            let state = self.state.borrow();
             let gone: Vec<u64> = outcomes
                 .keys()
                 .copied()
-                .filter(|seq| !pending.contains(seq))
+                .filter(|&seq| state.pending_name(seq).is_none())
                 .collect();
             for seq in gone {
                 if let Some(tx) = outcomes.remove(&seq) {
@@ -1055,31 +1040,37 @@ impl Runtime {
         }
     }
 
-    /// Queues an event: predicted now, sent when connected. One the client refuses (args over
-    /// the limit) shows as the last rejection.
-    pub(crate) fn send<E: Event>(&self, e: E) {
+    /// Queues an event: predicted now, sent when connected; its seq. One the client refuses
+    /// (args over the limit) shows as the last rejection.
+    pub(crate) fn send<E: Event>(&self, e: E) -> Result<u64, Rejection> {
         if self.state.borrow().pending_count() == 0 {
             self.last_progress.set(now_ms());
         }
         let pushed = self.state.borrow_mut().push(e);
-        match pushed {
+        let seq = match pushed {
             Ok((msg, _)) => {
                 self.send_if_live(&msg);
-                if let ClientMsg::Event(ev) = &msg {
-                    let tab = self.state.borrow().client_id().to_owned();
-                    self.tell_tabs(&TabMsg::Event {
-                        tab,
-                        seq: ev.seq,
-                        name: ev.name.clone(),
-                        args: ev.args.get().to_owned(),
-                    });
-                }
+                let ClientMsg::Event(ev) = &msg else {
+                    unreachable!("a pushed event is an event message")
+                };
+                let tab = self.state.borrow().client_id().to_owned();
+                self.tell_tabs(&TabMsg::Event {
+                    tab,
+                    seq: ev.seq,
+                    name: ev.name.clone(),
+                    args: ev.args.get().to_owned(),
+                });
+                Ok(ev.seq)
             }
-            Err(why) => self.signals.rejection.set(Some(crate::Refused {
-                event: E::NAME.to_owned(),
-                why,
-            })),
-        }
+            Err(why) => {
+                self.signals.rejection.set(Some(crate::Refused {
+                    event: E::NAME.to_owned(),
+                    why: why.clone(),
+                }));
+                Err(why)
+            }
+        };
         self.after_change();
+        seq
     }
 }

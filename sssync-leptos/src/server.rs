@@ -346,20 +346,11 @@ impl DbPool {
     /// Opens the database at `url`: `sqlite://file.db` (created if missing, with the settings
     /// the engine relies on: WAL, durable commits) or `postgres://…`.
     pub async fn open(url: &str) -> Result<DbPool, OpenError> {
+        use sssync_core::server::{PgStore, SqliteStore, Store};
         if url.starts_with("sqlite:") {
-            let options = sssync_core::server::SqliteStore::connect_options(url)?;
-            let pool = sqlx::sqlite::SqlitePoolOptions::new()
-                .max_connections(8)
-                .connect_with(options)
-                .await?;
-            Ok(DbPool::Sqlite(pool))
+            Ok(DbPool::Sqlite(SqliteStore::open(url).await?.pool().clone()))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let pool = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(8)
-                .acquire_timeout(std::time::Duration::from_secs(10))
-                .connect(url)
-                .await?;
-            Ok(DbPool::Postgres(pool))
+            Ok(DbPool::Postgres(PgStore::open(url).await?.pool().clone()))
         } else {
             Err(OpenError::Unsupported(url.to_owned()))
         }

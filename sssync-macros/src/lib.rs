@@ -58,15 +58,30 @@ impl Dbs {
         }
     }
 
-    /// `(database type, label)` for each database compiled for.
-    fn each(self) -> Vec<(Tokens, &'static str)> {
+    /// The databases of an attribute whose one option is `db` (`#[sync_apply]`, `#[sync_sql]`).
+    fn only_option(attr: Tokens) -> syn::Result<Dbs> {
+        let mut dbs = Dbs::default();
+        syn::meta::parser(|meta| {
+            if meta.path.is_ident("db") {
+                dbs = Dbs::parse(&meta)?;
+                Ok(())
+            } else {
+                Err(meta.error("unknown option: use db = sqlite or db = postgres"))
+            }
+        })
+        .parse2(attr)?;
+        Ok(dbs)
+    }
+
+    /// The type of each database compiled for.
+    fn each(self) -> Vec<Tokens> {
         let p = krate();
         let mut out = Vec::new();
         if self.sqlite {
-            out.push((quote!(#p::core::server::Sqlite), "sqlite"));
+            out.push(quote!(#p::core::server::Sqlite));
         }
         if self.postgres {
-            out.push((quote!(#p::core::server::Postgres), "postgres"));
+            out.push(quote!(#p::core::server::Postgres));
         }
         out
     }
@@ -410,7 +425,7 @@ fn query(attr: Tokens, func: ItemFn) -> syn::Result<Tokens> {
         .collect();
 
     let mut impls = Vec::new();
-    for (db, _) in dbs.each() {
+    for db in dbs.each() {
         let authorize_fn = authorize.as_ref().map(|path| {
             quote! {
                 async fn authorize(
@@ -648,16 +663,7 @@ pub fn sync_apply(attr: TokenStream, item: TokenStream) -> TokenStream {
 
 fn apply(attr: Tokens, imp: ItemImpl) -> syn::Result<Tokens> {
     let p = krate();
-    let mut dbs = Dbs::default();
-    let parser = syn::meta::parser(|meta| {
-        if meta.path.is_ident("db") {
-            dbs = Dbs::parse(&meta)?;
-            Ok(())
-        } else {
-            Err(meta.error("unknown option: use db = sqlite or db = postgres"))
-        }
-    });
-    parser.parse2(attr)?;
+    let dbs = Dbs::only_option(attr)?;
     if imp.trait_.is_some() {
         return Err(Error::new(
             imp.span(),
@@ -692,7 +698,7 @@ fn apply(attr: Tokens, imp: ItemImpl) -> syn::Result<Tokens> {
         ));
     }
     let mut impls = Vec::new();
-    for (db, _) in dbs.each() {
+    for db in dbs.each() {
         let mut f = with_db(&apply_fn, &db, |v, f| v.visit_signature_mut(&mut f.sig));
         f.vis = syn::Visibility::Inherited;
         let stmts = &f.block.stmts;
@@ -756,16 +762,7 @@ pub fn sync_sql(attr: TokenStream, item: TokenStream) -> TokenStream {
 
 fn sql(attr: Tokens, func: ItemFn) -> syn::Result<Tokens> {
     let p = krate();
-    let mut dbs = Dbs::default();
-    let parser = syn::meta::parser(|meta| {
-        if meta.path.is_ident("db") {
-            dbs = Dbs::parse(&meta)?;
-            Ok(())
-        } else {
-            Err(meta.error("unknown option: use db = sqlite or db = postgres"))
-        }
-    });
-    parser.parse2(attr)?;
+    let dbs = Dbs::only_option(attr)?;
     let sig = &func.sig;
     if sig.asyncness.is_none() {
         return Err(Error::new(
@@ -811,7 +808,7 @@ fn sql(attr: Tokens, func: ItemFn) -> syn::Result<Tokens> {
     trait_sig.output =
         parse_quote!(-> impl ::core::future::Future<Output = #out> + ::core::marker::Send);
     let mut impls = Vec::new();
-    for (db, _) in dbs.each() {
+    for db in dbs.each() {
         let mut isig = with_db(sig, &db, |v, s| v.visit_signature_mut(s));
         isig.ident = format_ident!("call");
         let stmts = &func.block.stmts;
