@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's second command: installs what is missing, then runs every check and test:
-# formatting, clippy (native and wasm32), the Rust unit and integration tests, a release build of
+# formatting, clippy (native and wasm32), the Rust unit and integration tests, a short fuzzing and
+# benchmark pass (the benchmark fails on a ratio below its floor), a release build of
 # the demo, and the browser end-to-end tests (Playwright driving Chromium, with and without
 # JavaScript) against that build on a fresh SQLite database.
 #
@@ -61,6 +62,12 @@ rust_failed=$(grep -Eo '[0-9]+ failed' "$work/cargo-test.log" | awk '{s += $1} E
 
 step "fuzzing, a short pass (scripts/fuzz.sh: 20 s per target)"
 bash scripts/fuzz.sh 20
+
+step "benchmark, a short pass (sssync-bench perf --quick --check: ratios against baselines)"
+cargo build --release -p sssync-bench
+bench_pg=()
+if [ -n "${E2E_PG_URL:-}" ]; then bench_pg=(--pg "$SSSYNC_TEST_PG"); fi
+"$CARGO_TARGET_DIR/release/sssync-bench" perf --quick --check "${bench_pg[@]}"
 
 step "building the demo (cargo leptos build --release)"
 cargo leptos build --release

@@ -1,6 +1,5 @@
 //! A chat room, the second sssync app: messages live in every browser, predicted, sent without
 //! JavaScript too; the page streams in order (`SsrMode::InOrder`), its messages in the HTML.
-#![recursion_limit = "256"]
 #![allow(missing_docs)] // a short example
 
 use leptos::prelude::*;
@@ -56,37 +55,21 @@ impl Say {
     async fn apply(&self, conn: &mut Conn<Db>, _ctx: &EventCtx) -> Result<(), EventError> {
         let (author, text) = (self.author.trim(), self.text.trim());
         if author.is_empty() || text.is_empty() || text.chars().count() > 500 {
-            let why = "A message has a name and 1 to 500 characters.";
+            let why = "Give a name and 1 to 500 characters.";
             return Err(Rejection::new("bad_message", why).into());
         }
-        sqlx::query(
-            "INSERT INTO messages (id, room, author, text, at) VALUES ($1, $2, $3, $4, \
-             COALESCE((SELECT MAX(at) FROM messages), 0) + 1)",
-        )
-        .bind(&self.id)
-        .bind(&self.room)
-        .bind(author)
-        .bind(text)
-        .execute(&mut *conn)
-        .await?;
+        let sql = "INSERT INTO messages (id, room, author, text, at) \
+                   VALUES ($1, $2, $3, $4, COALESCE((SELECT MAX(at) FROM messages), 0) + 1)";
+        let insert = sqlx::query(sql).bind(&self.id).bind(&self.room).bind(author).bind(text);
+        insert.execute(&mut *conn).await?;
         Ok(())
     }
 }
 
 /// The HTML document (the browser hydrates `<body>`).
 pub fn shell(options: LeptosOptions) -> impl IntoView {
-    view! {
-        <!DOCTYPE html>
-        <html lang="en">
-            <head>
-                <meta charset="utf-8" />
-                <HydrationScripts options />
-            </head>
-            <body>
-                <App />
-            </body>
-        </html>
-    }
+    let head = view! { <meta charset="utf-8" /><HydrationScripts options /> };
+    view! { <!DOCTYPE html><html lang="en"><head>{head}</head><body><App /></body></html> }
 }
 
 #[component]
@@ -111,23 +94,16 @@ fn Room(room: &'static str) -> impl IntoView {
     let messages = use_sync_query::<Messages>(move || MessagesArgs { room: room.to_owned() });
     let say = use_sync_event::<Say>();
     let status = use_sync_status();
-    let text = NodeRef::<leptos::html::Input>::new();
+    let text = NodeRef::<leptos::html::Input>::new(); // emptied once its message is sent
     Effect::new(move |_| {
-        if say.input().read().is_some()
-            && let Some(input) = text.get_untracked()
-        {
-            input.set_value("");
-        }
+        say.input().with(Option::is_some).then(|| text.get_untracked().map(|i| i.set_value("")))
     });
     view! {
         <h1>{format!("#{room}")}</h1>
         <Suspense fallback=|| view! { <p>"Loading…"</p> }>
             <ul aria-label="Messages">
-                {move || messages.rows().and_then(Result::ok).map(|rows| {
-                    rows.into_iter()
-                        .map(|m| view! { <li><b>{m.author}</b>": "{m.text}</li> })
-                        .collect_view()
-                })}
+                {move || messages.rows().and_then(Result::ok).map(|rows| rows.into_iter()
+                    .map(|m| view! { <li><b>{m.author}</b>": "{m.text}</li> }).collect_view())}
             </ul>
         </Suspense>
         {move || status.last_rejection.get().map(|r| view! { <p role="alert">{r.message}</p> })}

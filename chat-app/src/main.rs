@@ -10,7 +10,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .table(sssync_core::server::Table::new("messages", "id")?.partition("room")?)
         .open(&url)
         .await?;
-    let listener = tokio::net::TcpListener::bind(options.site_addr).await?;
+    let listener = sssync_core::server::listen(options.site_addr).await?; // TCP_NODELAY
     println!("sssync chat: http://{}", listener.local_addr()?);
     axum::serve(listener, sync.app_router(options, chat_app::App, chat_app::shell)).await?;
     Ok(())

@@ -99,7 +99,7 @@ pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_owned());
     let pool = crate::db::open(&url).await?;
     let sync = crate::sync::start(pool.clone()).await?;
-    let listener = tokio::net::TcpListener::bind(options.site_addr).await?;
+    let listener = sssync_core::server::listen(options.site_addr).await?;
     let addr = listener.local_addr()?;
     let shown = redact(&url);
     tracing::info!(database = %shown, "sssync demo listening on http://{addr}");

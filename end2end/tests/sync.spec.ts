@@ -1,7 +1,7 @@
 // The demo on sssync: server-rendered rows hydrate without a second fetch, and writes in one
 // browser reach every other browser live.
 import { expect, test } from '@playwright/test';
-import { addTodo, item, items, openFreshList, settled, titles, waitReady } from './helpers';
+import { addTodo, item, items, newTodo, openFreshList, settled, titles, waitReady } from './helpers';
 
 test('hydration makes no fetch or XHR request', async ({ page }) => {
   const id = await openFreshList(page, true);
@@ -138,4 +138,38 @@ test('an edit in progress survives another browser’s change to the list', asyn
   await expect(edit).toBeFocused();
   await edit.press('Enter');
   await expect(titles(b)).toHaveText(['edited while b writes', 'other', 'added by b'], { timeout: 2_000 });
+});
+
+test('an add whose acknowledgement is lost with its connection settles after the reconnect', async ({ page }) => {
+  // The first ack the server sends is dropped and the connection closed with it; the next
+  // connections pass through.
+  let dropped = false;
+  await page.routeWebSocket('**/sssync/ws', (ws) => {
+    const server = ws.connectToServer();
+    ws.onMessage((m) => server.send(m));
+    server.onMessage((m) => {
+      if (!dropped && typeof m === 'string' && m.includes('"t":"ack"')) {
+        dropped = true;
+        ws.close();
+        server.close();
+        return;
+      }
+      ws.send(m);
+    });
+  });
+  const id = await openFreshList(page, true);
+  await settled(page, true);
+  await newTodo(page).fill('acknowledged on a lost connection');
+  await newTodo(page).press('Enter');
+  await expect.poll(() => dropped).toBe(true);
+  // The server applied it; the tab learns so from the next connection's welcome: the add's
+  // action is no longer pending.
+  await settled(page, true);
+  await expect(page.locator('ul.todo-list')).toHaveAttribute('aria-busy', 'false');
+  await expect(titles(page)).toHaveText(['acknowledged on a lost connection']);
+  await expect(page.getByTestId('todo-count')).toContainText('1');
+  // Applied once.
+  const other = await (await page.context().browser()!.newContext()).newPage();
+  await other.goto(`/lists/${id}`);
+  await expect(titles(other)).toHaveText(['acknowledged on a lost connection']);
 });

@@ -323,3 +323,23 @@ test('after hydration each control exists once, as a TodoMVC suite expects', asy
   await expect(count(page)).toHaveText('0 items left');
   await settled(page, true);
 });
+
+test('a plain form\'s rejection shows after its redirect, and not on the list navigated to next', async ({ page }) => {
+  const other = await openFreshList(page, true);
+  const id = await openFreshList(page, true);
+  // The post a browser without JavaScript makes, and the redirect Leptos answers it with.
+  const r = await page.request.post('/api/add_todo', {
+    form: { list_id: id, title: 'x'.repeat(201), sssync_key: `k-${id}` },
+    headers: { Accept: 'text/html', Referer: new URL(`/lists/${id}`, page.url()).href },
+    maxRedirects: 0,
+  });
+  expect(r.status()).toBe(302);
+  await page.goto(r.headers()['location']);
+  await waitReady(page, true);
+  await expect(page.getByRole('alert')).toContainText('at most 200 characters');
+  // A client-side navigation leaves the redirect's URL, and its error with it.
+  await page.locator(`a.recent-list[href="/lists/${other}"]`).click();
+  await expect(page).toHaveURL(new RegExp(`/lists/${other}$`));
+  await expect(newTodo(page)).toBeVisible();
+  await expect(page.getByRole('alert')).toHaveCount(0);
+});

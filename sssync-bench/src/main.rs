@@ -1,8 +1,13 @@
 //! `sssync-bench`: measurements of sssync, over real loopback sockets and a real database.
 //!
 //! ```text
+//! sssync-bench perf [--quick] [--check] [--pg URL] [--only fan,bytes,reconnect,events,noop,idle]
 //! sssync-bench instances [--pg URL] [--writes 1000] [--rows 10000] [--missed 1000]
 //! ```
+//!
+//! `perf`: SPEC §6's targets, each beside a baseline measured in the same run, as a table with
+//! the ratio (see `perf.rs` and `docs/performance.md`). `--quick` is the short pass CI runs;
+//! `--check` fails when a guarded ratio drops below its floor; `--pg` adds the PostgreSQL rows.
 //!
 //! `instances`: two engines (two server instances, each with its own pool, tailer and HTTP
 //! server on 127.0.0.1) on one PostgreSQL database, in a schema of their own. A client writes
@@ -12,6 +17,8 @@
 //! Then a subscriber of a result of `--rows` rows goes away, misses `--missed` changes, and
 //! comes back to the other instance: it prints the bytes of that resume next to the bytes of the
 //! whole result.
+
+mod perf;
 
 use sssync_core::client::native::{NativeClient, Options};
 use sssync_core::protocol::ServerMsg;
@@ -48,9 +55,32 @@ fn main() {
                 std::process::exit(1);
             }
         }
+        Some("perf") => {
+            let size = if args.iter().any(|a| a == "--quick") {
+                perf::Size::QUICK
+            } else {
+                perf::Size::FULL
+            };
+            let check = args.iter().any(|a| a == "--check");
+            let only: Vec<String> = arg::<String>(&args, "--only")
+                .map(|o| o.split(',').map(str::to_owned).collect())
+                .unwrap_or_default();
+            if let Err(e) = runtime.block_on(perf::run(size, arg(&args, "--pg"), check, &only)) {
+                eprintln!("sssync-bench perf: {e}");
+                std::process::exit(1);
+            }
+        }
+        Some("serve") => {
+            let db = args.get(2).cloned().unwrap_or_default();
+            if let Err(e) = runtime.block_on(perf::serve(&db)) {
+                eprintln!("sssync-bench serve: {e}");
+                std::process::exit(1);
+            }
+        }
         _ => {
             eprintln!(
-                "usage: sssync-bench instances [--pg URL] [--writes N] [--rows N] [--missed N]"
+                "usage: sssync-bench perf [--quick] [--check] [--pg URL]\n       \
+                 sssync-bench instances [--pg URL] [--writes N] [--rows N] [--missed N]"
             );
             std::process::exit(2);
         }
@@ -74,7 +104,7 @@ impl Instance {
         let engine = app::declare(Engine::builder(PgStore::from_pool(pool).await?))
             .start()
             .await?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = sssync_core::server::listen("127.0.0.1:0").await?;
         let url = format!("ws://{}/sssync/ws", listener.local_addr()?);
         let app = router(engine.clone());
         let task = tokio::spawn(async move {

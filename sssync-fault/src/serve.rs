@@ -75,7 +75,7 @@ pub async fn serve(db: &str, busy_timeout: Duration) -> Result<(), Box<dyn std::
         let engine = build(Engine::builder(SqliteStore::from_pool(pool.clone())), hook).await?;
         (router(engine), Some(pool))
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let listener = sssync_core::server::listen("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;

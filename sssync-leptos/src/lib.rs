@@ -217,6 +217,21 @@ pub fn provide_sync_client() -> SyncClient {
 
 /// Provides the tab's sync client to its children: the component form of
 /// [`provide_sync_client`]. Wrap the app (its router) in it, once.
+///
+/// ```
+/// use leptos::prelude::*;
+/// use sssync_leptos::{SyncProvider, use_sync_status};
+///
+/// #[component]
+/// fn Status() -> impl IntoView {
+///     let status = use_sync_status();
+///     view! { <p>{move || if status.online.get() { "live" } else { "offline" }}</p> }
+/// }
+///
+/// let html = Owner::new().with(|| view! { <SyncProvider><Status /></SyncProvider> }.to_html());
+/// // Rendered on the server, the page is not live yet.
+/// assert!(html.contains("offline"), "{html}");
+/// ```
 #[component]
 pub fn SyncProvider(
     /// The app.
@@ -467,15 +482,24 @@ fn decode<Q: Query>(rows: &[Row]) -> Result<Vec<Q::Row>, SyncError> {
 /// Reads query `Q` with reactive `args`: rendered on the server, hydrated without a second
 /// fetch, then kept live.
 ///
-/// ```no_run
-/// # use leptos::prelude::*;
-/// # use serde::{Deserialize, Serialize};
-/// # use sssync_leptos::{sync_query, use_sync_query};
+/// ```
+/// use leptos::prelude::*;
+/// use serde::{Deserialize, Serialize};
+/// use sssync_leptos::{sync_query, use_sync_query};
 /// # #[cfg(feature = "ssr")] use sssync_leptos::server::prelude::*;
-/// # #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-/// # pub struct Note { pub id: String, pub text: String }
-/// # #[sync_query(key = id, reads = [notes(board)])]
-/// # pub async fn notes(conn: &mut Conn<Db>, board: String) -> Result<Vec<Note>, sqlx::Error> { todo!() }
+///
+/// #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// # #[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
+/// pub struct Note { pub id: String, pub text: String }
+///
+/// #[sync_query(key = id, reads = [notes(board)])]
+/// pub async fn notes(conn: &mut Conn<Db>, board: String) -> Result<Vec<Note>, sqlx::Error> {
+///     sqlx::query_as("SELECT id, text FROM notes WHERE board = $1")
+///         .bind(board)
+///         .fetch_all(&mut *conn)
+///         .await
+/// }
+///
 /// #[component]
 /// fn Board(board: Signal<String>) -> impl IntoView {
 ///     let notes = use_sync_query::<Notes>(move || NotesArgs { board: board.get() });
@@ -486,8 +510,34 @@ fn decode<Q: Query>(rows: &[Row]) -> Result<Vec<Q::Row>, SyncError> {
 ///         </Transition>
 ///     }
 /// }
+///
+/// // On the server, the query runs in-process on the engine (here over a SQLite file):
+/// # #[cfg(feature = "ssr")]
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// # let _ = any_spawner::Executor::init_tokio();
+/// # let path = std::env::temp_dir().join(format!("sssync-doc-query-{}.db", std::process::id()));
+/// # let _ = std::fs::remove_file(&path);
+/// let sync = sssync_leptos::server::SyncServer::builder()
+///     .schema("CREATE TABLE notes (id TEXT PRIMARY KEY, board TEXT NOT NULL, text TEXT NOT NULL)")
+///     .table(sssync_core::server::Table::new("notes", "id")?.partition("board")?)
+///     .open(&format!("sqlite://{}", path.display()))
+///     .await?;
+/// sync.pool().unwrap().execute_script("INSERT INTO notes VALUES ('n1', 'b1', 'hello')").await?;
+/// let owner = Owner::new();
+/// let notes = owner.with(|| {
+///     provide_context(sync.clone()); // what `SyncServer::context` does for each request
+///     sssync_leptos::provide_sync_client();
+///     use_sync_query::<Notes>(|| NotesArgs { board: "b1".into() })
+/// });
+/// // Awaitable, as inside `Suspend::new(async move { notes.await })`.
+/// let rows = notes.await?;
+/// assert_eq!(rows, [Note { id: "n1".into(), text: "hello".into() }]);
+/// # sync.shutdown();
+/// # let _ = std::fs::remove_file(&path);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
 /// ```
-/// (Rendered in `tests/ssr.rs` on a real engine, and in the browser by the end-to-end tests.)
+/// (Rendered end to end in `tests/ssr.rs` and, in the browser, by the end-to-end tests.)
 pub fn use_sync_query<Q: Query>(
     args: impl Fn() -> Q::Args + Send + Sync + 'static,
 ) -> SyncQuery<Q> {
@@ -660,6 +710,26 @@ impl<E: Event> SyncEvent<E> {
 
 /// The sender of event type `E`, for events declared by hand (an `impl Event`) rather than
 /// with [`macro@sync_event`] (whose events are server actions: see [`use_sync_event`]).
+///
+/// ```
+/// use leptos::prelude::*;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Clone, Debug, Serialize, Deserialize)]
+/// struct Ping { note: String }
+///
+/// impl sssync_leptos::Event for Ping {
+///     const NAME: &'static str = "ping";
+/// }
+///
+/// Owner::new().with(|| {
+///     sssync_leptos::provide_sync_client();
+///     let ping = sssync_leptos::use_sync_sender::<Ping>();
+///     // Nothing sent yet: none of this type pending, none refused.
+///     assert_eq!(ping.pending(), 0);
+///     assert_eq!(ping.last_rejection(), None);
+/// });
+/// ```
 pub fn use_sync_sender<E: Event>() -> SyncEvent<E> {
     let client = client();
     client.types.update_value(|t| t.add::<E>());
@@ -680,14 +750,29 @@ pub fn use_sync_sender<E: Event>() -> SyncEvent<E> {
 /// posts to the event's server function, and a rejection comes back as the action's value after
 /// the redirect.
 ///
-/// ```no_run
-/// # use leptos::prelude::*;
-/// # use sssync_leptos::{FormKey, sync_apply, sync_event, use_sync_event};
+/// ```
+/// use leptos::prelude::*;
+/// use sssync_leptos::{FormKey, sync_apply, sync_event, use_sync_event};
 /// # #[cfg(feature = "ssr")] use sssync_leptos::server::prelude::*;
-/// # #[sync_event]
-/// # pub struct AddNote { #[serde(default = "sssync_leptos::new_id")] pub id: String, pub board: String, pub text: String }
-/// # #[sync_apply]
-/// # impl AddNote { async fn apply(&self, conn: &mut Conn<Db>, ctx: &EventCtx) -> Result<(), EventError> { Ok(()) } }
+///
+/// #[sync_event]
+/// pub struct AddNote {
+///     #[serde(default = "sssync_leptos::new_id")]
+///     pub id: String,
+///     pub board: String,
+///     pub text: String,
+/// }
+///
+/// #[sync_apply]
+/// impl AddNote {
+///     async fn apply(&self, conn: &mut Conn<Db>, _: &EventCtx) -> Result<(), EventError> {
+///         sqlx::query("INSERT INTO notes (id, board, text) VALUES ($1, $2, $3)")
+///             .bind(&self.id).bind(&self.board).bind(&self.text)
+///             .execute(&mut *conn).await?;
+///         Ok(())
+///     }
+/// }
+///
 /// #[component]
 /// fn NewNote(board: String) -> impl IntoView {
 ///     let add = use_sync_event::<AddNote>();
@@ -700,6 +785,17 @@ pub fn use_sync_sender<E: Event>() -> SyncEvent<E> {
 ///         <p>{move || add.pending().get().then_some("Saving…")}</p>
 ///     }
 /// }
+///
+/// // Rendered on the server, the form posts to the event's own server function (what a
+/// // browser without JavaScript sends), with a key that makes the post idempotent.
+/// # #[cfg(feature = "ssr")] {
+/// let html = Owner::new().with(|| {
+///     sssync_leptos::provide_sync_client();
+///     view! { <NewNote board="b1".to_owned() /> }.to_html()
+/// });
+/// assert!(html.contains(r#"action="/api/add_note""#), "{html}");
+/// assert!(html.contains(r#"name="sssync_key""#), "{html}");
+/// # }
 /// ```
 pub fn use_sync_event<E: SyncAction>() -> ServerAction<E> {
     let client = client();
@@ -791,9 +887,10 @@ pub fn FormKey() -> impl IntoView {
 /// JavaScript needs (a submit button standing in for a checkbox) while it is `false`, so that
 /// each control exists once on a hydrated page.
 ///
-/// ```no_run
-/// # use leptos::prelude::*;
-/// # use sssync_leptos::use_hydrated;
+/// ```
+/// use leptos::prelude::*;
+/// use sssync_leptos::use_hydrated;
+///
 /// #[component]
 /// fn Toggle(done: bool) -> impl IntoView {
 ///     let js = use_hydrated();
@@ -804,6 +901,10 @@ pub fn FormKey() -> impl IntoView {
 ///         </Show>
 ///     }
 /// }
+///
+/// // The server renders the stand-in, for a page without JavaScript.
+/// let html = Owner::new().with(|| view! { <Toggle done=true /> }.to_html());
+/// assert!(html.contains(r#"role="checkbox""#), "{html}");
 /// ```
 pub fn use_hydrated() -> ReadSignal<bool> {
     let (hydrated, set) = signal(false);
@@ -814,8 +915,8 @@ pub fn use_hydrated() -> ReadSignal<bool> {
 /// The connection's status: online, pending writes, the last rejection.
 ///
 /// The last rejection is also that of a plain form (no JavaScript) the server refused: its
-/// redirect carries the error back (Leptos's form-redirect errors), until this tab sends
-/// another event.
+/// redirect carries the error back (Leptos's form-redirect errors), while the page's URL has
+/// it (a client-side navigation drops it) and until this tab sends another event.
 ///
 /// ```
 /// use leptos::prelude::*;
@@ -837,21 +938,40 @@ pub fn use_sync_status() -> SyncStatus {
         pending: c.pending.into(),
         last_rejection: Signal::derive(move || match c.rejection.read().as_ref() {
             Some(r) => Some(r.why.clone()),
-            None if !c.sent.get() => from_form.clone(),
+            None if !c.sent.get() => from_form.get(),
             None => None,
         }),
         notice: c.notice.into(),
     }
 }
 
-/// The rejection a plain form's redirect brought back, if it was an event's.
-fn form_rejection() -> Option<Rejection> {
+/// The rejection a plain form's redirect brought back, if it was an event's: the `__err` of
+/// Leptos's form-redirect errors in the page's URL. In the browser it follows the router's URL,
+/// so a client-side navigation away from the redirect's page drops it (Leptos's own
+/// `ServerActionError` context stays as the first page provided it).
+fn form_rejection() -> Signal<Option<Rejection>> {
     use leptos::server_fn::error::ServerFnUrlError;
-    let error = use_context::<leptos::server::ServerActionError>()?;
-    match ServerFnUrlError::<SyncError>::decode_err(error.err()) {
+    let decode = |err: &str| match ServerFnUrlError::<SyncError>::decode_err(err) {
         SyncError::Rejected(r) => Some(r),
         _ => None,
+    };
+    #[cfg(feature = "browser")]
+    if let Some(url) = use_context::<leptos_router::location::BrowserUrl>() {
+        use leptos_router::location::LocationProvider;
+        let url = url.as_url().clone();
+        return Signal::derive(move || {
+            url.with(|url| {
+                let params = url.search_params();
+                params
+                    .get_str("__path")
+                    .and(params.get_str("__err"))
+                    .and_then(decode)
+            })
+        });
     }
+    // On the server (and in an app without a router): the request's, as Leptos provides it.
+    let error = use_context::<leptos::server::ServerActionError>();
+    Signal::stored(error.and_then(|e| decode(e.err())))
 }
 
 #[cfg(test)]

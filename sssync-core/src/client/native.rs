@@ -343,7 +343,7 @@ async fn run(shared: Arc<Shared>, mut out: mpsc::Receiver<ClientMsg>) {
             })
         };
         let connected = match request {
-            Ok(r) => tokio_tungstenite::connect_async(r).await,
+            Ok(r) => tokio_tungstenite::connect_async_with_config(r, None, true).await,
             Err(e) => Err(e),
         };
         let ws = match connected {

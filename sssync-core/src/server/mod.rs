@@ -33,7 +33,7 @@ pub use sqlite::SqliteStore;
 /// The databases sssync runs on (sqlx's types), for [`for_each_db!`](crate::for_each_db).
 pub use sqlx::{Postgres, Sqlite};
 pub use store::{Change, LogRead, Store, StoreError};
-pub use transport::{router, valid_client_id};
+pub use transport::{NoDelayListener, listen, router, valid_client_id};
 
 /// Writes the items it is given once for each database sssync runs on (SQLite and PostgreSQL),
 /// with `Db` naming the database: query and event handlers written once, compiled (and

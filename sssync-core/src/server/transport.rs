@@ -85,6 +85,44 @@ pub fn router<S: Store>(engine: Engine<S>) -> Router {
         .with_state(engine)
 }
 
+/// Binds `addr` for `axum::serve`, with `TCP_NODELAY` on every connection it accepts. A
+/// server's messages are small frames written back to back (an ack, then deltas); with
+/// Nagle's algorithm on (axum's default), a frame written while the previous one is
+/// unacknowledged waits for the peer's delayed ACK, up to 40 ms.
+pub async fn listen(addr: impl tokio::net::ToSocketAddrs) -> std::io::Result<NoDelayListener> {
+    Ok(NoDelayListener(tokio::net::TcpListener::bind(addr).await?))
+}
+
+/// A TCP listener whose connections have `TCP_NODELAY` on (see [`listen`]).
+#[derive(Debug)]
+pub struct NoDelayListener(tokio::net::TcpListener);
+
+impl NoDelayListener {
+    /// The address it listens on.
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+impl axum::serve::Listener for NoDelayListener {
+    type Io = tokio::net::TcpStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (io, addr) = axum::serve::Listener::accept(&mut self.0).await;
+        // A socket that refuses the option still works, only slower.
+        let _ = io.set_nodelay(true);
+        (io, addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+/// The WebSocket read buffer per connection, in bytes.
+const READ_BUFFER: usize = 4 * 1024;
+
 async fn ws_handler<S: Store>(
     State(engine): State<Engine<S>>,
     parts: Parts,
@@ -96,6 +134,10 @@ async fn ws_handler<S: Store>(
     let identity = engine.identify(&parts).await;
     ws.max_message_size(hard)
         .max_frame_size(hard)
+        // The read buffer is allocated whole per connection (tungstenite's default is 128 KiB,
+        // most of an idle connection's memory); clients' frames are small, and a bigger one
+        // is read in several chunks.
+        .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| connection(engine, socket, parts, identity))
 }
 
@@ -724,4 +766,25 @@ async fn events_handler<S: Store>(
         serde_json::to_string(&out).expect("serializes"),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connections_accepted_by_listen_send_without_nagles_delay() {
+        let mut listener = listen("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (accepted, client) = tokio::join!(
+            axum::serve::Listener::accept(&mut listener),
+            tokio::net::TcpStream::connect(addr)
+        );
+        client.unwrap();
+        let (io, _) = accepted;
+        assert!(
+            io.nodelay().unwrap(),
+            "TCP_NODELAY is off on an accepted connection"
+        );
+    }
 }

@@ -1,0 +1,880 @@
+//! `perf`: SPEC §6's targets, each measured beside a baseline in the same run, printed as one
+//! table with the ratio. The servers run in child processes of this one (`sssync-bench serve`),
+//! so that the clients' memory and CPU are not theirs; clients speak the wire protocol over
+//! loopback sockets (the native client: the engine's own client state, as a browser tab keeps).
+//!
+//! Baselines: for fan-out and bytes, refetch-on-invalidate (every subscriber fetches the
+//! query's snapshot again after each change, over a kept-alive HTTP connection: what an app
+//! without a sync engine does); for throughput and CPU, the same writes through sqlx alone, one
+//! transaction each (what a plain POST handler does); for memory, a plain axum WebSocket
+//! server holding the same number of idle connections.
+
+use futures_util::future::try_join_all;
+use sssync_core::client::native::NativeClient;
+use sssync_core::protocol::ServerMsg;
+use sssync_core::server::{Engine, PgStore, SqliteStore, Store, router};
+use sssync_fault::app::{self, AddItem, Items, ListArgs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+type Result<T> = std::result::Result<T, Error>;
+
+/// How big a run is: the full one (the figures of `docs/performance.md`) or a short pass (CI's
+/// regression guard).
+#[derive(Clone, Copy)]
+pub struct Size {
+    subscribers: usize,
+    fan_writes: usize,
+    events: usize,
+    noop_changes: usize,
+    idle: usize,
+    big_rows: usize,
+    missed: usize,
+}
+
+impl Size {
+    pub const FULL: Size = Size {
+        subscribers: 1000,
+        fan_writes: 20,
+        events: 20_000,
+        noop_changes: 5000,
+        idle: 1000,
+        big_rows: 10_000,
+        missed: 1000,
+    };
+    pub const QUICK: Size = Size {
+        subscribers: 200,
+        fan_writes: 10,
+        events: 4000,
+        noop_changes: 1000,
+        idle: 200,
+        big_rows: 2000,
+        missed: 200,
+    };
+}
+
+/// One row of the table.
+struct Line {
+    what: String,
+    target: &'static str,
+    sssync: String,
+    baseline: String,
+    /// How many times better sssync is than the baseline (> 1: better).
+    ratio: f64,
+    /// Whether the target is met, where the figure decides it.
+    met: Option<bool>,
+}
+
+/// The lowest ratio each guarded row may show in a `--check` run: far below what the full
+/// run measures (see `docs/performance.md`), so that only a real regression trips it on a
+/// shared, noisy machine.
+const FLOORS: &[(&str, f64)] = &[
+    ("write -> 1 key's subscribers", 1.2),
+    ("bytes, 1-row change", 50.0),
+    ("reconnect after missed changes", 5.0),
+    ("events committed and fanned out", 0.4),
+    ("idle connection memory", 2.0),
+];
+
+/// Runs the rows named in `only` (all when it is empty: `fan`, `bytes`, `reconnect`, `events`,
+/// `noop`, `idle`) and prints the table.
+pub async fn run(size: Size, pg: Option<String>, check: bool, only: &[String]) -> Result<()> {
+    let want = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+    let dir = std::env::temp_dir().join(format!("sssync-perf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let sqlite = |name: &str| format!("sqlite://{}", dir.join(format!("{name}.db")).display());
+    let mut lines = Vec::new();
+
+    eprintln!("perf: fan-out and bytes, SQLite");
+    {
+        let server = Child::start(&sqlite("fan")).await?;
+        if want("fan") {
+            lines.push(fan_out(&server, size, "SQLite").await?);
+        }
+        if want("bytes") {
+            lines.push(bytes_one_change(&server, "SQLite").await?);
+        }
+        if want("reconnect") {
+            lines.push(reconnect(&server, size, "SQLite").await?);
+        }
+    }
+    if want("events") {
+        eprintln!("perf: throughput, SQLite");
+        let server = Child::start(&sqlite("events")).await?;
+        let plain = plain_writes(&sqlite("plain"), size.events / 4).await?;
+        lines.push(throughput(&server, size, plain, "SQLite", 20_000.0).await?);
+    }
+    if want("noop") {
+        eprintln!("perf: a change no subscribed query reads, SQLite");
+        lines.push(no_op_change(&sqlite("noop"), &sqlite("noop-plain"), size).await?);
+    }
+    if want("idle") {
+        eprintln!("perf: idle connections");
+        lines.push(idle_memory(&sqlite("idle"), size).await?);
+    }
+
+    if let Some(pg) = pg {
+        let (schema_url, drop_schema) = pg_schema(&pg).await?;
+        eprintln!("perf: fan-out and throughput, PostgreSQL");
+        let result = async {
+            if want("fan") {
+                let server = Child::start(&schema_url).await?;
+                lines.push(fan_out(&server, size, "PostgreSQL").await?);
+            }
+            if want("events") {
+                let server = Child::start(&schema_url).await?;
+                let plain = plain_writes(&schema_url, size.events / 4).await?;
+                lines.push(throughput(&server, size, plain, "PostgreSQL", 5000.0).await?);
+            }
+            Ok::<_, Error>(())
+        }
+        .await;
+        drop_schema.await?;
+        result?;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+
+    println!("| what | target | sssync | baseline | ratio | target met |");
+    println!("|---|---|---|---|---|---|");
+    for l in &lines {
+        let met = match l.met {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "-",
+        };
+        println!(
+            "| {} | {} | {} | {} | {:.1}x | {met} |",
+            l.what, l.target, l.sssync, l.baseline, l.ratio
+        );
+    }
+    if check {
+        let mut failed = Vec::new();
+        for (prefix, floor) in FLOORS {
+            for l in lines.iter().filter(|l| l.what.starts_with(prefix)) {
+                if l.ratio < *floor {
+                    failed.push(format!("{}: {:.1}x, below {floor}x", l.what, l.ratio));
+                }
+            }
+        }
+        if !failed.is_empty() {
+            return Err(format!("regressions: {}", failed.join("; ")).into());
+        }
+        println!("check: every guarded ratio is above its floor");
+    }
+    Ok(())
+}
+
+/// A server in a child process (`sssync-bench serve DB`), killed when dropped.
+struct Child {
+    process: tokio::process::Child,
+    addr: String,
+}
+
+impl Child {
+    async fn start(db: &str) -> Result<Child> {
+        let mut process = tokio::process::Command::new(std::env::current_exe()?)
+            .args(["serve", db])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = process.stdout.take().ok_or("no stdout")?;
+        let mut line = String::new();
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            BufReader::new(stdout).read_line(&mut line),
+        )
+        .await
+        .map_err(|_| "the server did not start within 30 s")??;
+        let addr = line
+            .trim()
+            .strip_prefix("listening ")
+            .ok_or_else(|| format!("the server said {line:?}"))?
+            .to_owned();
+        Ok(Child { process, addr })
+    }
+
+    fn ws(&self) -> String {
+        format!("ws://{}/sssync/ws", self.addr)
+    }
+
+    /// The server's resident memory, in bytes.
+    fn rss(&self) -> Result<u64> {
+        let pid = self.process.id().ok_or("the server exited")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or("no VmRSS")?;
+        Ok(kb * 1024)
+    }
+}
+
+/// `sssync-bench serve DB`: the engine (the fault harness's app) on `DB` and a plain WebSocket
+/// endpoint (`/plain/ws`, the baseline's), on 127.0.0.1; prints `listening ADDR`; exits when
+/// its standard input closes (its parent went away).
+pub async fn serve(db: &str) -> Result<()> {
+    use axum::extract::ws::WebSocketUpgrade;
+    let sync = if db.starts_with("postgres") {
+        let store = PgStore::open(db).await?;
+        sqlx::raw_sql(app::SCHEMA).execute(store.pool()).await?;
+        router(app::declare(Engine::builder(store)).start().await?)
+    } else {
+        let store = SqliteStore::open(db).await?;
+        sqlx::raw_sql(app::SCHEMA).execute(store.pool()).await?;
+        router(app::declare(Engine::builder(store)).start().await?)
+    };
+    let plain = axum::Router::new().route(
+        "/plain/ws",
+        axum::routing::get(|ws: WebSocketUpgrade| async move {
+            ws.on_upgrade(
+                |mut socket| async move { while let Some(Ok(_)) = socket.recv().await {} },
+            )
+        }),
+    );
+    let listener = sssync_core::server::listen("127.0.0.1:0").await?;
+    println!("listening {}", listener.local_addr()?);
+    tokio::spawn(async {
+        let mut buf = [0u8; 64];
+        while matches!(tokio::io::stdin().read(&mut buf).await, Ok(n) if n > 0) {}
+        std::process::exit(0);
+    });
+    axum::serve(listener, sync.merge(plain)).await?;
+    Ok(())
+}
+
+/// A schema of its own on PostgreSQL: the URL that uses it, and the future that drops it.
+async fn pg_schema(base: &str) -> Result<(String, impl std::future::Future<Output = Result<()>>)> {
+    use sqlx::Connection;
+    let schema = format!("perf_{}", std::process::id());
+    let mut admin = sqlx::PgConnection::connect(base).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+    )))
+    .execute(&mut admin)
+    .await?;
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    let drop = async move {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE"
+        )))
+        .execute(&mut admin)
+        .await?;
+        Ok(())
+    };
+    Ok((url, drop))
+}
+
+fn add(list: &str, id: String, title: String) -> AddItem {
+    AddItem {
+        uid: id.clone(),
+        id,
+        list_id: list.to_owned(),
+        title,
+    }
+}
+
+fn list(id: &str) -> ListArgs {
+    ListArgs {
+        list_id: id.to_owned(),
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// Fills `list` with `n` rows through `writer`, `window` events in flight at most.
+async fn fill(writer: &NativeClient, list: &str, n: usize, prefix: &str) -> Result<()> {
+    for chunk in (0..n).collect::<Vec<_>>().chunks(256) {
+        for i in chunk {
+            writer
+                .send(add(
+                    list,
+                    format!("{prefix}{i:06}"),
+                    format!("a row of reasonable length, number {i}"),
+                ))
+                .ok_or("the client refused an event")?;
+        }
+        writer.wait_for(WAIT, |s| s.pending_count() == 0).await?;
+    }
+    Ok(())
+}
+
+/// A kept-alive HTTP/1.1 connection, for the refetch baseline.
+struct Http {
+    stream: BufReader<tokio::net::TcpStream>,
+}
+
+impl Http {
+    async fn connect(addr: &str) -> Result<Http> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Http {
+            stream: BufReader::new(stream),
+        })
+    }
+
+    /// GETs `path`; answers the body's length.
+    async fn get(&mut self, path: &str) -> Result<usize> {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n");
+        self.stream.get_mut().write_all(request.as_bytes()).await?;
+        let mut length = None;
+        let mut status = String::new();
+        self.stream.read_line(&mut status).await?;
+        if !status.contains(" 200 ") {
+            return Err(format!("GET {path}: {}", status.trim()).into());
+        }
+        loop {
+            let mut line = String::new();
+            if self.stream.read_line(&mut line).await? == 0 {
+                return Err("the connection closed".into());
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse::<usize>().ok();
+            }
+        }
+        let length = length.ok_or("no content-length")?;
+        let mut body = vec![0; length];
+        self.stream.read_exact(&mut body).await?;
+        Ok(length)
+    }
+}
+
+fn snapshot_path(list_id: &str) -> String {
+    let args = serde_json::json!({ "list_id": list_id }).to_string();
+    let encoded: String = args
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    format!("/sssync/snapshot/items?a={encoded}")
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    crate::percentile(sorted, p)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// What the subscribers of the fan-out saw: for each write, when each subscriber had it.
+struct Fan {
+    arrivals: Vec<std::sync::Mutex<Vec<Instant>>>,
+    counts: Vec<AtomicUsize>,
+    done: tokio::sync::Notify,
+    refetch: AtomicBool,
+    refetched_bytes: AtomicU64,
+    delta_bytes: AtomicU64,
+    subscribers: usize,
+}
+
+impl Fan {
+    fn arrive(&self, w: usize) {
+        if let Some(a) = self.arrivals.get(w) {
+            a.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(Instant::now());
+            if self.counts[w].fetch_add(1, Ordering::SeqCst) + 1 == self.subscribers {
+                self.done.notify_one();
+            }
+        }
+    }
+}
+
+/// A subscriber of the fan-out's list that only notes when each write's delta arrives (or,
+/// refetching, asks `refetch` to GET the snapshot): a raw WebSocket speaking the protocol, so
+/// that a thousand of them cost the load generator little. Answers once the list's snapshot
+/// has arrived; the task reads on.
+async fn light_subscriber(
+    ws: &str,
+    i: usize,
+    fan: Arc<Fan>,
+    refetch: tokio::sync::mpsc::Sender<usize>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut socket, _) = tokio_tungstenite::connect_async_with_config(ws, None, true).await?;
+    let hello = serde_json::json!({
+        "t": "hello", "protocol": sssync_core::protocol::PROTOCOL, "client_id": format!("fan-{i}"),
+    });
+    socket.send(Message::text(hello.to_string())).await?;
+    let sub = serde_json::json!({ "t": "sub", "q": "items", "a": { "list_id": "fan" } });
+    socket.send(Message::text(sub.to_string())).await?;
+    loop {
+        match tokio::time::timeout(WAIT, socket.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) if t.contains(r#""t":"snapshot""#) => break,
+            Ok(Some(Ok(_))) => {}
+            _ => return Err(format!("subscriber {i} got no snapshot").into()),
+        }
+    }
+    Ok(tokio::spawn(async move {
+        while let Some(Ok(frame)) = socket.next().await {
+            let Message::Text(t) = frame else { continue };
+            if !t.contains(r#""t":"delta""#) {
+                continue;
+            }
+            fan.delta_bytes.fetch_add(t.len() as u64, Ordering::Relaxed);
+            for part in t.split(r#""k":"fan-"#).skip(1) {
+                let digits: String = part.chars().take_while(char::is_ascii_digit).collect();
+                if let Ok(w) = digits.parse::<usize>() {
+                    if fan.refetch.load(Ordering::SeqCst) {
+                        let _ = refetch.try_send(w);
+                    } else {
+                        fan.arrive(w);
+                    }
+                }
+            }
+        }
+    }))
+}
+
+/// Write -> every subscriber of one key: sssync's deltas, then refetch-on-invalidate (the
+/// delta only says "changed"; each subscriber then GETs the snapshot).
+async fn fan_out(server: &Child, size: Size, db: &str) -> Result<Line> {
+    let (n, writes) = (size.subscribers, size.fan_writes);
+    let fan = Arc::new(Fan {
+        arrivals: (0..2 * writes).map(|_| Default::default()).collect(),
+        counts: (0..2 * writes).map(|_| AtomicUsize::new(0)).collect(),
+        done: tokio::sync::Notify::new(),
+        refetch: AtomicBool::new(false),
+        refetched_bytes: AtomicU64::new(0),
+        delta_bytes: AtomicU64::new(0),
+        subscribers: n,
+    });
+    let writer = NativeClient::connect(server.ws(), "fan-writer");
+    // The list the subscribers read: 100 rows, a TodoMVC list's worth.
+    fill(&writer, "fan", 100, "pre-").await?;
+    let mut subscribers = Vec::with_capacity(n);
+    let mut refetchers = Vec::with_capacity(n);
+    for i in 0..n {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<usize>(64);
+        subscribers.push(light_subscriber(&server.ws(), i, fan.clone(), tx).await?);
+        let mut http = Http::connect(&server.addr).await?;
+        let fan = fan.clone();
+        refetchers.push(tokio::spawn(async move {
+            let path = snapshot_path("fan");
+            while let Some(w) = rx.recv().await {
+                match http.get(&path).await {
+                    Ok(bytes) => {
+                        fan.refetched_bytes
+                            .fetch_add(bytes as u64, Ordering::Relaxed);
+                        fan.arrive(w);
+                    }
+                    Err(e) => eprintln!("refetch: {e}"),
+                }
+            }
+        }));
+    }
+    let bytes_before = fan.delta_bytes.load(Ordering::SeqCst);
+    let mut sent = Vec::with_capacity(2 * writes);
+    let mut bytes_sssync = 0;
+    for w in 0..2 * writes {
+        if w == writes {
+            bytes_sssync = fan.delta_bytes.load(Ordering::SeqCst) - bytes_before;
+            fan.refetch.store(true, Ordering::SeqCst);
+        }
+        sent.push(Instant::now());
+        writer
+            .send(add(
+                "fan",
+                format!("fan-{w}"),
+                format!("fanned out, write {w}"),
+            ))
+            .ok_or("the client refused an event")?;
+        while fan.counts[w].load(Ordering::SeqCst) < n {
+            tokio::time::timeout(WAIT, fan.done.notified())
+                .await
+                .map_err(|_| format!("write {w} did not reach every subscriber"))?;
+        }
+        if std::env::var_os("SSSYNC_BENCH_TRACE").is_some() {
+            eprintln!(
+                "write {w}: every subscriber after {}",
+                ms(sent[w].elapsed())
+            );
+        }
+    }
+    let latencies = |range: std::ops::Range<usize>| {
+        let mut all: Vec<Duration> = range
+            .flat_map(|w| {
+                let at = sent[w];
+                fan.arrivals[w]
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .map(|t| *t - at)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        all.sort();
+        all
+    };
+    let ours = latencies(0..writes);
+    let theirs = latencies(writes..2 * writes);
+    for task in refetchers.into_iter().chain(subscribers) {
+        task.abort();
+    }
+    let per = (n * writes) as f64;
+    let (p99, base_p99) = (percentile(&ours, 0.99), percentile(&theirs, 0.99));
+    Ok(Line {
+        what: format!("write -> 1 key's subscribers ({n}, {db})"),
+        target: "p99 < 10 ms",
+        sssync: format!(
+            "p50 {} / p99 {}; {:.0} B each",
+            ms(percentile(&ours, 0.5)),
+            ms(p99),
+            bytes_sssync as f64 / per
+        ),
+        baseline: format!(
+            "p50 {} / p99 {}; {:.0} B each",
+            ms(percentile(&theirs, 0.5)),
+            ms(base_p99),
+            fan.refetched_bytes.load(Ordering::Relaxed) as f64 / per
+        ),
+        ratio: base_p99.as_secs_f64() / p99.as_secs_f64().max(1e-9),
+        met: (n >= 1000).then_some(p99 < Duration::from_millis(10)),
+    })
+}
+
+/// The bytes a subscriber of a 1,000-row result receives for a 1-row change, against the
+/// bytes of refetching the result.
+async fn bytes_one_change(server: &Child, db: &str) -> Result<Line> {
+    let writer = NativeClient::connect(server.ws(), "bytes-writer");
+    fill(&writer, "bytes", 1000, "b").await?;
+    let reader = NativeClient::connect(server.ws(), "bytes-reader");
+    reader.subscribe::<Items>(&list("bytes"));
+    reader
+        .wait_for(WAIT, |s| {
+            s.rows::<Items>(&list("bytes"))
+                .is_some_and(|r| r.len() == 1000)
+        })
+        .await?;
+    let before = reader.bytes_received();
+    writer
+        .send(add("bytes", "b-new".into(), "the one change".into()))
+        .ok_or("refused")?;
+    reader
+        .wait_for(WAIT, |s| {
+            s.rows::<Items>(&list("bytes"))
+                .is_some_and(|r| r.len() == 1001)
+        })
+        .await?;
+    let delta = reader.bytes_received() - before;
+    let snapshot = Http::connect(&server.addr)
+        .await?
+        .get(&snapshot_path("bytes"))
+        .await?;
+    let ratio = snapshot as f64 / delta.max(1) as f64;
+    Ok(Line {
+        what: format!("bytes, 1-row change in a 1,000-row query ({db})"),
+        target: ">= 100x fewer than a refetch",
+        sssync: format!("{delta} B"),
+        baseline: format!("{snapshot} B"),
+        ratio,
+        met: Some(ratio >= 100.0),
+    })
+}
+
+/// A subscriber of a big result goes away, misses changes, comes back: the resume's bytes
+/// against the whole result's.
+async fn reconnect(server: &Child, size: Size, db: &str) -> Result<Line> {
+    let (rows, missed) = (size.big_rows, size.missed);
+    let writer = NativeClient::connect(server.ws(), "big-writer");
+    fill(&writer, "big", rows, "g").await?;
+    let reader = NativeClient::connect(server.ws(), "big-reader");
+    reader.subscribe::<Items>(&list("big"));
+    reader
+        .wait_for(WAIT, |s| {
+            s.rows::<Items>(&list("big"))
+                .is_some_and(|r| r.len() == rows)
+        })
+        .await?;
+    let whole = reader.bytes_received();
+    reader.set_online(false);
+    reader.wait_for(WAIT, |_| !reader.is_live()).await?;
+    for i in 0..missed / 2 {
+        writer.send(app::DelItem {
+            uid: format!("d{i}"),
+            id: format!("g{:06}", i * 3),
+            list_id: "big".into(),
+        });
+        writer.send(add("big", format!("n{i:06}"), "added while away".into()));
+    }
+    writer.wait_for(WAIT, |s| s.pending_count() == 0).await?;
+    let before = reader.bytes_received();
+    reader.set_online(true);
+    let last = format!("n{:06}", missed / 2 - 1);
+    reader
+        .wait_for(WAIT, |s| {
+            s.rows::<Items>(&list("big"))
+                .is_some_and(|r| r.len() == rows && r.iter().any(|i| i.id == last))
+        })
+        .await?;
+    let resume = reader.bytes_received() - before;
+    let refetch = Http::connect(&server.addr)
+        .await?
+        .get(&snapshot_path("big"))
+        .await?;
+    Ok(Line {
+        what: format!("reconnect after missed changes ({missed} to a {rows}-row query, {db})"),
+        target: "payload ∝ changed rows",
+        sssync: format!(
+            "{resume} B ({:.0} B per change)",
+            resume as f64 / missed as f64
+        ),
+        baseline: format!("{refetch} B (the first load, on the socket: {whole} B)"),
+        ratio: refetch as f64 / resume.max(1) as f64,
+        met: None,
+    })
+}
+
+const PLAIN_INSERT: &str = "INSERT INTO items (id, list_id, title, pos) VALUES ($1, $2, $3, \
+                            COALESCE((SELECT MAX(pos) FROM items WHERE list_id = $2), 0) + 1)";
+const PLAIN_LOG: &str =
+    "INSERT INTO applied (uid, kind, target, amount) VALUES ($1, 'add_item', $1, 1)";
+
+/// `AddItem`'s writes through sqlx alone, one transaction each, one at a time, on `$pool`
+/// (either database's): the item `i` goes to the list `$list(i)`.
+macro_rules! plain_loop {
+    ($pool:expr, $n:expr, $list:expr) => {{
+        let pool = $pool;
+        sqlx::raw_sql(app::SCHEMA).execute(&pool).await?;
+        for i in 0..$n {
+            let id = format!("plain-{i}");
+            let mut tx = pool.begin().await?;
+            sqlx::query(PLAIN_INSERT)
+                .bind(&id)
+                .bind($list(i))
+                .bind("a plain write")
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(PLAIN_LOG).bind(&id).execute(&mut *tx).await?;
+            tx.commit().await?;
+        }
+        pool.close().await;
+    }};
+}
+
+/// The plain writes' rate, events per second.
+async fn plain_writes(url: &str, n: usize) -> Result<f64> {
+    let t = Instant::now();
+    if url.starts_with("postgres") {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(url)
+            .await?;
+        plain_loop!(pool, n, |_| "plain");
+    } else {
+        let pool = SqliteStore::open(url).await?.pool().clone();
+        plain_loop!(pool, n, |_| "plain");
+    }
+    Ok(n as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Events committed and fanned out: 4 writers, each adding items to a list of its own, 256
+/// events in flight each, and a subscriber of each list (a client of its own: a writer that
+/// subscribed would re-apply its pending predictions on every delta, the client's cost, not
+/// the server's).
+async fn throughput(server: &Child, size: Size, plain: f64, db: &str, target: f64) -> Result<Line> {
+    const CLIENTS: usize = 4;
+    let per = size.events / CLIENTS;
+    let lists: Vec<ListArgs> = (0..CLIENTS).map(|c| list(&format!("tp-{c}"))).collect();
+    let writers: Vec<NativeClient> = (0..CLIENTS)
+        .map(|c| NativeClient::connect(server.ws(), format!("tp-writer-{c}")))
+        .collect();
+    let watchers: Vec<NativeClient> = lists
+        .iter()
+        .enumerate()
+        .map(|(c, l)| {
+            let client = NativeClient::connect(server.ws(), format!("tp-watcher-{c}"));
+            client.subscribe::<Items>(l);
+            client
+        })
+        .collect();
+    for (client, l) in watchers.iter().zip(&lists) {
+        client
+            .wait_for(WAIT, |s| s.rows::<Items>(l).is_some())
+            .await?;
+    }
+    let t = Instant::now();
+    try_join_all(writers.iter().zip(&watchers).zip(&lists).enumerate().map(
+        |(c, ((writer, watcher), l))| async move {
+            fill(writer, &l.list_id, per, &format!("tp{c}-")).await?;
+            let last = format!("tp{c}-{:06}", per - 1);
+            let key = sssync_core::QueryKey::new("items", l)?;
+            watcher
+                .wait_for(WAIT, |s| {
+                    s.view(&key)
+                        .is_some_and(|rows| rows.rows().iter().any(|r| *r.key == *last))
+                })
+                .await?;
+            Ok::<_, Error>(())
+        },
+    ))
+    .await?;
+    let rate = (per * CLIENTS) as f64 / t.elapsed().as_secs_f64();
+    Ok(Line {
+        what: format!("events committed and fanned out ({db})"),
+        target: if target >= 20_000.0 {
+            ">= 20,000/s"
+        } else {
+            ">= 5,000/s"
+        },
+        sssync: format!("{rate:.0}/s"),
+        baseline: format!("{plain:.0}/s (one transaction per write)"),
+        ratio: rate / plain,
+        met: Some(rate >= target),
+    })
+}
+
+/// This process's CPU time (user + system).
+fn cpu() -> Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // The fields after the command's closing parenthesis: utime is the 12th, stime the 13th.
+    let rest = stat.rsplit_once(')').ok_or("no stat")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
+    Ok(Duration::from_millis(ticks * 10))
+}
+
+/// The server CPU of a change no subscribed query reads (200 other keys subscribed), in an
+/// engine in this process, against the same write through sqlx alone.
+async fn no_op_change(url: &str, plain_url: &str, size: Size) -> Result<Line> {
+    let n = size.noop_changes;
+    let store = SqliteStore::open(url).await?;
+    sqlx::raw_sql(app::SCHEMA).execute(store.pool()).await?;
+    let engine = app::declare(Engine::builder(store)).start().await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let ws = format!("ws://{}/sssync/ws", listener.local_addr()?);
+    let app = router(engine.clone());
+    let serve = tokio::spawn(async move { axum::serve(listener, app).await });
+    let watchers: Vec<NativeClient> = (0..200)
+        .map(|i| {
+            let c = NativeClient::connect(ws.clone(), format!("watch-{i}"));
+            c.subscribe::<Items>(&list(&format!("watched-{i}")));
+            c
+        })
+        .collect();
+    for (i, c) in watchers.iter().enumerate() {
+        let l = list(&format!("watched-{i}"));
+        c.wait_for(WAIT, |s| s.rows::<Items>(&l).is_some()).await?;
+    }
+    let received: u64 = watchers.iter().map(NativeClient::bytes_received).sum();
+    let run = |i: usize| {
+        serde_json::json!({
+            "uid": format!("u{i}"), "id": format!("x{i}"),
+            "list_id": format!("nobody-{}", i % 50), "title": "read by no query"
+        })
+        .to_string()
+    };
+    let c0 = cpu()?;
+    for i in 0..n {
+        let r = engine.apply_server_event("add_item", &run(i)).await?;
+        if !matches!(r, ServerMsg::Ack(_)) {
+            return Err(format!("not applied: {r:?}").into());
+        }
+    }
+    let ours = (cpu()? - c0) / n as u32;
+    let untouched = watchers
+        .iter()
+        .map(NativeClient::bytes_received)
+        .sum::<u64>()
+        == received;
+    drop(watchers);
+    engine.shutdown();
+    serve.abort();
+
+    let pool = SqliteStore::open(plain_url).await?.pool().clone();
+    let c0 = cpu()?;
+    plain_loop!(pool, n, |i| format!("nobody-{}", i % 50));
+    let plain = (cpu()? - c0) / n as u32;
+    let over = ours.saturating_sub(plain);
+    if !untouched {
+        return Err("a change no query reads reached a subscriber".into());
+    }
+    Ok(Line {
+        what: "a change no subscribed query reads (SQLite)".into(),
+        target: "< 20 µs server CPU",
+        sssync: format!(
+            "{:.0} µs CPU ({:.0} µs over the write itself)",
+            us(ours),
+            us(over)
+        ),
+        baseline: format!("{:.0} µs CPU (the write alone)", us(plain)),
+        ratio: plain.as_secs_f64() / ours.as_secs_f64().max(1e-9),
+        met: Some(over < Duration::from_micros(20)),
+    })
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// Idle connections (each subscribed to a small query of its own) on an sssync server,
+/// against idle connections on a plain axum WebSocket endpoint: server memory per connection.
+async fn idle_memory(url: &str, size: Size) -> Result<Line> {
+    let n = size.idle;
+    // sssync: a hello, a subscription, then nothing.
+    let server = Child::start(url).await?;
+    let warm = NativeClient::connect(server.ws(), "warm");
+    warm.subscribe::<Items>(&list("warm"));
+    warm.wait_for(WAIT, |s| s.rows::<Items>(&list("warm")).is_some())
+        .await?;
+    let before = server.rss()?;
+    let clients: Vec<NativeClient> = (0..n)
+        .map(|i| {
+            let c = NativeClient::connect(server.ws(), format!("idle-{i}"));
+            c.subscribe::<Items>(&list(&format!("idle-{i}")));
+            c
+        })
+        .collect();
+    for (i, c) in clients.iter().enumerate() {
+        let l = list(&format!("idle-{i}"));
+        c.wait_for(WAIT, |s| s.rows::<Items>(&l).is_some()).await?;
+    }
+    let ours = server.rss()?.saturating_sub(before) / n as u64;
+    drop(clients);
+    drop(server);
+
+    // Plain: the same number of WebSocket connections to an endpoint that only reads.
+    let server = Child::start(url).await?;
+    let (mut warm, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/plain/ws", server.addr)).await?;
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    warm.send(Message::text("warm")).await?;
+    let before = server.rss()?;
+    let mut sockets = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (mut s, _) =
+            tokio_tungstenite::connect_async(format!("ws://{}/plain/ws", server.addr)).await?;
+        s.send(Message::text("hello")).await?;
+        sockets.push(s);
+    }
+    // Each socket's server task has read its message once a round trip on a fresh one has.
+    let (mut last, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/plain/ws", server.addr)).await?;
+    last.send(Message::text("last")).await?;
+    let plain = server.rss()?.saturating_sub(before) / n as u64;
+    drop(sockets);
+    Ok(Line {
+        what: format!("idle connection memory ({n} connections)"),
+        target: "<= 20 KB per connection",
+        sssync: format!("{:.1} KB", ours as f64 / 1024.0),
+        baseline: format!("{:.1} KB (a plain axum WebSocket)", plain as f64 / 1024.0),
+        ratio: plain.max(1) as f64 / ours.max(1) as f64,
+        met: Some(ours <= 20 * 1024),
+    })
+}
