@@ -946,32 +946,37 @@ pub fn use_sync_status() -> SyncStatus {
 }
 
 /// The rejection a plain form's redirect brought back, if it was an event's: the `__err` of
-/// Leptos's form-redirect errors in the page's URL. In the browser it follows the router's URL,
-/// so a client-side navigation away from the redirect's page drops it (Leptos's own
+/// Leptos's form-redirect errors in the page's URL. Read from the URL itself, the same way on
+/// the server (the request's) and in the browser, so that every component, inside `<Routes>`
+/// or not, hydrates with what the server rendered. In the browser it follows the router's URL:
+/// a client-side navigation away from the redirect's page drops it (Leptos's own
 /// `ServerActionError` context stays as the first page provided it).
 fn form_rejection() -> Signal<Option<Rejection>> {
-    use leptos::server_fn::error::ServerFnUrlError;
-    let decode = |err: &str| match ServerFnUrlError::<SyncError>::decode_err(err) {
-        SyncError::Rejected(r) => Some(r),
-        _ => None,
-    };
-    #[cfg(feature = "browser")]
-    if let Some(url) = use_context::<leptos_router::location::BrowserUrl>() {
-        use leptos_router::location::LocationProvider;
-        let url = url.as_url().clone();
-        return Signal::derive(move || {
-            url.with(|url| {
-                let params = url.search_params();
-                params
-                    .get_str("__path")
-                    .and(params.get_str("__err"))
-                    .and_then(decode)
-            })
-        });
+    use leptos_router::location::Url;
+    fn in_url(url: &Url) -> Option<Rejection> {
+        use leptos::server_fn::error::ServerFnUrlError;
+        let params = url.search_params();
+        params.get_str("__path")?;
+        match ServerFnUrlError::<SyncError>::decode_err(params.get_str("__err")?) {
+            SyncError::Rejected(r) => Some(r),
+            _ => None,
+        }
     }
-    // On the server (and in an app without a router): the request's, as Leptos provides it.
-    let error = use_context::<leptos::server::ServerActionError>();
-    Signal::stored(error.and_then(|e| decode(e.err())))
+    #[cfg(feature = "browser")]
+    {
+        use leptos_router::location::{BrowserUrl, LocationProvider};
+        if let Some(url) = use_context::<BrowserUrl>() {
+            let url = url.as_url().clone();
+            return Signal::derive(move || url.with(in_url));
+        }
+        // No router: the page's URL changes only with a page load.
+        Signal::stored(BrowserUrl::current().ok().as_ref().and_then(in_url))
+    }
+    #[cfg(not(feature = "browser"))]
+    {
+        let url = use_context::<leptos_router::location::RequestUrl>().and_then(|u| u.parse().ok());
+        Signal::stored(url.as_ref().and_then(in_url))
+    }
 }
 
 #[cfg(test)]
