@@ -80,6 +80,31 @@ impl Response {
     }
 }
 
+/// What PostgreSQL's sessions are doing (for a request that hangs: who waits on what).
+async fn postgres_sessions() -> String {
+    use sqlx::Connection;
+    let url = std::env::var("SSSYNC_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let conn = tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(&url));
+    let Ok(Ok(mut conn)) = conn.await else {
+        return "(PostgreSQL does not answer)".into();
+    };
+    type Session = (
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
+    let rows: Vec<Session> = sqlx::query_as(
+        "SELECT state, wait_event_type, wait_event, left(query, 120) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap_or_default();
+    format!("{rows:?}")
+}
+
 /// One request as a browser sends it (a form post when `body` is given), with `cookie`.
 pub async fn request(
     addr: std::net::SocketAddr,
@@ -99,10 +124,16 @@ pub async fn request(
     );
     s.write_all(request.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
+    if tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
         .await
-        .expect("the server answers")
-        .unwrap();
+        .map(Result::unwrap)
+        .is_err()
+    {
+        panic!(
+            "{method} {path}: no answer within {WAIT:?}; PostgreSQL's sessions then: {}",
+            postgres_sessions().await
+        );
+    }
     let text = String::from_utf8_lossy(&buf).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     Response {

@@ -240,7 +240,10 @@ async fn connection<S: Store>(
     // Watched from before the welcome: a new epoch made meanwhile (by another client's hello)
     // must close this connection too.
     let mut epoch = engine.inner.epoch.subscribe();
-    let (welcome, same_history) = match engine.welcome(&hello, &identity).await {
+    // The big futures a connection awaits once (the welcome) or now and then (a message, a
+    // re-identification) are boxed while they run: inline, each would size the connection's
+    // task, which lives as long as the connection, idle or not.
+    let (welcome, same_history) = match Box::pin(engine.welcome(&hello, &identity)).await {
         Ok(w) => w,
         Err(e) => {
             let _ = sink.send(send_now(welcome_failed(e))).await;
@@ -307,7 +310,7 @@ async fn connection<S: Store>(
                 last_heard = Instant::now();
                 match frame {
                     Message::Text(text) => {
-                        if !conn.handle(&text).await {
+                        if !Box::pin(conn.handle(&text)).await {
                             break;
                         }
                     }
@@ -330,7 +333,7 @@ async fn connection<S: Store>(
                 }
             }
             _ = reidentify.due() => {
-                if let Err(msg) = reidentify.check(&engine).await {
+                if let Err(msg) = Box::pin(reidentify.check(&engine)).await {
                     let _ = timeout(SEND_TIMEOUT, sink.send(send_now(msg))).await;
                     break;
                 }
@@ -630,7 +633,7 @@ async fn sse_handler<S: Store>(
         }
         Err(e) => return json_error(StatusCode::BAD_REQUEST, ErrorCode::BadArgs, e.to_string()),
     };
-    let (welcome, same_history) = match engine.welcome(&hello, &identity).await {
+    let (welcome, same_history) = match Box::pin(engine.welcome(&hello, &identity)).await {
         Ok(w) => w,
         Err(EngineError::Forbidden(m)) => {
             return json_error(StatusCode::FORBIDDEN, ErrorCode::Forbidden, m);
@@ -691,7 +694,7 @@ async fn sse_handler<S: Store>(
                 _ = tx.closed() => break,
                 _ = stop.changed() => break,
                 _ = reidentify.due() => {
-                    if let Err(msg) = reidentify.check(&engine).await {
+                    if let Err(msg) = Box::pin(reidentify.check(&engine)).await {
                         let _ = tx.send(Event::default().data(msg.to_json())).await;
                         break;
                     }
