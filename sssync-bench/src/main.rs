@@ -242,57 +242,10 @@ async fn instances(
     );
 
     // 2. A reader of a big result misses changes and comes back to the other instance.
-    let big = ListArgs {
-        list_id: "big".into(),
-    };
-    for i in 0..rows {
-        writer.send(app::AddItem {
-            uid: format!("b{i}"),
-            id: format!("b{i:05}"),
-            list_id: "big".into(),
-            title: format!("an item of a big list with a title of a reasonable length, {i}"),
-        });
-    }
-    writer
-        .wait_for(Duration::from_secs(120), |s| s.pending_count() == 0)
-        .await?;
-    let reader = NativeClient::connect(a.url.clone(), "bench-reader");
-    reader.subscribe::<Items>(&big);
-    reader
-        .wait_for(Duration::from_secs(60), |s| {
-            s.rows::<Items>(&big).is_some_and(|r| r.len() == rows)
-        })
-        .await?;
-    let snapshot = reader.bytes_received();
-    reader.set_online(false);
-    reader.wait_for(wait, |_| !reader.is_live()).await?;
-    for i in 0..missed / 2 {
-        writer.send(app::DelItem {
-            uid: format!("d{i}"),
-            id: format!("b{:05}", i * 3),
-            list_id: "big".into(),
-        });
-        writer.send(app::AddItem {
-            uid: format!("n{i}"),
-            id: format!("n{i:05}"),
-            list_id: "big".into(),
-            title: "added while the reader was away".into(),
-        });
-    }
-    writer
-        .wait_for(Duration::from_secs(120), |s| s.pending_count() == 0)
-        .await?;
-    let before = reader.bytes_received();
-    reader.set_url(b.url.clone());
-    reader.set_online(true);
-    let last = format!("n{:05}", missed / 2 - 1);
-    reader
-        .wait_for(Duration::from_secs(60), |s| {
-            s.rows::<Items>(&big)
-                .is_some_and(|r| r.len() == rows && r.iter().any(|i| i.id == last))
-        })
-        .await?;
-    let resume = reader.bytes_received() - before;
+    let (snapshot, resume) =
+        perf::miss_and_resume(&writer, a.url.clone(), b.url.clone(), rows, missed)
+            .await
+            .map_err(|e| e as Box<dyn std::error::Error>)?;
     println!(
         "reconnect to the other instance after {missed} missed changes to a {rows}-row result:"
     );

@@ -9,6 +9,7 @@
 //! transaction each (what a plain POST handler does); for memory, a plain axum WebSocket
 //! server holding the same number of idle connections.
 
+use crate::percentile;
 use futures_util::future::try_join_all;
 use sssync_core::client::native::NativeClient;
 use sssync_core::protocol::ServerMsg;
@@ -317,6 +318,25 @@ fn list(id: &str) -> ListArgs {
 
 const WAIT: Duration = Duration::from_secs(120);
 
+/// `n` clients of `ws`, the `i`-th subscribed to the list `{prefix}-{i}`, once each has its
+/// rows.
+async fn subscribers(ws: &str, prefix: &str, n: usize) -> Result<Vec<NativeClient>> {
+    let lists: Vec<ListArgs> = (0..n).map(|i| list(&format!("{prefix}-{i}"))).collect();
+    let clients: Vec<NativeClient> = lists
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let c = NativeClient::connect(ws.to_owned(), format!("{prefix}-{i}"));
+            c.subscribe::<Items>(l);
+            c
+        })
+        .collect();
+    for (c, l) in clients.iter().zip(&lists) {
+        c.wait_for(WAIT, |s| s.rows::<Items>(l).is_some()).await?;
+    }
+    Ok(clients)
+}
+
 /// Fills `list` with `n` rows through `writer`, `window` events in flight at most.
 async fn fill(writer: &NativeClient, list: &str, n: usize, prefix: &str) -> Result<()> {
     for chunk in (0..n).collect::<Vec<_>>().chunks(256) {
@@ -396,10 +416,6 @@ fn snapshot_path(list_id: &str) -> String {
         })
         .collect();
     format!("/sssync/snapshot/items?a={encoded}")
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    crate::percentile(sorted, p)
 }
 
 fn ms(d: Duration) -> String {
@@ -540,12 +556,6 @@ async fn fan_out(server: &Child, size: Size, db: &str) -> Result<Line> {
                 .await
                 .map_err(|_| format!("write {w} did not reach every subscriber"))?;
         }
-        if std::env::var_os("SSSYNC_BENCH_TRACE").is_some() {
-            eprintln!(
-                "write {w}: every subscriber after {}",
-                ms(sent[w].elapsed())
-            );
-        }
     }
     let latencies = |range: std::ops::Range<usize>| {
         let mut all: Vec<Duration> = range
@@ -628,13 +638,19 @@ async fn bytes_one_change(server: &Child, db: &str) -> Result<Line> {
     })
 }
 
-/// A subscriber of a big result goes away, misses changes, comes back: the resume's bytes
-/// against the whole result's.
-async fn reconnect(server: &Child, size: Size, db: &str) -> Result<Line> {
-    let (rows, missed) = (size.big_rows, size.missed);
-    let writer = NativeClient::connect(server.ws(), "big-writer");
-    fill(&writer, "big", rows, "g").await?;
-    let reader = NativeClient::connect(server.ws(), "big-reader");
+/// `writer` fills the list `big` with `rows` rows; a reader connected to `reader_url` loads
+/// it, goes offline, misses `missed` changes (half deletes, half adds), and comes back through
+/// `back_url` (another instance, or the same server). Answers the bytes of the reader's first
+/// load and of its resume.
+pub(crate) async fn miss_and_resume(
+    writer: &NativeClient,
+    reader_url: String,
+    back_url: String,
+    rows: usize,
+    missed: usize,
+) -> Result<(u64, u64)> {
+    fill(writer, "big", rows, "g").await?;
+    let reader = NativeClient::connect(reader_url, "big-reader");
     reader.subscribe::<Items>(&list("big"));
     reader
         .wait_for(WAIT, |s| {
@@ -655,6 +671,7 @@ async fn reconnect(server: &Child, size: Size, db: &str) -> Result<Line> {
     }
     writer.wait_for(WAIT, |s| s.pending_count() == 0).await?;
     let before = reader.bytes_received();
+    reader.set_url(back_url);
     reader.set_online(true);
     let last = format!("n{:06}", missed / 2 - 1);
     reader
@@ -663,7 +680,15 @@ async fn reconnect(server: &Child, size: Size, db: &str) -> Result<Line> {
                 .is_some_and(|r| r.len() == rows && r.iter().any(|i| i.id == last))
         })
         .await?;
-    let resume = reader.bytes_received() - before;
+    Ok((whole, reader.bytes_received() - before))
+}
+
+/// A subscriber of a big result goes away, misses changes, comes back: the resume's bytes
+/// against the whole result's.
+async fn reconnect(server: &Child, size: Size, db: &str) -> Result<Line> {
+    let (rows, missed) = (size.big_rows, size.missed);
+    let writer = NativeClient::connect(server.ws(), "big-writer");
+    let (whole, resume) = miss_and_resume(&writer, server.ws(), server.ws(), rows, missed).await?;
     let refetch = Http::connect(&server.addr)
         .await?
         .get(&snapshot_path("big"))
@@ -798,17 +823,7 @@ async fn no_op_change(url: &str, plain_url: &str, size: Size) -> Result<Line> {
     let ws = format!("ws://{}/sssync/ws", listener.local_addr()?);
     let app = router(engine.clone());
     let serve = tokio::spawn(async move { axum::serve(listener, app).await });
-    let watchers: Vec<NativeClient> = (0..200)
-        .map(|i| {
-            let c = NativeClient::connect(ws.clone(), format!("watch-{i}"));
-            c.subscribe::<Items>(&list(&format!("watched-{i}")));
-            c
-        })
-        .collect();
-    for (i, c) in watchers.iter().enumerate() {
-        let l = list(&format!("watched-{i}"));
-        c.wait_for(WAIT, |s| s.rows::<Items>(&l).is_some()).await?;
-    }
+    let watchers = subscribers(&ws, "watched", 200).await?;
     let received: u64 = watchers.iter().map(NativeClient::bytes_received).sum();
     let run = |i: usize| {
         serde_json::json!({
@@ -870,17 +885,7 @@ async fn idle_memory(url: &str, size: Size) -> Result<Line> {
     warm.wait_for(WAIT, |s| s.rows::<Items>(&list("warm")).is_some())
         .await?;
     let before = server.rss()?;
-    let clients: Vec<NativeClient> = (0..n)
-        .map(|i| {
-            let c = NativeClient::connect(server.ws(), format!("idle-{i}"));
-            c.subscribe::<Items>(&list(&format!("idle-{i}")));
-            c
-        })
-        .collect();
-    for (i, c) in clients.iter().enumerate() {
-        let l = list(&format!("idle-{i}"));
-        c.wait_for(WAIT, |s| s.rows::<Items>(&l).is_some()).await?;
-    }
+    let clients = subscribers(&server.ws(), "idle", n).await?;
     let ours = server.rss()?.saturating_sub(before) / n as u64;
     drop(clients);
     drop(server);
