@@ -93,8 +93,10 @@ test('after the database is restored from an earlier copy, the tab resets, resen
       rmSync(f, { force: true });
       if (existsSync(`${backup}-${i}`)) copyFileSync(`${backup}-${i}`, f);
     });
-    const [socketsBefore, framesBefore] = [sockets, frames];
     await server.start();
+    // Counted from when the server answers again: the tab's attempts while it was down (how
+    // many depends on how long it took to start) are its backoff, not a loop.
+    const [socketsBefore, framesBefore] = [sockets, frames];
     // The tab takes the restored history: the write made after the copy is gone (the restore
     // threw it away), the pending one is applied once.
     await expect(titles(page)).toHaveText(['kept by the backup', 'written during the restore'], {
