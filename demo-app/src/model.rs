@@ -19,6 +19,7 @@ pub const MAX_ID_BYTES: usize = 64;
 
 /// One todo of a list.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
 pub struct Todo {
     /// Stable key (a UUID made by the server).
     pub id: String,
@@ -111,21 +112,19 @@ pub fn check_id(id: &str) -> Result<(), Rejection> {
 
 /// The todos of one list, in order (new ones at the bottom). A private list is read by its
 /// owner and the users it is shared with only (`may_read_list`, checked again whenever the
-/// list's row or its shares change); its rows are the table's own, so a client resumes from the
-/// durable log on any instance.
+/// list's row or its shares change). Declarative (no body): the engine writes its SQL and
+/// patches each list with the todos a write changed, instead of reading it again; its rows are
+/// the table's own, so a client resumes from the durable log on any instance.
 #[sync_query(
     key = id,
+    from = todos,
+    columns = [id, title, completed],
+    order_by = [position],
     reads = [todos(list_id)],
     access_reads = [lists(list_id), shares(list_id)],
-    authorize = crate::sync::may_read_list,
-    keyed_by = todos
+    authorize = crate::sync::may_read_list
 )]
-pub async fn todos(conn: &mut Conn<Db>, list_id: String) -> Result<Vec<Todo>, sqlx::Error> {
-    if !valid_id(&list_id) {
-        return Ok(Vec::new()); // no such list can exist
-    }
-    crate::sync::list(conn, &list_id).await
-}
+pub fn todos(list_id: String) -> Vec<Todo>;
 
 fn on_list(view: &mut Prediction<'_>, list_id: &str, f: impl FnOnce(&mut Vec<Todo>)) {
     let args = TodosArgs {

@@ -5,7 +5,7 @@
 use crate::db::Pool;
 use crate::model::{
     AddTodo, ClearCompleted, CreateList, DEFAULT_LIST, DeleteTodo, EditTodo, MyList, ShareList,
-    Todo, TodosArgs, ToggleAll, ToggleTodo, UnshareList, check_id, clean_title,
+    TodosArgs, ToggleAll, ToggleTodo, UnshareList, check_id, clean_title,
 };
 use sssync_core::server::Table;
 use sssync_leptos::server::prelude::*;
@@ -32,25 +32,6 @@ pub async fn start(pool: Pool) -> Result<SyncServer, OpenError> {
         .identify(move |parts| sessions.identify(parts))
         .start(pool)
         .await
-}
-
-/// The todos of a list, in order.
-#[sync_sql]
-pub async fn list(conn: &mut Conn<Db>, list_id: &str) -> Result<Vec<Todo>, sqlx::Error> {
-    let rows: Vec<(String, String, bool)> = sqlx::query_as(
-        "SELECT id, title, completed FROM todos WHERE list_id = $1 ORDER BY position, id",
-    )
-    .bind(list_id)
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, title, completed)| Todo {
-            id,
-            title,
-            completed,
-        })
-        .collect())
 }
 
 /// Runs one statement with text arguments.

@@ -243,6 +243,19 @@ impl Rows {
         Some(row)
     }
 
+    /// Replaces the row with `row`'s key where it is; false (changing nothing) when there is
+    /// none.
+    #[cfg(feature = "server")]
+    pub(crate) fn replace(&mut self, row: Row) -> bool {
+        let Some(&i) = self.index.get(&row.key) else {
+            return false;
+        };
+        self.digest.remove(&self.rows[i]);
+        self.digest.add(&row);
+        self.rows[i] = row;
+        true
+    }
+
     /// Inserts `row` right after the row keyed `after` (at the front when `None`). Returns false,
     /// changing nothing, when `after` is not here.
     pub(crate) fn insert_after(&mut self, after: Option<&str>, row: Row) -> bool {

@@ -354,6 +354,159 @@ on_both! {
 }
 
 on_both! {
+    async fn invariant_10_a_declarative_query_is_patched_with_the_rows_that_changed_not_read_again(db) {
+        let server = Server::start(&db, 0).await;
+        let l = format!("shape-{}", db.tag());
+        let other = format!("other-{}", db.tag());
+        let insert = "INSERT INTO todos (id, list_id, title, completed, position) \
+                      VALUES ($1, $2, $3, FALSE, CAST($4 AS BIGINT))";
+        for (id, title, pos) in [("a", "mango", "1"), ("b", "apple", "2"), ("c", "kiwi", "3"), ("d", "fig", "4")] {
+            server.db.execute(insert, &[id, &l, title, pos]).await;
+        }
+        let client = NativeClient::connect(server.ws_url(), format!("shaper-{}", db.tag()));
+        client.subscribe::<Shaped>(&list(&l));
+        client.subscribe::<Top3>(&list(&l));
+        // After each change, the client holds exactly what the query reads in full, in order.
+        let converged = |step: &'static str| {
+            let (server, client, l) = (&server, &client, &l);
+            async move {
+                // The client's own writes are settled first (then the database has them).
+                client.wait_for(WAIT, |s| s.pending_count() == 0).await.unwrap();
+                let shaped = server.db.read_shape(&SHAPED, l).await;
+                let top3 = server.db.read_shape(&TOP3, l).await;
+                client
+                    .wait_for(WAIT, |s| {
+                        s.rows::<Shaped>(&list(l)).as_ref() == Some(&shaped)
+                            && s.rows::<Top3>(&list(l)).as_ref() == Some(&top3)
+                    })
+                    .await
+                    .unwrap_or_else(|e| {
+                        let (a, b) = client.with_state(|s| {
+                            (s.rows::<Shaped>(&list(l)), s.rows::<Top3>(&list(l)))
+                        });
+                        panic!(
+                            "after {step}: {e}\nshaped: {a:?}\nwanted {shaped:?}\ntop3: {b:?}\nwanted {top3:?}"
+                        )
+                    });
+            }
+        };
+        converged("the first read").await;
+        assert_eq!(shaped_reads("shaped", &l).0, 1, "read once, in full");
+
+        // Through the engine: a new todo, a toggle, a delete.
+        client.send(AddTodo { id: "e".into(), list_id: l.clone(), title: "banana".into() }).unwrap();
+        converged("an add").await;
+        client.send(ToggleTodo { id: "b".into(), list_id: l.clone(), completed: true }).unwrap();
+        converged("a toggle").await;
+        client.send(DeleteTodo { id: "c".into(), list_id: l.clone() }).unwrap();
+        converged("a delete").await;
+        // Outside the engine: a rename that moves a row, a row that moves to another list and
+        // one that comes from it, several rows in one statement.
+        server.db.execute("UPDATE todos SET title = 'zucchini' WHERE id = $1", &["b"]).await;
+        converged("a move").await;
+        server.db.execute("UPDATE todos SET list_id = $1 WHERE id = $2", &[&other, "a"]).await;
+        converged("a row that left").await;
+        server.db.execute(insert, &["f", &other, "cherry", "9"]).await;
+        server.db.execute("UPDATE todos SET list_id = $1 WHERE id = $2", &[&l, "f"]).await;
+        converged("a row that came in").await;
+        server.db.execute("UPDATE todos SET title = title || '!' WHERE list_id = $1", &[&l]).await;
+        converged("every row at once").await;
+        server.db.execute("DELETE FROM todos WHERE list_id = $1", &[&l]).await;
+        converged("every row gone").await;
+
+        let (reads, patches) = shaped_reads("shaped", &l);
+        assert!(server.engine.is_incremental("shaped") && server.engine.is_incremental("top3"));
+        assert_eq!(reads, 1, "never read in full again");
+        assert!(patches >= 8, "each change read incrementally ({patches})");
+        server.stop().await;
+    }
+}
+
+on_both! {
+    async fn a_declarative_query_ordered_by_a_column_that_may_be_null_is_re_run_not_patched(db) {
+        let server = Server::start(&db, 0).await;
+        assert!(
+            !server.engine.is_incremental("by_slug"),
+            "slug may be NULL: the incremental path cannot order by it"
+        );
+        // It still answers, re-run on each change.
+        let l = format!("slugs-{}", db.tag());
+        let client = NativeClient::connect(server.ws_url(), format!("slugger-{}", db.tag()));
+        client.subscribe::<BySlug>(&list(&l));
+        client.send(AddTodo { id: "s1".into(), list_id: l.clone(), title: "x".into() }).unwrap();
+        client.wait_for(WAIT, |s| s.pending_count() == 0).await.unwrap();
+        let want = server.db.read_shape(&BY_SLUG, &l).await;
+        client
+            .wait_for(WAIT, |s| s.rows::<BySlug>(&list(&l)).as_ref() == Some(&want))
+            .await
+            .unwrap();
+        assert_eq!(shaped_reads("by_slug", &l).1, 0, "never read incrementally");
+        server.stop().await;
+    }
+}
+
+on_both! {
+    async fn invariant_12_a_client_that_pipelines_events_faster_than_its_answers_drain_is_slowed_not_cut_off(db) {
+        // A queue of 32 messages per connection; the client sends 1,500 events without waiting
+        // for any answer (it reads them meanwhile, as fast as it can), and follows the list it
+        // writes (every batch is also a delta). Without flow control, a batch of hundreds of
+        // acks overflows the queue and the connection is closed as a slow consumer.
+        let limits = sssync_core::protocol::Limits {
+            max_queued_messages: 32,
+            ..Default::default()
+        };
+        let server = Server::start_with(
+            &db,
+            0,
+            Config {
+                limits: Some(limits),
+                ..Config::default()
+            },
+        )
+        .await;
+        let (raw, _) = Raw::connect(&server, "pipeliner").await;
+        let (mut tx, mut rx) = futures_util::StreamExt::split(raw.ws);
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        tx.send(Message::text(
+            json!({"t": "sub", "q": "todos", "a": {"list_id": "pipe"}}).to_string(),
+        ))
+        .await
+        .unwrap();
+        const N: u64 = 1500;
+        let writer = tokio::spawn(async move {
+            for seq in 1..=N {
+                let e = json!({"t": "event", "seq": seq, "name": "add_todo",
+                               "args": add("pipe", &format!("t{seq:05}"), "x")});
+                tx.feed(Message::text(e.to_string())).await.unwrap();
+            }
+            tx.flush().await.unwrap();
+            tx
+        });
+        let mut acked = 0;
+        while acked < N {
+            let frame = tokio::time::timeout(WAIT, rx.next())
+                .await
+                .expect("an answer within the wait")
+                .expect("the connection stays open")
+                .unwrap();
+            let Message::Text(t) = frame else { continue };
+            match ServerMsg::parse(&t).unwrap() {
+                ServerMsg::Ack(a) => {
+                    acked += 1;
+                    assert_eq!(a.seq, acked, "acks in order");
+                }
+                ServerMsg::Delta(_) | ServerMsg::Snapshot(_) => {}
+                other => panic!("unexpected {other:?} after {acked} acks"),
+            }
+        }
+        let _tx = writer.await.unwrap();
+        assert_eq!(server.todos("pipe").await.len(), N as usize);
+        server.stop().await;
+    }
+}
+
+on_both! {
     async fn invariant_12_bad_input_gets_typed_errors_changes_nothing_and_the_connection_lives(db) {
         let server = Server::start(&db, 0).await;
         let (mut raw, _) = Raw::connect(&server, "bad").await;

@@ -7,8 +7,8 @@
 use serde::{Deserialize, Serialize};
 use sssync_core::client::{EventTypes, Prediction};
 use sssync_core::server::{
-    Conn, Dependency, EngineBuilder, EventCtx, EventError, QueryCtx, ServerEvent, ServerQuery,
-    Store, Table,
+    Conn, Dependency, EngineBuilder, EventCtx, EventError, Fetched, Order, QueryCtx, ServerEvent,
+    ServerQuery, Shape, Store, Table,
 };
 use sssync_core::{Event, Query, Rejection};
 use std::collections::HashMap;
@@ -21,6 +21,7 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY NOT NULL, n BIGINT NO
 CREATE TABLE IF NOT EXISTS items (
     id TEXT PRIMARY KEY NOT NULL, list_id TEXT NOT NULL, title TEXT NOT NULL, pos BIGINT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS items_by_list ON items (list_id, pos, id);
 CREATE TABLE IF NOT EXISTS applied (
     uid TEXT NOT NULL, kind TEXT NOT NULL, target TEXT NOT NULL, amount BIGINT NOT NULL
 );
@@ -65,11 +66,35 @@ pub struct ListArgs {
     pub list_id: String,
 }
 
-/// The items of one list, oldest first.
+/// The items of one list, oldest first: a declarative query ([`ITEMS`]), maintained
+/// incrementally.
 pub struct Items;
 
 impl Query for Items {
     const NAME: &'static str = "items";
+    type Args = ListArgs;
+    type Row = Item;
+    fn row_key(r: &Item) -> String {
+        r.id.clone()
+    }
+}
+
+/// The shape of [`Items`]: the rows of `items` whose `list_id` is the arg, by `pos`.
+pub const ITEMS: Shape = Shape {
+    table: "items",
+    key: "id",
+    columns: &["id", "list_id", "title"],
+    filter: &["list_id"],
+    order: &[Order::Asc("pos")],
+    limit: None,
+};
+
+/// The same rows as [`Items`], by a query of its own SQL: re-run and diffed on every change
+/// (the benchmark compares the two).
+pub struct ItemsRerun;
+
+impl Query for ItemsRerun {
+    const NAME: &'static str = "items_rerun";
     type Args = ListArgs;
     type Row = Item;
     fn row_key(r: &Item) -> String {
@@ -230,6 +255,47 @@ sssync_core::for_each_db! {
     impl ServerQuery<Db> for Items {
         // Its rows are the table's, keyed by id, in an order each row carries (`pos`).
         const KEYED_BY: Option<&'static str> = Some("items");
+        const SHAPE: Option<Shape> = Some(ITEMS);
+
+        fn dependencies(a: &ListArgs) -> Vec<Dependency> {
+            vec![Dependency::partition("items", &a.list_id)]
+        }
+        async fn run(
+            conn: &mut Conn<Db>,
+            _: &QueryCtx,
+            a: &ListArgs,
+        ) -> Result<Vec<Item>, sqlx::Error> {
+            static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+            let sql = SQL.get_or_init(|| ITEMS.select_sql());
+            let rows = <Self as ServerQuery<Db>>::fetch(conn, sql, a, None).await?;
+            Ok(rows.into_iter().map(|f| f.row).collect())
+        }
+        async fn fetch(
+            conn: &mut Conn<Db>,
+            sql: &str,
+            a: &ListArgs,
+            keys: Option<&str>,
+        ) -> Result<Vec<Fetched<Item>>, sqlx::Error> {
+            use sqlx::Row as _;
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).bind(a.list_id.clone());
+            if let Some(k) = keys {
+                q = q.bind(k.to_owned());
+            }
+            let rows = q.fetch_all(&mut *conn).await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(Fetched {
+                        row: sqlx::FromRow::from_row(r)?,
+                        key: keys.map(|_| r.try_get("__sssync_key")).transpose()?,
+                        prev: if keys.is_some() { r.try_get("__sssync_prev")? } else { None },
+                    })
+                })
+                .collect()
+        }
+    }
+
+    impl ServerQuery<Db> for ItemsRerun {
+        const KEYED_BY: Option<&'static str> = Some("items");
 
         fn dependencies(a: &ListArgs) -> Vec<Dependency> {
             vec![Dependency::partition("items", &a.list_id)]
@@ -380,6 +446,7 @@ pub fn declare<S: Store>(builder: EngineBuilder<S>) -> EngineBuilder<S>
 where
     Counters: ServerQuery<S::Db>,
     Items: ServerQuery<S::Db>,
+    ItemsRerun: ServerQuery<S::Db>,
     Incr: ServerEvent<S::Db>,
     AddItem: ServerEvent<S::Db>,
     DelItem: ServerEvent<S::Db>,
@@ -396,6 +463,7 @@ where
         )
         .query::<Counters>()
         .query::<Items>()
+        .query::<ItemsRerun>()
         .event::<Incr>()
         .event::<AddItem>()
         .event::<DelItem>()

@@ -132,6 +132,7 @@ async fn build<S: Store>(
 where
     app::Counters: sssync_core::server::ServerQuery<S::Db>,
     app::Items: sssync_core::server::ServerQuery<S::Db>,
+    app::ItemsRerun: sssync_core::server::ServerQuery<S::Db>,
     app::Incr: sssync_core::server::ServerEvent<S::Db>,
     app::AddItem: sssync_core::server::ServerEvent<S::Db>,
     app::DelItem: sssync_core::server::ServerEvent<S::Db>,

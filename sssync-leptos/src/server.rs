@@ -22,6 +22,7 @@ trait Source: Send + Sync + 'static {
     fn router(&self) -> axum::Router;
     fn identities_changed(&self);
     fn shutdown(&self);
+    fn is_incremental(&self, name: &str) -> bool;
     fn identify<'a>(&'a self, parts: &'a Parts) -> BoxFuture<'a, Identity>;
     fn who(&self, identity: &Identity) -> Option<String>;
     fn load<'a>(
@@ -54,6 +55,10 @@ impl<S: Store> Source for Engine<S> {
 
     fn shutdown(&self) {
         Engine::shutdown(self)
+    }
+
+    fn is_incremental(&self, name: &str) -> bool {
+        Engine::is_incremental(self, name)
     }
 
     fn identify<'a>(&'a self, parts: &'a Parts) -> BoxFuture<'a, Identity> {
@@ -202,6 +207,12 @@ impl SyncServer {
     /// `Engine::identities_changed`).
     pub fn identities_changed(&self) {
         self.0.identities_changed()
+    }
+
+    /// Whether the declarative query `name` is maintained incrementally (see
+    /// `Engine::is_incremental`).
+    pub fn is_incremental(&self, name: &str) -> bool {
+        self.0.is_incremental(name)
     }
 
     /// Closes every sync connection and stops the engine (before a graceful shutdown).

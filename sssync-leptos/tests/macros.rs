@@ -67,6 +67,11 @@ pub struct BoardCount {
     n: i64,
 }
 
+/// The two last notes of a board, by id: a declarative query (no body; the engine writes its
+/// SQL and maintains its result incrementally).
+#[sync_query(key = id, from = notes, columns = [id, text], order_by = [desc(id)], limit = 2, reads = [notes(board)])]
+pub fn latest(board: String) -> Vec<Note>;
+
 /// Adds a note.
 #[sync_event(predict)]
 pub struct AddNote {
@@ -128,7 +133,7 @@ impl Lock {
     }
 }
 
-const SCHEMA: &str = "CREATE TABLE notes (id TEXT PRIMARY KEY, board TEXT NOT NULL, text TEXT NOT NULL); \
+const SCHEMA: &str = "CREATE TABLE notes (id TEXT PRIMARY KEY NOT NULL, board TEXT NOT NULL, text TEXT NOT NULL); \
                       CREATE TABLE locked (board TEXT PRIMARY KEY)";
 
 fn tables() -> [Table; 2] {
@@ -214,6 +219,41 @@ where
         }]
     );
 
+    // The declarative query: read in full, then patched with each change while a client
+    // follows it.
+    assert!(engine.is_incremental("latest"));
+    assert!(!engine.is_incremental("notes"));
+    let listener = sssync_core::server::listen("127.0.0.1:0").await.unwrap();
+    let ws = format!("ws://{}/sssync/ws", listener.local_addr().unwrap());
+    let app = sssync_core::server::router(engine.clone());
+    let serve = tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = sssync_core::client::native::NativeClient::connect(ws, "latest-reader");
+    let args = LatestArgs { board: "b".into() };
+    client.subscribe::<Latest>(&args);
+    for (id, text) in [("2", "eggs"), ("3", "bread"), ("0", "old")] {
+        engine
+            .apply_server_event("add_note", &add(id, text))
+            .await
+            .unwrap();
+    }
+    let want = vec![
+        Note {
+            id: "3".into(),
+            text: "bread".into(),
+        },
+        Note {
+            id: "2".into(),
+            text: "eggs".into(),
+        },
+    ];
+    client
+        .wait_for(std::time::Duration::from_secs(10), |s| {
+            s.rows::<Latest>(&args) == Some(want.clone())
+        })
+        .await
+        .unwrap();
+    serve.abort();
+
     // The query's authorize, through a helper written once for both databases.
     engine
         .apply_server_event("lock_board", r#"{"board":"b"}"#)
@@ -273,6 +313,28 @@ async fn declared_queries_and_events_register_run_and_refuse_on_postgres() {
         .execute(&admin)
         .await
         .unwrap();
+}
+
+#[test]
+fn a_declarative_query_is_its_shape() {
+    use sssync_core::server::{Order, ServerQuery, Shape, Sqlite};
+    assert_eq!(
+        <Latest as ServerQuery<Sqlite>>::SHAPE,
+        Some(Shape {
+            table: "notes",
+            key: "id",
+            columns: &["id", "text"],
+            filter: &["board"],
+            order: &[Order::Desc("id")],
+            limit: Some(2),
+        })
+    );
+    // A limited window is not its table's rows: no resume from the log.
+    assert_eq!(<Latest as ServerQuery<Sqlite>>::KEYED_BY, None);
+    assert_eq!(
+        <Latest as ServerQuery<Sqlite>>::SHAPE.unwrap().select_sql(),
+        "SELECT t.\"id\", t.\"text\" FROM \"notes\" AS t WHERE t.\"board\" = $1 ORDER BY t.\"id\" DESC LIMIT 2"
+    );
 }
 
 #[test]

@@ -240,8 +240,9 @@ fn dependencies(list: &Option<syn::ExprArray>, destructure: &Tokens) -> syn::Res
     Ok(quote!(::std::vec![#(#deps),*] as ::std::vec::Vec<#p::core::server::Dependency>))
 }
 
-/// Declares a query from an `async fn`: its name is the query's, its parameters (besides a
-/// `conn: &mut Conn<Db>` and a `ctx: &QueryCtx`) are the args, it returns the rows in order.
+/// Declares a query from an `async fn` (or, declarative, a `fn` without a body: below): its
+/// name is the query's, its parameters (besides a `conn: &mut Conn<Db>` and a `ctx:
+/// &QueryCtx`) are the args, it returns the rows in order.
 ///
 /// It makes the query type (the function's name in upper camel case) and its args struct
 /// (`…Args`, one field per parameter; `()` without any). The body is compiled only with the
@@ -255,6 +256,34 @@ fn dependencies(list: &Option<syn::ExprArray>, destructure: &Tokens) -> syn::Res
 /// - `per_identity`: the result depends on who reads it (never shared across identities);
 /// - `keyed_by = table`: the rows are that table's own (resume from the durable log);
 /// - `db = sqlite` or `db = postgres`: compile the body for one database only.
+///
+/// **A declarative query** is a `fn` without a body, `from = table`: its rows are that table's
+/// rows whose columns named like the parameters equal the args, in `order_by = [column,
+/// desc(column), …]` order (then by the key), at most `limit = n` of them, read from `columns =
+/// [...]` (default: every column; the row type derives `sqlx::FromRow`). The engine writes its
+/// SQL and maintains its results incrementally: a write costs in proportion to the rows it
+/// changed, not to the result (see `Shape` in `sssync-core`). The table must be declared (with
+/// the key column `key`), the order columns and the key `NOT NULL`, and an index on (the filter
+/// columns, the order columns, the key) makes each change one index seek. Without `limit`, it is
+/// keyed by its table (a reconnecting client resumes from the durable log); without `reads`, it
+/// depends on the whole table.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use sssync_leptos::{SyncQueryDef, sync_query};
+///
+/// #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// pub struct Todo { pub id: String, pub title: String, pub completed: bool }
+///
+/// /// The todos of a list, in their order: declarative.
+/// #[sync_query(key = id, from = todos, columns = [id, title, completed],
+///              order_by = [position], reads = [todos(list_id)])]
+/// pub fn todos(list_id: String) -> Vec<Todo>;
+///
+/// assert_eq!(Todos::NAME, "todos");
+/// let key = sssync_core::QueryKey::new(Todos::NAME, &TodosArgs { list_id: "l1".into() }).unwrap();
+/// assert_eq!(key.args_json(), r#"{"list_id":"l1"}"#);
+/// ```
 ///
 /// ```
 /// use serde::{Deserialize, Serialize};
@@ -279,16 +308,77 @@ fn dependencies(list: &Option<syn::ExprArray>, destructure: &Tokens) -> syn::Res
 /// ```
 #[proc_macro_attribute]
 pub fn sync_query(attr: TokenStream, item: TokenStream) -> TokenStream {
-    let func = parse_macro_input!(item as ItemFn);
+    let item: Tokens = item.into();
+    // An `async fn` with a body, or (a declarative query) a `fn` without one.
+    let func = match syn::parse2::<ItemFn>(item.clone()) {
+        Ok(f) => QueryFn {
+            attrs: f.attrs,
+            vis: f.vis,
+            sig: f.sig,
+            block: Some(f.block),
+        },
+        Err(e) => match syn::parse2::<syn::ForeignItemFn>(item) {
+            Ok(f) => QueryFn {
+                attrs: f.attrs,
+                vis: f.vis,
+                sig: f.sig,
+                block: None,
+            },
+            Err(_) => return e.to_compile_error().into(),
+        },
+    };
     match query(attr.into(), func) {
         Ok(t) => t.into(),
         Err(e) => e.to_compile_error().into(),
     }
 }
 
-fn query(attr: Tokens, func: ItemFn) -> syn::Result<Tokens> {
+/// A query's function: with a body (its own SQL), or without (declarative).
+struct QueryFn {
+    attrs: Vec<syn::Attribute>,
+    vis: syn::Visibility,
+    sig: syn::Signature,
+    block: Option<Box<syn::Block>>,
+}
+
+/// A column name of a declarative query's options (a plain identifier).
+fn column(e: &Expr) -> syn::Result<String> {
+    match e {
+        Expr::Path(path) if path.path.get_ident().is_some() => Ok(path
+            .path
+            .get_ident()
+            .map(|i| i.to_string())
+            .unwrap_or_default()),
+        _ => Err(Error::new(e.span(), "a column name")),
+    }
+}
+
+/// `T` of `Vec<T>`.
+fn vec_of(ret: &ReturnType) -> Option<Type> {
+    let ReturnType::Type(_, ty) = ret else {
+        return None;
+    };
+    let Type::Path(p) = &**ty else { return None };
+    let seg = p.path.segments.last()?;
+    if seg.ident != "Vec" {
+        return None;
+    }
+    let PathArguments::AngleBracketed(args) = &seg.arguments else {
+        return None;
+    };
+    match args.args.first()? {
+        GenericArgument::Type(t) => Some(t.clone()),
+        _ => None,
+    }
+}
+
+fn query(attr: Tokens, func: QueryFn) -> syn::Result<Tokens> {
     let p = krate();
     let mut key: Option<Ident> = None;
+    let mut from: Option<Ident> = None;
+    let mut order_by: Option<syn::ExprArray> = None;
+    let mut columns: Option<syn::ExprArray> = None;
+    let mut limit: Option<syn::LitInt> = None;
     let mut reads: Option<syn::ExprArray> = None;
     let mut access_reads: Option<syn::ExprArray> = None;
     let mut authorize: Option<syn::Path> = None;
@@ -310,20 +400,58 @@ fn query(attr: Tokens, func: ItemFn) -> syn::Result<Tokens> {
             keyed_by = Some(meta.value()?.parse()?);
         } else if meta.path.is_ident("db") {
             dbs = Dbs::parse(&meta)?;
+        } else if meta.path.is_ident("from") {
+            from = Some(meta.value()?.parse()?);
+        } else if meta.path.is_ident("order_by") {
+            order_by = Some(meta.value()?.parse()?);
+        } else if meta.path.is_ident("columns") {
+            columns = Some(meta.value()?.parse()?);
+        } else if meta.path.is_ident("limit") {
+            limit = Some(meta.value()?.parse()?);
         } else {
             return Err(meta.error(
-                "unknown option: use key, reads, access_reads, authorize, per_identity, keyed_by or db",
+                "unknown option: use key, reads, access_reads, authorize, per_identity, keyed_by, \
+                 db, or for a declarative query from, order_by, columns and limit",
             ));
         }
         Ok(())
     });
     parser.parse2(attr)?;
     let sig = &func.sig;
-    if sig.asyncness.is_none() {
-        return Err(Error::new(
-            sig.fn_token.span,
-            "a sync_query is an `async fn`",
-        ));
+    let declarative = func.block.is_none();
+    if declarative {
+        if from.is_none() {
+            return Err(Error::new(
+                sig.fn_token.span,
+                "a sync_query without a body is declarative: name its table with `from = table`",
+            ));
+        }
+        if sig.asyncness.is_some() {
+            return Err(Error::new(
+                sig.fn_token.span,
+                "a declarative sync_query is a plain `fn` without a body: `fn todos(list_id: String) -> Vec<Todo>;`",
+            ));
+        }
+        if keyed_by.is_some() {
+            return Err(Error::new(
+                Span::call_site(),
+                "a declarative query is keyed by its table already (without `limit`)",
+            ));
+        }
+    } else {
+        if sig.asyncness.is_none() {
+            return Err(Error::new(
+                sig.fn_token.span,
+                "a sync_query is an `async fn` (or, declarative, a `fn` without a body)",
+            ));
+        }
+        if from.is_some() || order_by.is_some() || columns.is_some() || limit.is_some() {
+            return Err(Error::new(
+                Span::call_site(),
+                "`from`, `order_by`, `columns` and `limit` are for a declarative query: a `fn` \
+                 without a body (the engine writes its SQL)",
+            ));
+        }
     }
     let key = key.ok_or_else(|| {
         Error::new(
@@ -331,12 +459,21 @@ fn query(attr: Tokens, func: ItemFn) -> syn::Result<Tokens> {
             "name the row's key field: #[sync_query(key = id, …)]",
         )
     })?;
-    let row = row_type(&sig.output).ok_or_else(|| {
-        Error::new(
-            sig.output.span(),
-            "a sync_query returns Result<Vec<Row>, sqlx::Error>",
-        )
-    })?;
+    let row = if declarative {
+        vec_of(&sig.output).ok_or_else(|| {
+            Error::new(
+                sig.output.span(),
+                "a declarative sync_query returns Vec<Row> (Row: sqlx::FromRow)",
+            )
+        })?
+    } else {
+        row_type(&sig.output).ok_or_else(|| {
+            Error::new(
+                sig.output.span(),
+                "a sync_query returns Result<Vec<Row>, sqlx::Error>",
+            )
+        })?
+    };
     let name = sig.ident.to_string();
     let marker = format_ident!("{}", name.to_upper_camel_case(), span = sig.ident.span());
     let args_ty = format_ident!("{}Args", marker);
@@ -355,6 +492,13 @@ fn query(attr: Tokens, func: ItemFn) -> syn::Result<Tokens> {
         let FnArg::Typed(pt) = input else {
             return Err(Error::new(input.span(), "a sync_query is a free function"));
         };
+        if declarative && (is_conn(&pt.ty) || is_ctx(&pt.ty, "QueryCtx")) {
+            return Err(Error::new(
+                pt.ty.span(),
+                "a declarative query's parameters are its args only (each equals the column of \
+                 its name)",
+            ));
+        }
         if is_conn(&pt.ty) {
             call.push(quote!(__sssync_conn));
         } else if is_ctx(&pt.ty, "QueryCtx") {
@@ -408,6 +552,12 @@ fn query(attr: Tokens, func: ItemFn) -> syn::Result<Tokens> {
     } else {
         quote!(#p::core::server::Access::Public)
     };
+    // A declarative query without a limit is its table's rows: resumable from the log.
+    let keyed_by = match (&from, &limit) {
+        (Some(t), None) => Some(t.clone()),
+        (Some(_), Some(_)) => None,
+        (None, _) => keyed_by,
+    };
     let keyed_by = match keyed_by {
         Some(t) => {
             let t = t.to_string();
@@ -415,7 +565,66 @@ fn query(attr: Tokens, func: ItemFn) -> syn::Result<Tokens> {
         }
         None => quote!(::core::option::Option::None),
     };
-    let block = &func.block;
+    // A declarative query's shape: its table, the args as the filter, the order, the limit.
+    let shape = match &from {
+        None => None,
+        Some(table) => {
+            let table = table.to_string();
+            let key_col = key.to_string();
+            let filter: Vec<String> = arg_names.iter().map(|a| a.to_string()).collect();
+            let mut order = Vec::new();
+            for e in order_by.iter().flat_map(|l| l.elems.iter()) {
+                let (dir, col) = match e {
+                    Expr::Call(call) if call.args.len() == 1 => {
+                        let dir = column(&call.func)?;
+                        let col = column(&call.args[0])?;
+                        match dir.as_str() {
+                            "desc" => (quote!(Desc), col),
+                            "asc" => (quote!(Asc), col),
+                            _ => {
+                                return Err(Error::new(
+                                    call.func.span(),
+                                    "an order is `column`, `asc(column)` or `desc(column)`",
+                                ));
+                            }
+                        }
+                    }
+                    e => (quote!(Asc), column(e)?),
+                };
+                order.push(quote!(#p::core::server::Order::#dir(#col)));
+            }
+            let cols = columns
+                .iter()
+                .flat_map(|l| l.elems.iter())
+                .map(column)
+                .collect::<syn::Result<Vec<_>>>()?;
+            let limit = match &limit {
+                Some(n) => {
+                    let n: u32 = n.base10_parse()?;
+                    quote!(::core::option::Option::Some(#n))
+                }
+                None => quote!(::core::option::Option::None),
+            };
+            Some(quote! {
+                #p::core::server::Shape {
+                    table: #table,
+                    key: #key_col,
+                    columns: &[#(#cols),*],
+                    filter: &[#(#filter),*],
+                    order: &[#(#order),*],
+                    limit: #limit,
+                }
+            })
+        }
+    };
+    // Without `reads`, a declarative query depends on its whole table.
+    let deps = match (&reads, &from) {
+        (None, Some(table)) => {
+            let t = table.to_string();
+            quote!(::std::vec![#p::core::server::Dependency::table(#t)])
+        }
+        _ => deps,
+    };
     let ret = &sig.output;
     let inputs = &sig.inputs;
     let body_attrs: Vec<_> = func
@@ -437,6 +646,86 @@ fn query(attr: Tokens, func: ItemFn) -> syn::Result<Tokens> {
                 }
             }
         });
+        let body = match (&func.block, &shape) {
+            (Some(block), _) => quote! {
+                async fn run(
+                    __sssync_conn: &mut #p::core::server::Conn<#db>,
+                    __sssync_ctx: &#p::core::server::QueryCtx,
+                    __sssync_args: &#args_type,
+                ) -> ::core::result::Result<::std::vec::Vec<#row>, #p::sqlx::Error> {
+                    #[allow(dead_code)]
+                    type Db = #db;
+                    #(#body_attrs)*
+                    async fn __sssync_body(#inputs) #ret #block
+                    let _ = __sssync_ctx;
+                    #run_destructure
+                    __sssync_body(#(#call),*).await.map_err(::core::convert::Into::into)
+                }
+            },
+            (None, Some(shape)) => {
+                let binds = arg_names.iter().map(|a| {
+                    quote!(__sssync_q = __sssync_q.bind(::core::clone::Clone::clone(&__sssync_args.#a));)
+                });
+                quote! {
+                    const SHAPE: ::core::option::Option<#p::core::server::Shape> =
+                        ::core::option::Option::Some(#shape);
+
+                    async fn run(
+                        __sssync_conn: &mut #p::core::server::Conn<#db>,
+                        __sssync_ctx: &#p::core::server::QueryCtx,
+                        __sssync_args: &#args_type,
+                    ) -> ::core::result::Result<::std::vec::Vec<#row>, #p::sqlx::Error> {
+                        static SQL: ::std::sync::OnceLock<::std::string::String> =
+                            ::std::sync::OnceLock::new();
+                        let _ = __sssync_ctx;
+                        let sql = SQL.get_or_init(|| #shape.select_sql());
+                        let rows = <Self as #p::core::server::ServerQuery<#db>>::fetch(
+                            __sssync_conn, sql, __sssync_args, ::core::option::Option::None,
+                        ).await?;
+                        ::core::result::Result::Ok(rows.into_iter().map(|f| f.row).collect())
+                    }
+
+                    async fn fetch(
+                        __sssync_conn: &mut #p::core::server::Conn<#db>,
+                        __sssync_sql: &str,
+                        __sssync_args: &#args_type,
+                        __sssync_keys: ::core::option::Option<&str>,
+                    ) -> ::core::result::Result<
+                        ::std::vec::Vec<#p::core::server::Fetched<#row>>,
+                        #p::sqlx::Error,
+                    > {
+                        let _ = __sssync_args;
+                        let mut __sssync_q = #p::sqlx::query(
+                            #p::sqlx::AssertSqlSafe(::std::borrow::ToOwned::to_owned(__sssync_sql)),
+                        );
+                        #(#binds)*
+                        if let ::core::option::Option::Some(k) = __sssync_keys {
+                            __sssync_q = __sssync_q.bind(::std::borrow::ToOwned::to_owned(k));
+                        }
+                        let rows = __sssync_q.fetch_all(&mut *__sssync_conn).await?;
+                        let keyed = __sssync_keys.is_some();
+                        rows.iter()
+                            .map(|r| {
+                                ::core::result::Result::Ok(#p::core::server::Fetched {
+                                    row: <#row as #p::sqlx::FromRow<'_, <#db as #p::sqlx::Database>::Row>>::from_row(r)?,
+                                    key: if keyed {
+                                        ::core::option::Option::Some(#p::sqlx::Row::try_get::<::std::string::String, _>(r, "__sssync_key")?)
+                                    } else {
+                                        ::core::option::Option::None
+                                    },
+                                    prev: if keyed {
+                                        #p::sqlx::Row::try_get::<::core::option::Option<::std::string::String>, _>(r, "__sssync_prev")?
+                                    } else {
+                                        ::core::option::Option::None
+                                    },
+                                })
+                            })
+                            .collect()
+                    }
+                }
+            }
+            (None, None) => unreachable!("checked: a query without a body has a shape"),
+        };
         impls.push(quote! {
             impl #p::core::server::ServerQuery<#db> for #marker {
                 const KEYED_BY: ::core::option::Option<&'static str> = #keyed_by;
@@ -452,19 +741,7 @@ fn query(attr: Tokens, func: ItemFn) -> syn::Result<Tokens> {
 
                 #authorize_fn
 
-                async fn run(
-                    __sssync_conn: &mut #p::core::server::Conn<#db>,
-                    __sssync_ctx: &#p::core::server::QueryCtx,
-                    __sssync_args: &#args_type,
-                ) -> ::core::result::Result<::std::vec::Vec<#row>, #p::sqlx::Error> {
-                    #[allow(dead_code)]
-                    type Db = #db;
-                    #(#body_attrs)*
-                    async fn __sssync_body(#inputs) #ret #block
-                    let _ = __sssync_ctx;
-                    #run_destructure
-                    __sssync_body(#(#call),*).await.map_err(::core::convert::Into::into)
-                }
+                #body
             }
         });
     }

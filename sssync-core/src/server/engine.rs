@@ -161,14 +161,16 @@ impl EngineError {
 
 /// Where an event's outcome goes.
 pub(crate) enum Reply {
-    Outbox(Outbox),
+    /// A connection's outbox; the event counts as in flight on it until it is answered (or
+    /// dropped unanswered).
+    Outbox(Outbox, super::hub::InFlight),
     Once(oneshot::Sender<ServerMsg>),
 }
 
 impl Reply {
     pub(crate) fn send(self, msg: ServerMsg) {
         match self {
-            Reply::Outbox(o) => {
+            Reply::Outbox(o, _in_flight) => {
                 o.send_msg(&msg);
             }
             Reply::Once(tx) => {
@@ -241,6 +243,8 @@ pub(crate) struct Inner<S: Store> {
     /// this instance asks again who it is.
     pub(crate) reidentify: watch::Sender<u64>,
     pub(crate) reidentify_every: Duration,
+    /// The incremental plans of the declarative queries that passed the checks, by name.
+    pub(crate) plans: std::collections::HashMap<&'static str, super::incremental::Plan>,
 }
 
 /// A new random secret (the key of the version proofs), made once per database.
@@ -433,6 +437,17 @@ impl<S: Store> Engine<S> {
     /// The store (its pool serves the application's own reads).
     pub fn store(&self) -> &S {
         &self.inner.store
+    }
+
+    /// Whether the declarative query `name` is maintained incrementally (its changes patch its
+    /// results), rather than re-run and diffed: false for a query with its own SQL, and for a
+    /// declarative one whose table failed the checks at start (the log says why) or whose rows'
+    /// keys turned out not to be its key column's text.
+    pub fn is_incremental(&self, name: &str) -> bool {
+        self.inner
+            .plans
+            .get(name)
+            .is_some_and(super::incremental::Plan::is_sound)
     }
 
     /// How many query keys are live and how many subscriptions they have.
@@ -981,6 +996,20 @@ impl<S: Store> EngineBuilder<S> {
         for t in &self.tables {
             self.store.install_table(t).await?;
         }
+        let mut plans = std::collections::HashMap::new();
+        for (name, entry) in &self.registry.queries {
+            let Some(shape) = entry.shape else { continue };
+            match plan_for(&self.store, &self.tables, &shape).await? {
+                Ok(plan) => {
+                    plans.insert(*name, plan);
+                }
+                Err(why) => tracing::warn!(
+                    query = name,
+                    "the query is re-run and diffed on each change, not maintained \
+                     incrementally: {why}"
+                ),
+            }
+        }
         let (stop, _) = watch::channel(false);
         let hub = Hub::new(self.limits.max_groups);
         hub.set_processed(version);
@@ -1003,10 +1032,73 @@ impl<S: Store> EngineBuilder<S> {
             identify: self.identify,
             reidentify: watch::channel(0).0,
             reidentify_every: self.reidentify_every,
+            plans,
         });
         let (cmds, rx) = mpsc::channel(4 * super::writer::MAX_BATCH);
         tokio::spawn(super::writer::writer(inner.clone(), rx));
         tokio::spawn(super::tailer::tailer(inner.clone(), opens_rx, cmds.clone()));
         Ok(Engine { inner, cmds })
     }
+}
+
+/// The incremental plan of a declarative query, or why it cannot have one (see
+/// [`incremental`](super::incremental): the checks against what the database declares).
+async fn plan_for<S: Store>(
+    store: &S,
+    tables: &[Table],
+    shape: &super::incremental::Shape,
+) -> Result<Result<super::incremental::Plan, String>, StoreError> {
+    use super::incremental::{Dialect, Plan};
+    let Some(table) = tables.iter().find(|t| t.name() == shape.table) else {
+        return Ok(Err(format!(
+            "its table {:?} is not declared (EngineBuilder::table): its changes are not logged",
+            shape.table
+        )));
+    };
+    if table.key_column() != shape.key {
+        return Ok(Err(format!(
+            "its key {:?} is not the key column the change log records for {:?} ({:?})",
+            shape.key,
+            shape.table,
+            table.key_column()
+        )));
+    }
+    let sqlite = std::any::TypeId::of::<S::Db>() == std::any::TypeId::of::<sqlx::Sqlite>();
+    let mut key_type = String::new();
+    let mut columns: Vec<&str> = shape.order_columns();
+    columns.extend(shape.filter.iter().copied());
+    for column in columns {
+        let Some(info) = store.column_info(shape.table, column).await? else {
+            return Ok(Err(format!(
+                "the table {:?} has no column {column:?}",
+                shape.table
+            )));
+        };
+        let ordered = shape.order_columns().contains(&column);
+        if ordered && !info.not_null {
+            return Ok(Err(format!(
+                "its order column {column:?} may be NULL (declare it NOT NULL)"
+            )));
+        }
+        if column == shape.key {
+            key_type = info.declared_type.clone();
+            // SQLite logs a BLOB key as hex: only a text or integer key is its own text.
+            let t = info.declared_type.to_ascii_uppercase();
+            let text_or_int =
+                t.contains("INT") || t.contains("CHAR") || t.contains("CLOB") || t.contains("TEXT");
+            if sqlite && !text_or_int {
+                return Ok(Err(format!(
+                    "its key column {column:?} is declared {:?}: on SQLite the incremental \
+                     path needs a TEXT or INTEGER key",
+                    info.declared_type
+                )));
+            }
+        }
+    }
+    let dialect = if sqlite {
+        Dialect::Sqlite
+    } else {
+        Dialect::Postgres { key_type }
+    };
+    Ok(Ok(Plan::new(shape, &dialect)))
 }

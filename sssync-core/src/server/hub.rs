@@ -52,6 +52,18 @@ pub(crate) struct Outbox {
     pub(crate) wake: Arc<Notify>,
     /// Who the connection is (checked queries authorize it, again when their access changes).
     identity: Arc<Identity>,
+    /// Events the connection sent that are not answered yet.
+    in_flight: Arc<AtomicUsize>,
+    capacity: usize,
+}
+
+/// One event in flight on a connection (see [`Outbox::busy`]): counted until dropped.
+pub(crate) struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The receiving end of an [`Outbox`] (the connection's task).
@@ -83,6 +95,8 @@ impl Outbox {
                 wanted: Arc::new(Mutex::new(HashSet::new())),
                 wake: Arc::new(Notify::new()),
                 identity: Arc::new(Identity::anonymous()),
+                in_flight: Arc::new(AtomicUsize::new(0)),
+                capacity: capacity.max(1),
             },
             OutboxRx { rx, queued },
         )
@@ -141,6 +155,21 @@ impl Outbox {
         self.slow.load(Ordering::Relaxed)
     }
 
+    /// Counts one more event in flight on this connection, until the guard drops.
+    pub(crate) fn in_flight(&self) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.in_flight.clone())
+    }
+
+    /// Whether the connection should stop reading from its client for now: the answers it
+    /// owes (events in flight) and the messages queued fill half its queue, or the queued bytes
+    /// half their bound. What is left is room for the deltas of its subscriptions.
+    pub(crate) fn busy(&self) -> bool {
+        let queued = self.tx.max_capacity() - self.tx.capacity();
+        self.in_flight.load(Ordering::Relaxed) + queued >= self.capacity.div_ceil(2)
+            || self.queued.load(Ordering::Relaxed) >= self.max_bytes / 2
+    }
+
     /// Whether the connection behind it has gone.
     pub(crate) fn is_closed(&self) -> bool {
         self.tx.is_closed()
@@ -174,6 +203,8 @@ struct Group {
     /// The canonical args, as sent on the wire.
     args: Box<RawValue>,
     rows: Rows,
+    /// The size of `rows` as the result size limit counts it.
+    bytes: usize,
     /// The version of the last change of `rows` (deltas go from it).
     version: Version,
     /// For each row, the version it last changed (or moved) at: resuming clients get the rows
@@ -429,6 +460,7 @@ impl Hub {
                 deps,
                 access,
                 args: RawValue::from_string(key.args_json().to_owned()).expect("canonical JSON"),
+                bytes: rows.rows().iter().map(row_bytes).sum(),
                 rows,
                 version,
                 changed_at,
@@ -523,10 +555,48 @@ impl Hub {
         if d.is_empty() {
             return 0;
         }
-        for p in &d.puts {
+        g.bytes = rows.rows().iter().map(row_bytes).sum();
+        g.rows = rows;
+        g.changed(key, d.puts, d.dels, version)
+    }
+}
+
+/// A row's share of a result's size (as [`Limits::max_result_bytes`] counts it).
+///
+/// [`Limits::max_result_bytes`]: crate::protocol::Limits::max_result_bytes
+pub(crate) fn row_bytes(r: &crate::row::Row) -> usize {
+    r.key.len() + r.value.get().len() + 16
+}
+
+/// What [`Hub::patch`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Patched {
+    /// Patched; the delta was queued for this many subscribers.
+    Done(usize),
+    /// No live group for the key.
+    NoGroup,
+    /// The patch cannot tell the new result: read it again in full.
+    Rerun,
+    /// The result would be this many bytes, over the limit: not patched.
+    TooLarge(usize),
+}
+
+impl Group {
+    /// The group's rows changed (they are `self.rows` now) at `version` by `puts` and `dels`:
+    /// remembers what changed when (for resumes), queues the one delta for every subscriber.
+    /// Returns the number of subscribers it was queued for.
+    fn changed(
+        &mut self,
+        key: &QueryKey,
+        puts: Vec<Put>,
+        dels: Vec<Arc<str>>,
+        version: Version,
+    ) -> usize {
+        let g = self;
+        for p in &puts {
             g.changed_at.insert(p.row.key.clone(), version);
         }
-        for k in &d.dels {
+        for k in &dels {
             g.changed_at.remove(k);
             g.tombstones.push_back((version, k.clone()));
         }
@@ -540,13 +610,12 @@ impl Hub {
             a: g.args.clone(),
             from: g.version,
             to: version,
-            puts: d.puts,
-            dels: d.dels,
-            digest: rows.digest(),
+            puts,
+            dels,
+            digest: g.rows.digest(),
         })
         .to_json()
         .into();
-        g.rows = rows;
         g.version = version;
         let mut sent = 0;
         g.subs.retain(|_, o| {
@@ -559,6 +628,68 @@ impl Hub {
             g.idle_since = Some(Instant::now());
         }
         sent
+    }
+}
+
+impl Hub {
+    /// Patches `key`'s result at `version` with what the incremental read `found` among the
+    /// `changed` keys (see [`incremental::patch`](super::incremental::patch)), and queues the
+    /// delta for every subscriber, like [`Hub::update`]. A result that would grow past
+    /// `max_bytes` is not patched.
+    pub(crate) fn patch(
+        &self,
+        key: &QueryKey,
+        changed: &HashSet<Arc<str>>,
+        found: Vec<super::incremental::Found>,
+        version: Version,
+        limit: Option<usize>,
+        max_bytes: usize,
+    ) -> Patched {
+        use super::incremental::{Patch, patch};
+        let Some(g) = self.group(key) else {
+            return Patched::NoGroup;
+        };
+        let mut g = lock(&g);
+        let g = &mut *g;
+        if g.dead {
+            return Patched::NoGroup;
+        }
+        let size = |rows: &Rows, keys: &mut dyn Iterator<Item = &Arc<str>>| -> usize {
+            keys.filter_map(|k| rows.get(k)).map(row_bytes).sum()
+        };
+        let before = size(&g.rows, &mut changed.iter());
+        // The rows a window may push out are unchanged ones: their size, before they go.
+        let tail: HashMap<Arc<str>, usize> = match limit {
+            Some(_) => g
+                .rows
+                .rows()
+                .iter()
+                .rev()
+                .take(changed.len())
+                .map(|r| (r.key.clone(), row_bytes(r)))
+                .collect(),
+            None => HashMap::new(),
+        };
+        let (puts, dels) = match patch(&mut g.rows, changed, found, limit) {
+            Patch::Rerun => return Patched::Rerun,
+            Patch::Done { puts, dels } => (puts, dels),
+        };
+        let after = size(&g.rows, &mut changed.iter());
+        let pushed_out: usize = dels
+            .iter()
+            .filter(|k| !changed.contains(*k))
+            .map(|k| tail.get(k).copied().unwrap_or(0))
+            .sum();
+        let bytes = (g.bytes + after).saturating_sub(before + pushed_out);
+        if bytes > max_bytes {
+            // The key fails with `too_large` (its group goes, with what the patch did).
+            return Patched::TooLarge(bytes);
+        }
+        g.bytes = bytes;
+        if puts.is_empty() && dels.is_empty() {
+            return Patched::Done(0);
+        }
+        Patched::Done(g.changed(key, puts, dels, version))
     }
 
     /// A group's query failed after a change (or its result grew too large): drop the group and

@@ -13,6 +13,7 @@
 pub mod declared;
 mod engine;
 mod hub;
+mod incremental;
 mod postgres;
 mod schema;
 mod sqlite;
@@ -26,13 +27,13 @@ pub use axum::http::request::Parts;
 pub use engine::{Engine, EngineBuilder, EngineError, FaultHook, FaultPoint, WriteRetry};
 pub use postgres::PgStore;
 pub use schema::{
-    Access, AccessError, BoxFuture, Conn, Dependency, EventCtx, EventError, Identity,
-    PartitionValue, QueryCtx, RunError, ServerEvent, ServerQuery,
+    Access, AccessError, BoxFuture, ColumnInfo, Conn, Dependency, EventCtx, EventError, Fetched,
+    Identity, Order, PartitionValue, QueryCtx, RunError, ServerEvent, ServerQuery, Shape,
 };
 pub use sqlite::SqliteStore;
 /// The databases sssync runs on (sqlx's types), for [`for_each_db!`](crate::for_each_db).
 pub use sqlx::{Postgres, Sqlite};
-pub use store::{Change, LogRead, Store, StoreError};
+pub use store::{Change, LogRead, RowChange, Store, StoreError};
 pub use transport::{NoDelayListener, listen, router, valid_client_id};
 
 /// Writes the items it is given once for each database sssync runs on (SQLite and PostgreSQL),

@@ -16,7 +16,7 @@
 
 use super::Table;
 use super::schema::PartitionValue;
-use super::store::{Change, ClientRow, LogRead, Store, StoreError};
+use super::store::{Change, ClientRow, LogRead, RowChange, Store, StoreError};
 use crate::version::{Epoch, Version};
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Executor, Row as _};
@@ -420,6 +420,47 @@ impl Store for PgStore {
                 .collect(),
             unsealed,
         })
+    }
+
+    async fn read_row_changes(
+        conn: &mut PgConnection,
+        after: Version,
+        upto: Version,
+        limit: usize,
+    ) -> Result<Option<Vec<RowChange>>, StoreError> {
+        // One row per (table, partition), its keys as a JSON array.
+        let groups: Vec<(String, Option<String>, String, i64)> = sqlx::query_as(
+            "SELECT tbl, part, CAST(json_agg(DISTINCT row_key) AS text), COUNT(*) \
+             FROM (SELECT tbl, part, row_key FROM sssync_changes \
+                   WHERE version > $1 AND version <= $2 AND row_key IS NOT NULL LIMIT $3) s \
+             GROUP BY tbl, part",
+        )
+        .bind(after.0 as i64)
+        .bind(upto.0 as i64)
+        .bind(limit.saturating_add(1).min(i64::MAX as usize) as i64)
+        .fetch_all(&mut *conn)
+        .await?;
+        super::store::row_changes(groups, limit)
+    }
+
+    async fn column_info(
+        &self,
+        table: &str,
+        column: &str,
+    ) -> Result<Option<super::ColumnInfo>, StoreError> {
+        let row: Option<(String, bool)> = sqlx::query_as(
+            "SELECT format_type(a.atttypid, a.atttypmod), a.attnotnull FROM pg_attribute a \
+             WHERE a.attrelid = to_regclass(quote_ident($1)) AND a.attname = $2 \
+             AND a.attnum > 0 AND NOT a.attisdropped",
+        )
+        .bind(table)
+        .bind(column)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(declared_type, not_null)| super::ColumnInfo {
+            declared_type,
+            not_null,
+        }))
     }
 
     async fn changed_keys(

@@ -258,6 +258,45 @@ pub trait ServerQuery<Db: sqlx::Database>: Query {
         ctx: &QueryCtx,
         args: &Self::Args,
     ) -> impl Future<Output = Result<Vec<Self::Row>, sqlx::Error>> + Send;
+
+    /// `Some` for a declarative query (one table, a filter on the args, an order, a limit):
+    /// the engine maintains its result incrementally, a change costing in proportion to the
+    /// rows it touches (see [`Shape`]). `#[sync_query(from = table, …)]` writes it, with
+    /// [`ServerQuery::fetch`]. Default: `None` (re-run and diffed).
+    const SHAPE: Option<Shape> = None;
+
+    /// Runs `sql` (the engine's, written from [`ServerQuery::SHAPE`]) with the args' filter
+    /// values bound in the shape's order, then `keys` (a JSON array of key texts) when given,
+    /// and decodes each row, with its `__sssync_key` and `__sssync_prev` columns when `keys`
+    /// is given. Only called for a query with a shape.
+    fn fetch(
+        conn: &mut Conn<Db>,
+        sql: &str,
+        args: &Self::Args,
+        keys: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<Fetched<Self::Row>>, sqlx::Error>> + Send {
+        let _ = (conn, sql, args, keys);
+        async {
+            Err(sqlx::Error::Protocol(format!(
+                "query {:?} has no shape: it cannot be read incrementally",
+                Self::NAME
+            )))
+        }
+    }
+}
+
+pub use super::incremental::{ColumnInfo, Order, Shape};
+
+/// A row a declarative query's [`ServerQuery::fetch`] read.
+#[derive(Clone, Debug)]
+pub struct Fetched<R> {
+    /// The row.
+    pub row: R,
+    /// Its key column's text (read incrementally only).
+    pub key: Option<String>,
+    /// The key of the row before it in the result's order (read incrementally only; `None`:
+    /// the first).
+    pub prev: Option<String>,
 }
 
 /// Why an event handler did not apply its event.
@@ -326,8 +365,19 @@ type AuthorizeFn<Db> =
 type ApplyFn<Db> =
     for<'a> fn(&'a mut Conn<Db>, &'a EventCtx, &'a str) -> BoxFuture<'a, Result<(), EventError>>;
 
+type FetchFn<Db> = for<'a> fn(
+    &'a mut Conn<Db>,
+    &'a str,
+    &'a str,
+    &'a str,
+)
+    -> BoxFuture<'a, Result<Vec<super::incremental::FoundRow>, RunError>>;
+
 pub(crate) struct QueryEntry<Db: sqlx::Database> {
     pub(crate) run: RunFn<Db>,
+    pub(crate) shape: Option<Shape>,
+    /// A declarative query's incremental read: (conn, SQL, args JSON, keys JSON).
+    pub(crate) fetch: FetchFn<Db>,
     pub(crate) deps: DepsFn,
     pub(crate) access_deps: DepsFn,
     pub(crate) authorize: AuthorizeFn<Db>,
@@ -360,6 +410,8 @@ impl<Db: sqlx::Database> Registry<Db> {
             Q::NAME,
             QueryEntry {
                 run: run_erased::<Db, Q>,
+                shape: Q::SHAPE,
+                fetch: fetch_erased::<Db, Q>,
                 deps: deps_erased::<Db, Q>,
                 access_deps: access_deps_erased::<Db, Q>,
                 authorize: authorize_erased::<Db, Q>,
@@ -392,6 +444,30 @@ fn run_erased<'a, Db: sqlx::Database, Q: ServerQuery<Db>>(
             .map(|r| Row::from_serialize(Q::row_key(r), r))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| RunError::Encode(e.to_string()))
+    })
+}
+
+fn fetch_erased<'a, Db: sqlx::Database, Q: ServerQuery<Db>>(
+    conn: &'a mut Conn<Db>,
+    sql: &'a str,
+    args: &'a str,
+    keys: &'a str,
+) -> BoxFuture<'a, Result<Vec<super::incremental::FoundRow>, RunError>> {
+    Box::pin(async move {
+        let args: Q::Args =
+            serde_json::from_str(args).map_err(|e| RunError::BadArgs(e.to_string()))?;
+        let rows = Q::fetch(conn, sql, &args, Some(keys)).await?;
+        rows.into_iter()
+            .map(|f| {
+                let row = Row::from_serialize(Q::row_key(&f.row), &f.row)
+                    .map_err(|e| RunError::Encode(e.to_string()))?;
+                Ok(super::incremental::FoundRow {
+                    row,
+                    key: f.key.unwrap_or_default(),
+                    prev: f.prev,
+                })
+            })
+            .collect()
     })
 }
 

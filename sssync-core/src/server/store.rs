@@ -53,6 +53,18 @@ pub struct LogRead {
     pub unsealed: bool,
 }
 
+/// One row's entry in the change log: a row of `table` (partition value `part`) keyed `key`
+/// changed (what the incremental path reads back).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RowChange {
+    /// The declared table.
+    pub table: String,
+    /// The partition value's text, as in [`Change::part`].
+    pub part: Option<String>,
+    /// The key column's text.
+    pub key: String,
+}
+
 /// A client id's row in `sssync_clients`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientRow {
@@ -180,6 +192,24 @@ pub trait Store: Send + Sync + 'static {
         after: Version,
         max_versions: u64,
     ) -> impl Future<Output = Result<LogRead, StoreError>> + Send;
+    /// Inside a read transaction: every row entry of the log after `after` up to `upto` (a
+    /// change of a whole table has none; [`Change::whole`] says so), or `None` when there are
+    /// more than `limit`.
+    fn read_row_changes(
+        conn: &mut <Self::Db as sqlx::Database>::Connection,
+        after: Version,
+        upto: Version,
+        limit: usize,
+    ) -> impl Future<Output = Result<Option<Vec<RowChange>>, StoreError>> + Send;
+
+    /// What the database declares of `table`'s `column` (`None`: no such column), for the
+    /// checks of the incremental path.
+    fn column_info(
+        &self,
+        table: &str,
+        column: &str,
+    ) -> impl Future<Output = Result<Option<super::ColumnInfo>, StoreError>> + Send;
+
     /// The keys of the rows of `table` (with partition value `part`, or any) that changed
     /// after `after` up to `upto`: what a client that holds a result at `after` missed.
     /// `None` when that cannot be told: the log no longer reaches back to `after` (its
@@ -213,4 +243,29 @@ pub trait Store: Send + Sync + 'static {
         let _ = bell;
         None
     }
+}
+
+/// The row changes of a log read grouped by (table, partition), each group's keys a JSON array
+/// of texts and its entry count: `None` when the entries (the subquery's rows) are more than
+/// `limit`.
+pub(crate) fn row_changes(
+    groups: impl IntoIterator<Item = (String, Option<String>, String, i64)>,
+    limit: usize,
+) -> Result<Option<Vec<RowChange>>, StoreError> {
+    let mut out = Vec::new();
+    let mut entries: usize = 0;
+    for (table, part, keys, n) in groups {
+        entries = entries.saturating_add(usize::try_from(n).unwrap_or(usize::MAX));
+        if entries > limit {
+            return Ok(None);
+        }
+        let keys: Vec<String> =
+            serde_json::from_str(&keys).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        out.extend(keys.into_iter().map(|key| RowChange {
+            table: table.clone(),
+            part: part.clone(),
+            key,
+        }));
+    }
+    Ok(Some(out))
 }

@@ -15,7 +15,7 @@
 //! otherwise a snapshot marked `reset`.
 
 use super::engine::{Cmd, EngineError, Inner};
-use super::hub::{Outbox, Subscribed, query_failed};
+use super::hub::{Outbox, Patched, Subscribed, query_failed};
 use super::schema::{AccessError, Identity, QueryCtx};
 use super::store::{Store, StoreError};
 use super::writer::short;
@@ -166,8 +166,16 @@ async fn round<S: Store>(
                 }
             }
         }
-        let mut results = Vec::with_capacity(affected.len());
-        for key in affected {
+        // Withdrawn access ends before any delta of these commits goes out.
+        for (key, outbox, e) in revoked {
+            tracing::info!(%key, conn = outbox.id, "access withdrawn; the subscription ends");
+            inner.hub.revoke(&key, &outbox, &e.for_key(&key));
+        }
+        // Declarative queries are patched with the rows that changed (their deltas go now);
+        // the others, and those the patch cannot tell, are re-run.
+        let rerun = incremental(inner, &mut conn, &log, processed, affected).await?;
+        let mut results = Vec::with_capacity(rerun.len());
+        for key in rerun {
             let rows = run(inner, &mut conn, &key).await?;
             results.push((key, rows));
         }
@@ -195,7 +203,7 @@ async fn round<S: Store>(
             };
             opened.push(rows);
         }
-        Ok::<_, RoundError>((log, new_epoch, behind, revoked, results, verdicts, opened))
+        Ok::<_, RoundError>((log, new_epoch, behind, results, verdicts, opened))
     }
     .await;
     // A read transaction: ending it either way changes nothing. After a panic the
@@ -208,7 +216,7 @@ async fn round<S: Store>(
         conn.close_on_drop();
     }
     drop(conn);
-    let (log, new_epoch, behind, revoked, results, verdicts, opened) = match read {
+    let (log, new_epoch, behind, results, verdicts, opened) = match read {
         Ok(r) => r,
         Err(RoundError::Store(e)) => {
             refuse(&opens, &e);
@@ -240,10 +248,6 @@ async fn round<S: Store>(
         inner.hub.reset_processed(log.version);
     }
     let v = log.version;
-    for (key, outbox, e) in revoked {
-        tracing::info!(%key, conn = outbox.id, "access withdrawn; the subscription ends");
-        inner.hub.revoke(&key, &outbox, &e.for_key(&key));
-    }
     for (key, rows) in results {
         match rows {
             Ok(rows) => {
@@ -341,6 +345,146 @@ async fn run<S: Store>(
         Ok(rows) => Ok(rows
             .map_err(EngineError::from)
             .and_then(|r| inner.result(r))),
+        Err(_) => Err(RoundError::Panicked(Panicked::panic(key))),
+    }
+}
+
+/// Row entries of the log one round reads at most for the incremental path (beyond, its
+/// queries are re-run).
+const MAX_ROW_CHANGES: usize = 50_000;
+/// Changed rows one key is patched with at most (beyond, re-running it is as cheap).
+const MAX_PATCH_ROWS: usize = 2_000;
+
+/// Patches the affected keys of declarative queries with the rows the round's commits changed,
+/// read in the round's snapshot, and queues their deltas; returns the keys to re-run instead
+/// (every other query, and the changes a patch cannot tell).
+async fn incremental<S: Store>(
+    inner: &Inner<S>,
+    conn: &mut <S::Db as sqlx::Database>::Connection,
+    log: &super::store::LogRead,
+    processed: Version,
+    affected: Vec<QueryKey>,
+) -> Result<Vec<QueryKey>, RoundError> {
+    use super::incremental::Found;
+    let (mut patchable, mut rerun): (Vec<QueryKey>, Vec<QueryKey>) =
+        affected.into_iter().partition(|k| {
+            inner
+                .plans
+                .get(k.name())
+                .is_some_and(super::incremental::Plan::is_sound)
+        });
+    if patchable.is_empty() {
+        return Ok(rerun);
+    }
+    let Some(row_changes) =
+        S::read_row_changes(conn, processed, log.version, MAX_ROW_CHANGES).await?
+    else {
+        rerun.append(&mut patchable);
+        return Ok(rerun);
+    };
+    let v = log.version;
+    for key in patchable {
+        let plan = &inner.plans[key.name()];
+        let Ok(deps) = inner.deps(&key) else {
+            rerun.push(key);
+            continue;
+        };
+        let touches = |table: &str, part: Option<&str>| {
+            deps.iter()
+                .any(|d| d.table == table && (d.part.is_none() || d.part.as_deref() == part))
+        };
+        // Only changes of rows of the query's own table can be patched.
+        let whole_or_other = log.changes.iter().any(|c| {
+            (c.whole && deps.iter().any(|d| d.table == c.table))
+                || (c.table != plan.table && touches(&c.table, c.part.as_deref()))
+        });
+        if whole_or_other || deps.iter().any(|d| d.table != plan.table) {
+            rerun.push(key);
+            continue;
+        }
+        let changed: HashSet<Arc<str>> = row_changes
+            .iter()
+            .filter(|c| c.table == plan.table && touches(&c.table, c.part.as_deref()))
+            .map(|c| Arc::from(c.key.as_str()))
+            .collect();
+        if changed.is_empty() {
+            continue;
+        }
+        if changed.len() > MAX_PATCH_ROWS {
+            rerun.push(key);
+            continue;
+        }
+        let mut keys: Vec<&str> = changed.iter().map(|k| &**k).collect();
+        keys.sort_unstable();
+        let keys_json = serde_json::to_string(&keys).expect("strings serialize");
+        let found = match fetch_changed(inner, conn, &key, &plan.changed_sql, &keys_json).await? {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::error!(%key, error = %e, "the incremental read failed; dropping the query");
+                inner.hub.fail(&key, &e.for_key(&key));
+                continue;
+            }
+        };
+        // The rows' keys must be the key column's text, or the log's keys mean nothing here.
+        if let Some(bad) = found.iter().find(|f| *f.row.key != *f.key) {
+            tracing::warn!(
+                query = key.name(),
+                row_key = %bad.row.key,
+                column_text = %bad.key,
+                "a row's key is not its key column's text: the query is re-run from now on"
+            );
+            plan.sound
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            rerun.push(key);
+            continue;
+        }
+        let found = found
+            .into_iter()
+            .map(|f| Found {
+                row: f.row,
+                prev: f.prev.map(Arc::from),
+            })
+            .collect();
+        let patched = inner.hub.patch(
+            &key,
+            &changed,
+            found,
+            v,
+            plan.limit,
+            inner.limits.max_result_bytes,
+        );
+        match patched {
+            Patched::Done(_) | Patched::NoGroup => {}
+            Patched::Rerun => rerun.push(key),
+            Patched::TooLarge(bytes) => {
+                let e = EngineError::TooLarge(bytes, inner.limits.max_result_bytes);
+                inner.hub.fail(&key, &e.for_key(&key));
+            }
+        }
+    }
+    Ok(rerun)
+}
+
+/// Reads the rows among `keys_json` of `key`'s declarative query, in the round's snapshot
+/// (failures as in [`run`]).
+async fn fetch_changed<S: Store>(
+    inner: &Inner<S>,
+    conn: &mut <S::Db as sqlx::Database>::Connection,
+    key: &QueryKey,
+    sql: &str,
+    keys_json: &str,
+) -> Result<Result<Vec<super::incremental::FoundRow>, EngineError>, RoundError> {
+    use futures_util::FutureExt;
+    let Some(entry) = inner.registry.queries.get(key.name()) else {
+        return Ok(Err(EngineError::UnknownQuery(key.name().to_owned())));
+    };
+    let fetched =
+        std::panic::AssertUnwindSafe((entry.fetch)(conn, sql, key.args_json(), keys_json))
+            .catch_unwind()
+            .await;
+    match fetched {
+        Ok(Err(super::schema::RunError::Storage(e))) => Ok(Err(storage_failure::<S>(key, e)?)),
+        Ok(found) => Ok(found.map_err(EngineError::from)),
         Err(_) => Err(RoundError::Panicked(Panicked::panic(key))),
     }
 }

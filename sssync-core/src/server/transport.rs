@@ -305,7 +305,10 @@ async fn connection<S: Store>(
                     _ => break,
                 }
             }
-            frame = stream.next() => {
+            // Flow control: while the answers it is owed (events in flight, messages queued)
+            // fill half its queue, nothing more is read from the client; its own socket then
+            // slows it down, instead of its answers overflowing the queue.
+            frame = stream.next(), if !outbox.busy() => {
                 let Some(Ok(frame)) = frame else { break };
                 last_heard = Instant::now();
                 match frame {
@@ -424,7 +427,7 @@ impl<S: Store> Session<'_, S> {
                 }
             }
             ClientMsg::Event(e) => {
-                let reply = Reply::Outbox(self.outbox.clone());
+                let reply = Reply::Outbox(self.outbox.clone(), self.outbox.in_flight());
                 let cmd =
                     EventCmd::from_wire(self.client_id.clone(), &self.identity, e, limits, reply);
                 if self.engine.submit(cmd).await.is_err() {

@@ -1,9 +1,11 @@
 //! The writer: the one task per engine that writes. It takes every event waiting (up to a
 //! batch size), applies them in one transaction, one version for the batch, each event inside
-//! a savepoint with its client's `last_seq` (invariant 5), commits, hands the version to the
-//! tailer, waits until the tailer has fanned it out (so that a client has every delta up to an
-//! ack's version before the ack: invariant 6), then acknowledges. It also gives the database a
-//! new epoch when asked (a restored backup), and seals the changes written outside the engine.
+//! a savepoint with its client's `last_seq` (invariant 5), commits, and hands the version to the
+//! tailer. It does not wait for the fan-out: the acker (a task of its own) answers each batch's
+//! events once the tailer has fanned its version out (so that a client has every delta up to an
+//! ack's version before the ack: invariant 6), in commit order, while the writer commits the next
+//! batches. It also gives the database a new epoch when asked (a restored backup), and seals the
+//! changes written outside the engine.
 
 use super::engine::{Cmd, EventCmd, FaultPoint, Inner};
 use super::schema::EventCtx;
@@ -41,6 +43,8 @@ struct BatchFailed {
     /// The event whose handler failed (transiently, or by panicking), if it was one's.
     culprit: Option<usize>,
     panicked: bool,
+    /// Applied without savepoints, an event was refused: the batch goes again with them.
+    needs_savepoints: bool,
 }
 
 impl From<StoreError> for BatchFailed {
@@ -49,11 +53,42 @@ impl From<StoreError> for BatchFailed {
             err,
             culprit: None,
             panicked: false,
+            needs_savepoints: false,
+        }
+    }
+}
+
+/// Batches whose acknowledgements wait for their fan-out at most, while the writer commits the
+/// next ones (then the writer waits: the pipeline is bounded).
+const ACKS_IN_FLIGHT: usize = 8;
+
+/// The answers of one committed batch, sent once the tailer has fanned out `v`.
+struct Answers {
+    /// The batch's version (`None`: nothing of it applied; sent after the batches before it).
+    v: Option<Version>,
+    msgs: Vec<(super::engine::Reply, ServerMsg)>,
+}
+
+/// Sends each batch's answers once its fan-out is done, in commit order, so that the writer
+/// never waits for a fan-out: it commits the next batch while the tailer re-runs the queries
+/// of the last ones (and one tailer round covers every commit it finds).
+async fn acker<S: Store>(inner: Arc<Inner<S>>, mut rx: mpsc::Receiver<Answers>) {
+    while let Some(batch) = rx.recv().await {
+        if let Some(v) = batch.v
+            && !inner.hub.wait_processed(v, FAN_OUT_WAIT).await
+        {
+            tracing::warn!(version = %v, "the fan-out of a batch is late; acknowledging anyway");
+        }
+        inner.fault(FaultPoint::BeforeAcks);
+        for (reply, msg) in batch.msgs {
+            reply.send(msg);
         }
     }
 }
 
 pub(crate) async fn writer<S: Store>(inner: Arc<Inner<S>>, mut rx: mpsc::Receiver<Cmd>) {
+    let (answers, answers_rx) = mpsc::channel(ACKS_IN_FLIGHT);
+    tokio::spawn(acker(inner.clone(), answers_rx));
     let mut stop = inner.stop.subscribe();
     // Batches that failed in a row: the resend delay clients are told grows with it.
     let mut failing: u32 = 0;
@@ -123,7 +158,7 @@ pub(crate) async fn writer<S: Store>(inner: Arc<Inner<S>>, mut rx: mpsc::Receive
                     ));
                 }
             }
-            match apply_batch(&inner, events, failing, &mut deferrals).await {
+            match apply_batch(&inner, events, failing, &mut deferrals, &answers).await {
                 Ok(()) => failing = 0,
                 Err(()) => failing = failing.saturating_add(1),
             }
@@ -225,6 +260,7 @@ async fn apply_batch<S: Store>(
     mut events: Vec<EventCmd>,
     failing: u32,
     deferrals: &mut HashMap<(Arc<str>, u64), u32>,
+    answers: &mpsc::Sender<Answers>,
 ) -> Result<(), ()> {
     let retry_msg = |e: &EventCmd, err: &str, failing: u32| {
         let after = inner
@@ -244,17 +280,31 @@ async fn apply_batch<S: Store>(
     // Events set aside: the error, and whether it points at the event's handler.
     let mut set_aside: Vec<(EventCmd, String, bool)> = Vec::new();
     let mut attempt = 0;
+    // Savepoints cost two statements per event; a batch first goes without them, and again
+    // with them when one of its events is refused.
+    let mut careful = false;
     let (outcomes, bumped) = loop {
         if events.is_empty() {
             break (Vec::new(), None);
         }
         attempt += 1;
-        match apply_in_transaction(inner, &events).await {
+        match apply_in_transaction(inner, &events, careful).await {
             Ok(r) => break r,
+            // An event of the batch was refused: it is applied again with a savepoint per
+            // event (so that the refusal undoes only its own writes). Not a failure.
+            Err(BatchFailed {
+                needs_savepoints: true,
+                ..
+            }) => {
+                careful = true;
+                attempt -= 1;
+                continue;
+            }
             Err(BatchFailed {
                 err,
                 culprit,
                 panicked,
+                ..
             }) => {
                 tracing::warn!(error = %err, attempt, events = events.len(), "write batch failed; rolled back");
                 match culprit {
@@ -323,50 +373,52 @@ async fn apply_batch<S: Store>(
     inner.fault(FaultPoint::AfterCommit);
     // The version the outcomes are visible at: the batch's, or (nothing applied) the latest.
     let now = bumped.unwrap_or_else(|| inner.hub.processed());
-    if let Some(v) = bumped {
+    if bumped.is_some() {
         // The tailer fans the commit out (it reads it from the log, like any other commit);
-        // the acks go once it has.
+        // the acker answers once it has.
         inner.wake.notify_one();
-        if !inner.hub.wait_processed(v, FAN_OUT_WAIT).await {
-            tracing::warn!(version = %v, "the fan-out of a batch is late; acknowledging anyway");
-        }
     }
-    inner.fault(FaultPoint::BeforeAcks);
     let proof = inner.proof(&inner.epoch.borrow(), now);
-    for (e, outcome) in events.into_iter().zip(outcomes) {
-        let msg = match outcome {
-            Outcome::Applied => ServerMsg::Ack(Ack {
-                seq: e.seq,
-                v: now,
-                dup: false,
-                proof: Some(proof.clone()),
-            }),
-            Outcome::Duplicate => ServerMsg::Ack(Ack {
-                seq: e.seq,
-                v: now,
-                dup: true,
-                proof: Some(proof.clone()),
-            }),
-            Outcome::Gap(expected) => ServerMsg::Gap(Gap {
-                seq: e.seq,
-                expected,
-            }),
-            Outcome::Rejected(error) => ServerMsg::Reject(Reject {
-                seq: e.seq,
-                v: now,
-                error,
-            }),
-            Outcome::NotYours => ServerMsg::error(
-                ErrorCode::Forbidden,
-                format!(
-                    "client id {:?} belongs to another identity: event {} was not applied; \
-                     use a client id of your own",
-                    e.client_id, e.seq
+    let msgs = events
+        .into_iter()
+        .zip(outcomes)
+        .map(|(e, outcome)| {
+            let msg = match outcome {
+                Outcome::Applied => ServerMsg::Ack(Ack {
+                    seq: e.seq,
+                    v: now,
+                    dup: false,
+                    proof: Some(proof.clone()),
+                }),
+                Outcome::Duplicate => ServerMsg::Ack(Ack {
+                    seq: e.seq,
+                    v: now,
+                    dup: true,
+                    proof: Some(proof.clone()),
+                }),
+                Outcome::Gap(expected) => ServerMsg::Gap(Gap {
+                    seq: e.seq,
+                    expected,
+                }),
+                Outcome::Rejected(error) => ServerMsg::Reject(Reject {
+                    seq: e.seq,
+                    v: now,
+                    error,
+                }),
+                Outcome::NotYours => ServerMsg::error(
+                    ErrorCode::Forbidden,
+                    format!(
+                        "client id {:?} belongs to another identity: event {} was not applied; \
+                         use a client id of your own",
+                        e.client_id, e.seq
+                    ),
                 ),
-            ),
-        };
-        e.reply.send(msg);
-    }
+            };
+            (e.reply, msg)
+        })
+        .collect();
+    // Bounded: when the fan-out falls behind by ACKS_IN_FLIGHT batches, the writer waits.
+    let _ = answers.send(Answers { v: bumped, msgs }).await;
     Ok(())
 }
 
@@ -380,12 +432,18 @@ pub(crate) fn short(err: &StoreError) -> String {
     }
 }
 
-/// The transaction of one batch: per event, the seq check, the handler in a savepoint, and the
-/// client's `last_seq`, all committed together. A handler's permanent failure rejects its event
-/// (`internal`); a transient one fails the batch (it is retried as a whole).
+/// The transaction of one batch: per event, the seq check, the handler, and the client's
+/// `last_seq` (written once per client, after its last event of the batch), all committed
+/// together. A handler's permanent failure rejects its event (`internal`); a transient one
+/// fails the batch (it is retried as a whole).
+///
+/// `careful`: each handler runs inside a savepoint, so that a refused event's writes are undone
+/// alone. Without (the common case: two statements less per event), the first refusal fails the
+/// batch with `needs_savepoints`, and the caller applies it again carefully.
 async fn apply_in_transaction<S: Store>(
     inner: &Inner<S>,
     events: &[EventCmd],
+    careful: bool,
 ) -> Result<(Vec<Outcome>, Option<Version>), BatchFailed> {
     use futures_util::FutureExt;
     let mut conn = inner.store.pool().acquire().await?;
@@ -393,6 +451,9 @@ async fn apply_in_transaction<S: Store>(
     let result = async {
         // Per client id of the batch: its last seq, and its owner once it has a row.
         let mut last: HashMap<Arc<str>, (u64, Option<Option<String>>)> = HashMap::new();
+        // The seqs to record, per client: the last one of the batch, and its owner.
+        let mut record_seqs: Vec<(Arc<str>, u64, Option<String>)> = Vec::new();
+        let mut record_at: HashMap<Arc<str>, usize> = HashMap::new();
         let mut outcomes = Vec::with_capacity(events.len());
         let mut bumped: Option<Version> = None;
         for (i, e) in events.iter().enumerate() {
@@ -428,7 +489,9 @@ async fn apply_in_transaction<S: Store>(
                     format!("no event named {:?} is registered", e.name),
                 )),
                 Some(entry) => {
-                    S::savepoint(&mut conn).await?;
+                    if careful {
+                        S::savepoint(&mut conn).await?;
+                    }
                     let bumps_here = bumped.is_none();
                     if bumps_here {
                         bumped = Some(S::bump_version(&mut conn).await?);
@@ -454,6 +517,7 @@ async fn apply_in_transaction<S: Store>(
                                 err: sqlx::Error::Protocol("an event handler panicked".into()),
                                 culprit: Some(i),
                                 panicked: true,
+                                needs_savepoints: false,
                             });
                         }
                     };
@@ -470,6 +534,7 @@ async fn apply_in_transaction<S: Store>(
                                     err,
                                     culprit: Some(i),
                                     panicked: false,
+                                    needs_savepoints: false,
                                 });
                             }
                             // It would fail again on every resend (a row not found, a decode
@@ -489,8 +554,20 @@ async fn apply_in_transaction<S: Store>(
                     };
                     match refused {
                         None => {
-                            S::release(&mut conn).await?;
+                            if careful {
+                                S::release(&mut conn).await?;
+                            }
                             Outcome::Applied
+                        }
+                        // Its writes (if any) are mixed with the others': all go again, each
+                        // in a savepoint.
+                        Some(_) if !careful => {
+                            return Err(BatchFailed {
+                                err: sqlx::Error::Protocol("an event was refused".into()),
+                                culprit: Some(i),
+                                panicked: false,
+                                needs_savepoints: true,
+                            });
                         }
                         Some(r) => {
                             S::rollback_to_savepoint(&mut conn).await?;
@@ -504,15 +581,21 @@ async fn apply_in_transaction<S: Store>(
             };
             let record = matches!(outcome, Outcome::Applied) || e.record_rejection;
             if sequenced && record {
-                let owner = e.identity.id();
-                S::write_last_seq(&mut conn, &e.client_id, e.seq, owner).await?;
+                let owner = e.identity.id().map(str::to_owned);
+                match record_at.get(&e.client_id) {
+                    Some(&at) => record_seqs[at].1 = e.seq,
+                    None => {
+                        record_at.insert(e.client_id.clone(), record_seqs.len());
+                        record_seqs.push((e.client_id.clone(), e.seq, owner.clone()));
+                    }
+                }
                 // A new row takes this owner; an existing one keeps its own (the same).
-                last.insert(
-                    e.client_id.clone(),
-                    (e.seq, Some(owner.map(str::to_owned))),
-                );
+                last.insert(e.client_id.clone(), (e.seq, Some(owner)));
             }
             outcomes.push(outcome);
+        }
+        for (client_id, seq, owner) in &record_seqs {
+            S::write_last_seq(&mut conn, client_id, *seq, owner.as_deref()).await?;
         }
         inner.fault(FaultPoint::BeforeCommit);
         Ok::<_, BatchFailed>((outcomes, bumped))

@@ -4,8 +4,8 @@
 use serde::{Deserialize, Serialize};
 use sssync_core::client::Prediction;
 use sssync_core::server::{
-    Access, AccessError, Conn, Dependency, EventCtx, EventError, Identity, QueryCtx, ServerEvent,
-    ServerQuery,
+    Access, AccessError, Conn, Dependency, EventCtx, EventError, Fetched, Identity, Order,
+    QueryCtx, ServerEvent, ServerQuery, Shape,
 };
 use sssync_core::{Event, Query, Rejection};
 use std::collections::HashMap;
@@ -55,6 +55,54 @@ todo_query!(Panicky, "panicky");
 // Like `Todos`, but each run takes 400 ms (to hold the tailer inside a group's first read or
 // a fan-out).
 todo_query!(Slow, "slow");
+
+// Declarative: the todos of a list by title (then id), maintained incrementally.
+todo_query!(Shaped, "shaped");
+// Declarative: the three todos of a list with the highest positions (a limited window).
+todo_query!(Top3, "top3");
+// Declarative, ordered by a column that may be NULL: re-run and diffed, not patched.
+todo_query!(BySlug, "by_slug");
+
+pub const SHAPED: Shape = Shape {
+    table: "todos",
+    key: "id",
+    columns: &["id", "list_id", "title", "completed"],
+    filter: &["list_id"],
+    order: &[Order::Asc("title")],
+    limit: None,
+};
+
+pub const TOP3: Shape = Shape {
+    table: "todos",
+    key: "id",
+    columns: &[],
+    filter: &["list_id"],
+    order: &[Order::Desc("position")],
+    limit: Some(3),
+};
+
+pub const BY_SLUG: Shape = Shape {
+    table: "todos",
+    key: "id",
+    columns: &[],
+    filter: &["list_id"],
+    order: &[Order::Asc("slug")],
+    limit: None,
+};
+
+/// How often each declarative query of each list was read in full, and incrementally, by
+/// `"{query}:{list}"`.
+pub static SHAPED_READS: Mutex<Option<HashMap<String, (u64, u64)>>> = Mutex::new(None);
+
+/// (full reads, incremental reads) of `query` on `list_id` so far.
+pub fn shaped_reads(query: &str, list_id: &str) -> (u64, u64) {
+    SHAPED_READS
+        .lock()
+        .unwrap()
+        .as_ref()
+        .and_then(|m| m.get(&format!("{query}:{list_id}")).copied())
+        .unwrap_or_default()
+}
 
 /// The lists whose [`Slow`] runs have started, one entry per run.
 pub static SLOW_RUNS: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -426,6 +474,109 @@ sssync_core::for_each_db! {
         .bind(list_id)
         .fetch_all(&mut *conn)
         .await
+    }
+
+    /// The declarative queries' reads: the filter (a list), then the keys when incremental.
+    async fn fetch_todos(
+        conn: &mut Conn<Db>,
+        query: &str,
+        sql: &str,
+        list_id: &str,
+        keys: Option<&str>,
+    ) -> Result<Vec<Fetched<Todo>>, sqlx::Error> {
+        use sqlx::Row as _;
+        {
+            let mut counts = SHAPED_READS.lock().unwrap();
+            let c = counts
+                .get_or_insert_with(HashMap::new)
+                .entry(format!("{query}:{list_id}"))
+                .or_default();
+            match keys {
+                Some(_) => c.1 += 1,
+                None => c.0 += 1,
+            }
+        }
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).bind(list_id.to_owned());
+        if let Some(k) = keys {
+            q = q.bind(k.to_owned());
+        }
+        let rows = q.fetch_all(&mut *conn).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Fetched {
+                    row: sqlx::FromRow::from_row(r)?,
+                    key: keys.map(|_| r.try_get("__sssync_key")).transpose()?,
+                    prev: if keys.is_some() { r.try_get("__sssync_prev")? } else { None },
+                })
+            })
+            .collect()
+    }
+
+    impl ServerQuery<Db> for Shaped {
+        const KEYED_BY: Option<&'static str> = Some("todos");
+        const SHAPE: Option<Shape> = Some(SHAPED);
+
+        fn dependencies(args: &ListArgs) -> Vec<Dependency> {
+            vec![Dependency::partition("todos", &args.list_id)]
+        }
+
+        async fn run(conn: &mut Conn<Db>, _: &QueryCtx, args: &ListArgs) -> Result<Vec<Todo>, sqlx::Error> {
+            let sql = SHAPED.select_sql();
+            Ok(fetch_todos(conn, Self::NAME, &sql, &args.list_id, None).await?.into_iter().map(|f| f.row).collect())
+        }
+
+        async fn fetch(
+            conn: &mut Conn<Db>,
+            sql: &str,
+            args: &ListArgs,
+            keys: Option<&str>,
+        ) -> Result<Vec<Fetched<Todo>>, sqlx::Error> {
+            fetch_todos(conn, Self::NAME, sql, &args.list_id, keys).await
+        }
+    }
+
+    impl ServerQuery<Db> for BySlug {
+        const SHAPE: Option<Shape> = Some(BY_SLUG);
+
+        fn dependencies(args: &ListArgs) -> Vec<Dependency> {
+            vec![Dependency::partition("todos", &args.list_id)]
+        }
+
+        async fn run(conn: &mut Conn<Db>, _: &QueryCtx, args: &ListArgs) -> Result<Vec<Todo>, sqlx::Error> {
+            let sql = BY_SLUG.select_sql();
+            Ok(fetch_todos(conn, Self::NAME, &sql, &args.list_id, None).await?.into_iter().map(|f| f.row).collect())
+        }
+
+        async fn fetch(
+            conn: &mut Conn<Db>,
+            sql: &str,
+            args: &ListArgs,
+            keys: Option<&str>,
+        ) -> Result<Vec<Fetched<Todo>>, sqlx::Error> {
+            fetch_todos(conn, Self::NAME, sql, &args.list_id, keys).await
+        }
+    }
+
+    impl ServerQuery<Db> for Top3 {
+        const SHAPE: Option<Shape> = Some(TOP3);
+
+        fn dependencies(args: &ListArgs) -> Vec<Dependency> {
+            vec![Dependency::partition("todos", &args.list_id)]
+        }
+
+        async fn run(conn: &mut Conn<Db>, _: &QueryCtx, args: &ListArgs) -> Result<Vec<Todo>, sqlx::Error> {
+            let sql = TOP3.select_sql();
+            Ok(fetch_todos(conn, Self::NAME, &sql, &args.list_id, None).await?.into_iter().map(|f| f.row).collect())
+        }
+
+        async fn fetch(
+            conn: &mut Conn<Db>,
+            sql: &str,
+            args: &ListArgs,
+            keys: Option<&str>,
+        ) -> Result<Vec<Fetched<Todo>>, sqlx::Error> {
+            fetch_todos(conn, Self::NAME, sql, &args.list_id, keys).await
+        }
     }
 
     impl ServerQuery<Db> for Todos {

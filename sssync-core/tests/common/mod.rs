@@ -208,6 +208,18 @@ impl TestPool {
         })
     }
 
+    /// A declarative query's rows, read in full.
+    pub async fn read_shape(&self, shape: &sssync_core::server::Shape, list_id: &str) -> Vec<Todo> {
+        let sql = shape.select_sql();
+        on_pool!(self, |p| {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(list_id)
+                .fetch_all(p)
+                .await
+                .unwrap()
+        })
+    }
+
     /// The todos of a list.
     pub async fn todos(&self, list_id: &str) -> Vec<Todo> {
         on_pool!(self, |p| {
@@ -322,6 +334,10 @@ impl TestEngine {
         on_engine!(self, |e| e.counts())
     }
 
+    pub fn is_incremental(&self, name: &str) -> bool {
+        on_engine!(self, |e| e.is_incremental(name))
+    }
+
     pub fn shutdown(&self) {
         on_engine!(self, |e| e.shutdown())
     }
@@ -362,6 +378,9 @@ impl TestEngine {
 fn declare<S: Store>(builder: EngineBuilder<S>, config: &Config) -> EngineBuilder<S>
 where
     Todos: sssync_core::server::ServerQuery<S::Db>,
+    Shaped: sssync_core::server::ServerQuery<S::Db>,
+    Top3: sssync_core::server::ServerQuery<S::Db>,
+    BySlug: sssync_core::server::ServerQuery<S::Db>,
     Fragile: sssync_core::server::ServerQuery<S::Db>,
     Slow: sssync_core::server::ServerQuery<S::Db>,
     Panicky: sssync_core::server::ServerQuery<S::Db>,
@@ -403,6 +422,9 @@ where
             Box::pin(async move { who })
         })
         .query::<Todos>()
+        .query::<Shaped>()
+        .query::<Top3>()
+        .query::<BySlug>()
         .query::<Fragile>()
         .query::<Slow>()
         .query::<Panicky>()
