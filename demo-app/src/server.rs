@@ -18,7 +18,12 @@ pub fn router(
     pool: crate::db::Pool,
     sync: sssync_leptos::server::SyncServer,
 ) -> Router {
-    let routes = generate_route_list(App);
+    // Built once per process: Leptos suppresses every resource load, process-wide, while it
+    // builds a route list (it renders the app once), so a page rendering meanwhile would never
+    // finish (leptos#4773); a second router (another server in the process) reuses this one.
+    static ROUTES: std::sync::OnceLock<Vec<leptos_axum::AxumRouteListing>> =
+        std::sync::OnceLock::new();
+    let routes = ROUTES.get_or_init(|| generate_route_list(App)).clone();
     let sessions = crate::auth::Sessions::new(pool.clone());
     let context = {
         let (pool, sync) = (pool.clone(), sync.context());

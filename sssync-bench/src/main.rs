@@ -1,12 +1,14 @@
 //! `sssync-bench`: measurements of sssync, over real loopback sockets and a real database.
 //!
 //! ```text
-//! sssync-bench perf [--quick] [--check] [--pg URL] [--only fan,bytes,reconnect,events,noop,idle]
+//! sssync-bench perf [--quick] [--check] [--pg URL] [--only fan,bytes,reconnect,events,noop,idle,ssr,bundle]
 //! sssync-bench instances [--pg URL] [--writes 1000] [--rows 10000] [--missed 1000]
 //! ```
 //!
 //! `perf`: SPEC §6's targets, each beside a baseline measured in the same run, as a table with
-//! the ratio (see `perf.rs` and `docs/performance.md`). `--quick` is the short pass CI runs;
+//! the ratio (see `perf.rs`, `web.rs` and `docs/performance.md`; the `ssr` and `bundle` rows
+//! measure the release build of the apps: `cargo leptos build --release` first). `--quick` is
+//! the short pass CI runs;
 //! `--check` fails when a guarded ratio drops below its floor; `--pg` adds the PostgreSQL rows.
 //!
 //! `instances`: two engines (two server instances, each with its own pool, tailer and HTTP
@@ -19,6 +21,7 @@
 //! whole result.
 
 mod perf;
+mod web;
 
 use sssync_core::client::native::{NativeClient, Options};
 use sssync_core::protocol::ServerMsg;

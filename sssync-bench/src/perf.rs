@@ -27,6 +27,8 @@ type Result<T> = std::result::Result<T, Error>;
 /// regression guard).
 #[derive(Clone, Copy)]
 pub struct Size {
+    /// Seconds each server render is measured for.
+    pub(crate) ssr_secs: f64,
     subscribers: usize,
     fan_writes: usize,
     events: usize,
@@ -38,6 +40,7 @@ pub struct Size {
 
 impl Size {
     pub const FULL: Size = Size {
+        ssr_secs: 10.0,
         subscribers: 1000,
         fan_writes: 20,
         events: 20_000,
@@ -47,6 +50,7 @@ impl Size {
         missed: 1000,
     };
     pub const QUICK: Size = Size {
+        ssr_secs: 3.0,
         subscribers: 200,
         fan_writes: 10,
         events: 4000,
@@ -58,15 +62,15 @@ impl Size {
 }
 
 /// One row of the table.
-struct Line {
-    what: String,
-    target: &'static str,
-    sssync: String,
-    baseline: String,
+pub(crate) struct Line {
+    pub(crate) what: String,
+    pub(crate) target: &'static str,
+    pub(crate) sssync: String,
+    pub(crate) baseline: String,
     /// How many times better sssync is than the baseline (> 1: better).
-    ratio: f64,
+    pub(crate) ratio: f64,
     /// Whether the target is met, where the figure decides it.
-    met: Option<bool>,
+    pub(crate) met: Option<bool>,
 }
 
 /// The lowest ratio each guarded row may show in a `--check` run: far below what the full
@@ -116,6 +120,16 @@ pub async fn run(size: Size, pg: Option<String>, check: bool, only: &[String]) -
     if want("idle") {
         eprintln!("perf: idle connections");
         lines.push(idle_memory(&sqlite("idle"), size).await?);
+    }
+    if want("ssr") || want("bundle") {
+        let built = crate::web::Built::find()?;
+        if want("ssr") {
+            eprintln!("perf: server render of a list page");
+            lines.push(crate::web::ssr(&built, size, &dir).await?);
+        }
+        if want("bundle") {
+            lines.push(crate::web::bundle(&built)?);
+        }
     }
 
     if let Some(pg) = pg {

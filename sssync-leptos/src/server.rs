@@ -186,7 +186,7 @@ impl SyncServer {
         SV: IntoView + 'static,
     {
         use leptos_axum::LeptosRoutes;
-        let routes = leptos_axum::generate_route_list(app);
+        let routes = route_list(app);
         let page = {
             let options = options.clone();
             move || shell(options.clone())
@@ -464,4 +464,28 @@ impl SyncBuilder {
         }
         builder.declared()
     }
+}
+
+/// The route list of `app`, built once per process and app: Leptos suppresses every resource
+/// load, process-wide, while it builds one (it renders the app once), so a page rendering
+/// meanwhile would never finish (leptos#4773). A second router of the same app (another server
+/// in the same process, a test) reuses the first one's list.
+fn route_list<A, AV>(app: A) -> Vec<leptos_axum::AxumRouteListing>
+where
+    A: Fn() -> AV + Clone + Send + Sync + 'static,
+    AV: IntoView + 'static,
+{
+    use std::any::TypeId;
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static LISTS: OnceLock<Mutex<HashMap<TypeId, Vec<leptos_axum::AxumRouteListing>>>> =
+        OnceLock::new();
+    let mut lists = LISTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    lists
+        .entry(TypeId::of::<A>())
+        .or_insert_with(|| leptos_axum::generate_route_list(app))
+        .clone()
 }

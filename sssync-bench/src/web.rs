@@ -1,0 +1,324 @@
+//! The rows of `perf` that measure the built web apps (`cargo leptos build --release` first):
+//! the server render of the demo's list page with 100 todos against the same page in plain
+//! Leptos (`todomvc-plain`, the todos passed in by server functions), and the demo's hydrate
+//! bundle against that plain TodoMVC's, built with the same profile.
+
+use crate::perf::{Line, Size};
+use sssync_core::server::Store;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+type Result<T> = std::result::Result<T, Error>;
+
+/// The todos of the measured page.
+const TODOS: usize = 100;
+/// Connections that request pages at once.
+const CONNECTIONS: usize = 8;
+
+/// Where the built apps are: the release binaries and the sites' `pkg` folders.
+pub struct Built {
+    demo_bin: PathBuf,
+    demo_site: PathBuf,
+    plain_bin: PathBuf,
+    plain_site: PathBuf,
+}
+
+impl Built {
+    /// The apps `cargo leptos build --release` made, or what is missing.
+    pub fn find() -> Result<Built> {
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace().join("target"));
+        let built = Built {
+            demo_bin: target.join("release/demo-app"),
+            demo_site: target.join("site"),
+            plain_bin: target.join("release/todomvc-plain"),
+            // Its site root is set in the workspace's Cargo.toml (target/plain-site).
+            plain_site: workspace().join("target/plain-site"),
+        };
+        for p in [
+            &built.demo_bin,
+            &built.plain_bin,
+            &built.demo_site.join("pkg/demo-app.wasm"),
+            &built.plain_site.join("pkg/todomvc-plain.wasm"),
+        ] {
+            if !p.exists() {
+                return Err(format!(
+                    "{} is missing: build the apps first (cargo leptos build --release)",
+                    p.display()
+                )
+                .into());
+            }
+        }
+        Ok(built)
+    }
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// A web app's server in a child process, killed when dropped.
+struct Server {
+    _process: tokio::process::Child,
+    addr: String,
+}
+
+impl Server {
+    async fn start(bin: &Path, site: &Path, env: &[(&str, String)]) -> Result<Server> {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            l.local_addr()?.port()
+        };
+        let addr = format!("127.0.0.1:{port}");
+        let mut command = tokio::process::Command::new(bin);
+        command
+            .env("LEPTOS_SITE_ROOT", site)
+            .env("LEPTOS_SITE_ADDR", &addr)
+            .env("LEPTOS_ENV", "PROD")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let process = command.spawn()?;
+        // Up when it answers.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(mut http) = Http::connect(&addr).await
+                && http.get("/").await.is_ok()
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{} did not answer within 30 s", bin.display()).into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(Server {
+            _process: process,
+            addr,
+        })
+    }
+}
+
+/// A kept-alive HTTP/1.1 connection that reads whole responses (a length, or chunks).
+struct Http {
+    stream: BufReader<tokio::net::TcpStream>,
+}
+
+impl Http {
+    async fn connect(addr: &str) -> Result<Http> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Http {
+            stream: BufReader::new(stream),
+        })
+    }
+
+    /// GETs `path` (at most 30 s): its body; an error unless the status is 200.
+    async fn get(&mut self, path: &str) -> Result<Vec<u8>> {
+        tokio::time::timeout(Duration::from_secs(30), self.get_unbounded(path))
+            .await
+            .map_err(|_| format!("GET {path} timed out"))?
+    }
+
+    async fn get_unbounded(&mut self, path: &str) -> Result<Vec<u8>> {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n");
+        self.stream.get_mut().write_all(request.as_bytes()).await?;
+        let mut status = String::new();
+        self.stream.read_line(&mut status).await?;
+        if !status.contains(" 200 ") {
+            return Err(format!("GET {path}: {}", status.trim()).into());
+        }
+        let (mut length, mut chunked) = (None, false);
+        loop {
+            let mut line = String::new();
+            if self.stream.read_line(&mut line).await? == 0 {
+                return Err("the connection closed".into());
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    length = v.trim().parse::<usize>().ok();
+                } else if k.eq_ignore_ascii_case("transfer-encoding")
+                    && v.to_ascii_lowercase().contains("chunked")
+                {
+                    chunked = true;
+                }
+            }
+        }
+        let mut body = Vec::new();
+        if chunked {
+            loop {
+                let mut size = String::new();
+                self.stream.read_line(&mut size).await?;
+                let size = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16)?;
+                let mut chunk = vec![0; size + 2]; // and its CRLF
+                self.stream.read_exact(&mut chunk).await?;
+                if size == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..size]);
+            }
+        } else {
+            let length = length.ok_or("neither a length nor chunks")?;
+            body.resize(length, 0);
+            self.stream.read_exact(&mut body).await?;
+        }
+        Ok(body)
+    }
+}
+
+/// Pages per second of `path` on `addr` for `secs`, over [`CONNECTIONS`] kept-alive
+/// connections, and one page's bytes; each page must hold [`TODOS`] items.
+async fn pages_per_second(addr: &str, path: &str, secs: f64) -> Result<(f64, usize)> {
+    let first = Http::connect(addr).await?.get(path).await?;
+    let items = count(&first, b"data-testid=\"todo-item\"");
+    if items != TODOS {
+        return Err(format!("{addr}{path} shows {items} todos, not {TODOS}").into());
+    }
+    let until = Instant::now() + Duration::from_secs_f64(secs);
+    let t = Instant::now();
+    let counts = futures_util::future::try_join_all((0..CONNECTIONS).map(|_| async move {
+        let mut http = Http::connect(addr).await?;
+        let mut n = 0u64;
+        while Instant::now() < until {
+            http.get(path).await?;
+            n += 1;
+        }
+        Ok::<_, Error>(n)
+    }))
+    .await?;
+    let pages: u64 = counts.iter().sum();
+    Ok((pages as f64 / t.elapsed().as_secs_f64(), first.len()))
+}
+
+fn count(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack
+        .windows(needle.len())
+        .filter(|w| *w == needle)
+        .count()
+}
+
+/// The server render of a list page with 100 todos: the demo (on a fresh SQLite file) against
+/// the same page in plain Leptos.
+pub async fn ssr(built: &Built, size: Size, dir: &Path) -> Result<Line> {
+    let secs = size.ssr_secs;
+    let db = dir.join("ssr.db");
+    let url = format!("sqlite://{}", db.display());
+    let demo = Server::start(
+        &built.demo_bin,
+        &built.demo_site,
+        &[("DATABASE_URL", url.clone())],
+    )
+    .await?;
+    // The list's todos, written outside the engine (the engine seals and serves them).
+    {
+        let pool = sssync_core::server::SqliteStore::open(&url)
+            .await?
+            .pool()
+            .clone();
+        for i in 0..TODOS {
+            sqlx::query(
+                "INSERT INTO todos (id, list_id, title, completed, position) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(format!("todo-{i:03}"))
+            .bind("bench")
+            .bind(format!("a todo of reasonable length, number {i}"))
+            .bind(i % 3 == 0)
+            .bind(i as i64 + 1)
+            .execute(&pool)
+            .await?;
+        }
+        pool.close().await;
+    }
+    // Once the engine serves them.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let page = Http::connect(&demo.addr).await?.get("/lists/bench").await?;
+        if count(&page, b"data-testid=\"todo-item\"") == TODOS {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err("the demo did not show the list's 100 todos within 30 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (ours, our_bytes) = pages_per_second(&demo.addr, "/lists/bench", secs).await?;
+    drop(demo);
+
+    let plain = Server::start(
+        &built.plain_bin,
+        &built.plain_site,
+        &[("TODOMVC_PLAIN_SEED", format!("bench:{TODOS}"))],
+    )
+    .await?;
+    let (base, base_bytes) = pages_per_second(&plain.addr, "/lists/bench", secs).await?;
+    drop(plain);
+    Ok(Line {
+        what: format!("SSR of the demo page with {TODOS} todos"),
+        target: ">= 3,000 pages/s",
+        sssync: format!(
+            "{ours:.0} pages/s ({:.1} KB a page)",
+            our_bytes as f64 / 1024.0
+        ),
+        baseline: format!(
+            "{base:.0} pages/s ({:.1} KB a page: the same page in plain Leptos, the todos passed \
+             in by a server function)",
+            base_bytes as f64 / 1024.0
+        ),
+        ratio: ours / base,
+        met: Some(ours >= 3000.0),
+    })
+}
+
+/// Brotli (quality 11) bytes of a file.
+fn brotli(path: &Path) -> Result<usize> {
+    let data = std::fs::read(path)?;
+    let mut out = Vec::new();
+    let params = brotli::enc::BrotliEncoderParams {
+        quality: 11,
+        lgwin: 22,
+        size_hint: data.len(),
+        ..Default::default()
+    };
+    brotli::BrotliCompress(&mut &data[..], &mut out, &params)?;
+    Ok(out.len())
+}
+
+/// The hydrate bundle (wasm + JS, brotli): the demo's against the plain Leptos TodoMVC's.
+pub fn bundle(built: &Built) -> Result<Line> {
+    let size = |site: &Path, name: &str| -> Result<usize> {
+        Ok(brotli(&site.join(format!("pkg/{name}.wasm")))?
+            + brotli(&site.join(format!("pkg/{name}.js")))?)
+    };
+    let ours = size(&built.demo_site, "demo-app")?;
+    let base = size(&built.plain_site, "todomvc-plain")?;
+    let kb = |n: usize| n as f64 / 1024.0;
+    Ok(Line {
+        what: "hydrate bundle (demo, release, brotli, wasm + js)".into(),
+        target: "<= 120 KB, and <= 40 KB over plain Leptos",
+        sssync: format!(
+            "{:.1} KB ({:+.1} KB over plain)",
+            kb(ours),
+            kb(ours) - kb(base)
+        ),
+        baseline: format!(
+            "{:.1} KB (a plain Leptos TodoMVC, the same profile)",
+            kb(base)
+        ),
+        ratio: base as f64 / ours as f64,
+        met: Some(ours <= 120 * 1024 && ours <= base + 40 * 1024),
+    })
+}
