@@ -387,9 +387,16 @@ impl Store for PgStore {
         after: Version,
         max_versions: u64,
     ) -> Result<LogRead, StoreError> {
-        let row = sqlx::query("SELECT epoch, version FROM sssync_meta WHERE id = 1")
-            .fetch_one(&mut *conn)
-            .await?;
+        // The changes written outside the engine (no version yet) are looked for in the same
+        // statement: one round trip less a round.
+        let row = sqlx::query(
+            "SELECT epoch, version, \
+             EXISTS (SELECT 1 FROM sssync_changes WHERE version IS NULL) AS unsealed \
+             FROM sssync_meta WHERE id = 1",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        let unsealed: bool = row.try_get("unsealed")?;
         let epoch = Epoch(row.try_get("epoch")?);
         let now = row.try_get::<i64, _>("version")? as u64;
         let upto = now.min(after.0.saturating_add(max_versions.max(1)));
@@ -400,11 +407,6 @@ impl Store for PgStore {
         .bind(after.0 as i64)
         .bind(upto as i64)
         .fetch_all(&mut *conn)
-        .await?;
-        let unsealed: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM sssync_changes WHERE version IS NULL)",
-        )
-        .fetch_one(&mut *conn)
         .await?;
         Ok(LogRead {
             epoch,

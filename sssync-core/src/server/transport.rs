@@ -141,6 +141,31 @@ async fn ws_handler<S: Store>(
         .on_upgrade(move |socket| connection(engine, socket, parts, identity))
 }
 
+/// The request's parts, kept for the connection's life (to ask again who it is), in buffers of
+/// their own: hyper parses a request's URI and header values as slices of its read buffer (8 to
+/// 16 KiB), and so is axum's copy of the URI (`OriginalUri`, in the extensions); kept as they
+/// are, they would keep that buffer alive as long as the connection lives (most of an idle
+/// connection's memory).
+fn detached(mut parts: Parts) -> Parts {
+    let mut headers = axum::http::HeaderMap::with_capacity(parts.headers.len());
+    for (name, value) in &parts.headers {
+        let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        copy.set_sensitive(value.is_sensitive());
+        headers.append(name.clone(), copy);
+    }
+    parts.headers = headers;
+    if let Ok(uri) = parts.uri.to_string().parse() {
+        parts.uri = uri;
+    }
+    // So does axum's copy of the URI in the extensions.
+    if let Some(axum::extract::OriginalUri(uri)) = parts.extensions.get()
+        && let Ok(copy) = uri.to_string().parse()
+    {
+        parts.extensions.insert(axum::extract::OriginalUri(copy));
+    }
+    parts
+}
+
 /// Asks the application again who a live connection is: at once when it says identities
 /// changed, and periodically (a session that expired, or was signed out on another instance).
 struct Reidentify {
@@ -260,7 +285,7 @@ async fn connection<S: Store>(
         limits.max_queued_bytes,
     );
     let outbox = outbox.with_identity(identity.clone());
-    let mut reidentify = Reidentify::new(&engine, parts, identity.clone());
+    let mut reidentify = Reidentify::new(&engine, detached(parts), identity.clone());
     if sink
         .send(send_now(ServerMsg::Welcome(welcome)))
         .await
@@ -657,7 +682,7 @@ async fn sse_handler<S: Store>(
             limits.max_queued_bytes,
         );
         let outbox = outbox.with_identity(identity.clone());
-        let mut reidentify = Reidentify::new(&engine, parts, identity);
+        let mut reidentify = Reidentify::new(&engine, detached(parts), identity);
         let mut epoch = engine.inner.epoch.subscribe();
         let welcome = ServerMsg::Welcome(welcome);
         if tx
@@ -777,6 +802,33 @@ async fn events_handler<S: Store>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kept_copy_of_the_request_does_not_hold_the_connections_read_buffer() {
+        use axum::body::Bytes;
+        // hyper parses the URI and the header values as slices of its read buffer.
+        let mut read = b"/sssync/ws session=abc".to_vec();
+        read.resize(16 * 1024, b' ');
+        let buffer = Bytes::from(read);
+        let (mut parts, ()) = axum::http::Request::new(()).into_parts();
+        parts.uri = axum::http::Uri::from_maybe_shared(buffer.slice(0..10)).unwrap();
+        parts.headers.insert(
+            header::COOKIE,
+            HeaderValue::from_maybe_shared(buffer.slice(11..22)).unwrap(),
+        );
+        parts
+            .extensions
+            .insert(axum::extract::OriginalUri(parts.uri.clone()));
+        let kept = detached(parts);
+        assert!(
+            buffer.is_unique(),
+            "the kept parts still point into the read buffer"
+        );
+        assert_eq!(kept.uri, "/sssync/ws");
+        assert_eq!(kept.headers[header::COOKIE], "session=abc");
+        let axum::extract::OriginalUri(original) = kept.extensions.get().unwrap();
+        assert_eq!(original, "/sssync/ws");
+    }
 
     #[tokio::test]
     async fn connections_accepted_by_listen_send_without_nagles_delay() {
