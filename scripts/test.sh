@@ -40,7 +40,7 @@ else
 fi
 
 # Native builds: the demo's server, the engine's server and native client (their tests need them).
-native_features="demo-app/ssr,chat-app/ssr,sssync-core/server,sssync-core/native-client"
+native_features="demo-app/ssr,chat-app/ssr,todomvc-plain/ssr,sssync-core/server,sssync-core/native-client"
 
 step "formatting (cargo fmt --check)"
 cargo fmt --all -- --check
@@ -50,7 +50,7 @@ cargo clippy --workspace --all-targets --features "$native_features" -- -D warni
 
 step "lints, wasm32 (cargo clippy: the hydrate build, then the client-only build)"
 cargo clippy --workspace --exclude sssync-fault --exclude sssync-bench --all-targets --target wasm32-unknown-unknown \
-  --features demo-app/hydrate,chat-app/hydrate -- -D warnings
+  --features demo-app/hydrate,chat-app/hydrate,todomvc-plain/hydrate -- -D warnings
 cargo clippy -p demo-app -p sssync-leptos --all-targets --target wasm32-unknown-unknown \
   --features demo-app/csr -- -D warnings
 
@@ -63,14 +63,15 @@ rust_failed=$(grep -Eo '[0-9]+ failed' "$work/cargo-test.log" | awk '{s += $1} E
 step "fuzzing, a short pass (scripts/fuzz.sh: 20 s per target)"
 bash scripts/fuzz.sh 20
 
+step "building the demo (cargo leptos build --release: the demo, the chat, the plain baseline)"
+cargo leptos build --release
+
+# After the release build: the SSR and bundle rows measure it.
 step "benchmark, a short pass (sssync-bench perf --quick --check: ratios against baselines)"
 cargo build --release -p sssync-bench
 bench_pg=()
 if [ -n "${E2E_PG_URL:-}" ]; then bench_pg=(--pg "$SSSYNC_TEST_PG"); fi
 "$CARGO_TARGET_DIR/release/sssync-bench" perf --quick --check "${bench_pg[@]}"
-
-step "building the demo (cargo leptos build --release)"
-cargo leptos build --release
 
 step "starting the demo server for the browser tests"
 port="${E2E_PORT:-$(node -e "const s=require('net').createServer();s.listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})")}"

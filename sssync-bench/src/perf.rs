@@ -29,6 +29,10 @@ type Result<T> = std::result::Result<T, Error>;
 pub struct Size {
     /// Seconds each server render is measured for.
     pub(crate) ssr_secs: f64,
+    /// Clients, keys and writes of the many-keys fan-out.
+    many_clients: usize,
+    many_keys: usize,
+    many_writes: usize,
     subscribers: usize,
     fan_writes: usize,
     events: usize,
@@ -41,6 +45,9 @@ pub struct Size {
 impl Size {
     pub const FULL: Size = Size {
         ssr_secs: 10.0,
+        many_clients: 10_000,
+        many_keys: 1000,
+        many_writes: 400,
         subscribers: 1000,
         fan_writes: 20,
         events: 20_000,
@@ -51,6 +58,9 @@ impl Size {
     };
     pub const QUICK: Size = Size {
         ssr_secs: 3.0,
+        many_clients: 1000,
+        many_keys: 100,
+        many_writes: 100,
         subscribers: 200,
         fan_writes: 10,
         events: 4000,
@@ -82,10 +92,12 @@ const FLOORS: &[(&str, f64)] = &[
     ("reconnect after missed changes", 5.0),
     ("events committed and fanned out", 0.4),
     ("idle connection memory", 0.1),
+    ("SSR of the demo page", 0.4),
+    ("hydrate bundle", 0.45),
 ];
 
-/// Runs the rows named in `only` (all when it is empty: `fan`, `bytes`, `reconnect`, `events`,
-/// `noop`, `idle`) and prints the table.
+/// Runs the rows named in `only` (all when it is empty: `fan`, `keys`, `bytes`, `reconnect`,
+/// `events`, `noop`, `idle`, `ssr`, `bundle`) and prints the table.
 pub async fn run(size: Size, pg: Option<String>, check: bool, only: &[String]) -> Result<()> {
     let want = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let dir = std::env::temp_dir().join(format!("sssync-perf-{}", std::process::id()));
@@ -93,8 +105,8 @@ pub async fn run(size: Size, pg: Option<String>, check: bool, only: &[String]) -
     let sqlite = |name: &str| format!("sqlite://{}", dir.join(format!("{name}.db")).display());
     let mut lines = Vec::new();
 
-    eprintln!("perf: fan-out and bytes, SQLite");
-    {
+    if want("fan") || want("bytes") || want("reconnect") {
+        eprintln!("perf: fan-out and bytes, SQLite");
         let server = Child::start(&sqlite("fan")).await?;
         if want("fan") {
             lines.push(fan_out(&server, size, "SQLite").await?);
@@ -105,6 +117,11 @@ pub async fn run(size: Size, pg: Option<String>, check: bool, only: &[String]) -
         if want("reconnect") {
             lines.push(reconnect(&server, size, "SQLite").await?);
         }
+    }
+    if want("keys") {
+        eprintln!("perf: many clients on many keys, SQLite");
+        let server = Child::start(&sqlite("keys")).await?;
+        lines.push(fan_out_keys(&server, size, "SQLite").await?);
     }
     if want("events") {
         eprintln!("perf: throughput, SQLite");
@@ -546,6 +563,12 @@ impl Fan {
     }
 }
 
+/// The light subscribers' WebSocket settings: a 4 KiB read buffer (tungstenite's default, 128
+/// KiB, is zeroed on every read: most of the load generator's CPU with a thousand sockets).
+fn light_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096)
+}
+
 /// A subscriber of the fan-out's list that only notes when each write's delta arrives (or,
 /// refetching, asks `refetch` to GET the snapshot): a raw WebSocket speaking the protocol, so
 /// that a thousand of them cost the load generator little. Answers once the list's snapshot
@@ -560,7 +583,7 @@ async fn light_subscriber(
     use tokio_tungstenite::tungstenite::Message;
     let (mut socket, _) = tokio::time::timeout(
         WAIT,
-        tokio_tungstenite::connect_async_with_config(ws, None, true),
+        tokio_tungstenite::connect_async_with_config(ws, Some(light_config()), true),
     )
     .await
     .map_err(|_| "connecting timed out")??;
@@ -697,6 +720,264 @@ async fn fan_out(server: &Child, size: Size, db: &str) -> Result<Line> {
         ratio: base_p99.as_secs_f64() / p99.as_secs_f64().max(1e-9),
         met: (n >= 1000).then_some(p99 < Duration::from_millis(10)),
     })
+}
+
+/// One client of the many-keys row: subscribes to `list`, then notes when each write's delta
+/// arrives (`k-{w}` in its puts), or, refetching (the baseline), asks for the whole result
+/// again over its own connection (`resync`) and notes when that snapshot arrives.
+async fn key_subscriber(
+    ws: &str,
+    client_id: String,
+    list: String,
+    fan: Arc<Fan>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut socket, _) = tokio::time::timeout(
+        WAIT,
+        tokio_tungstenite::connect_async_with_config(ws, Some(light_config()), true),
+    )
+    .await
+    .map_err(|_| "connecting timed out")??;
+    let hello = serde_json::json!({
+        "t": "hello", "protocol": sssync_core::protocol::PROTOCOL, "client_id": client_id,
+    });
+    socket.send(Message::text(hello.to_string())).await?;
+    let sub = serde_json::json!({ "t": "sub", "q": "items", "a": { "list_id": list } });
+    socket.send(Message::text(sub.to_string())).await?;
+    loop {
+        match tokio::time::timeout(WAIT, socket.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) if t.contains(r#""t":"snapshot""#) => break,
+            Ok(Some(Ok(_))) => {}
+            _ => return Err(format!("{client_id} got no snapshot").into()),
+        }
+    }
+    let resync =
+        serde_json::json!({ "t": "resync", "q": "items", "a": { "list_id": list } }).to_string();
+    Ok(tokio::spawn(async move {
+        // Writes whose refetch is under way, in order.
+        let mut waiting: std::collections::VecDeque<usize> = Default::default();
+        while let Some(Ok(frame)) = socket.next().await {
+            let Message::Text(t) = frame else { continue };
+            if t.contains(r#""t":"snapshot""#) {
+                if let Some(w) = waiting.pop_front() {
+                    fan.refetched_bytes
+                        .fetch_add(t.len() as u64, Ordering::Relaxed);
+                    fan.arrive(w);
+                }
+                continue;
+            }
+            if !t.contains(r#""t":"delta""#) {
+                continue;
+            }
+            fan.delta_bytes.fetch_add(t.len() as u64, Ordering::Relaxed);
+            for part in t.split(r#""k":"k-"#).skip(1) {
+                let digits: String = part.chars().take_while(char::is_ascii_digit).collect();
+                if let Ok(w) = digits.parse::<usize>() {
+                    if fan.refetch.load(Ordering::SeqCst) {
+                        waiting.push_back(w);
+                        if socket.send(Message::text(resync.clone())).await.is_err() {
+                            return;
+                        }
+                    } else {
+                        fan.arrive(w);
+                    }
+                }
+            }
+        }
+    }))
+}
+
+/// Write -> its key's subscribers, with many clients on many keys connected: `clients` clients,
+/// `keys` lists (each read by `clients / keys` of them, 20 items each), writes to one list after
+/// another at a steady rate (1,000 a second); the latency from sending a write to each
+/// subscriber of its list having it. Baseline: the same, each subscriber refetching the whole
+/// list (over its own connection: `resync`, a snapshot) when told of the change.
+async fn fan_out_keys(server: &Child, size: Size, db: &str) -> Result<Line> {
+    use futures_util::{StreamExt, TryStreamExt};
+    let (clients, keys, writes) = (size.many_clients, size.many_keys, size.many_writes);
+    let per_key = clients / keys;
+    let fan = Arc::new(Fan {
+        arrivals: (0..2 * writes).map(|_| Default::default()).collect(),
+        counts: (0..2 * writes).map(|_| AtomicUsize::new(0)).collect(),
+        done: tokio::sync::Notify::new(),
+        refetch: AtomicBool::new(false),
+        refetched_bytes: AtomicU64::new(0),
+        delta_bytes: AtomicU64::new(0),
+        subscribers: per_key,
+    });
+    let ws = server.ws();
+    // The lists' items, from 4 writers.
+    futures_util::future::try_join_all((0..4).map(|c| {
+        let ws = ws.clone();
+        async move {
+            let mut conn = RawWriter::connect(&ws, &format!("mk-fill-{c}")).await?;
+            for k in (c..keys).step_by(4) {
+                for i in 0..20 {
+                    conn.send(&format!("k{k}"), format!("pre-{k}-{i}"), "an item".into())
+                        .await?;
+                }
+            }
+            conn.settle().await
+        }
+    }))
+    .await?;
+    let subscribers: Vec<tokio::task::JoinHandle<()>> = futures_util::stream::iter(0..clients)
+        .map(|i| {
+            key_subscriber(
+                &ws,
+                format!("mk-{i}"),
+                format!("k{}", i % keys),
+                fan.clone(),
+            )
+        })
+        .buffer_unordered(64)
+        .try_collect()
+        .await?;
+    let mut writer = RawWriter::connect(&ws, "mk-writer").await?;
+    let mut sent = Vec::with_capacity(2 * writes);
+    let mut pace = tokio::time::interval(Duration::from_millis(1));
+    for w in 0..2 * writes {
+        if w == writes {
+            // Every write of the first half has reached its subscribers.
+            wait_all(&fan, 0..writes, per_key).await?;
+            fan.refetch.store(true, Ordering::SeqCst);
+        }
+        pace.tick().await;
+        sent.push(Instant::now());
+        writer
+            .send(
+                &format!("k{}", w % keys),
+                format!("k-{w}"),
+                format!("write {w}"),
+            )
+            .await?;
+    }
+    wait_all(&fan, writes..2 * writes, per_key).await?;
+    writer.settle().await?;
+    let latencies = |range: std::ops::Range<usize>| {
+        let mut all: Vec<Duration> = range
+            .flat_map(|w| {
+                let at = sent[w];
+                fan.arrivals[w]
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .map(|t| *t - at)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        all.sort();
+        all
+    };
+    let (ours, theirs) = (latencies(0..writes), latencies(writes..2 * writes));
+    for task in subscribers {
+        task.abort();
+    }
+    let (p99, base_p99) = (percentile(&ours, 0.99), percentile(&theirs, 0.99));
+    let per = (per_key * writes) as f64;
+    Ok(Line {
+        what: format!("write -> its key's subscribers ({clients} clients on {keys} keys, {db})"),
+        target: "p99 < 50 ms",
+        sssync: format!(
+            "p50 {} / p99 {}; {:.0} B each",
+            ms(percentile(&ours, 0.5)),
+            ms(p99),
+            fan.delta_bytes.load(Ordering::Relaxed) as f64 / (2.0 * per)
+        ),
+        baseline: format!(
+            "p50 {} / p99 {}; {:.0} B each (refetch on invalidate, over the same connection)",
+            ms(percentile(&theirs, 0.5)),
+            ms(base_p99),
+            fan.refetched_bytes.load(Ordering::Relaxed) as f64 / per
+        ),
+        ratio: base_p99.as_secs_f64() / p99.as_secs_f64().max(1e-9),
+        met: (clients >= 10_000).then_some(p99 < Duration::from_millis(50)),
+    })
+}
+
+/// Waits until each write of `range` has reached `each` subscribers.
+async fn wait_all(fan: &Fan, range: std::ops::Range<usize>, each: usize) -> Result<()> {
+    for w in range {
+        while fan.counts[w].load(Ordering::SeqCst) < each {
+            tokio::time::timeout(WAIT, fan.done.notified())
+                .await
+                .map_err(|_| format!("write {w} did not reach its subscribers"))?;
+        }
+    }
+    Ok(())
+}
+
+/// A connection that sends `add_item` events (seq 1, 2, 3…) and, in a task of its own, reads
+/// their acknowledgements.
+struct RawWriter {
+    tx: futures_util::stream::SplitSink<
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+        tokio_tungstenite::tungstenite::Message,
+    >,
+    seq: u64,
+    acked: tokio::sync::watch::Receiver<u64>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl RawWriter {
+    async fn connect(ws: &str, client_id: &str) -> Result<RawWriter> {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        let (socket, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(ws))
+            .await
+            .map_err(|_| "connecting timed out")??;
+        socket.get_ref().get_ref().set_nodelay(true)?;
+        let (mut tx, mut rx) = socket.split();
+        let hello = serde_json::json!({"t": "hello", "protocol": 1, "client_id": client_id});
+        tx.send(Message::text(hello.to_string())).await?;
+        match next(&mut rx).await? {
+            ServerMsg::Welcome(w) if w.last_seq == 0 => {}
+            other => return Err(format!("expected a fresh welcome, got {other:?}").into()),
+        }
+        let (acks, acked) = tokio::sync::watch::channel(0u64);
+        let reader = tokio::spawn(async move {
+            while let Ok(msg) = next(&mut rx).await {
+                if let ServerMsg::Ack(a) = msg {
+                    acks.send_replace(a.seq);
+                }
+            }
+        });
+        Ok(RawWriter {
+            tx,
+            seq: 0,
+            acked,
+            reader,
+        })
+    }
+
+    /// Sends one event (at most 256 unacknowledged).
+    async fn send(&mut self, list: &str, id: String, title: String) -> Result<()> {
+        use futures_util::SinkExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let floor = self.seq.saturating_sub(256);
+        tokio::time::timeout(WAIT, self.acked.wait_for(|a| *a >= floor))
+            .await
+            .map_err(|_| "events are not acknowledged")??;
+        self.seq += 1;
+        let event = serde_json::json!({
+            "t": "event", "seq": self.seq, "name": "add_item", "args": add(list, id, title),
+        });
+        self.tx.send(Message::text(event.to_string())).await?;
+        Ok(())
+    }
+
+    /// Waits until every event sent is acknowledged.
+    async fn settle(mut self) -> Result<()> {
+        let seq = self.seq;
+        tokio::time::timeout(WAIT, self.acked.wait_for(|a| *a >= seq))
+            .await
+            .map_err(|_| "events are not acknowledged")??;
+        self.reader.abort();
+        Ok(())
+    }
 }
 
 /// The bytes a subscriber of a 1,000-row result receives for a 1-row change, against the

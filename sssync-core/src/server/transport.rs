@@ -307,72 +307,126 @@ async fn connection<S: Store>(
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
-    loop {
-        tokio::select! {
-            // Outgoing first: the queue drains before more is read (a client that floods
-            // the server with messages still gets its answers).
-            biased;
-            _ = outbox.wake.notified() => {
-                if outbox.is_slow() {
-                    let _ = timeout(SEND_TIMEOUT, sink.send(send_now(slow_consumer()))).await;
-                    break;
-                }
-            }
-            Some(out) = queue.recv() => {
-                // A connection cut off as too slow sends nothing more: what is queued after
-                // the refused message must not arrive without it.
-                if outbox.is_slow() {
-                    let _ = timeout(SEND_TIMEOUT, sink.send(send_now(slow_consumer()))).await;
-                    break;
-                }
-                match timeout(SEND_TIMEOUT, sink.send(Message::Text(out))).await {
-                    Ok(Ok(())) => {}
-                    _ => break,
-                }
-            }
-            // Flow control: while the answers it is owed (events in flight, messages queued)
-            // fill half its queue, nothing more is read from the client; its own socket then
-            // slows it down, instead of its answers overflowing the queue.
-            frame = stream.next(), if !outbox.busy() => {
-                let Some(Ok(frame)) = frame else { break };
-                last_heard = Instant::now();
-                match frame {
-                    Message::Text(text) => {
-                        if !Box::pin(conn.handle(&text)).await {
-                            break;
+    'connection: loop {
+        // What rarely happens (a slow queue, a new epoch, a ping due, a re-identification, the
+        // engine stopping) is one future, armed once and kept while messages flow: re-armed on
+        // every message, its waits on the engine-wide watches (shared by every connection)
+        // cost a thousand connections a lock each per delta.
+        let event = {
+            let control = control(
+                &outbox.wake,
+                &mut epoch,
+                &mut ping,
+                &mut reidentify,
+                &mut stop,
+            );
+            tokio::pin!(control);
+            loop {
+                tokio::select! {
+                    biased;
+                    event = &mut control => break event,
+                    // Outgoing before incoming: the queue drains before more is read (a client
+                    // that floods the server with messages still gets its answers).
+                    Some(out) = queue.recv() => {
+                        // A connection cut off as too slow sends nothing more: what is queued
+                        // after the refused message must not arrive without it.
+                        if outbox.is_slow() {
+                            break Control::Slow;
+                        }
+                        match timeout(SEND_TIMEOUT, sink.send(Message::Text(out))).await {
+                            Ok(Ok(())) => {}
+                            _ => break 'connection,
                         }
                     }
-                    Message::Binary(_) => {
-                        outbox.send_msg(&ServerMsg::error(ErrorCode::Malformed, "binary frames are not part of the protocol"));
+                    // Flow control: while the answers it is owed (events in flight, messages
+                    // queued) fill half its queue, nothing more is read from the client; its
+                    // own socket then slows it down, instead of its answers overflowing the
+                    // queue.
+                    frame = stream.next(), if !outbox.busy() => {
+                        let Some(Ok(frame)) = frame else { break 'connection };
+                        last_heard = Instant::now();
+                        match frame {
+                            Message::Text(text) => {
+                                if !Box::pin(conn.handle(&text)).await {
+                                    break 'connection;
+                                }
+                            }
+                            Message::Binary(_) => {
+                                outbox.send_msg(&ServerMsg::error(
+                                    ErrorCode::Malformed,
+                                    "binary frames are not part of the protocol",
+                                ));
+                            }
+                            Message::Close(_) => break 'connection,
+                            Message::Ping(_) | Message::Pong(_) => {}
+                        }
                     }
-                    Message::Close(_) => break,
-                    Message::Ping(_) | Message::Pong(_) => {}
                 }
             }
-            // The database's history changed (a restored backup): the client reconnects and
-            // finds the new epoch.
-            _ = epoch.changed() => break,
-            _ = ping.tick() => {
+        };
+        match event {
+            Control::Slow => {
+                if outbox.is_slow() {
+                    let _ = timeout(SEND_TIMEOUT, sink.send(send_now(slow_consumer()))).await;
+                    break;
+                }
+            }
+            // The database's history changed (a restored backup: the client reconnects and
+            // finds the new epoch), or the engine stops.
+            Control::End => break,
+            Control::Ping => {
                 if last_heard.elapsed() > SILENCE_LIMIT {
                     break;
                 }
-                if timeout(SEND_TIMEOUT, sink.send(Message::Ping(Default::default()))).await.is_err() {
+                if timeout(SEND_TIMEOUT, sink.send(Message::Ping(Default::default())))
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
-            _ = reidentify.due() => {
+            Control::Reidentify => {
                 if let Err(msg) = Box::pin(reidentify.check(&engine)).await {
                     let _ = timeout(SEND_TIMEOUT, sink.send(send_now(msg))).await;
                     break;
                 }
             }
-            _ = stop.changed() => break,
         }
     }
     for key in &conn.subs {
         engine.unsubscribe(key, &outbox);
     }
     let _ = sink.close().await;
+}
+
+/// What ends a connection's flow of messages for a moment (see [`control`]).
+enum Control {
+    /// The outbox may have been cut off as too slow.
+    Slow,
+    /// A new epoch, or the engine stops: the connection ends.
+    End,
+    /// Time to ping (and to check the client was heard from).
+    Ping,
+    /// Time to ask again who the connection is.
+    Reidentify,
+}
+
+/// The next rare event of a connection.
+async fn control(
+    wake: &tokio::sync::Notify,
+    epoch: &mut tokio::sync::watch::Receiver<crate::version::Epoch>,
+    ping: &mut tokio::time::Interval,
+    reidentify: &mut Reidentify,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Control {
+    tokio::select! {
+        biased;
+        _ = wake.notified() => Control::Slow,
+        _ = epoch.changed() => Control::End,
+        _ = stop.changed() => Control::End,
+        _ = ping.tick() => Control::Ping,
+        _ = reidentify.due() => Control::Reidentify,
+    }
 }
 
 struct Session<'a, S: Store> {
