@@ -520,6 +520,12 @@ fn ListBody(
         use_sync_event::<ToggleAll>(),
         use_sync_event::<ClearCompleted>(),
     );
+    // One action per kind for the whole list (not per item: a page of 100 todos renders 2
+    // actions, not 200).
+    let (toggle, delete) = (
+        use_sync_event::<ToggleTodo>(),
+        use_sync_event::<DeleteTodo>(),
+    );
     let all = Memo::new(move |_| todos.rows().and_then(Result::ok).unwrap_or_default());
     let total = Memo::new(move |_| all.read().len());
     let active = Memo::new(move |_| all.read().iter().filter(|t| !t.completed).count());
@@ -593,7 +599,7 @@ fn ListBody(
                         key=|todo| todo.clone()
                         let:todo
                     >
-                        <Item todo list_id=list.get_value() filter editing />
+                        <Item todo list_id=list.get_value() filter editing toggle delete />
                     </For>
                 </ul>
             </main>
@@ -625,11 +631,9 @@ fn Item(
     list_id: String,
     filter: Filter,
     editing: RwSignal<Option<String>>,
+    toggle: ServerAction<ToggleTodo>,
+    delete: ServerAction<DeleteTodo>,
 ) -> impl IntoView {
-    let (toggle, delete) = (
-        use_sync_event::<ToggleTodo>(),
-        use_sync_event::<DeleteTodo>(),
-    );
     let Todo {
         id,
         title,
