@@ -76,6 +76,41 @@ on_both! {
 }
 
 on_both! {
+    async fn invariant_5_a_duplicate_answered_while_the_original_fans_out_names_the_originals_version(db) {
+        // Two tabs send one gone tab's event (same client id, same seq). The second arrives
+        // after the first committed, while its fan-out still runs (a subscriber of a query
+        // that takes 400 ms holds it). Its acknowledgement must not name an older version: the
+        // client would take its rows as confirmed before they reach it.
+        let server = Server::start(&db, 0).await;
+        let l = format!("dupv-{}", db.tag());
+        let (mut watcher, _) = Raw::connect(&server, &format!("watcher-{}", db.tag())).await;
+        watcher.send(json!({"t": "sub", "q": "slow", "a": {"list_id": l}})).await;
+        let first = watcher.recv().await;
+        assert!(matches!(first, ServerMsg::Snapshot(_)), "{first:?}");
+        let id = format!("gone-tab-{}", db.tag());
+        let (mut a, _) = Raw::connect(&server, &id).await;
+        let (mut b, _) = Raw::connect(&server, &id).await;
+        a.send(json!({"t": "event", "seq": 1, "name": "add_todo", "args": add(&l, "d1", "once")}))
+            .await;
+        eventually("the first send committed", || async { server.todos(&l).await.len() == 1 }).await;
+        let again = b.event(1, "add_todo", add(&l, "d1", "once")).await;
+        let original = a.recv_reply().await;
+        let (ServerMsg::Ack(original), ServerMsg::Ack(again)) = (original, again) else {
+            panic!("two acknowledgements expected")
+        };
+        assert!(!original.dup && again.dup);
+        assert!(
+            again.v >= original.v,
+            "the duplicate's version {} is older than the commit it reports ({})",
+            again.v,
+            original.v
+        );
+        assert_eq!(server.applied_count().await, 1);
+        server.stop().await;
+    }
+}
+
+on_both! {
     async fn invariant_5_a_gap_applies_nothing_and_says_where_to_resume(db) {
         let server = Server::start(&db, 0).await;
         let (mut raw, _) = Raw::connect(&server, "gappy").await;
@@ -418,6 +453,45 @@ on_both! {
         assert!(server.engine.is_incremental("shaped") && server.engine.is_incremental("top3"));
         assert_eq!(reads, 1, "never read in full again");
         assert!(patches >= 8, "each change read incrementally ({patches})");
+        server.stop().await;
+    }
+}
+
+on_both! {
+    async fn a_declarative_query_stays_in_order_when_an_outside_write_lands_just_before_an_event(db) {
+        // By title: a, f, m, z. Outside the engine, z becomes c (a, c, f, m in the database);
+        // before that write has a version, an event changes f, whose predecessor is now c. A
+        // patch of f alone would put it after c's old place (a, m, c, f), and c's own change
+        // later would not move f back.
+        let server = Server::start(&db, 0).await;
+        let l = format!("outside-{}", db.tag());
+        let insert = "INSERT INTO todos (id, list_id, title, completed, position) \
+                      VALUES ($1, $2, $3, FALSE, CAST($4 AS BIGINT))";
+        for (id, title, pos) in [("oa", "a", "1"), ("of", "f", "2"), ("om", "m", "3"), ("oz", "z", "4")] {
+            server.db.execute(insert, &[id, &l, title, pos]).await;
+        }
+        let client = NativeClient::connect(server.ws_url(), format!("outsider-{}", db.tag()));
+        client.subscribe::<Shaped>(&list(&l));
+        let want = server.db.read_shape(&SHAPED, &l).await;
+        client
+            .wait_for(WAIT, |s| s.rows::<Shaped>(&list(&l)).as_ref() == Some(&want))
+            .await
+            .unwrap();
+        server.db.execute("UPDATE todos SET title = 'c' WHERE id = $1", &["oz"]).await;
+        client.send(ToggleTodo { id: "of".into(), list_id: l.clone(), completed: true }).unwrap();
+        client.wait_for(WAIT, |s| s.pending_count() == 0).await.unwrap();
+        let want = server.db.read_shape(&SHAPED, &l).await;
+        assert_eq!(
+            want.iter().map(|t| t.title.as_str()).collect::<Vec<_>>(),
+            ["a", "c", "f", "m"]
+        );
+        client
+            .wait_for(WAIT, |s| s.rows::<Shaped>(&list(&l)).as_ref() == Some(&want))
+            .await
+            .unwrap_or_else(|e| {
+                let got = client.with_state(|s| s.rows::<Shaped>(&list(&l)));
+                panic!("{e}\ngot {got:?}\nwanted {want:?}")
+            });
         server.stop().await;
     }
 }

@@ -170,7 +170,11 @@ pub(crate) enum Reply {
 impl Reply {
     pub(crate) fn send(self, msg: ServerMsg) {
         match self {
-            Reply::Outbox(o, _in_flight) => {
+            Reply::Outbox(o, in_flight) => {
+                // No longer in flight before its answer is queued: the queued answer wakes the
+                // connection, which then sees it is not owed any more (were it still counted,
+                // a busy connection could stop reading with nothing left to wake it).
+                in_flight.answered();
                 o.send_msg(&msg);
             }
             Reply::Once(tx) => {
@@ -815,10 +819,7 @@ impl<S: Store> Engine<S> {
 impl<S: Store> Inner<S> {
     /// A fresh result, checked against the result size limit.
     pub(crate) fn result(&self, rows: Vec<crate::row::Row>) -> Result<Rows, EngineError> {
-        let bytes: usize = rows
-            .iter()
-            .map(|r| r.key.len() + r.value.get().len() + 16)
-            .sum();
+        let bytes: usize = rows.iter().map(super::hub::row_bytes).sum();
         if bytes > self.limits.max_result_bytes {
             return Err(EngineError::TooLarge(bytes, self.limits.max_result_bytes));
         }

@@ -58,11 +58,27 @@ pub(crate) struct Outbox {
 }
 
 /// One event in flight on a connection (see [`Outbox::busy`]): counted until dropped.
-pub(crate) struct InFlight(Arc<AtomicUsize>);
+pub(crate) struct InFlight {
+    count: Arc<AtomicUsize>,
+    wake: Arc<Notify>,
+    answered: bool,
+}
+
+impl InFlight {
+    /// Its answer is about to be queued (the queue wakes the connection).
+    pub(crate) fn answered(mut self) {
+        self.answered = true;
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.count.fetch_sub(1, Ordering::Relaxed);
+        // Dropped unanswered: nothing is queued to wake a connection that stopped reading
+        // while busy; it looks again.
+        if !self.answered {
+            self.wake.notify_one();
+        }
     }
 }
 
@@ -158,7 +174,11 @@ impl Outbox {
     /// Counts one more event in flight on this connection, until the guard drops.
     pub(crate) fn in_flight(&self) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(self.in_flight.clone())
+        InFlight {
+            count: self.in_flight.clone(),
+            wake: self.wake.clone(),
+            answered: false,
+        }
     }
 
     /// Whether the connection should stop reading from its client for now: the answers it
@@ -579,6 +599,9 @@ pub(crate) enum Patched {
     Rerun,
     /// The result would be this many bytes, over the limit: not patched.
     TooLarge(usize),
+    /// The changed rows contradicted each other and the result was left partly patched: the
+    /// caller fails the key (see [`Patch::Inconsistent`](super::incremental::Patch)).
+    Inconsistent,
 }
 
 impl Group {
@@ -672,6 +695,7 @@ impl Hub {
         };
         let (puts, dels) = match patch(&mut g.rows, changed, found, limit) {
             Patch::Rerun => return Patched::Rerun,
+            Patch::Inconsistent => return Patched::Inconsistent,
             Patch::Done { puts, dels } => (puts, dels),
         };
         let after = size(&g.rows, &mut changed.iter());
@@ -869,6 +893,25 @@ mod tests {
         let (o, rx) = Outbox::new(id, capacity, 1 << 20);
         o.want(key);
         (o, rx)
+    }
+
+    #[tokio::test]
+    async fn an_event_dropped_unanswered_wakes_the_busy_connection_that_stopped_reading() {
+        // Queue of 2: one event in flight makes the connection busy (it stops reading).
+        let (o, _rx) = Outbox::new(1, 2, 1 << 20);
+        let answered = o.in_flight();
+        assert!(o.busy());
+        // Answered: no longer owed before its answer is queued (the queue wakes it).
+        answered.answered();
+        assert!(!o.busy());
+        // Dropped with no answer (nothing is queued): the connection is woken to read again.
+        let dropped = o.in_flight();
+        assert!(o.busy());
+        drop(dropped);
+        assert!(!o.busy());
+        tokio::time::timeout(Duration::from_secs(5), o.wake.notified())
+            .await
+            .expect("woken");
     }
 
     #[test]

@@ -157,25 +157,36 @@ impl Shape {
             .collect::<Vec<_>>()
             .join(", ");
         // The changed rows are found by their key (the primary key's index), not by the filter
-        // (a scan of the partition): SQLite's `+` keeps the filter's index out of the plan;
-        // PostgreSQL sees an array of keys.
+        // (a scan of the partition). SQLite: the keys are the outer loop (`CROSS JOIN` keeps
+        // that order), each looked up by the key; the filter stays a plain comparison with the
+        // column, so that its affinity applies as in the full read (`'5'` equals an INTEGER
+        // 5). A BLOB key (which a TEXT column can hold) is logged as `x` and its hex: it is
+        // found too, and the engine then sees that its key text is not the row's key (the
+        // query is re-run from then on) rather than missing the row. PostgreSQL sees an array
+        // of keys.
         let key = q(self.key);
-        let mut outer_where: Vec<String> = match dialect {
-            Dialect::Sqlite => self.filter_of("+c"),
-            Dialect::Postgres { .. } => self.filter_of("c"),
+        let mut outer_where: Vec<String> = self.filter_of("c");
+        let from = match dialect {
+            Dialect::Sqlite => {
+                outer_where.push(format!("c.{key} IN (k.value, unhex(substr(k.value, 2)))"));
+                format!(
+                    "json_each({keys_param}) AS k CROSS JOIN {} AS c",
+                    q(self.table)
+                )
+            }
+            Dialect::Postgres { key_type } => {
+                outer_where.push(format!(
+                    "c.{key} = ANY(ARRAY(SELECT CAST(x AS {key_type}) FROM \
+                     jsonb_array_elements_text(CAST({keys_param} AS jsonb)) AS x))"
+                ));
+                format!("{} AS c", q(self.table))
+            }
         };
-        outer_where.push(match dialect {
-            Dialect::Sqlite => format!("c.{key} IN (SELECT value FROM json_each({keys_param}))"),
-            Dialect::Postgres { key_type } => format!(
-                "c.{key} = ANY(ARRAY(SELECT CAST(x AS {key_type}) FROM \
-                 jsonb_array_elements_text(CAST({keys_param} AS jsonb)) AS x))"
-            ),
-        });
         format!(
             "SELECT {cols}, {ckey} AS __sssync_key, \
              (SELECT {pkey} FROM {table} AS p WHERE {prev_where} ORDER BY {reversed} LIMIT 1) \
              AS __sssync_prev \
-             FROM {table} AS c WHERE {outer_where}",
+             FROM {from} WHERE {outer_where}",
             cols = self.columns_of("c"),
             ckey = dialect.key_text("c", self.key),
             pkey = dialect.key_text("p", self.key),
@@ -275,6 +286,10 @@ pub(crate) enum Patch {
     /// The patch cannot tell the new result (a limited window that lost rows, or rows whose
     /// predecessor it does not hold): the query must be read again in full. Nothing changed.
     Rerun,
+    /// The changed rows contradict each other (their predecessors make a cycle: the read was
+    /// not one snapshot). The result was partly patched and is no longer known: the caller
+    /// drops it (a diff against it would be wrong).
+    Inconsistent,
 }
 
 /// Patches `rows` (a result) with the rows the incremental read `found` among the `changed`
@@ -293,11 +308,14 @@ pub(crate) fn patch(
         && rows.len() >= n
     {
         let mut copy = rows.clone();
-        let out = patch_in(&mut copy, changed, found, limit, true);
-        if matches!(out, Patch::Done { .. }) {
-            *rows = copy;
-        }
-        return out;
+        return match patch_in(&mut copy, changed, found, limit, true) {
+            out @ Patch::Done { .. } => {
+                *rows = copy;
+                out
+            }
+            // The copy goes: `rows` is untouched.
+            Patch::Rerun | Patch::Inconsistent => Patch::Rerun,
+        };
     }
     patch_in(rows, changed, found, limit, false)
 }
@@ -390,17 +408,17 @@ fn patch_in(
         let Some(f) = after.remove(&p) else { continue };
         let key = f.row.key.clone();
         if !rows.insert_after(p.as_deref(), f.row) {
-            return Patch::Rerun; // cannot happen: the anchor was checked
+            return Patch::Inconsistent; // cannot happen: the anchor was checked
         }
         placed.push(key.clone());
         if after.contains_key(&Some(key.clone())) {
             ready.push(Some(key));
         }
     }
-    // What is left lies beyond a full window (checked above when it cannot); those the
-    // receiver had leave.
+    // What is left lies beyond a full window (checked above when it cannot: only rows whose
+    // predecessors make a cycle are left here then); those the receiver had leave.
     if !after.is_empty() && !beyond_may_exist {
-        return Patch::Rerun;
+        return Patch::Inconsistent;
     }
     for f in after.into_values() {
         if was_there.contains(&f.row.key) {
@@ -508,6 +526,7 @@ mod tests {
                 assert_eq!(client, want, "the delta of {before:?} -> {after:?}");
             }
             Patch::Rerun => assert_eq!(rows, old, "a rerun changes nothing"),
+            Patch::Inconsistent => panic!("one snapshot's rows are never inconsistent"),
         }
         out
     }
@@ -641,7 +660,14 @@ mod tests {
         );
         let sql = shape.changed_sql(&Dialect::Sqlite);
         assert!(sql.contains("json_each($2)"), "{sql}");
-        assert!(sql.contains("+c.\"list_id\" = $1"), "{sql}");
+        assert!(
+            sql.contains("c.\"list_id\" = $1 AND c.\"id\" IN (k.value"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("json_each($2) AS k CROSS JOIN \"todos\" AS c"),
+            "{sql}"
+        );
         assert!(
             sql.contains("ORDER BY p.\"position\" DESC, p.\"id\" DESC LIMIT 1"),
             "{sql}"
@@ -650,5 +676,73 @@ mod tests {
             key_type: "uuid".into(),
         });
         assert!(sql.contains("CAST(x AS uuid)"), "{sql}");
+    }
+
+    #[tokio::test]
+    async fn on_sqlite_the_incremental_read_compares_the_filter_as_the_full_read_does() {
+        // An INTEGER column filtered by a text arg: SQLite's column affinity makes '5' equal 5
+        // in the full read; the incremental read must find the same rows, or a change to one
+        // of them deletes it from the result.
+        use sqlx::{Connection, Row as _};
+        let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE grouped (id TEXT PRIMARY KEY NOT NULL, grp INTEGER NOT NULL, \
+             pos INTEGER NOT NULL); \
+             INSERT INTO grouped VALUES ('a', 5, 2), ('b', 5, 1), ('c', 6, 0), ('d', 5, 3);",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        let shape = Shape {
+            table: "grouped",
+            key: "id",
+            columns: &["id"],
+            filter: &["grp"],
+            order: &[Order::Asc("pos")],
+            limit: None,
+        };
+        let full: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(shape.select_sql()))
+            .bind("5")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(full, ["b", "a", "d"]);
+        let found: Vec<(String, Option<String>)> =
+            sqlx::query(sqlx::AssertSqlSafe(shape.changed_sql(&Dialect::Sqlite)))
+                .bind("5")
+                .bind(r#"["a","c","d","gone"]"#)
+                .fetch_all(&mut conn)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.get("__sssync_key"), r.get("__sssync_prev")))
+                .collect();
+        let mut found = found;
+        found.sort();
+        assert_eq!(
+            found,
+            [
+                ("a".into(), Some("b".into())),
+                ("d".into(), Some("a".into()))
+            ]
+        );
+        // A BLOB in the TEXT key column: logged as x and its hex, found by it.
+        sqlx::raw_sql("INSERT INTO grouped VALUES (x'ABCD', 5, 9)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let keys: Vec<String> =
+            sqlx::query(sqlx::AssertSqlSafe(shape.changed_sql(&Dialect::Sqlite)))
+                .bind(5)
+                .bind(r#"["xABCD"]"#)
+                .fetch_all(&mut conn)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.get("__sssync_key"))
+                .collect();
+        assert_eq!(keys, ["xABCD"]);
     }
 }

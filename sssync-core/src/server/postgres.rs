@@ -421,6 +421,7 @@ impl Store for PgStore {
                 })
                 .collect(),
             unsealed,
+            capped: upto < now,
         })
     }
 

@@ -435,6 +435,7 @@ impl Store for SqliteStore {
                 })
                 .collect(),
             unsealed,
+            capped: upto < now,
         })
     }
 

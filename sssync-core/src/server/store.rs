@@ -51,6 +51,9 @@ pub struct LogRead {
     pub changes: Vec<Change>,
     /// Changes written outside the engine wait for a version (the writer seals them).
     pub unsealed: bool,
+    /// The database is past `version` (the round read a bounded number of versions): its rows
+    /// already show commits the round's changes do not.
+    pub capped: bool,
 }
 
 /// One row's entry in the change log: a row of `table` (partition value `part`) keyed `key`

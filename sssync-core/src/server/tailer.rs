@@ -376,6 +376,13 @@ async fn incremental<S: Store>(
     if patchable.is_empty() {
         return Ok(rerun);
     }
+    // The snapshot's rows show writes the round's changes do not name (written outside the
+    // engine and not sealed yet, or past the versions this round reads): a patch would mix
+    // them into a window it cannot place them in. A re-run shows all of them consistently.
+    if log.unsealed || log.capped {
+        rerun.append(&mut patchable);
+        return Ok(rerun);
+    }
     let Some(row_changes) =
         S::read_row_changes(conn, processed, log.version, MAX_ROW_CHANGES).await?
     else {
@@ -393,12 +400,11 @@ async fn incremental<S: Store>(
             deps.iter()
                 .any(|d| d.table == table && (d.part.is_none() || d.part.as_deref() == part))
         };
-        // Only changes of rows of the query's own table can be patched.
-        let whole_or_other = log.changes.iter().any(|c| {
-            (c.whole && deps.iter().any(|d| d.table == c.table))
-                || (c.table != plan.table && touches(&c.table, c.part.as_deref()))
-        });
-        if whole_or_other || deps.iter().any(|d| d.table != plan.table) {
+        // Only changes of rows of the query's own table can be patched: a query that also
+        // depends on another table, or a change logged without its rows (a whole table), is
+        // re-run.
+        let whole = log.changes.iter().any(|c| c.whole && c.table == plan.table);
+        if whole || deps.iter().any(|d| d.table != plan.table) {
             rerun.push(key);
             continue;
         }
@@ -456,6 +462,13 @@ async fn incremental<S: Store>(
         match patched {
             Patched::Done(_) | Patched::NoGroup => {}
             Patched::Rerun => rerun.push(key),
+            Patched::Inconsistent => {
+                tracing::error!(%key, "the changed rows contradict each other; dropping the query");
+                inner.hub.fail(
+                    &key,
+                    &query_failed(&key, "its incremental read was inconsistent"),
+                );
+            }
             Patched::TooLarge(bytes) => {
                 let e = EngineError::TooLarge(bytes, inner.limits.max_result_bytes);
                 inner.hub.fail(&key, &e.for_key(&key));

@@ -375,6 +375,12 @@ async fn connection<S: Store>(
             // finds the new epoch), or the engine stops.
             Control::End => break,
             Control::Ping => {
+                // A busy connection does not read (not even pongs): its silence is the
+                // server's doing. A client that stopped reading is found by its sends timing
+                // out.
+                if outbox.busy() {
+                    last_heard = Instant::now();
+                }
                 if last_heard.elapsed() > SILENCE_LIMIT {
                     break;
                 }

@@ -64,8 +64,8 @@ const ACKS_IN_FLIGHT: usize = 8;
 
 /// The answers of one committed batch, sent once the tailer has fanned out `v`.
 struct Answers {
-    /// The batch's version (`None`: nothing of it applied; sent after the batches before it).
-    v: Option<Version>,
+    /// The version its outcomes are visible at.
+    v: Version,
     msgs: Vec<(super::engine::Reply, ServerMsg)>,
 }
 
@@ -74,10 +74,8 @@ struct Answers {
 /// of the last ones (and one tailer round covers every commit it finds).
 async fn acker<S: Store>(inner: Arc<Inner<S>>, mut rx: mpsc::Receiver<Answers>) {
     while let Some(batch) = rx.recv().await {
-        if let Some(v) = batch.v
-            && !inner.hub.wait_processed(v, FAN_OUT_WAIT).await
-        {
-            tracing::warn!(version = %v, "the fan-out of a batch is late; acknowledging anyway");
+        if !inner.hub.wait_processed(batch.v, FAN_OUT_WAIT).await {
+            tracing::warn!(version = %batch.v, "the fan-out of a batch is late; acknowledging anyway");
         }
         inner.fault(FaultPoint::BeforeAcks);
         for (reply, msg) in batch.msgs {
@@ -283,9 +281,9 @@ async fn apply_batch<S: Store>(
     // Savepoints cost two statements per event; a batch first goes without them, and again
     // with them when one of its events is refused.
     let mut careful = false;
-    let (outcomes, bumped) = loop {
+    let (outcomes, bumped, visible) = loop {
         if events.is_empty() {
-            break (Vec::new(), None);
+            break (Vec::new(), None, Version(0));
         }
         attempt += 1;
         match apply_in_transaction(inner, &events, careful).await {
@@ -371,8 +369,10 @@ async fn apply_batch<S: Store>(
         return Err(());
     }
     inner.fault(FaultPoint::AfterCommit);
-    // The version the outcomes are visible at: the batch's, or (nothing applied) the latest.
-    let now = bumped.unwrap_or_else(|| inner.hub.processed());
+    // The version the outcomes are visible at: the batch's, or (nothing applied) the one its
+    // transaction saw (not what this instance has fanned out: an earlier batch's commit, or
+    // another instance's, may not be yet). The answers go once it is fanned out.
+    let now = visible;
     if bumped.is_some() {
         // The tailer fans the commit out (it reads it from the log, like any other commit);
         // the acker answers once it has.
@@ -418,7 +418,7 @@ async fn apply_batch<S: Store>(
         })
         .collect();
     // Bounded: when the fan-out falls behind by ACKS_IN_FLIGHT batches, the writer waits.
-    let _ = answers.send(Answers { v: bumped, msgs }).await;
+    let _ = answers.send(Answers { v: now, msgs }).await;
     Ok(())
 }
 
@@ -444,7 +444,7 @@ async fn apply_in_transaction<S: Store>(
     inner: &Inner<S>,
     events: &[EventCmd],
     careful: bool,
-) -> Result<(Vec<Outcome>, Option<Version>), BatchFailed> {
+) -> Result<(Vec<Outcome>, Option<Version>, Version), BatchFailed> {
     use futures_util::FutureExt;
     let mut conn = inner.store.pool().acquire().await?;
     S::begin(&mut conn).await?;
@@ -597,8 +597,14 @@ async fn apply_in_transaction<S: Store>(
         for (client_id, seq, owner) in &record_seqs {
             S::write_last_seq(&mut conn, client_id, *seq, owner.as_deref()).await?;
         }
+        // Nothing applied: the outcomes (a duplicate's rows, say) are visible at the version
+        // this transaction sees, which may be past what this instance has fanned out yet.
+        let visible = match bumped {
+            Some(v) => v,
+            None => S::version(&mut conn).await?,
+        };
         inner.fault(FaultPoint::BeforeCommit);
-        Ok::<_, BatchFailed>((outcomes, bumped))
+        Ok::<_, BatchFailed>((outcomes, bumped, visible))
     }
     .await;
     let result = match result {
