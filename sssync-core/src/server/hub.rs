@@ -695,7 +695,11 @@ impl Hub {
         };
         let (puts, dels) = match patch(&mut g.rows, changed, found, limit) {
             Patch::Rerun => return Patched::Rerun,
-            Patch::Inconsistent => return Patched::Inconsistent,
+            // Half-patched: nobody reads these rows before the caller fails the key.
+            Patch::Inconsistent => {
+                g.dead = true;
+                return Patched::Inconsistent;
+            }
             Patch::Done { puts, dels } => (puts, dels),
         };
         let after = size(&g.rows, &mut changed.iter());
@@ -706,7 +710,9 @@ impl Hub {
             .sum();
         let bytes = (g.bytes + after).saturating_sub(before + pushed_out);
         if bytes > max_bytes {
-            // The key fails with `too_large` (its group goes, with what the patch did).
+            // The key fails with `too_large` (its group goes, with what the patch did; nobody
+            // reads those rows meanwhile).
+            g.dead = true;
             return Patched::TooLarge(bytes);
         }
         g.bytes = bytes;

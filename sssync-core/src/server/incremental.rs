@@ -158,14 +158,24 @@ impl Shape {
             .join(", ");
         // The changed rows are found by their key (the primary key's index), not by the filter
         // (a scan of the partition). SQLite: the keys are the outer loop (`CROSS JOIN` keeps
-        // that order), each looked up by the key; the filter stays a plain comparison with the
-        // column, so that its affinity applies as in the full read (`'5'` equals an INTEGER
-        // 5). A BLOB key (which a TEXT column can hold) is logged as `x` and its hex: it is
+        // that order), each looked up by the key; the filter stays a comparison with the
+        // column (not `+c.col`, which drops it), so that its affinity applies as in the full
+        // read (`'5'` equals an INTEGER 5). A BLOB key (which a TEXT column can hold) is logged as `x` and its hex: it is
         // found too, and the engine then sees that its key text is not the row's key (the
         // query is re-run from then on) rather than missing the row. PostgreSQL sees an array
         // of keys.
         let key = q(self.key);
-        let mut outer_where: Vec<String> = self.filter_of("c");
+        let mut outer_where: Vec<String> = match dialect {
+            // `coalesce(…, 0)` keeps the comparison (and the column's affinity) but no index
+            // can answer it: with statistics (`ANALYZE`), SQLite would otherwise seek the
+            // filter's index and scan a big partition once per changed key.
+            Dialect::Sqlite => self
+                .filter_of("c")
+                .into_iter()
+                .map(|f| format!("coalesce({f}, 0)"))
+                .collect(),
+            Dialect::Postgres { .. } => self.filter_of("c"),
+        };
         let from = match dialect {
             Dialect::Sqlite => {
                 outer_where.push(format!("c.{key} IN (k.value, unhex(substr(k.value, 2)))"));
@@ -661,7 +671,7 @@ mod tests {
         let sql = shape.changed_sql(&Dialect::Sqlite);
         assert!(sql.contains("json_each($2)"), "{sql}");
         assert!(
-            sql.contains("c.\"list_id\" = $1 AND c.\"id\" IN (k.value"),
+            sql.contains("coalesce(c.\"list_id\" = $1, 0) AND c.\"id\" IN (k.value"),
             "{sql}"
         );
         assert!(
@@ -744,5 +754,32 @@ mod tests {
                 .map(|r| r.get("__sssync_key"))
                 .collect();
         assert_eq!(keys, ["xABCD"]);
+        // With statistics that make the filter's index look selective (many one-row groups),
+        // the changed rows are still found by their key, not by a seek on the filter.
+        sqlx::raw_sql(
+            "CREATE INDEX grouped_grp ON grouped (grp, pos); \
+             WITH RECURSIVE n(i) AS (SELECT 100 UNION ALL SELECT i + 1 FROM n WHERE i < 3000) \
+             INSERT INTO grouped SELECT 'r' || i, i, i FROM n; ANALYZE;",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN QUERY PLAN {}",
+            shape.changed_sql(&Dialect::Sqlite)
+        )))
+        .bind(5)
+        .bind(r#"["a"]"#)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.get("detail"))
+        .collect();
+        assert!(
+            plan.iter()
+                .any(|d| d.starts_with("SEARCH c USING INDEX sqlite_autoindex_grouped_1")),
+            "{plan:#?}"
+        );
     }
 }
