@@ -5,7 +5,7 @@ use axum::Router;
 use axum::response::Redirect;
 use axum::routing::get;
 use leptos::prelude::*;
-use leptos_axum::{LeptosRoutes, generate_route_list};
+use leptos_axum::LeptosRoutes;
 
 /// Where the database is when `DATABASE_URL` is not set.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://sssync-demo.db";
@@ -18,12 +18,8 @@ pub fn router(
     pool: crate::db::Pool,
     sync: sssync_leptos::server::SyncServer,
 ) -> Router {
-    // Built once per process: Leptos suppresses every resource load, process-wide, while it
-    // builds a route list (it renders the app once), so a page rendering meanwhile would never
-    // finish (leptos#4773); a second router (another server in the process) reuses this one.
-    static ROUTES: std::sync::OnceLock<Vec<leptos_axum::AxumRouteListing>> =
-        std::sync::OnceLock::new();
-    let routes = ROUTES.get_or_init(|| generate_route_list(App)).clone();
+    // Built once per process (leptos#4773: see `route_list`).
+    let routes = sssync_leptos::server::route_list(App);
     let sessions = crate::auth::Sessions::new(pool.clone());
     let context = {
         let (pool, sync) = (pool.clone(), sync.context());

@@ -10,6 +10,7 @@
 //! server holding the same number of idle connections.
 
 use crate::percentile;
+use crate::web::Http;
 use futures_util::future::try_join_all;
 use sssync_core::client::native::NativeClient;
 use sssync_core::protocol::ServerMsg;
@@ -18,7 +19,7 @@ use sssync_fault::app::{self, AddItem, Items, ListArgs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 type Result<T> = std::result::Result<T, Error>;
@@ -415,9 +416,27 @@ async fn fill(writer: &NativeClient, list: &str, n: usize, prefix: &str) -> Resu
     Ok(())
 }
 
-type WsRead = futures_util::stream::SplitStream<
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
->;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type WsRead = futures_util::stream::SplitStream<Ws>;
+type WsWrite = futures_util::stream::SplitSink<Ws, tokio_tungstenite::tungstenite::Message>;
+
+/// A raw connection that said hello as `client_id` (a new client: its welcome has no seq).
+async fn raw_connect(ws: &str, client_id: &str) -> Result<(WsWrite, WsRead)> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (socket, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(ws))
+        .await
+        .map_err(|_| "connecting timed out")??;
+    socket.get_ref().get_ref().set_nodelay(true)?;
+    let (mut tx, mut rx) = socket.split();
+    let hello = serde_json::json!({"t": "hello", "protocol": 1, "client_id": client_id});
+    tx.send(Message::text(hello.to_string())).await?;
+    match next(&mut rx).await? {
+        ServerMsg::Welcome(w) if w.last_seq == 0 => Ok((tx, rx)),
+        other => Err(format!("expected a fresh welcome, got {other:?}").into()),
+    }
+}
 
 /// The next server message on a raw connection.
 async fn next(rx: &mut WsRead) -> Result<ServerMsg> {
@@ -436,20 +455,10 @@ async fn next(rx: &mut WsRead) -> Result<ServerMsg> {
 /// directly, a window of events in flight: the lightest load generator (no client state, no
 /// predictions), so that the server, not the client, is what is measured.
 async fn raw_fill(ws: &str, client_id: &str, list: &str, n: usize, prefix: &str) -> Result<()> {
-    use futures_util::{SinkExt, StreamExt};
+    use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::Message;
     const WINDOW: usize = 1024;
-    let (socket, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(ws))
-        .await
-        .map_err(|_| "connecting timed out")??;
-    socket.get_ref().get_ref().set_nodelay(true)?;
-    let (mut tx, mut rx) = socket.split();
-    let hello = serde_json::json!({"t": "hello", "protocol": 1, "client_id": client_id});
-    tx.send(Message::text(hello.to_string())).await?;
-    match next(&mut rx).await? {
-        ServerMsg::Welcome(w) if w.last_seq == 0 => {}
-        other => return Err(format!("expected a fresh welcome, got {other:?}").into()),
-    }
+    let (mut tx, mut rx) = raw_connect(ws, client_id).await?;
     let (mut sent, mut acked) = (0usize, 0usize);
     while acked < n {
         while sent < n && sent - acked < WINDOW {
@@ -469,58 +478,6 @@ async fn raw_fill(ws: &str, client_id: &str, list: &str, n: usize, prefix: &str)
         }
     }
     Ok(())
-}
-
-/// A kept-alive HTTP/1.1 connection, for the refetch baseline.
-struct Http {
-    stream: BufReader<tokio::net::TcpStream>,
-}
-
-impl Http {
-    async fn connect(addr: &str) -> Result<Http> {
-        let stream = tokio::net::TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        Ok(Http {
-            stream: BufReader::new(stream),
-        })
-    }
-
-    /// GETs `path`; answers the body's length. At most [`WAIT`].
-    async fn get(&mut self, path: &str) -> Result<usize> {
-        tokio::time::timeout(WAIT, self.get_unbounded(path))
-            .await
-            .map_err(|_| format!("GET {path} timed out"))?
-    }
-
-    async fn get_unbounded(&mut self, path: &str) -> Result<usize> {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n");
-        self.stream.get_mut().write_all(request.as_bytes()).await?;
-        let mut length = None;
-        let mut status = String::new();
-        self.stream.read_line(&mut status).await?;
-        if !status.contains(" 200 ") {
-            return Err(format!("GET {path}: {}", status.trim()).into());
-        }
-        loop {
-            let mut line = String::new();
-            if self.stream.read_line(&mut line).await? == 0 {
-                return Err("the connection closed".into());
-            }
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':')
-                && k.eq_ignore_ascii_case("content-length")
-            {
-                length = v.trim().parse::<usize>().ok();
-            }
-        }
-        let length = length.ok_or("no content-length")?;
-        let mut body = vec![0; length];
-        self.stream.read_exact(&mut body).await?;
-        Ok(length)
-    }
 }
 
 fn snapshot_path(list_id: &str) -> String {
@@ -551,6 +508,36 @@ struct Fan {
 }
 
 impl Fan {
+    /// For `writes` writes, each to reach `subscribers` subscribers.
+    fn new(writes: usize, subscribers: usize) -> Arc<Fan> {
+        Arc::new(Fan {
+            arrivals: (0..writes).map(|_| Default::default()).collect(),
+            counts: (0..writes).map(|_| AtomicUsize::new(0)).collect(),
+            done: tokio::sync::Notify::new(),
+            refetch: AtomicBool::new(false),
+            refetched_bytes: AtomicU64::new(0),
+            delta_bytes: AtomicU64::new(0),
+            subscribers,
+        })
+    }
+
+    /// The latencies of the writes of `range` (sent at `sent`), every subscriber's, sorted.
+    fn latencies(&self, sent: &[Instant], range: std::ops::Range<usize>) -> Vec<Duration> {
+        let mut all: Vec<Duration> = range
+            .flat_map(|w| {
+                let at = sent[w];
+                self.arrivals[w]
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .map(|t| *t - at)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        all.sort();
+        all
+    }
+
     fn arrive(&self, w: usize) {
         if let Some(a) = self.arrivals.get(w) {
             a.lock()
@@ -569,6 +556,32 @@ fn light_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
     tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096)
 }
 
+/// A light raw connection (see [`light_config`]) that said hello as `client_id` and subscribed
+/// to the items of `list`, once the list's snapshot has arrived.
+async fn subscribed(ws: &str, client_id: &str, list: &str) -> Result<Ws> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut socket, _) = tokio::time::timeout(
+        WAIT,
+        tokio_tungstenite::connect_async_with_config(ws, Some(light_config()), true),
+    )
+    .await
+    .map_err(|_| "connecting timed out")??;
+    let hello = serde_json::json!({
+        "t": "hello", "protocol": sssync_core::protocol::PROTOCOL, "client_id": client_id,
+    });
+    socket.send(Message::text(hello.to_string())).await?;
+    let sub = serde_json::json!({ "t": "sub", "q": "items", "a": { "list_id": list } });
+    socket.send(Message::text(sub.to_string())).await?;
+    loop {
+        match tokio::time::timeout(WAIT, socket.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) if t.contains(r#""t":"snapshot""#) => return Ok(socket),
+            Ok(Some(Ok(_))) => {}
+            _ => return Err(format!("{client_id} got no snapshot").into()),
+        }
+    }
+}
+
 /// A subscriber of the fan-out's list that only notes when each write's delta arrives (or,
 /// refetching, asks `refetch` to GET the snapshot): a raw WebSocket speaking the protocol, so
 /// that a thousand of them cost the load generator little. Answers once the list's snapshot
@@ -579,27 +592,9 @@ async fn light_subscriber(
     fan: Arc<Fan>,
     refetch: tokio::sync::mpsc::Sender<usize>,
 ) -> Result<tokio::task::JoinHandle<()>> {
-    use futures_util::{SinkExt, StreamExt};
+    use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
-    let (mut socket, _) = tokio::time::timeout(
-        WAIT,
-        tokio_tungstenite::connect_async_with_config(ws, Some(light_config()), true),
-    )
-    .await
-    .map_err(|_| "connecting timed out")??;
-    let hello = serde_json::json!({
-        "t": "hello", "protocol": sssync_core::protocol::PROTOCOL, "client_id": format!("fan-{i}"),
-    });
-    socket.send(Message::text(hello.to_string())).await?;
-    let sub = serde_json::json!({ "t": "sub", "q": "items", "a": { "list_id": "fan" } });
-    socket.send(Message::text(sub.to_string())).await?;
-    loop {
-        match tokio::time::timeout(WAIT, socket.next()).await {
-            Ok(Some(Ok(Message::Text(t)))) if t.contains(r#""t":"snapshot""#) => break,
-            Ok(Some(Ok(_))) => {}
-            _ => return Err(format!("subscriber {i} got no snapshot").into()),
-        }
-    }
+    let mut socket = subscribed(ws, &format!("fan-{i}"), "fan").await?;
     Ok(tokio::spawn(async move {
         while let Some(Ok(frame)) = socket.next().await {
             let Message::Text(t) = frame else { continue };
@@ -625,15 +620,7 @@ async fn light_subscriber(
 /// delta only says "changed"; each subscriber then GETs the snapshot).
 async fn fan_out(server: &Child, size: Size, db: &str) -> Result<Line> {
     let (n, writes) = (size.subscribers, size.fan_writes);
-    let fan = Arc::new(Fan {
-        arrivals: (0..2 * writes).map(|_| Default::default()).collect(),
-        counts: (0..2 * writes).map(|_| AtomicUsize::new(0)).collect(),
-        done: tokio::sync::Notify::new(),
-        refetch: AtomicBool::new(false),
-        refetched_bytes: AtomicU64::new(0),
-        delta_bytes: AtomicU64::new(0),
-        subscribers: n,
-    });
+    let fan = Fan::new(2 * writes, n);
     let writer = NativeClient::connect(server.ws(), "fan-writer");
     // The list the subscribers read: 100 rows, a TodoMVC list's worth.
     fill(&writer, "fan", 100, "pre-").await?;
@@ -648,9 +635,9 @@ async fn fan_out(server: &Child, size: Size, db: &str) -> Result<Line> {
             let path = snapshot_path("fan");
             while let Some(w) = rx.recv().await {
                 match http.get(&path).await {
-                    Ok(bytes) => {
+                    Ok(body) => {
                         fan.refetched_bytes
-                            .fetch_add(bytes as u64, Ordering::Relaxed);
+                            .fetch_add(body.len() as u64, Ordering::Relaxed);
                         fan.arrive(w);
                     }
                     Err(e) => eprintln!("refetch: {e}"),
@@ -674,29 +661,12 @@ async fn fan_out(server: &Child, size: Size, db: &str) -> Result<Line> {
                 format!("fanned out, write {w}"),
             ))
             .ok_or("the client refused an event")?;
-        while fan.counts[w].load(Ordering::SeqCst) < n {
-            tokio::time::timeout(WAIT, fan.done.notified())
-                .await
-                .map_err(|_| format!("write {w} did not reach every subscriber"))?;
-        }
+        wait_all(&fan, w..w + 1, n).await?;
     }
-    let latencies = |range: std::ops::Range<usize>| {
-        let mut all: Vec<Duration> = range
-            .flat_map(|w| {
-                let at = sent[w];
-                fan.arrivals[w]
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .iter()
-                    .map(|t| *t - at)
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        all.sort();
-        all
-    };
-    let ours = latencies(0..writes);
-    let theirs = latencies(writes..2 * writes);
+    let (ours, theirs) = (
+        fan.latencies(&sent, 0..writes),
+        fan.latencies(&sent, writes..2 * writes),
+    );
     for task in refetchers.into_iter().chain(subscribers) {
         task.abort();
     }
@@ -733,25 +703,7 @@ async fn key_subscriber(
 ) -> Result<tokio::task::JoinHandle<()>> {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    let (mut socket, _) = tokio::time::timeout(
-        WAIT,
-        tokio_tungstenite::connect_async_with_config(ws, Some(light_config()), true),
-    )
-    .await
-    .map_err(|_| "connecting timed out")??;
-    let hello = serde_json::json!({
-        "t": "hello", "protocol": sssync_core::protocol::PROTOCOL, "client_id": client_id,
-    });
-    socket.send(Message::text(hello.to_string())).await?;
-    let sub = serde_json::json!({ "t": "sub", "q": "items", "a": { "list_id": list } });
-    socket.send(Message::text(sub.to_string())).await?;
-    loop {
-        match tokio::time::timeout(WAIT, socket.next()).await {
-            Ok(Some(Ok(Message::Text(t)))) if t.contains(r#""t":"snapshot""#) => break,
-            Ok(Some(Ok(_))) => {}
-            _ => return Err(format!("{client_id} got no snapshot").into()),
-        }
-    }
+    let mut socket = subscribed(ws, &client_id, &list).await?;
     let resync =
         serde_json::json!({ "t": "resync", "q": "items", "a": { "list_id": list } }).to_string();
     Ok(tokio::spawn(async move {
@@ -797,15 +749,7 @@ async fn fan_out_keys(server: &Child, size: Size, db: &str) -> Result<Line> {
     use futures_util::{StreamExt, TryStreamExt};
     let (clients, keys, writes) = (size.many_clients, size.many_keys, size.many_writes);
     let per_key = clients / keys;
-    let fan = Arc::new(Fan {
-        arrivals: (0..2 * writes).map(|_| Default::default()).collect(),
-        counts: (0..2 * writes).map(|_| AtomicUsize::new(0)).collect(),
-        done: tokio::sync::Notify::new(),
-        refetch: AtomicBool::new(false),
-        refetched_bytes: AtomicU64::new(0),
-        delta_bytes: AtomicU64::new(0),
-        subscribers: per_key,
-    });
+    let fan = Fan::new(2 * writes, per_key);
     let ws = server.ws();
     // The lists' items, from 4 writers.
     futures_util::future::try_join_all((0..4).map(|c| {
@@ -855,22 +799,10 @@ async fn fan_out_keys(server: &Child, size: Size, db: &str) -> Result<Line> {
     }
     wait_all(&fan, writes..2 * writes, per_key).await?;
     writer.settle().await?;
-    let latencies = |range: std::ops::Range<usize>| {
-        let mut all: Vec<Duration> = range
-            .flat_map(|w| {
-                let at = sent[w];
-                fan.arrivals[w]
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .iter()
-                    .map(|t| *t - at)
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        all.sort();
-        all
-    };
-    let (ours, theirs) = (latencies(0..writes), latencies(writes..2 * writes));
+    let (ours, theirs) = (
+        fan.latencies(&sent, 0..writes),
+        fan.latencies(&sent, writes..2 * writes),
+    );
     for task in subscribers {
         task.abort();
     }
@@ -911,12 +843,7 @@ async fn wait_all(fan: &Fan, range: std::ops::Range<usize>, each: usize) -> Resu
 /// A connection that sends `add_item` events (seq 1, 2, 3…) and, in a task of its own, reads
 /// their acknowledgements.
 struct RawWriter {
-    tx: futures_util::stream::SplitSink<
-        tokio_tungstenite::WebSocketStream<
-            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-        >,
-        tokio_tungstenite::tungstenite::Message,
-    >,
+    tx: WsWrite,
     seq: u64,
     acked: tokio::sync::watch::Receiver<u64>,
     reader: tokio::task::JoinHandle<()>,
@@ -924,19 +851,7 @@ struct RawWriter {
 
 impl RawWriter {
     async fn connect(ws: &str, client_id: &str) -> Result<RawWriter> {
-        use futures_util::{SinkExt, StreamExt};
-        use tokio_tungstenite::tungstenite::Message;
-        let (socket, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(ws))
-            .await
-            .map_err(|_| "connecting timed out")??;
-        socket.get_ref().get_ref().set_nodelay(true)?;
-        let (mut tx, mut rx) = socket.split();
-        let hello = serde_json::json!({"t": "hello", "protocol": 1, "client_id": client_id});
-        tx.send(Message::text(hello.to_string())).await?;
-        match next(&mut rx).await? {
-            ServerMsg::Welcome(w) if w.last_seq == 0 => {}
-            other => return Err(format!("expected a fresh welcome, got {other:?}").into()),
-        }
+        let (tx, mut rx) = raw_connect(ws, client_id).await?;
         let (acks, acked) = tokio::sync::watch::channel(0u64);
         let reader = tokio::spawn(async move {
             while let Ok(msg) = next(&mut rx).await {
@@ -1007,7 +922,8 @@ async fn bytes_one_change(server: &Child, db: &str) -> Result<Line> {
     let snapshot = Http::connect(&server.addr)
         .await?
         .get(&snapshot_path("bytes"))
-        .await?;
+        .await?
+        .len();
     let ratio = snapshot as f64 / delta.max(1) as f64;
     Ok(Line {
         what: format!("bytes, 1-row change in a 1,000-row query ({db})"),
@@ -1073,7 +989,8 @@ async fn reconnect(server: &Child, size: Size, db: &str) -> Result<Line> {
     let refetch = Http::connect(&server.addr)
         .await?
         .get(&snapshot_path("big"))
-        .await?;
+        .await?
+        .len();
     Ok(Line {
         what: format!("reconnect after missed changes ({missed} to a {rows}-row query, {db})"),
         target: "payload ∝ changed rows",
@@ -1092,48 +1009,25 @@ const PLAIN_INSERT: &str = "INSERT INTO items (id, list_id, title, pos) VALUES (
 const PLAIN_LOG: &str =
     "INSERT INTO applied (uid, kind, target, amount) VALUES ($1, 'add_item', $1, 1)";
 
-/// `AddItem`'s writes through sqlx alone, one transaction each, one at a time, on `$pool`
-/// (either database's): the item `i` goes to the list `$list(i)`.
-macro_rules! plain_loop {
-    ($pool:expr, $n:expr, $list:expr) => {{
-        let pool = $pool;
-        sqlx::raw_sql(app::SCHEMA).execute(&pool).await?;
-        let (t, c0) = (Instant::now(), cpu()?);
-        for i in 0..$n {
-            let id = format!("plain-{i}");
-            let mut tx = pool.begin().await?;
-            sqlx::query(PLAIN_INSERT)
-                .bind(&id)
-                .bind($list(i))
-                .bind("a plain write")
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(PLAIN_LOG).bind(&id).execute(&mut *tx).await?;
-            tx.commit().await?;
-        }
-        let took = (t.elapsed(), cpu()? - c0);
-        pool.close().await;
-        took
-    }};
-}
-
-/// The same writes through sqlx alone, 512 to a transaction (the engine's batch): what the
-/// driver itself does at most, the floor under any engine built on it. Answers the rate and
-/// this process's CPU per write.
-async fn plain_batched_writes(
+/// `AddItem`'s writes through sqlx alone on either database, `per_tx` to a transaction, one
+/// transaction at a time: the item `i` goes to the list `list(i)`. Answers the rate and this
+/// process's CPU per write. One to a transaction is the plain baseline; 512 (the engine's
+/// batch) is what the driver itself does at most, the floor under any engine built on it.
+async fn sqlx_writes(
     url: &str,
     n: usize,
+    per_tx: usize,
     list: impl Fn(usize) -> String,
 ) -> Result<(f64, Duration)> {
-    macro_rules! batched {
+    macro_rules! writes {
         ($pool:expr) => {{
             let pool = $pool;
             sqlx::raw_sql(app::SCHEMA).execute(&pool).await?;
             let (t, c0) = (Instant::now(), cpu()?);
-            for chunk in (0..n).collect::<Vec<_>>().chunks(512) {
+            for chunk in (0..n).collect::<Vec<_>>().chunks(per_tx) {
                 let mut tx = pool.begin().await?;
                 for &i in chunk {
-                    let id = format!("batched-{i}");
+                    let id = format!("plain-{i}");
                     sqlx::query(PLAIN_INSERT)
                         .bind(&id)
                         .bind(list(i))
@@ -1154,26 +1048,25 @@ async fn plain_batched_writes(
             .max_connections(1)
             .connect(url)
             .await?;
-        batched!(pool)
+        writes!(pool)
     } else {
-        batched!(SqliteStore::open(url).await?.pool().clone())
+        writes!(SqliteStore::open(url).await?.pool().clone())
     };
     Ok((n as f64 / took.as_secs_f64(), cpu / n as u32))
 }
 
-/// The plain writes' rate, events per second.
+/// The plain baseline's rate: one transaction per write, events per second.
 async fn plain_writes(url: &str, n: usize) -> Result<f64> {
-    let (took, _) = if url.starts_with("postgres") {
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(1)
-            .connect(url)
-            .await?;
-        plain_loop!(pool, n, |_| "plain")
-    } else {
-        let pool = SqliteStore::open(url).await?.pool().clone();
-        plain_loop!(pool, n, |_| "plain")
-    };
-    Ok(n as f64 / took.as_secs_f64())
+    Ok(sqlx_writes(url, n, 1, |_| "plain".into()).await?.0)
+}
+
+/// The driver's floor: the same writes, 512 to a transaction (rate, CPU per write).
+async fn plain_batched_writes(
+    url: &str,
+    n: usize,
+    list: impl Fn(usize) -> String,
+) -> Result<(f64, Duration)> {
+    sqlx_writes(url, n, 512, list).await
 }
 
 /// Events committed and fanned out: 4 writers, each adding items to a list of its own, 256
@@ -1190,20 +1083,7 @@ async fn throughput(
     const CLIENTS: usize = 4;
     let per = size.events / CLIENTS;
     let lists: Vec<ListArgs> = (0..CLIENTS).map(|c| list(&format!("tp-{c}"))).collect();
-    let watchers: Vec<NativeClient> = lists
-        .iter()
-        .enumerate()
-        .map(|(c, l)| {
-            let client = NativeClient::connect(server.ws(), format!("tp-watcher-{c}"));
-            client.subscribe::<Items>(l);
-            client
-        })
-        .collect();
-    for (client, l) in watchers.iter().zip(&lists) {
-        client
-            .wait_for(WAIT, |s| s.rows::<Items>(l).is_some())
-            .await?;
-    }
+    let watchers = subscribers(&server.ws(), "tp", CLIENTS).await?;
     let t = Instant::now();
     try_join_all(
         watchers

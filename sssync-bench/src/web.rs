@@ -109,13 +109,14 @@ impl Server {
     }
 }
 
-/// A kept-alive HTTP/1.1 connection that reads whole responses (a length, or chunks).
-struct Http {
+/// A kept-alive HTTP/1.1 connection that reads whole responses (a length, or chunks): the
+/// pages of the SSR row, the snapshots of the refetch baselines.
+pub(crate) struct Http {
     stream: BufReader<tokio::net::TcpStream>,
 }
 
 impl Http {
-    async fn connect(addr: &str) -> Result<Http> {
+    pub(crate) async fn connect(addr: &str) -> Result<Http> {
         let stream = tokio::net::TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         Ok(Http {
@@ -124,7 +125,7 @@ impl Http {
     }
 
     /// GETs `path` (at most 30 s): its body; an error unless the status is 200.
-    async fn get(&mut self, path: &str) -> Result<Vec<u8>> {
+    pub(crate) async fn get(&mut self, path: &str) -> Result<Vec<u8>> {
         tokio::time::timeout(Duration::from_secs(30), self.get_unbounded(path))
             .await
             .map_err(|_| format!("GET {path} timed out"))?

@@ -269,18 +269,12 @@ impl Plan {
     }
 }
 
-/// A row as the incremental read decodes it: the row (keyed by the query's `row_key`), its key
-/// column's text, and the key of the row before it.
-pub(crate) struct FoundRow {
-    pub(crate) row: Row,
-    pub(crate) key: String,
-    pub(crate) prev: Option<String>,
-}
-
-/// A row the incremental read found in the result, and the key of the row before it.
+/// A row the incremental read found in the result: the row (keyed by the query's `row_key`),
+/// its key column's text (the tailer checks they agree), and the key of the row before it.
 #[derive(Clone, Debug)]
 pub(crate) struct Found {
     pub(crate) row: Row,
+    pub(crate) key: String,
     pub(crate) prev: Option<Arc<str>>,
 }
 
@@ -499,6 +493,7 @@ mod tests {
             .filter(|(_, (_, k))| changed.contains(k))
             .map(|(i, (v, k))| Found {
                 row: row(k, *v),
+                key: k.to_string(),
                 prev: i.checked_sub(1).map(|p| Arc::from(t[p].1)),
             })
             .collect()

@@ -387,15 +387,9 @@ impl Store for PgStore {
         after: Version,
         max_versions: u64,
     ) -> Result<LogRead, StoreError> {
-        // The changes written outside the engine (no version yet) are looked for in the same
-        // statement: one round trip less a round.
-        let row = sqlx::query(
-            "SELECT epoch, version, \
-             EXISTS (SELECT 1 FROM sssync_changes WHERE version IS NULL) AS unsealed \
-             FROM sssync_meta WHERE id = 1",
-        )
-        .fetch_one(&mut *conn)
-        .await?;
+        let row = sqlx::query(super::store::READ_META)
+            .fetch_one(&mut *conn)
+            .await?;
         let unsealed: bool = row.try_get("unsealed")?;
         let epoch = Epoch(row.try_get("epoch")?);
         let now = row.try_get::<i64, _>("version")? as u64;

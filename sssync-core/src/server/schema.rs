@@ -370,8 +370,7 @@ type FetchFn<Db> = for<'a> fn(
     &'a str,
     &'a str,
     &'a str,
-)
-    -> BoxFuture<'a, Result<Vec<super::incremental::FoundRow>, RunError>>;
+) -> BoxFuture<'a, Result<Vec<super::incremental::Found>, RunError>>;
 
 pub(crate) struct QueryEntry<Db: sqlx::Database> {
     pub(crate) run: RunFn<Db>,
@@ -452,7 +451,7 @@ fn fetch_erased<'a, Db: sqlx::Database, Q: ServerQuery<Db>>(
     sql: &'a str,
     args: &'a str,
     keys: &'a str,
-) -> BoxFuture<'a, Result<Vec<super::incremental::FoundRow>, RunError>> {
+) -> BoxFuture<'a, Result<Vec<super::incremental::Found>, RunError>> {
     Box::pin(async move {
         let args: Q::Args =
             serde_json::from_str(args).map_err(|e| RunError::BadArgs(e.to_string()))?;
@@ -461,10 +460,10 @@ fn fetch_erased<'a, Db: sqlx::Database, Q: ServerQuery<Db>>(
             .map(|f| {
                 let row = Row::from_serialize(Q::row_key(&f.row), &f.row)
                     .map_err(|e| RunError::Encode(e.to_string()))?;
-                Ok(super::incremental::FoundRow {
+                Ok(super::incremental::Found {
                     row,
                     key: f.key.unwrap_or_default(),
-                    prev: f.prev,
+                    prev: f.prev.map(Into::into),
                 })
             })
             .collect()

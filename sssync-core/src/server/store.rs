@@ -56,6 +56,12 @@ pub struct LogRead {
     pub capped: bool,
 }
 
+/// The epoch, the version and whether changes written outside the engine wait for a version,
+/// in one statement (the same SQL on both databases): the start of [`Store::read_log`].
+pub(crate) const READ_META: &str = "SELECT epoch, version, \
+     EXISTS (SELECT 1 FROM sssync_changes WHERE version IS NULL) AS unsealed \
+     FROM sssync_meta WHERE id = 1";
+
 /// One row's entry in the change log: a row of `table` (partition value `part`) keyed `key`
 /// changed (what the incremental path reads back).
 #[derive(Clone, Debug, PartialEq, Eq)]

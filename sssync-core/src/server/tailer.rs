@@ -16,6 +16,7 @@
 
 use super::engine::{Cmd, EngineError, Inner};
 use super::hub::{Outbox, Patched, Subscribed, query_failed};
+use super::incremental::Found;
 use super::schema::{AccessError, Identity, QueryCtx};
 use super::store::{Store, StoreError};
 use super::writer::short;
@@ -365,7 +366,6 @@ async fn incremental<S: Store>(
     processed: Version,
     affected: Vec<QueryKey>,
 ) -> Result<Vec<QueryKey>, RoundError> {
-    use super::incremental::Found;
     let (mut patchable, mut rerun): (Vec<QueryKey>, Vec<QueryKey>) =
         affected.into_iter().partition(|k| {
             inner
@@ -444,13 +444,6 @@ async fn incremental<S: Store>(
             rerun.push(key);
             continue;
         }
-        let found = found
-            .into_iter()
-            .map(|f| Found {
-                row: f.row,
-                prev: f.prev.map(Arc::from),
-            })
-            .collect();
         let patched = inner.hub.patch(
             &key,
             &changed,
@@ -486,7 +479,7 @@ async fn fetch_changed<S: Store>(
     key: &QueryKey,
     sql: &str,
     keys_json: &str,
-) -> Result<Result<Vec<super::incremental::FoundRow>, EngineError>, RoundError> {
+) -> Result<Result<Vec<Found>, EngineError>, RoundError> {
     use futures_util::FutureExt;
     let Some(entry) = inner.registry.queries.get(key.name()) else {
         return Ok(Err(EngineError::UnknownQuery(key.name().to_owned())));

@@ -181,7 +181,7 @@ impl Reidentify {
         let mut every = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Reidentify {
-            parts,
+            parts: detached(parts),
             identity,
             signal: engine.inner.reidentify.subscribe(),
             every,
@@ -285,7 +285,7 @@ async fn connection<S: Store>(
         limits.max_queued_bytes,
     );
     let outbox = outbox.with_identity(identity.clone());
-    let mut reidentify = Reidentify::new(&engine, detached(parts), identity.clone());
+    let mut reidentify = Reidentify::new(&engine, parts, identity.clone());
     if sink
         .send(send_now(ServerMsg::Welcome(welcome)))
         .await
@@ -331,7 +331,7 @@ async fn connection<S: Store>(
                         // A connection cut off as too slow sends nothing more: what is queued
                         // after the refused message must not arrive without it.
                         if outbox.is_slow() {
-                            break Control::Slow;
+                            break Control::Woken;
                         }
                         match timeout(SEND_TIMEOUT, sink.send(Message::Text(out))).await {
                             Ok(Ok(())) => {}
@@ -365,7 +365,7 @@ async fn connection<S: Store>(
             }
         };
         match event {
-            Control::Slow => {
+            Control::Woken => {
                 if outbox.is_slow() {
                     let _ = timeout(SEND_TIMEOUT, sink.send(send_now(slow_consumer()))).await;
                     break;
@@ -407,8 +407,9 @@ async fn connection<S: Store>(
 
 /// What ends a connection's flow of messages for a moment (see [`control`]).
 enum Control {
-    /// The outbox may have been cut off as too slow.
-    Slow,
+    /// The outbox woke the connection: it may have been cut off as too slow, or an event it
+    /// was owed went unanswered (it may read again).
+    Woken,
     /// A new epoch, or the engine stops: the connection ends.
     End,
     /// Time to ping (and to check the client was heard from).
@@ -427,7 +428,7 @@ async fn control(
 ) -> Control {
     tokio::select! {
         biased;
-        _ = wake.notified() => Control::Slow,
+        _ = wake.notified() => Control::Woken,
         _ = epoch.changed() => Control::End,
         _ = stop.changed() => Control::End,
         _ = ping.tick() => Control::Ping,
@@ -742,7 +743,7 @@ async fn sse_handler<S: Store>(
             limits.max_queued_bytes,
         );
         let outbox = outbox.with_identity(identity.clone());
-        let mut reidentify = Reidentify::new(&engine, detached(parts), identity);
+        let mut reidentify = Reidentify::new(&engine, parts, identity);
         let mut epoch = engine.inner.epoch.subscribe();
         let welcome = ServerMsg::Welcome(welcome);
         if tx

@@ -281,7 +281,7 @@ async fn apply_batch<S: Store>(
     // Savepoints cost two statements per event; a batch first goes without them, and again
     // with them when one of its events is refused.
     let mut careful = false;
-    let (outcomes, bumped, visible) = loop {
+    let (outcomes, bumped, now) = loop {
         if events.is_empty() {
             break (Vec::new(), None, Version(0));
         }
@@ -369,10 +369,9 @@ async fn apply_batch<S: Store>(
         return Err(());
     }
     inner.fault(FaultPoint::AfterCommit);
-    // The version the outcomes are visible at: the batch's, or (nothing applied) the one its
-    // transaction saw (not what this instance has fanned out: an earlier batch's commit, or
-    // another instance's, may not be yet). The answers go once it is fanned out.
-    let now = visible;
+    // `now`, the version the outcomes are visible at: the batch's, or (nothing applied) the
+    // one its transaction saw (not what this instance has fanned out: an earlier batch's
+    // commit, or another instance's, may not be yet). The answers go once it is fanned out.
     if bumped.is_some() {
         // The tailer fans the commit out (it reads it from the log, like any other commit);
         // the acker answers once it has.
