@@ -393,11 +393,7 @@ on_both! {
         let server = Server::start(&db, 0).await;
         let l = format!("shape-{}", db.tag());
         let other = format!("other-{}", db.tag());
-        let insert = "INSERT INTO todos (id, list_id, title, completed, position) \
-                      VALUES ($1, $2, $3, FALSE, CAST($4 AS BIGINT))";
-        for (id, title, pos) in [("a", "mango", "1"), ("b", "apple", "2"), ("c", "kiwi", "3"), ("d", "fig", "4")] {
-            server.db.execute(insert, &[id, &l, title, pos]).await;
-        }
+        server.db.insert_todos(&l, &[("a", "mango", "1"), ("b", "apple", "2"), ("c", "kiwi", "3"), ("d", "fig", "4")]).await;
         let client = NativeClient::connect(server.ws_url(), format!("shaper-{}", db.tag()));
         client.subscribe::<Shaped>(&list(&l));
         client.subscribe::<Top3>(&list(&l));
@@ -441,7 +437,7 @@ on_both! {
         converged("a move").await;
         server.db.execute("UPDATE todos SET list_id = $1 WHERE id = $2", &[&other, "a"]).await;
         converged("a row that left").await;
-        server.db.execute(insert, &["f", &other, "cherry", "9"]).await;
+        server.db.insert_todos(&other, &[("f", "cherry", "9")]).await;
         server.db.execute("UPDATE todos SET list_id = $1 WHERE id = $2", &[&l, "f"]).await;
         converged("a row that came in").await;
         server.db.execute("UPDATE todos SET title = title || '!' WHERE list_id = $1", &[&l]).await;
@@ -465,11 +461,7 @@ on_both! {
         // later would not move f back.
         let server = Server::start(&db, 0).await;
         let l = format!("outside-{}", db.tag());
-        let insert = "INSERT INTO todos (id, list_id, title, completed, position) \
-                      VALUES ($1, $2, $3, FALSE, CAST($4 AS BIGINT))";
-        for (id, title, pos) in [("oa", "a", "1"), ("of", "f", "2"), ("om", "m", "3"), ("oz", "z", "4")] {
-            server.db.execute(insert, &[id, &l, title, pos]).await;
-        }
+        server.db.insert_todos(&l, &[("oa", "a", "1"), ("of", "f", "2"), ("om", "m", "3"), ("oz", "z", "4")]).await;
         let client = NativeClient::connect(server.ws_url(), format!("outsider-{}", db.tag()));
         client.subscribe::<Shaped>(&list(&l));
         let want = server.db.read_shape(&SHAPED, &l).await;

@@ -160,10 +160,10 @@ impl Shape {
         // (a scan of the partition). SQLite: the keys are the outer loop (`CROSS JOIN` keeps
         // that order), each looked up by the key; the filter stays a comparison with the
         // column (not `+c.col`, which drops it), so that its affinity applies as in the full
-        // read (`'5'` equals an INTEGER 5). A BLOB key (which a TEXT column can hold) is logged as `x` and its hex: it is
-        // found too, and the engine then sees that its key text is not the row's key (the
-        // query is re-run from then on) rather than missing the row. PostgreSQL sees an array
-        // of keys.
+        // read (`'5'` equals an INTEGER 5). A BLOB key (which a TEXT column can hold) is
+        // logged as `x` and its hex: it is found too, and the engine then sees that its key
+        // text is not the row's key (the query is re-run from then on) rather than missing the
+        // row. PostgreSQL sees an array of keys.
         let key = q(self.key);
         let mut outer_where: Vec<String> = match dialect {
             // `coalesce(…, 0)` keeps the comparison (and the column's affinity) but no index

@@ -208,6 +208,18 @@ impl TestPool {
         })
     }
 
+    /// Writes todos of `list_id` outside the engine: (id, title, position), not completed.
+    pub async fn insert_todos(&self, list_id: &str, todos: &[(&str, &str, &str)]) {
+        for (id, title, position) in todos {
+            self.execute(
+                "INSERT INTO todos (id, list_id, title, completed, position) \
+                 VALUES ($1, $2, $3, FALSE, CAST($4 AS BIGINT))",
+                &[id, list_id, title, position],
+            )
+            .await;
+        }
+    }
+
     /// A declarative query's rows, read in full.
     pub async fn read_shape(&self, shape: &sssync_core::server::Shape, list_id: &str) -> Vec<Todo> {
         let sql = shape.select_sql();
