@@ -1,7 +1,7 @@
 //! `sssync-bench`: measurements of sssync, over real loopback sockets and a real database.
 //!
 //! ```text
-//! sssync-bench perf [--quick] [--check] [--pg URL] [--only fan,keys,bytes,reconnect,events,noop,idle,ssr,bundle]
+//! sssync-bench perf [--quick] [--check] [--pg URL] [--only fan,keys,bytes,reconnect,events,noop,idle,ssr,bundle,across]
 //! sssync-bench instances [--pg URL] [--writes 1000] [--rows 10000] [--missed 1000]
 //! ```
 //!
@@ -9,7 +9,8 @@
 //! the ratio (see `perf.rs`, `web.rs` and `docs/performance.md`; the `ssr` and `bundle` rows
 //! measure the release build of the apps: `cargo leptos build --release` first). `--quick` is
 //! the short pass CI runs;
-//! `--check` fails when a guarded ratio drops below its floor; `--pg` adds the PostgreSQL rows.
+//! `--check` fails when a guarded ratio drops below its floor; `--pg` adds the PostgreSQL rows
+//! (among them `across`: a write on one instance to a subscriber of another).
 //!
 //! `instances`: two engines (two server instances, each with its own pool, tailer and HTTP
 //! server on 127.0.0.1) on one PostgreSQL database, in a schema of their own. A client writes

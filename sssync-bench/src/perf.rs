@@ -41,6 +41,8 @@ pub struct Size {
     idle: usize,
     big_rows: usize,
     missed: usize,
+    /// Writes of the across-instances row, one at a time.
+    across_writes: usize,
 }
 
 impl Size {
@@ -56,6 +58,7 @@ impl Size {
         idle: 1000,
         big_rows: 10_000,
         missed: 1000,
+        across_writes: 1000,
     };
     pub const QUICK: Size = Size {
         ssr_secs: 3.0,
@@ -69,6 +72,7 @@ impl Size {
         idle: 200,
         big_rows: 2000,
         missed: 200,
+        across_writes: 200,
     };
 }
 
@@ -93,12 +97,14 @@ const FLOORS: &[(&str, f64)] = &[
     ("reconnect after missed changes", 5.0),
     ("events committed and fanned out", 0.4),
     ("idle connection memory", 0.1),
+    // A doorbell that no longer rings leaves the other instance to its 250 ms poll: 0.01x.
+    ("write on one instance", 0.05),
     ("SSR of the demo page", 0.4),
     ("hydrate bundle", 0.45),
 ];
 
 /// Runs the rows named in `only` (all when it is empty: `fan`, `keys`, `bytes`, `reconnect`,
-/// `events`, `noop`, `idle`, `ssr`, `bundle`) and prints the table.
+/// `events`, `noop`, `idle`, `ssr`, `bundle`, and with `pg` `across`) and prints the table.
 pub async fn run(size: Size, pg: Option<String>, check: bool, only: &[String]) -> Result<()> {
     let want = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let dir = std::env::temp_dir().join(format!("sssync-perf-{}", std::process::id()));
@@ -153,11 +159,20 @@ pub async fn run(size: Size, pg: Option<String>, check: bool, only: &[String]) -
 
     if let Some(pg) = pg {
         let (schema_url, drop_schema) = pg_schema(&pg).await?;
-        eprintln!("perf: fan-out and throughput, PostgreSQL");
+        eprintln!("perf: fan-out, across instances and throughput, PostgreSQL");
         let result = async {
             if want("fan") {
                 let server = Child::start(&schema_url).await?;
                 lines.push(fan_out(&server, size, "PostgreSQL").await?);
+            }
+            if want("across") {
+                // Schemas of their own: the rows' ids are the fan-out row's.
+                let (across_url, drop_across) = pg_schema(&pg).await?;
+                let (plain_url, drop_plain) = pg_schema(&pg).await?;
+                let line = across_instances(&across_url, &plain_url, size).await;
+                drop_plain.await?;
+                drop_across.await?;
+                lines.push(line?);
             }
             if want("events") {
                 let server = Child::start(&schema_url).await?;
@@ -582,19 +597,20 @@ async fn subscribed(ws: &str, client_id: &str, list: &str) -> Result<Ws> {
     }
 }
 
-/// A subscriber of the fan-out's list that only notes when each write's delta arrives (or,
-/// refetching, asks `refetch` to GET the snapshot): a raw WebSocket speaking the protocol, so
-/// that a thousand of them cost the load generator little. Answers once the list's snapshot
+/// A subscriber of `list` (as client `client_id`) that only notes when each write's delta
+/// arrives (write `w` adds the row `fan-{w}`), or, refetching, asks `refetch` to GET the
+/// snapshot: a raw WebSocket speaking the protocol, so that a thousand of them cost the load
+/// generator little. Answers once the list's snapshot
 /// has arrived; the task reads on.
 async fn light_subscriber(
     ws: &str,
-    i: usize,
+    (client_id, list): (&str, &str),
     fan: Arc<Fan>,
     refetch: tokio::sync::mpsc::Sender<usize>,
 ) -> Result<tokio::task::JoinHandle<()>> {
     use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
-    let mut socket = subscribed(ws, &format!("fan-{i}"), "fan").await?;
+    let mut socket = subscribed(ws, client_id, list).await?;
     Ok(tokio::spawn(async move {
         while let Some(Ok(frame)) = socket.next().await {
             let Message::Text(t) = frame else { continue };
@@ -628,7 +644,9 @@ async fn fan_out(server: &Child, size: Size, db: &str) -> Result<Line> {
     let mut refetchers = Vec::with_capacity(n);
     for i in 0..n {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<usize>(64);
-        subscribers.push(light_subscriber(&server.ws(), i, fan.clone(), tx).await?);
+        subscribers.push(
+            light_subscriber(&server.ws(), (&format!("fan-{i}"), "fan"), fan.clone(), tx).await?,
+        );
         let mut http = Http::connect(&server.addr).await?;
         let fan = fan.clone();
         refetchers.push(tokio::spawn(async move {
@@ -690,6 +708,105 @@ async fn fan_out(server: &Child, size: Size, db: &str) -> Result<Line> {
         ratio: base_p99.as_secs_f64() / p99.as_secs_f64().max(1e-9),
         met: (n >= 1000).then_some(p99 < Duration::from_millis(10)),
     })
+}
+
+/// A write through one instance -> its delta on a subscriber of another: two servers (two
+/// processes, each with its own pool and tailer) on one PostgreSQL schema, a writer on the
+/// first, a subscriber of the same 100-row list on the second, one write at a time. Against
+/// PostgreSQL's own floor for the same hop without an engine: the write and a `NOTIFY`
+/// committed through sqlx, a `LISTEN` connection that hears it and reads the list again.
+async fn across_instances(schema_url: &str, plain_url: &str, size: Size) -> Result<Line> {
+    let writes = size.across_writes;
+    let (a, b) = (
+        Child::start(schema_url).await?,
+        Child::start(schema_url).await?,
+    );
+    let fan = Fan::new(writes, 1);
+    let writer = NativeClient::connect(a.ws(), "across-writer");
+    fill(&writer, "across", 100, "pre-").await?;
+    let (tx, _refetches) = tokio::sync::mpsc::channel::<usize>(1);
+    let subscriber = light_subscriber(&b.ws(), ("across-0", "across"), fan.clone(), tx).await?;
+    let mut sent = Vec::with_capacity(writes);
+    for w in 0..writes {
+        sent.push(Instant::now());
+        writer
+            .send(add(
+                "across",
+                format!("fan-{w}"),
+                format!("across instances, write {w}"),
+            ))
+            .ok_or("the client refused an event")?;
+        wait_all(&fan, w..w + 1, 1).await?;
+    }
+    subscriber.abort();
+    let ours = fan.latencies(&sent, 0..writes);
+    let theirs = notify_and_reread(plain_url, writes).await?;
+    let (p99, base_p99) = (percentile(&ours, 0.99), percentile(&theirs, 0.99));
+    Ok(Line {
+        what: "write on one instance -> delta on another's subscriber (PostgreSQL)".into(),
+        target: "p99 < 50 ms",
+        sssync: format!("p50 {} / p99 {}", ms(percentile(&ours, 0.5)), ms(p99)),
+        baseline: format!(
+            "p50 {} / p99 {} (PostgreSQL alone: the write and a NOTIFY through sqlx, heard by a \
+             LISTEN connection that reads the list again)",
+            ms(percentile(&theirs, 0.5)),
+            ms(base_p99)
+        ),
+        ratio: base_p99.as_secs_f64() / p99.as_secs_f64().max(1e-9),
+        met: Some(p99 < Duration::from_millis(50)),
+    })
+}
+
+/// The baseline of [`across_instances`], in a schema without the engine: `writes` times, one
+/// at a time, an item and a `NOTIFY` committed in one transaction on one connection, then,
+/// once a `LISTEN` connection has the notification, the list read again there (100 rows). The
+/// time from the write's start to the list read, with the new item in it.
+async fn notify_and_reread(url: &str, writes: usize) -> Result<Vec<Duration>> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(url)
+        .await?;
+    sqlx::raw_sql(app::SCHEMA).execute(&pool).await?;
+    let channel = format!("perf_across_{}", std::process::id());
+    let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+    listener.listen(&channel).await?;
+    let insert = |id: String| {
+        sqlx::query(PLAIN_INSERT)
+            .bind(id)
+            .bind("across")
+            .bind("a plain write")
+    };
+    for i in 0..100 {
+        insert(format!("pre-{i}")).execute(&pool).await?;
+    }
+    let mut took = Vec::with_capacity(writes);
+    for w in 0..writes {
+        let id = format!("plain-{w}");
+        let t = Instant::now();
+        let mut tx = pool.begin().await?;
+        insert(id.clone()).execute(&mut *tx).await?;
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(&channel)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tokio::time::timeout(WAIT, listener.recv())
+            .await
+            .map_err(|_| "the notification never came")??;
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM items WHERE list_id = 'across' ORDER BY pos, id")
+                .fetch_all(&mut listener)
+                .await?;
+        if !ids.contains(&id) {
+            return Err(format!("the list read after {id}'s notification lacks it").into());
+        }
+        took.push(t.elapsed());
+    }
+    took.sort();
+    // The listener holds one of the pool's connections: closing the pool waits for it.
+    drop(listener);
+    pool.close().await;
+    Ok(took)
 }
 
 /// One client of the many-keys row: subscribes to `list`, then notes when each write's delta
