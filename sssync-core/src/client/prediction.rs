@@ -24,6 +24,9 @@ pub struct Prediction<'a> {
     pub(crate) typed: HashMap<QueryKey, (Box<dyn Any>, Encode)>,
     /// Each prediction's rows encoded back at once (the slow path, see above).
     pub(crate) careful: bool,
+    /// Rows of earlier predictions could not be encoded back before the last one
+    /// ([`Prediction::finish`] then says so).
+    pub(crate) failed: bool,
 }
 
 /// Encodes a query's decoded rows back (`None`: duplicate keys, or a row that does not
@@ -43,6 +46,7 @@ impl<'a> Prediction<'a> {
             touched,
             typed: HashMap::new(),
             careful,
+            failed: false,
         }
     }
 
@@ -50,7 +54,7 @@ impl<'a> Prediction<'a> {
     /// be (the views are then partly updated: run the rebase again, careful).
     pub(crate) fn finish(mut self) -> bool {
         let keys: Vec<QueryKey> = self.typed.keys().cloned().collect();
-        keys.iter().all(|key| self.encode_back(key))
+        keys.iter().all(|key| self.encode_back(key)) && !self.failed
     }
 
     /// Encodes `key`'s decoded rows back into its view; `false` when they cannot be (the view
@@ -77,6 +81,7 @@ impl<'a> Prediction<'a> {
             .is_some_and(|(typed, _)| !typed.is::<Vec<Q::Row>>())
             && !self.encode_back(key)
         {
+            self.failed = true;
             return;
         }
         if !self.typed.contains_key(key) {

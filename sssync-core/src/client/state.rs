@@ -1102,6 +1102,38 @@ mod tests {
     }
 
     #[test]
+    fn predictions_through_two_row_types_of_one_query_keep_the_earlier_ones() {
+        // The same query read as JSON values: a prediction through it finds the rows the
+        // string predictions changed, and when those cannot be encoded (the second "a"),
+        // the rebase goes one prediction at a time instead of losing the first "a".
+        struct ItemsAsJson;
+        impl Query for ItemsAsJson {
+            const NAME: &'static str = "items";
+            type Args = ();
+            type Row = serde_json::Value;
+            fn row_key(r: &serde_json::Value) -> String {
+                r.as_str().unwrap_or_default().to_owned()
+            }
+        }
+        #[derive(Clone, Serialize, Deserialize)]
+        struct AddJson(String);
+        impl Event for AddJson {
+            const NAME: &'static str = "add_json";
+            fn predict(&self, view: &mut Prediction<'_>) {
+                view.update::<ItemsAsJson>(&(), |rows| rows.push(self.0.clone().into()));
+            }
+        }
+        let mut st = ClientState::new("c");
+        st.subscribe(key());
+        st.on_message(welcome(0, 1));
+        st.on_message(snapshot(1, &["x"]));
+        st.push(AddItem("a".into())).unwrap();
+        st.push(AddItem("a".into())).unwrap();
+        st.push(AddJson("j".into())).unwrap();
+        assert_eq!(view(&st), ["x", "a", "j"]);
+    }
+
+    #[test]
     fn invariant_4_deltas_apply_only_on_their_base_version() {
         let mut st = ClientState::new("c");
         st.subscribe(key());
