@@ -144,6 +144,7 @@ impl<'a> Prediction<'a> {
             };
             if which(&args) {
                 self.edit::<Q>(&key, &mut f);
+                self.touched.insert(key);
             }
         }
     }

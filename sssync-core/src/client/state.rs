@@ -1134,6 +1134,35 @@ mod tests {
     }
 
     #[test]
+    fn a_key_predicted_into_through_update_where_is_not_confirmed_until_settled() {
+        #[derive(Clone, Serialize, Deserialize)]
+        struct AddEverywhere(String);
+        impl Event for AddEverywhere {
+            const NAME: &'static str = "add_everywhere";
+            fn predict(&self, view: &mut Prediction<'_>) {
+                view.update_where::<Items>(|_| true, |rows| rows.push(self.0.clone()));
+            }
+        }
+        let mut st = ClientState::new("c");
+        st.subscribe(key());
+        st.on_message(welcome(0, 1));
+        st.on_message(snapshot(1, &["x"]));
+        assert!(st.is_confirmed(&key()));
+        st.push(AddEverywhere("a".into())).unwrap();
+        assert_eq!(view(&st), ["x", "a"]);
+        assert!(!st.is_confirmed(&key()), "the view shows a prediction");
+        st.on_message(put(1, 2, "a", Some("x"), &["x", "a"]));
+        st.on_message(ServerMsg::Ack(Ack {
+            seq: 1,
+            v: Version(2),
+            dup: false,
+            proof: None,
+        }));
+        assert_eq!(view(&st), ["x", "a"]);
+        assert!(st.is_confirmed(&key()));
+    }
+
+    #[test]
     fn invariant_4_deltas_apply_only_on_their_base_version() {
         let mut st = ClientState::new("c");
         st.subscribe(key());
