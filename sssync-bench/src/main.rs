@@ -1,7 +1,7 @@
 //! `sssync-bench`: measurements of sssync, over real loopback sockets and a real database.
 //!
 //! ```text
-//! sssync-bench perf [--quick] [--check] [--pg URL] [--only fan,keys,bytes,reconnect,events,noop,idle,ssr,bundle,across]
+//! sssync-bench perf [--quick] [--check] [--pg URL] [--only fan,keys,bytes,reconnect,events,noop,idle,client,ssr,bundle,across]
 //! sssync-bench instances [--pg URL] [--writes 1000] [--rows 10000] [--missed 1000]
 //! ```
 //!

@@ -612,8 +612,7 @@ async fn subscribed(ws: &str, client_id: &str, list: &str) -> Result<Ws> {
 /// A subscriber of `list` (as client `client_id`) that only notes when each write's delta
 /// arrives (write `w` adds the row `fan-{w}`), or, refetching, asks `refetch` to GET the
 /// snapshot: a raw WebSocket speaking the protocol, so that a thousand of them cost the load
-/// generator little. Answers once the list's snapshot
-/// has arrived; the task reads on.
+/// generator little. Answers once the list's snapshot has arrived; the task reads on.
 async fn light_subscriber(
     ws: &str,
     (client_id, list): (&str, &str),

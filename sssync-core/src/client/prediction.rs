@@ -106,9 +106,9 @@ impl<'a> Prediction<'a> {
         {
             f(rows);
         }
-        if self.careful && !self.encode_back(key) {
-            // This prediction's rows cannot be encoded: dropped, the view stands as it was.
-            self.typed.remove(key);
+        if self.careful {
+            // Rows that cannot be encoded drop this prediction: the view stands as it was.
+            self.encode_back(key);
         }
     }
 

@@ -111,8 +111,6 @@ pub struct ClientState {
     foreign_done: Vec<(Version, (String, u64))>,
     next_seq: u64,
     views: HashMap<QueryKey, Rows>,
-    /// The last rebase ran no prediction: every view was its confirmed rows.
-    plain_views: bool,
     /// The keys some unsettled event predicts into: their view is not the server's yet.
     predicted: HashSet<QueryKey>,
     /// The highest version any message of this connection has carried; deltas up to it have
@@ -149,7 +147,6 @@ impl ClientState {
             arrivals: 0,
             next_seq: 1,
             views: HashMap::new(),
-            plain_views: true,
             predicted: HashSet::new(),
             seen: Version(0),
             proven: None,
@@ -801,9 +798,9 @@ impl ClientState {
         *v = d.to;
         self.persist_rows(&key);
         self.answered(&key);
-        if self.plain_views && !self.predicting() {
-            // Nothing was predicted at the last rebase, nor is now: every view is its
-            // confirmed rows, and this delta changed one of them. The view takes the same
+        if self.predicted.is_empty() && !self.predicting() {
+            // No view showed a prediction after the last rebase, and no event predicts now:
+            // every view is its confirmed rows, and this delta changed one of them. The view takes the same
             // delta (not a copy of every row, nor a rebase of every key).
             let took = match self.views.get_mut(&key) {
                 Some(view) if view.digest() == before => delta::apply(view, &delta).is_ok(),
@@ -906,7 +903,6 @@ impl ClientState {
 
     /// Rebase: confirmed rows, then every pending prediction in seq order.
     fn recompute(&mut self) -> Update {
-        self.plain_views = !self.predicting();
         let (mut views, mut predicted, done) = self.rebase(false);
         if !done {
             // A run of predictions produced rows that cannot be encoded: again, one
@@ -1057,6 +1053,15 @@ mod tests {
         })
     }
 
+    /// A client holding `key()` at version 1 with the rows `rows`.
+    fn holding(rows: &[&str]) -> ClientState {
+        let mut st = ClientState::new("c");
+        st.subscribe(key());
+        st.on_message(welcome(0, 1));
+        st.on_message(snapshot(1, rows));
+        st
+    }
+
     fn view(st: &ClientState) -> Vec<String> {
         st.rows::<Items>(&()).unwrap_or_default()
     }
@@ -1085,10 +1090,7 @@ mod tests {
 
     #[test]
     fn a_prediction_whose_rows_cannot_be_encoded_is_dropped_alone_and_the_others_show() {
-        let mut st = ClientState::new("c");
-        st.subscribe(key());
-        st.on_message(welcome(0, 1));
-        st.on_message(snapshot(1, &["x"]));
+        let mut st = holding(&["x"]);
         // The second "a" would give the list two rows with one key: that prediction is
         // dropped; the ones before and after it still show, in order.
         for item in ["a", "a", "b"] {
@@ -1123,10 +1125,7 @@ mod tests {
                 view.update::<ItemsAsJson>(&(), |rows| rows.push(self.0.clone().into()));
             }
         }
-        let mut st = ClientState::new("c");
-        st.subscribe(key());
-        st.on_message(welcome(0, 1));
-        st.on_message(snapshot(1, &["x"]));
+        let mut st = holding(&["x"]);
         st.push(AddItem("a".into())).unwrap();
         st.push(AddItem("a".into())).unwrap();
         st.push(AddJson("j".into())).unwrap();
@@ -1143,10 +1142,7 @@ mod tests {
                 view.update_where::<Items>(|_| true, |rows| rows.push(self.0.clone()));
             }
         }
-        let mut st = ClientState::new("c");
-        st.subscribe(key());
-        st.on_message(welcome(0, 1));
-        st.on_message(snapshot(1, &["x"]));
+        let mut st = holding(&["x"]);
         assert!(st.is_confirmed(&key()));
         st.push(AddEverywhere("a".into())).unwrap();
         assert_eq!(view(&st), ["x", "a"]);
