@@ -12,7 +12,7 @@ pub async fn current_user() -> Result<Option<String>, SyncError> {
         .ok_or_else(|| SyncError::Internal("no SyncServer in context".into()))?;
     let pool = use_context::<crate::db::Pool>()
         .ok_or_else(|| SyncError::Internal("no database in context".into()))?;
-    let identity = sync.current_identity().await;
+    let identity = sync.current_identity().await?;
     let Some(id) = identity.id() else {
         return Ok(None);
     };
@@ -29,7 +29,7 @@ pub async fn list_sharing(list_id: String) -> Result<Option<Vec<String>>, SyncEr
         .ok_or_else(|| SyncError::Internal("no SyncServer in context".into()))?;
     let pool = use_context::<crate::db::Pool>()
         .ok_or_else(|| SyncError::Internal("no database in context".into()))?;
-    let identity = sync.current_identity().await;
+    let identity = sync.current_identity().await?;
     let Some(user) = identity.id() else {
         return Ok(None);
     };

@@ -99,13 +99,13 @@ fn AccountBar() -> impl IntoView {
     let me = Resource::new(|| (), |_| async { current_user().await.ok().flatten() });
     let create = use_sync_event::<CreateList>();
     // The id of the list the form makes (a plain post then opens it); a new one once used.
-    let next_list = RwSignal::new(sssync_leptos::new_id());
+    let next_list = RwSignal::new(crate::model::new_private_list_id());
     // Once the server made it, the list opens (as a plain form's redirect does).
     let made = StoredValue::new(None::<String>);
     Effect::new(move |_| {
         if let Some(list) = create.input().get() {
             made.set_value(Some(list.id));
-            next_list.set(sssync_leptos::new_id());
+            next_list.set(crate::model::new_private_list_id());
         }
     });
     let navigate = use_navigate();

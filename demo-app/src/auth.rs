@@ -83,26 +83,30 @@ impl Sessions {
     }
 
     /// Who sent a request: the user of the session its cookie names (read from the database
-    /// each time, so a signed-out or expired session is anonymous at once), or anonymous.
-    pub fn identify(&self, parts: &Parts) -> BoxFuture<'static, Identity> {
+    /// each time, so a signed-out or expired session is anonymous at once), or anonymous; an
+    /// error when the session cannot be read (a database that fails for a moment is not a
+    /// sign-out: sssync keeps what it knew and asks again).
+    pub fn identify(&self, parts: &Parts) -> BoxFuture<'static, Result<Identity, String>> {
         let id = session_id(parts);
         let this = self.clone();
         Box::pin(async move {
             let Some(id) = id else {
-                return Identity::anonymous();
+                return Ok(Identity::anonymous());
             };
             match this.load(&id).await {
-                Ok(Some(record)) => record
+                Ok(Some(record)) => Ok(record
                     .data
                     .get(USER_KEY)
                     .and_then(|v| v.as_str())
                     .map(Identity::user)
-                    .unwrap_or_default(),
-                Ok(None) => Identity::anonymous(),
-                Err(e) => {
-                    tracing::warn!("cannot read a session: {e}");
-                    Identity::anonymous()
+                    .unwrap_or_default()),
+                Ok(None) => Ok(Identity::anonymous()),
+                // A record that is not a session names nobody.
+                Err(session_store::Error::Decode(e)) => {
+                    tracing::warn!("a session that does not decode is nobody's: {e}");
+                    Ok(Identity::anonymous())
                 }
+                Err(e) => Err(format!("cannot read a session: {e}")),
             }
         })
     }

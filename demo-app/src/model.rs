@@ -10,6 +10,16 @@ use sssync_leptos::{sync_event, sync_query};
 /// The list that `/` opens.
 pub const DEFAULT_LIST: &str = "default";
 
+/// How a private list's id begins: a list is made private when it is made (`CreateList`), never
+/// later, so nobody can take a public list others use; an id with this prefix names no public
+/// list.
+pub const PRIVATE_PREFIX: &str = "private-";
+
+/// The id of a new private list.
+pub fn new_private_list_id() -> String {
+    format!("{PRIVATE_PREFIX}{}", sssync_leptos::new_id())
+}
+
 /// The longest title the server accepts, in characters. Longer ones are rejected (and, with
 /// JavaScript, rolled back in the UI) to show how a rejected write looks.
 pub const MAX_TITLE_CHARS: usize = 200;

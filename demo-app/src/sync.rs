@@ -4,8 +4,9 @@
 
 use crate::db::Pool;
 use crate::model::{
-    AddTodo, ClearCompleted, CreateList, DEFAULT_LIST, DeleteTodo, EditTodo, MyList, ShareList,
-    TodosArgs, ToggleAll, ToggleTodo, UnshareList, check_id, clean_title,
+    AddTodo, ClearCompleted, CreateList, DEFAULT_LIST, DeleteTodo, EditTodo, MyList,
+    PRIVATE_PREFIX, ShareList, TodosArgs, ToggleAll, ToggleTodo, UnshareList, check_id,
+    clean_title,
 };
 use sssync_core::server::Table;
 use sssync_leptos::server::prelude::*;
@@ -58,7 +59,8 @@ async fn may_access(
         .fetch_optional(&mut *conn)
         .await?;
     let Some((owner,)) = owner else {
-        return Ok(true);
+        // Public, unless its id is a private list's that is not made yet.
+        return Ok(!list_id.starts_with(PRIVATE_PREFIX));
     };
     let Some(user) = identity.id() else {
         return Ok(false);
@@ -249,7 +251,15 @@ impl CreateList {
         let Some(user) = ctx.identity.id() else {
             return Err(Rejection::forbidden("Sign in to make a private list.").into());
         };
-        // A list in use stays public: nobody takes over someone else's list.
+        // A list others may use stays public: only a new list (an id of the private kind,
+        // naming no public list) becomes private. Nobody takes over someone else's list.
+        if !self.id.starts_with(PRIVATE_PREFIX) {
+            return Err(Rejection::new(
+                "list_in_use",
+                "Only a new list can be private; this one stays public.",
+            )
+            .into());
+        }
         let used: Option<(String,)> =
             sqlx::query_as("SELECT id FROM todos WHERE list_id = $1 LIMIT 1")
                 .bind(&self.id)

@@ -169,36 +169,41 @@ async fn private_lists(url: &str) {
         "POST",
         "/api/create_list",
         Some(&alice),
-        Some("id=p1&sssync_next=%2Flists%2Fp1&sssync_key=k1"),
+        Some("id=private-p1&sssync_next=%2Flists%2Fprivate-p1&sssync_key=k1"),
     )
     .await;
-    assert_eq!(r.header("location"), Some("/lists/p1"), "{}", r.head);
+    assert_eq!(
+        r.header("location"),
+        Some("/lists/private-p1"),
+        "{}",
+        r.head
+    );
     let r = request(
         addr,
         "POST",
         "/api/add_todo",
         Some(&alice),
-        Some("list_id=p1&title=secret-plan&sssync_key=a1"),
+        Some("list_id=private-p1&title=secret-plan&sssync_key=a1"),
     )
     .await;
     // A plain form's post goes back (302, Leptos's form redirect).
     assert_eq!(r.status, 302);
-    assert_eq!(todo_titles(&pool, "p1").await, ["secret-plan"]);
-    let page = request(addr, "GET", "/lists/p1", Some(&alice), None).await;
+    assert_eq!(todo_titles(&pool, "private-p1").await, ["secret-plan"]);
+    let page = request(addr, "GET", "/lists/private-p1", Some(&alice), None).await;
     assert_eq!(page.status, 200);
     assert!(page.body.contains("secret-plan"));
     assert!(page.body.contains("Share with"));
 
     // Bob and an anonymous visitor: 404, and nothing of its todos in the page.
     for cookie in [Some(bob.as_str()), None] {
-        let page = request(addr, "GET", "/lists/p1", cookie, None).await;
+        let page = request(addr, "GET", "/lists/private-p1", cookie, None).await;
         assert_eq!(page.status, 404, "{:?}", cookie);
         assert!(!page.body.contains("secret-plan"), "{}", page.body);
         assert!(!page.body.contains("Share with"));
         let snapshot = request(
             addr,
             "GET",
-            "/sssync/snapshot/todos?a=%7B%22list_id%22%3A%22p1%22%7D",
+            "/sssync/snapshot/todos?a=%7B%22list_id%22%3A%22private-p1%22%7D",
             cookie,
             None,
         )
@@ -212,7 +217,7 @@ async fn private_lists(url: &str) {
         "POST",
         "/api/add_todo",
         Some(&bob),
-        Some("list_id=p1&title=intruder&sssync_key=b1"),
+        Some("list_id=private-p1&title=intruder&sssync_key=b1"),
     )
     .await;
     assert_eq!(r.status, 302);
@@ -221,22 +226,22 @@ async fn private_lists(url: &str) {
         "POST",
         "/api/clear_completed",
         Some(&bob),
-        Some("list_id=p1&sssync_key=b2"),
+        Some("list_id=private-p1&sssync_key=b2"),
     )
     .await;
     assert_eq!(r.status, 302);
-    assert_eq!(todo_titles(&pool, "p1").await, ["secret-plan"]);
+    assert_eq!(todo_titles(&pool, "private-p1").await, ["secret-plan"]);
     // Nor can Bob share it with himself.
     request(
         addr,
         "POST",
         "/api/share_list",
         Some(&bob),
-        Some("list_id=p1&user_name=bob&sssync_key=b3"),
+        Some("list_id=private-p1&user_name=bob&sssync_key=b3"),
     )
     .await;
     assert_eq!(
-        request(addr, "GET", "/lists/p1", Some(&bob), None)
+        request(addr, "GET", "/lists/private-p1", Some(&bob), None)
             .await
             .status,
         404
@@ -248,10 +253,10 @@ async fn private_lists(url: &str) {
         "POST",
         "/api/share_list",
         Some(&alice),
-        Some("list_id=p1&user_name=bob&sssync_key=a2"),
+        Some("list_id=private-p1&user_name=bob&sssync_key=a2"),
     )
     .await;
-    let page = request(addr, "GET", "/lists/p1", Some(&bob), None).await;
+    let page = request(addr, "GET", "/lists/private-p1", Some(&bob), None).await;
     assert_eq!(page.status, 200);
     assert!(page.body.contains("secret-plan"));
     assert!(!page.body.contains("Share with"), "only the owner shares");
@@ -260,10 +265,13 @@ async fn private_lists(url: &str) {
         "POST",
         "/api/add_todo",
         Some(&bob),
-        Some("list_id=p1&title=bobs-idea&sssync_key=b4"),
+        Some("list_id=private-p1&title=bobs-idea&sssync_key=b4"),
     )
     .await;
-    assert_eq!(todo_titles(&pool, "p1").await, ["secret-plan", "bobs-idea"]);
+    assert_eq!(
+        todo_titles(&pool, "private-p1").await,
+        ["secret-plan", "bobs-idea"]
+    );
 
     // Unshared: 404 again.
     request(
@@ -271,10 +279,10 @@ async fn private_lists(url: &str) {
         "POST",
         "/api/unshare_list",
         Some(&alice),
-        Some("list_id=p1&user_name=bob&sssync_key=a3"),
+        Some("list_id=private-p1&user_name=bob&sssync_key=a3"),
     )
     .await;
-    let page = request(addr, "GET", "/lists/p1", Some(&bob), None).await;
+    let page = request(addr, "GET", "/lists/private-p1", Some(&bob), None).await;
     assert_eq!(page.status, 404);
     assert!(!page.body.contains("secret-plan"));
 
@@ -299,4 +307,96 @@ async fn private_lists(url: &str) {
     let page = request(addr, "GET", "/lists/open", None, None).await;
     assert_eq!(page.status, 200);
     assert!(page.body.contains("hello"));
+
+    // Nor an empty one that others have open: only a new list (an id of its own kind) becomes
+    // private.
+    let r = request(
+        addr,
+        "POST",
+        "/api/create_list",
+        Some(&bob),
+        Some("id=empty&sssync_next=%2Flists%2Fempty&sssync_key=k3"),
+    )
+    .await;
+    assert_ne!(r.header("location"), Some("/lists/empty"), "{}", r.head);
+    let page = request(addr, "GET", "/lists/empty", None, None).await;
+    assert_eq!(page.status, 200);
+    // And a private list's id names no public list before it is made.
+    let page = request(addr, "GET", "/lists/private-unmade", None, None).await;
+    assert_eq!(page.status, 404);
+}
+
+async fn run_sql(pool: &demo_app::db::Pool, sql: &'static str) {
+    match pool {
+        demo_app::db::Pool::Sqlite(p) => sqlx::raw_sql(sql).execute(p).await.map(drop),
+        demo_app::db::Pool::Postgres(p) => sqlx::raw_sql(sql).execute(p).await.map(drop),
+    }
+    .unwrap();
+}
+
+/// While the session store fails, a signed-in reader is not taken for anonymous: the snapshot
+/// GET answers 503 (not the 403 of a reader who may not), the page is no 404; once it answers
+/// again, all is as before.
+async fn a_failing_session_store(url: &str) {
+    let (addr, pool) = serve_on(url).await;
+    let alice = sign_up(addr, "alice").await;
+    let r = request(
+        addr,
+        "POST",
+        "/api/create_list",
+        Some(&alice),
+        Some("id=private-f1&sssync_next=%2Flists%2Fprivate-f1&sssync_key=k1"),
+    )
+    .await;
+    assert_eq!(
+        r.header("location"),
+        Some("/lists/private-f1"),
+        "{}",
+        r.head
+    );
+    let snapshot = "/sssync/snapshot/todos?a=%7B%22list_id%22%3A%22private-f1%22%7D";
+    assert_eq!(
+        request(addr, "GET", snapshot, Some(&alice), None)
+            .await
+            .status,
+        200
+    );
+
+    run_sql(&pool, "ALTER TABLE sessions RENAME TO sessions_away").await;
+    let r = request(addr, "GET", snapshot, Some(&alice), None).await;
+    assert_eq!(r.status, 503, "{}", r.head);
+    assert!(r.header("retry-after").is_some(), "{}", r.head);
+    let page = request(addr, "GET", "/lists/private-f1", Some(&alice), None).await;
+    assert_ne!(
+        page.status, 404,
+        "a failed session read is no 'no such list'"
+    );
+    run_sql(&pool, "ALTER TABLE sessions_away RENAME TO sessions").await;
+
+    assert_eq!(
+        request(addr, "GET", snapshot, Some(&alice), None)
+            .await
+            .status,
+        200
+    );
+    let page = request(addr, "GET", "/lists/private-f1", Some(&alice), None).await;
+    assert_eq!(page.status, 200);
+}
+
+#[tokio::test]
+async fn a_session_store_that_fails_for_a_moment_signs_nobody_out() {
+    a_failing_session_store(&sqlite_url()).await;
+}
+
+#[tokio::test]
+async fn a_session_store_that_fails_for_a_moment_signs_nobody_out_on_postgres() {
+    if let Some((url, schema)) = postgres_url().await {
+        a_failing_session_store(&url).await;
+        let base = url.split('?').next().unwrap().to_owned();
+        let pool = sqlx::PgPool::connect(&base).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
 }

@@ -1,7 +1,7 @@
 // What survives the tab: writes made offline are kept in IndexedDB, adopted by the next tab
 // and applied exactly once; and without any storage the app still works, from memory.
 import { expect, test, type Page } from '@playwright/test';
-import { addTodo, openFreshList, titles } from './helpers';
+import { addTodo, item, openFreshList, settled, titles, waitReady } from './helpers';
 
 /** How many pending events the tabs of this browser keep in IndexedDB. */
 function keptEvents(page: Page): Promise<number> {
@@ -57,6 +57,91 @@ test('writes made offline survive closing the tab and reach the server exactly o
     })
     .toBe(1);
   await expect.poll(() => keptEvents(b), { timeout: 10_000 }).toBe(0);
+});
+
+/** Records, in `page`, whether its list ever showed no item from now on. */
+async function watchForVanishing(page: Page): Promise<() => Promise<boolean>> {
+  await page.evaluate(() => {
+    const w = window as unknown as { __vanished: boolean };
+    w.__vanished = false;
+    new MutationObserver(() => {
+      if (document.querySelectorAll('[data-testid="todo-item"]').length === 0) w.__vanished = true;
+    }).observe(document.body, { childList: true, subtree: true, characterData: true });
+  });
+  return () => page.evaluate(() => (window as unknown as { __vanished: boolean }).__vanished);
+}
+
+test('a tab closed offline leaves its write with the open tab, which sends it once when back online', async ({ browser }) => {
+  const ctx = await browser.newContext();
+  const a = await ctx.newPage();
+  const id = await openFreshList(a, true);
+  const b = await ctx.newPage();
+  await b.goto(`/lists/${id}`);
+  await waitReady(b, true);
+  await ctx.setOffline(true);
+  await expect(a.getByTestId('sync-status')).toHaveText('offline');
+  await addTodo(a, 'kept by b');
+  await expect(titles(b)).toHaveText(['kept by b']);
+  const vanished = await watchForVanishing(b);
+  // Closed the way a person closes it (its unload handlers run).
+  await Promise.all([a.waitForEvent('close'), a.close({ runBeforeUnload: true })]);
+
+  // Back online, with no new tab: the open tab sends the closed tab's write, once.
+  await ctx.setOffline(false);
+  await expect
+    .poll(
+      async () => {
+        const html = await (await b.request.get(`/lists/${id}`)).text();
+        return html.split('>kept by b</label>').length - 1;
+      },
+      { timeout: 10_000 },
+    )
+    .toBe(1);
+  await expect(titles(b)).toHaveText(['kept by b']);
+  await settled(b, true);
+  await expect.poll(() => keptEvents(b), { timeout: 10_000 }).toBe(0);
+  expect(await vanished(), 'the write left the open tab meanwhile').toBe(false);
+});
+
+test('a tab that crashes before hearing its write settled does not leave it predicted in the others', async ({ browser }) => {
+  test.setTimeout(90_000);
+  const ctx = await browser.newContext();
+  const a = await ctx.newPage();
+  // The server's acknowledgements to `a` are lost once `lose` is set (it dies before hearing).
+  let lose = false;
+  await a.routeWebSocket('**/sssync/ws', (ws) => {
+    const server = ws.connectToServer();
+    ws.onMessage((m) => server.send(m));
+    server.onMessage((m) => {
+      if (lose && typeof m === 'string' && m.includes('"t":"ack"')) return;
+      ws.send(m);
+    });
+  });
+  const id = await openFreshList(a, true);
+  await addTodo(a, 'to toggle');
+  await settled(a, true);
+  const b = await ctx.newPage();
+  await b.goto(`/lists/${id}`);
+  await waitReady(b, true);
+  lose = true;
+  await item(a, 'to toggle').getByRole('checkbox', { name: 'Toggle Todo' }).check();
+  await expect(item(b, 'to toggle')).toHaveClass('completed');
+  await expect(a.getByTestId('sync-status')).not.toHaveText('live');
+  // Its renderer crashes: no unload handler runs, nothing is said to the other tabs.
+  const cdp = await ctx.newCDPSession(a);
+  const crashed = a.waitForEvent('crash');
+  // (The command never answers: its page is gone.)
+  void cdp.send('Page.crash').catch(() => {});
+  await crashed;
+
+  // Another browser un-toggles it: the open tab follows (the dead tab's prediction goes).
+  const c = await (await browser.newContext()).newPage();
+  await c.goto(`/lists/${id}`);
+  await waitReady(c, true);
+  await expect(item(c, 'to toggle')).toHaveClass('completed');
+  await item(c, 'to toggle').getByRole('checkbox', { name: 'Toggle Todo' }).uncheck();
+  await settled(c, true);
+  await expect(item(b, 'to toggle')).not.toHaveClass('completed', { timeout: 60_000 });
 });
 
 test('with IndexedDB and localStorage throwing, the app still works, live, from memory', async ({ browser }) => {
@@ -130,4 +215,48 @@ test('a newer version of the app can upgrade the browser database while a tab is
   // The old tab goes on from memory.
   await addTodo(a, 'after the upgrade');
   await expect(a.getByTestId('sync-status')).toHaveText('live');
+});
+
+test('a queue saved before its tab knew who was signed in is not sent as whoever opens the app next', async ({ browser }) => {
+  const ctx = await browser.newContext();
+  const a = await ctx.newPage();
+  // Welcomed (anonymously): this browser's storage is the anonymous identity's.
+  const id = await openFreshList(a, true);
+  await settled(a, true);
+  // What a tab left that was never welcomed (a client-only app started offline by someone,
+  // closed before it connected): nobody can tell whose it is.
+  await a.evaluate(
+    ({ list }) =>
+      new Promise<void>((resolve, reject) => {
+        const req = indexedDB.open('sssync');
+        req.onerror = () => reject(req.error);
+        req.onsuccess = () => {
+          const db = req.result;
+          const tx = db.transaction('queues', 'readwrite');
+          const entry = {
+            client_id: 'never-welcomed',
+            epoch: null,
+            events: [[1, 'add_todo', JSON.stringify({ id: 'unknown-1', list_id: list, title: 'whose is this' })]],
+            beat: 0,
+          };
+          tx.objectStore('queues').put(JSON.stringify(entry), 'never-welcomed');
+          tx.oncomplete = () => {
+            db.close();
+            resolve();
+          };
+          tx.onerror = () => reject(tx.error);
+        };
+      }),
+    { list: id },
+  );
+  // The next tab adopts what gone tabs left: this queue is dropped, and the page says so.
+  const b = await ctx.newPage();
+  await b.goto(`/lists/${id}`);
+  await waitReady(b, true);
+  await expect(b.getByTestId('sync-notice')).toContainText('could not be sent');
+  await expect.poll(() => keptEvents(b)).toBe(0);
+  await settled(b, true);
+  const html = await (await b.request.get(`/lists/${id}`)).text();
+  expect(html).not.toContain('whose is this');
+  await expect(titles(b)).toHaveCount(0);
 });

@@ -46,6 +46,11 @@ pub struct Size {
     /// Rows of the client row's query, and the deltas it receives.
     client_rows: usize,
     client_deltas: usize,
+    /// Clients of the resume row that resume at once, on how many lists, and the writes
+    /// measured meanwhile (at least).
+    crowd: usize,
+    crowd_keys: usize,
+    crowd_writes: usize,
 }
 
 impl Size {
@@ -64,6 +69,9 @@ impl Size {
         across_writes: 1000,
         client_rows: 10_000,
         client_deltas: 500,
+        crowd: 2000,
+        crowd_keys: 20,
+        crowd_writes: 200,
     };
     pub const QUICK: Size = Size {
         ssr_secs: 3.0,
@@ -80,6 +88,9 @@ impl Size {
         across_writes: 200,
         client_rows: 2000,
         client_deltas: 200,
+        crowd: 400,
+        crowd_keys: 10,
+        crowd_writes: 50,
     };
 }
 
@@ -106,13 +117,15 @@ const FLOORS: &[(&str, f64)] = &[
     ("idle connection memory", 0.1),
     // A doorbell that no longer rings leaves the other instance to its 250 ms poll: 0.01x.
     ("write on one instance", 0.05),
+    // A resume read in the tailer holds every fan-out behind the crowd: 0.01x and below.
+    ("write -> its subscriber while", 0.05),
     ("SSR of the demo page", 0.4),
     ("hydrate bundle", 0.45),
 ];
 
-/// Runs the rows named in `only` (all when it is empty: `fan`, `keys`, `bytes`, `reconnect`,
-/// `events`, `noop`, `idle`, `client`, `ssr`, `bundle`, and with `pg` `across`) and prints the
-/// table.
+/// Runs the rows named in `only` (all when it is empty: `fan`, `resume`, `keys`, `bytes`,
+/// `reconnect`, `events`, `noop`, `idle`, `client`, `ssr`, `bundle`, and with `pg` `across`)
+/// and prints the table.
 pub async fn run(size: Size, pg: Option<String>, check: bool, only: &[String]) -> Result<()> {
     let want = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let dir = std::env::temp_dir().join(format!("sssync-perf-{}", std::process::id()));
@@ -132,6 +145,11 @@ pub async fn run(size: Size, pg: Option<String>, check: bool, only: &[String]) -
         if want("reconnect") {
             lines.push(reconnect(&server, size, "SQLite").await?);
         }
+    }
+    if want("resume") {
+        eprintln!("perf: a write's delta while a crowd resumes on a fresh instance, SQLite");
+        let dbs = (sqlite("crowd-quiet"), sqlite("crowd-busy"));
+        lines.push(resume_crowd(&dbs, size, "SQLite").await?);
     }
     if want("keys") {
         eprintln!("perf: many clients on many keys, SQLite");
@@ -641,6 +659,153 @@ async fn light_subscriber(
             }
         }
     }))
+}
+
+/// Write -> its subscriber while a crowd of clients resumes on a fresh instance (the one they
+/// were on restarted: its groups remember nothing, so each resume is read from the durable
+/// log): `crowd` raw clients on `crowd_keys` lists reconnect at once with a version, while one
+/// write at a time goes to another list. Baseline: the same writes on a fresh instance with no
+/// crowd. (Resumes read in the tailer, one after another, held every fan-out behind them.)
+async fn resume_crowd(
+    (quiet_url, busy_url): &(String, String),
+    size: Size,
+    db: &str,
+) -> Result<Line> {
+    let (crowd, keys, writes) = (size.crowd, size.crowd_keys, size.crowd_writes);
+    let quiet = writes_while_resuming(quiet_url, writes, 0, keys).await?;
+    let busy = writes_while_resuming(busy_url, writes, crowd, keys).await?;
+    let (q99, b99) = (percentile(&quiet, 0.99), percentile(&busy, 0.99));
+    Ok(Line {
+        what: format!("write -> its subscriber while {crowd} clients resume on {keys} keys ({db})"),
+        target: "p99 < 50 ms",
+        sssync: format!(
+            "p50 {} / p99 {} ({} writes)",
+            ms(percentile(&busy, 0.5)),
+            ms(b99),
+            busy.len()
+        ),
+        baseline: format!(
+            "p50 {} / p99 {} (no crowd)",
+            ms(percentile(&quiet, 0.5)),
+            ms(q99)
+        ),
+        ratio: q99.as_secs_f64() / b99.as_secs_f64().max(1e-9),
+        met: Some(b99 < Duration::from_millis(50)),
+    })
+}
+
+/// On `db_url`, `keys` lists of 20 rows; then, on a fresh instance: `crowd` clients (on those
+/// lists, each resuming from version 1) connect at once while writes go one at a time, every
+/// 5 ms, to a list of their own; the latencies of that list's subscriber, for writes until every
+/// client of the crowd has its resume (at least `writes` of them).
+async fn writes_while_resuming(
+    db_url: &str,
+    writes: usize,
+    crowd: usize,
+    keys: usize,
+) -> Result<Vec<Duration>> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    const MAX_WRITES: usize = 20_000;
+    {
+        // The lists the crowd reads; then the instance goes.
+        let server = Child::start(db_url).await?;
+        for k in 0..keys {
+            let (id, list) = (format!("crowd-fill-{k}"), format!("crowd-{k}"));
+            raw_fill(&server.ws(), &id, &list, 20, &format!("c{k}-")).await?;
+        }
+    }
+    let tag = if crowd == 0 { "quiet" } else { "busy" };
+    let server = Child::start(db_url).await?;
+    let list = format!("alone-{tag}");
+    let fan = Fan::new(MAX_WRITES, 1);
+    let (refetch, _unused) = tokio::sync::mpsc::channel(1);
+    let watcher = light_subscriber(
+        &server.ws(),
+        (&format!("alone-sub-{tag}"), &list),
+        fan.clone(),
+        refetch,
+    )
+    .await?;
+    let (mut tx, mut rx) = raw_connect(&server.ws(), &format!("alone-writer-{tag}")).await?;
+    let resumed = Arc::new(AtomicUsize::new(0));
+    let crowd_tasks: Vec<_> = (0..crowd)
+        .map(|i| {
+            let (ws, resumed) = (server.ws(), resumed.clone());
+            let list = format!("crowd-{}", i % keys.max(1));
+            tokio::spawn(async move {
+                let Ok(Ok((mut socket, _))) = tokio::time::timeout(
+                    WAIT,
+                    tokio_tungstenite::connect_async_with_config(ws, Some(light_config()), true),
+                )
+                .await
+                else {
+                    return;
+                };
+                let hello = serde_json::json!({
+                    "t": "hello", "protocol": sssync_core::protocol::PROTOCOL,
+                    "client_id": format!("crowd-{i}"),
+                });
+                let sub = serde_json::json!({
+                    "t": "sub", "q": "items", "a": { "list_id": list }, "v": 1,
+                });
+                for m in [hello, sub] {
+                    if socket.send(Message::text(m.to_string())).await.is_err() {
+                        return;
+                    }
+                }
+                let mut counted = false;
+                while let Some(Ok(frame)) = socket.next().await {
+                    if let Message::Text(t) = frame
+                        && !counted
+                        && (t.contains(r#""t":"delta""#) || t.contains(r#""t":"snapshot""#))
+                    {
+                        counted = true;
+                        resumed.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut sent = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    while sent.len() < MAX_WRITES && (sent.len() < writes || resumed.load(Ordering::SeqCst) < crowd)
+    {
+        tick.tick().await;
+        let w = sent.len();
+        let event = serde_json::json!({
+            "t": "event", "seq": w + 1, "name": "add_item",
+            "args": add(&list, format!("fan-{w}"), format!("write {w}")),
+        });
+        sent.push(Instant::now());
+        tx.send(Message::text(event.to_string())).await?;
+        match next(&mut rx).await? {
+            ServerMsg::Ack(a) if a.seq as usize == w + 1 => {}
+            other => return Err(format!("expected the ack of {}, got {other:?}", w + 1).into()),
+        }
+        // The delta comes before the ack on its own connection, not on the watcher's: wait.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while fan.counts[w].load(Ordering::SeqCst) == 0 {
+            if tokio::time::timeout_at(deadline, fan.done.notified())
+                .await
+                .is_err()
+            {
+                return Err(format!("write {w} never reached its subscriber").into());
+            }
+        }
+    }
+    for t in &crowd_tasks {
+        t.abort();
+    }
+    watcher.abort();
+    if resumed.load(Ordering::SeqCst) < crowd {
+        return Err(format!(
+            "only {} of {crowd} clients resumed within {MAX_WRITES} writes",
+            resumed.load(Ordering::SeqCst)
+        )
+        .into());
+    }
+    Ok(fan.latencies(&sent, 0..sent.len()))
 }
 
 /// Write -> every subscriber of one key: sssync's deltas, then refetch-on-invalidate (the

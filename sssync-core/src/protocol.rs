@@ -165,7 +165,18 @@ pub enum ServerMsg {
     /// A message could not be handled.
     Error(ProtocolError),
     /// Answer to `ping`.
-    Pong,
+    Pong(Pong),
+}
+
+/// `pong`: the answer to `ping`. Every delta up to `v` (the version the server has fanned out)
+/// that this connection's subscriptions get was sent before it, so a client that saw it has
+/// seen `v` (an idle tab learns how far the server is, to drop another tab's settled
+/// predictions).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Pong {
+    /// The version fanned out when the ping was answered (absent from older servers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub v: Option<Version>,
 }
 
 /// `welcome`.
@@ -399,7 +410,7 @@ impl ServerMsg {
             "gap" => ServerMsg::Gap(field(text)?),
             "retry" => ServerMsg::Retry(field(text)?),
             "error" => ServerMsg::Error(field(text)?),
-            "pong" => ServerMsg::Pong,
+            "pong" => ServerMsg::Pong(field(text)?),
             other => return Err(ParseError(format!("unknown message type {other:?}"))),
         })
     }
@@ -547,10 +558,15 @@ pub enum ErrorCode {
     /// without a key (a `hello` or an event whose client id belongs to another identity), the
     /// connection closes and the client drops what it holds and takes a new client id.
     Forbidden,
-    /// The connection's identity is no longer the one it started with (signed out, session
-    /// expired, signed in as someone else): the connection closes; the client drops what it
-    /// holds of the old identity (rows, pending events), takes a new client id and reconnects.
+    /// The connection's identity is no longer the one it started with, as far as the request
+    /// that opened it says (signed out, session expired, signed in again as someone else or as
+    /// the same user under a new session): the connection closes; the client drops the rows it
+    /// holds and reconnects with its current credentials, keeping its pending events; the next
+    /// welcome tells whose they are (another identity's are dropped then).
     IdentityChanged,
+    /// The server cannot serve this for now (it could not tell who is asking: the
+    /// application's session store failed for a moment): nothing changed; try again later.
+    Unavailable,
 }
 
 #[cfg(test)]

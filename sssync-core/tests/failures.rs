@@ -336,6 +336,75 @@ async fn insert_or_replace_deleting_a_row_with_another_key_is_seen_by_its_subscr
     server.stop().await;
 }
 
+#[tokio::test]
+async fn rows_a_replace_deletes_from_a_connection_without_recursive_triggers_leave_their_subscribers()
+ {
+    let db = TestDb::sqlite();
+    let server = Server::start(&db, 0).await;
+    let watcher = NativeClient::connect(server.ws_url(), "watcher");
+    for l in ["a", "c", "d"] {
+        watcher.subscribe::<Todos>(&list(l));
+    }
+    let writer = NativeClient::connect(server.ws_url(), "writer");
+    for (id, l, slug) in [("x1", "a", "same"), ("y1", "c", "other"), ("z1", "d", "z")] {
+        writer.send(ReplaceTodo {
+            id: id.into(),
+            list_id: l.into(),
+            title: format!("{id} in {l}"),
+            slug: slug.into(),
+        });
+    }
+    watcher
+        .wait_for(WAIT, |s| {
+            ["a", "c", "d"]
+                .iter()
+                .all(|l| s.rows::<Todos>(&list(l)).is_some_and(|r| r.len() == 1))
+        })
+        .await
+        .unwrap();
+    // A process of its own (the sqlite3 shell, a script): SQLite's defaults, so no
+    // `recursive_triggers`, and no delete trigger fires for the rows a REPLACE deletes.
+    let plain = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect(&format!("sqlite://{}", db.file().display()))
+        .await
+        .unwrap();
+    // Another key, the same unique slug: x1 goes from list a.
+    sqlx::query(
+        "INSERT OR REPLACE INTO todos (id, list_id, title, completed, position, slug) \
+         VALUES ('t9', 'b', 'by hand', 0, 1, 'same')",
+    )
+    .execute(&plain)
+    .await
+    .unwrap();
+    // The same key into another list: y1 leaves list c.
+    sqlx::query(
+        "INSERT OR REPLACE INTO todos (id, list_id, title, completed, position, slug) \
+         VALUES ('y1', 'b', 'moved by hand', 0, 2, 'other')",
+    )
+    .execute(&plain)
+    .await
+    .unwrap();
+    // An update onto another row's slug: z1 goes from list d.
+    sqlx::query("UPDATE OR REPLACE todos SET slug = 'z' WHERE id = 't9'")
+        .execute(&plain)
+        .await
+        .unwrap();
+    plain.close().await;
+    for l in ["a", "c", "d"] {
+        assert!(server.todos(l).await.is_empty());
+    }
+    watcher
+        .wait_for(WAIT, |s| {
+            ["a", "c", "d"]
+                .iter()
+                .all(|l| s.rows::<Todos>(&list(l)).is_some_and(|r| r.is_empty()))
+        })
+        .await
+        .unwrap();
+    server.stop().await;
+}
+
 on_both! {
     async fn queries_partitioned_by_a_uuid_a_bool_an_integer_or_bytes_see_their_writes(db) {
         let server = Server::start(&db, 0).await;
@@ -503,7 +572,7 @@ on_both! {
             "{m:?}"
         );
         watcher.send(json!({"t": "ping"})).await;
-        assert!(matches!(watcher.recv().await, ServerMsg::Pong));
+        assert!(matches!(watcher.recv().await, ServerMsg::Pong(_)));
         let r = writer.event(2, "add_todo", add("other", "o", "fine")).await;
         assert!(matches!(r, ServerMsg::Ack(_)), "{r:?}");
         assert!(matches!(watcher.recv().await, ServerMsg::Delta(_)));
@@ -749,20 +818,7 @@ async fn a_handler_at_fault_is_refused_after_ten_tries_and_its_client_goes_on() 
     let server = Server::start_with(&db, 0, config).await;
     // The handler writes through a pool of its own: while the engine holds the write lock, a
     // real SQLITE_BUSY, every time.
-    *OTHER_POOL.lock().unwrap() = Some(
-        sqlx::sqlite::SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(
-                sssync_core::server::SqliteStore::connect_options(&format!(
-                    "sqlite://{}",
-                    db.file().display()
-                ))
-                .unwrap()
-                .busy_timeout(Duration::from_millis(10)),
-            )
-            .await
-            .unwrap(),
-    );
+    misbehave_on("m", &db.file()).await;
     let (mut a, _) = Raw::connect(&server, "at-fault").await;
     let mut retries = 0;
     a.send(json!({"t": "event", "seq": 1, "name": "misbehaving", "args": {"id": "m"}}))
@@ -784,7 +840,36 @@ async fn a_handler_at_fault_is_refused_after_ten_tries_and_its_client_goes_on() 
     }
     let r = a.event(2, "add_todo", add("hf", "later", "later")).await;
     assert!(matches!(r, ServerMsg::Ack(_)), "the client goes on: {r:?}");
-    *OTHER_POOL.lock().unwrap() = None;
+    behave("m");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn server_events_are_not_refused_for_the_faults_of_other_server_events() {
+    let db = TestDb::sqlite();
+    let config = Config {
+        write_retry: Some(eager_retries()),
+        ..Config::default()
+    };
+    let server = Server::start_with(&db, 0, config).await;
+    misbehave_on("job", &db.file()).await;
+    // Server-origin events (a job, a plain form without a key) have no seq of their own: each
+    // is a write of its own, told to retry while its handler fails.
+    for _ in 0..11 {
+        let r = server
+            .engine
+            .apply_server_event("misbehaving", r#"{"id":"job"}"#)
+            .await;
+        assert!(matches!(r, ServerMsg::Retry(_)), "{r:?}");
+    }
+    behave("job");
+    // The others are not refused for those faults.
+    let r = server
+        .engine
+        .apply_server_event("add_todo", &add("se", "s1", "from a job").to_string())
+        .await;
+    assert!(matches!(r, ServerMsg::Ack(_)), "{r:?}");
+    assert_eq!(titles(&server.todos("se").await), ["from a job"]);
     server.stop().await;
 }
 
@@ -869,6 +954,117 @@ on_both! {
         let again = server.engine.apply_once("form-2", "add_todo", &ok).await;
         assert!(matches!(again, ServerMsg::Ack(ref a) if a.dup), "{again:?}");
         assert_eq!(titles(&server.todos("fp").await), ["fine"]);
+        server.stop().await;
+    }
+}
+
+on_both! {
+    async fn a_subscription_is_answered_when_its_round_cannot_begin_its_read(db) {
+        let server = Server::start(&db, 0).await;
+        let (mut raw, _) = Raw::connect(&server, "reader").await;
+        server.engine.spoil_pool().await;
+        let sub = json!({"t": "sub", "q": "todos", "a": {"list_id": "sp"}});
+        raw.send(sub.clone()).await;
+        // Told that the query failed (the client subscribes again), or served: never left
+        // unanswered.
+        let mut failed = 0;
+        loop {
+            match raw.recv().await {
+                ServerMsg::Snapshot(s) => {
+                    assert!(s.rows.is_empty());
+                    break;
+                }
+                ServerMsg::Error(e) if e.code == ErrorCode::QueryFailed => {
+                    failed += 1;
+                    assert!(failed <= 20, "the pool never healed: {e:?}");
+                    raw.send(sub.clone()).await;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // The pool healed: a write goes through and reaches the subscriber.
+        raw.send(json!({"t": "event", "seq": 1, "name": "add_todo", "args": add("sp", "x", "after")}))
+            .await;
+        let mut acked = false;
+        let mut delta = false;
+        while !(acked && delta) {
+            match raw.recv().await {
+                ServerMsg::Ack(_) => acked = true,
+                ServerMsg::Delta(d) => {
+                    assert!(!acked, "the delta comes before the ack");
+                    delta = true;
+                    assert_eq!(d.puts.len(), 1);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        server.stop().await;
+    }
+}
+
+on_both! {
+    async fn a_database_that_goes_back_in_history_while_the_server_runs_gets_a_new_epoch(db) {
+        let server = Server::start(&db, 0).await;
+        let a = NativeClient::connect(server.ws_url(), "back-a");
+        a.subscribe::<Todos>(&list("r"));
+        for i in 0..3 {
+            a.send(AddTodo { id: format!("r{i}"), list_id: "r".into(), title: format!("before {i}") });
+            a.wait_for(WAIT, |s| s.pending_count() == 0).await.unwrap();
+        }
+        a.wait_for(WAIT, |s| s.rows::<Todos>(&list("r")).is_some_and(|r| r.len() == 3))
+            .await
+            .unwrap();
+        let epoch = server.engine.epoch();
+        // A restore three versions back under the same epoch, while the server runs (no
+        // declared table is touched: nothing is logged).
+        server.db.execute("UPDATE sssync_meta SET version = version - 3", &[]).await;
+        let b = NativeClient::connect(server.ws_url(), "back-b");
+        b.send(AddTodo { id: "after".into(), list_id: "r".into(), title: "after the restore".into() });
+        // The client that held rows of the lost versions is not left silent: it resets into the
+        // new history and shows the write.
+        a.wait_for(WAIT, |s| {
+            s.rows::<Todos>(&list("r")).is_some_and(|r| r.iter().any(|t| t.title == "after the restore"))
+        })
+        .await
+        .unwrap();
+        assert_ne!(server.engine.epoch(), epoch);
+        assert!(server.applied_twice().await.is_empty());
+        server.stop().await;
+    }
+}
+
+on_both! {
+    async fn a_database_restored_and_caught_up_to_the_version_fanned_out_gets_a_new_epoch(db) {
+        let server = Server::start(&db, 0).await;
+        let a = NativeClient::connect(server.ws_url(), "caught-up-a");
+        a.subscribe::<Todos>(&list("cu"));
+        for i in 0..2 {
+            a.send(AddTodo { id: format!("cu{i}"), list_id: "cu".into(), title: format!("t{i}") });
+            a.wait_for(WAIT, |s| s.pending_count() == 0).await.unwrap();
+        }
+        a.wait_for(WAIT, |s| s.rows::<Todos>(&list("cu")).is_some_and(|r| r.len() == 2))
+            .await
+            .unwrap();
+        let epoch = server.engine.epoch();
+        // A copy restored while the server runs that took other commits since, up to the same
+        // version: the version is the one fanned out, its commit another, and a row is gone
+        // without a word in the log (what a restore does).
+        server
+            .db
+            .script(
+                "BEGIN; \
+                 DELETE FROM todos WHERE id = 'cu1'; \
+                 DELETE FROM sssync_changes WHERE version IS NULL; \
+                 UPDATE sssync_changes SET row_key = 'another commit' WHERE tbl = '' \
+                 AND version = (SELECT version FROM sssync_meta WHERE id = 1); \
+                 COMMIT;",
+            )
+            .await;
+        // The client does not keep the row the database no longer has: a new epoch resets it.
+        a.wait_for(WAIT, |s| s.rows::<Todos>(&list("cu")).is_some_and(|r| titles(&r) == ["t0"]))
+            .await
+            .unwrap();
+        assert_ne!(server.engine.epoch(), epoch);
         server.stop().await;
     }
 }

@@ -431,3 +431,238 @@ on_both! {
         }
     }
 }
+
+/// Reads what `raw` gets until its `pong`, failing on any rows of list `l`.
+async fn no_rows_until_pong(raw: &mut Raw, l: &str) {
+    raw.send(json!({"t": "ping"})).await;
+    loop {
+        match raw.recv().await {
+            ServerMsg::Pong(_) => return,
+            ServerMsg::Snapshot(s) if s.a.get().contains(l) => panic!("rows sent: {s:?}"),
+            ServerMsg::Delta(d) if d.a.get().contains(l) => panic!("rows sent: {d:?}"),
+            _ => {}
+        }
+    }
+}
+
+on_both! {
+    async fn a_refused_reader_gets_no_rows_by_asking_for_a_resync(db) {
+        let server = Server::start(&db, 0).await;
+        let alice = sign_in("alice");
+        let bob = sign_in("bob");
+        // Alice's client keeps the list's group live.
+        let a = alices_list(&server, &alice, "p1").await;
+        let sub = json!({"t": "sub", "q": "list_todos", "a": {"list_id": "p1"}});
+        let resync = json!({"t": "resync", "q": "list_todos", "a": {"list_id": "p1"}});
+
+        // Refused, then a resync: nothing.
+        let (mut raw, w) = Raw::hello_with(&server, &[("x-session", &bob)], "bob-1").await;
+        assert!(matches!(w, ServerMsg::Welcome(_)), "{w:?}");
+        raw.send(sub.clone()).await;
+        let ServerMsg::Error(e) = key_error(&mut raw, "list_todos").await else { unreachable!() };
+        assert_eq!(e.code, ErrorCode::Forbidden);
+        raw.send(resync.clone()).await;
+        no_rows_until_pong(&mut raw, "p1").await;
+
+        // A sub and a resync back to back (the resync before the refusal): nothing, and no
+        // later delta either.
+        let (mut raw2, w) = Raw::hello_with(&server, &[("x-session", &bob)], "bob-2").await;
+        assert!(matches!(w, ServerMsg::Welcome(_)), "{w:?}");
+        raw2.send(sub.clone()).await;
+        raw2.send(resync.clone()).await;
+        let ServerMsg::Error(e) = key_error(&mut raw2, "list_todos").await else { unreachable!() };
+        assert_eq!(e.code, ErrorCode::Forbidden);
+        a.send(AddListTodo { id: "p1-t2".into(), list_id: "p1".into(), title: "second secret".into() });
+        // Alice's ack comes after the delta is queued for every subscriber of the list.
+        a.wait_for(WAIT, |s| s.pending_count() == 0 && s.confirmed(&list_key("p1")).is_some_and(|(_, r)| r.len() == 2))
+            .await
+            .unwrap();
+        no_rows_until_pong(&mut raw2, "p1").await;
+        raw2.send(resync.clone()).await;
+        no_rows_until_pong(&mut raw2, "p1").await;
+        server.stop().await;
+    }
+}
+
+on_both! {
+    async fn a_reader_whose_share_was_withdrawn_gets_no_rows_by_asking_for_a_resync(db) {
+        let server = Server::start(&db, 0).await;
+        let alice = sign_in("alice");
+        let bob = sign_in("bob");
+        let a = alices_list(&server, &alice, "w1").await;
+        a.send(Share { list_id: "w1".into(), user: "bob".into(), on: true });
+        a.wait_for(WAIT, |s| s.pending_count() == 0).await.unwrap();
+        let (mut raw, w) = Raw::hello_with(&server, &[("x-session", &bob)], "bob-w").await;
+        assert!(matches!(w, ServerMsg::Welcome(_)), "{w:?}");
+        raw.send(json!({"t": "sub", "q": "list_todos", "a": {"list_id": "w1"}})).await;
+        match raw.recv().await {
+            ServerMsg::Snapshot(s) => assert_eq!(s.rows.len(), 1),
+            other => panic!("{other:?}"),
+        }
+        // Withdrawn: `forbidden` for the key; a resync then brings nothing, not the todos
+        // added after the withdrawal either.
+        a.send(Share { list_id: "w1".into(), user: "bob".into(), on: false });
+        let ServerMsg::Error(e) = key_error(&mut raw, "list_todos").await else { unreachable!() };
+        assert_eq!(e.code, ErrorCode::Forbidden);
+        a.send(AddListTodo { id: "w1-t2".into(), list_id: "w1".into(), title: "after".into() });
+        a.wait_for(WAIT, |s| s.pending_count() == 0 && s.confirmed(&list_key("w1")).is_some_and(|(_, r)| r.len() == 2))
+            .await
+            .unwrap();
+        raw.send(json!({"t": "resync", "q": "list_todos", "a": {"list_id": "w1"}})).await;
+        no_rows_until_pong(&mut raw, "w1").await;
+        server.stop().await;
+    }
+}
+
+on_both! {
+    async fn a_session_read_that_fails_for_a_moment_signs_nobody_out_and_drops_no_write(db) {
+        let server = Server::start(&db, 0).await;
+        let alice = sign_in("alice");
+        let (mut raw, w) = Raw::hello_with(&server, &[("x-session", &alice)], "alice-raw").await;
+        assert!(matches!(w, ServerMsg::Welcome(ref w) if w.who.is_some()), "{w:?}");
+        // A tab of Alice's with a write made offline (its client id never used yet).
+        let store = Arc::new(MemoryStore::default());
+        let c = NativeClient::connect_with(
+            server.ws_url(),
+            "alice-native",
+            Options { headers: session(&alice), store: Some(store.clone()), ..Options::default() },
+        );
+        c.subscribe::<Todos>(&list("pub"));
+        c.wait_for(WAIT, |s| s.who().is_some_and(|w| !w.is_empty()) && s.rows::<Todos>(&list("pub")).is_some())
+            .await
+            .unwrap();
+        c.set_online(false);
+        eventually("offline", || async { !c.is_live() }).await;
+        c.send(AddTodo { id: "kept".into(), list_id: "pub".into(), title: "made offline".into() });
+
+        // The session store fails for a moment, while every connection asks again who it is.
+        session_readable(&alice, false);
+        server.engine.identities_changed();
+        eventually("the live connection asked", || async { failed_reads(&alice) >= 1 }).await;
+        // Meanwhile the other paths answer 503: nothing read or written as anyone.
+        let path = format!("/sssync/snapshot/todos?a={}", encode(r#"{"list_id":"pub"}"#));
+        let (status, head, _) = http(server.addr, "GET", &path, &[("x-session", &alice)], "").await;
+        assert_eq!(status, 503, "{head}");
+        assert!(head.to_ascii_lowercase().contains("retry-after"), "{head}");
+        let body = json!({"client_id": "alice-post", "events": [
+            {"seq": 1, "name": "add_todo", "args": add("pub", "p1", "posted")}
+        ]})
+        .to_string();
+        let (status, _, answer) = http(server.addr, "POST", "/sssync/events", &[("x-session", &alice)], &body).await;
+        assert_eq!(status, 503, "{answer}");
+        // The offline tab comes back: its upgrade is refused for now, and it tries again.
+        let before = failed_reads(&alice);
+        c.set_online(true);
+        eventually("the tab's upgrade was answered 503", || async { failed_reads(&alice) > before }).await;
+        session_readable(&alice, true);
+
+        // The live connection was not told its identity changed: it goes on.
+        raw.send(json!({"t": "ping"})).await;
+        loop {
+            match raw.recv().await {
+                ServerMsg::Pong(_) => break,
+                ServerMsg::Error(e) => panic!("{e:?}"),
+                _ => {}
+            }
+        }
+        // The tab is welcomed as Alice under its own id, and its write applies once.
+        c.wait_for(WAIT, |s| s.pending_count() == 0 && s.rows::<Todos>(&list("pub")).is_some_and(|r| r.len() == 1))
+            .await
+            .unwrap();
+        assert_eq!(c.client_id(), "alice-native");
+        assert_eq!(titles(&server.todos("pub").await), ["made offline"]);
+        server.stop().await;
+    }
+}
+
+on_both! {
+    async fn a_connection_whose_session_was_replaced_reconnects_and_keeps_its_pending_writes(db) {
+        // A write the server cannot take for now is told to come back in a minute: it stays
+        // pending on the live connection, and the client sends nothing meanwhile.
+        let server = Server::start_with(
+            &db,
+            0,
+            Config {
+                write_retry: Some(sssync_core::server::WriteRetry {
+                    attempts: 1,
+                    backoff: Duration::from_millis(1),
+                    resend_after: Duration::from_secs(60),
+                }),
+                ..Config::default()
+            },
+        )
+        .await;
+        let first = sign_in("alice");
+        let store = Arc::new(MemoryStore::default());
+        let c = NativeClient::connect_with(
+            server.ws_url(),
+            "alice-tab",
+            Options { headers: session(&first), store: Some(store.clone()), ..Options::default() },
+        );
+        c.subscribe::<Todos>(&list("cy"));
+        c.wait_for(WAIT, |s| s.who().is_some_and(|w| !w.is_empty()) && s.rows::<Todos>(&list("cy")).is_some())
+            .await
+            .unwrap();
+        // (The flaky counts are shared by the tests running at once: an id of this one's.)
+        let id = format!("cy-{}", db.tag());
+        set_flaky(&id, 1);
+        c.send(Flaky { id, list_id: "cy".into(), title: "kept".into() });
+        c.wait_for(WAIT, |s| s.trouble().is_some()).await.unwrap();
+        // Alice signs in again in this browser: a new session, the old one ended. The
+        // connection's own request still names the old one.
+        let second = sign_in("alice");
+        sign_out(&first);
+        c.set_headers(session(&second));
+        server.engine.identities_changed();
+        let told = c
+            .wait_for(WAIT, |_| c.errors().iter().any(|e| e.code == ErrorCode::IdentityChanged))
+            .await;
+        assert!(told.is_ok(), "errors: {:?}", c.errors());
+        // It reconnected as Alice again: same client id, the write sent and applied once.
+        c.wait_for(WAIT, |s| s.pending_count() == 0 && s.rows::<Todos>(&list("cy")).is_some_and(|r| r.len() == 1))
+            .await
+            .unwrap();
+        assert_eq!(c.client_id(), "alice-tab");
+        assert_eq!(titles(&server.todos("cy").await), ["kept"]);
+        assert!(server.applied_twice().await.is_empty());
+        server.stop().await;
+    }
+}
+
+on_both! {
+    async fn a_snapshot_that_depends_on_who_asks_is_kept_by_no_shared_cache(db) {
+        let server = Server::start(&db, 0).await;
+        let alice = sign_in("alice");
+        let _a = alices_list(&server, &alice, "c1").await;
+        let get = |q: &str, a: &str| format!("/sssync/snapshot/{q}?a={}", encode(a));
+        for (path, depends) in [
+            (get("list_todos", r#"{"list_id":"c1"}"#), true),
+            (get("my_lists", "null"), true),
+            (get("todos", r#"{"list_id":"c1"}"#), false),
+        ] {
+            let (status, head, _) = http(server.addr, "GET", &path, &[("x-session", &alice)], "").await;
+            assert_eq!(status, 200, "{path}: {head}");
+            let etag = head
+                .lines()
+                .find_map(|l| l.strip_prefix("etag: "))
+                .unwrap()
+                .trim()
+                .to_owned();
+            let head = head.to_ascii_lowercase();
+            assert_eq!(head.contains("cache-control: private"), depends, "{path}: {head}");
+            assert_eq!(head.contains("vary: cookie, authorization"), depends, "{path}: {head}");
+            // The answer that nothing changed says so too.
+            let (status, head, _) = http(
+                server.addr,
+                "GET",
+                &path,
+                &[("x-session", &alice), ("If-None-Match", &etag)],
+                "",
+            )
+            .await;
+            assert_eq!(status, 304, "{path}: {head}");
+            assert_eq!(head.to_ascii_lowercase().contains("cache-control: private"), depends);
+        }
+        server.stop().await;
+    }
+}

@@ -621,7 +621,7 @@ on_both! {
         // Nothing changed, and the connection still works.
         assert_eq!(server.applied_count().await, 0);
         raw.send(json!({"t": "ping"})).await;
-        assert!(matches!(raw.recv().await, ServerMsg::Pong));
+        assert!(matches!(raw.recv().await, ServerMsg::Pong(_)));
         let r = raw.event(4, "add_todo", add("l", "t", "still fine")).await;
         assert!(matches!(r, ServerMsg::Ack(_)), "{r:?}");
         server.stop().await;
@@ -1145,5 +1145,88 @@ on_both! {
         }
         assert!(reset, "a resume from before the horizon is a reset");
         server.stop().await;
+    }
+}
+
+on_both! {
+    async fn an_instance_that_falls_behind_the_logs_retention_resets_its_clients_instead_of_serving_stale_rows(db) {
+        // Instance A prunes the log to its last 2 versions; instance B reads the same database.
+        let a = Server::start_with(
+            &db,
+            0,
+            Config {
+                log_retention: Some(2),
+                group_ttl: Some(Duration::from_millis(100)),
+                ..Config::default()
+            },
+        )
+        .await;
+        let b = Server::start(&db, 0).await;
+        let reader = NativeClient::connect(b.ws_url(), "lagging-reader");
+        reader.subscribe::<Todos>(&list("l"));
+        reader.wait_for(WAIT, |s| s.rows::<Todos>(&list("l")).is_some()).await.unwrap();
+        // B cannot read the database for a while (as when its connection to it is lost).
+        let held = b.engine.hold_pool().await;
+        let w = NativeClient::connect(a.ws_url(), "writer");
+        for i in 0..10 {
+            w.send(AddTodo { id: format!("l{i}"), list_id: "l".into(), title: format!("todo {i}") });
+        }
+        w.wait_for(WAIT, |s| s.pending_count() == 0).await.unwrap();
+        // A goes on writing elsewhere until its janitor has pruned every change of list l.
+        for i in 0.. {
+            let left = a
+                .db
+                .scalar("SELECT COUNT(*) FROM sssync_changes WHERE part = $1", &["l"])
+                .await;
+            if left == 0 {
+                break;
+            }
+            assert!(i < 2000, "the log was never pruned past list l's changes");
+            w.send(AddTodo { id: format!("m{i}"), list_id: "m".into(), title: "elsewhere".into() });
+            w.wait_for(WAIT, |s| s.pending_count() == 0).await.unwrap();
+        }
+        drop(held);
+        // B finds it missed commits: its reader gets list l as it is, not the rows of before.
+        reader
+            .wait_for(WAIT, |s| s.rows::<Todos>(&list("l")).is_some_and(|r| r.len() == 10))
+            .await
+            .unwrap();
+        a.stop().await;
+        b.stop().await;
+    }
+}
+
+on_both! {
+    async fn an_answer_waits_for_the_resume_of_a_subscription_sent_before_it(db) {
+        let first = Server::start(&db, 0).await;
+        let (mut filler, _) = Raw::connect(&first, "filler").await;
+        let mut v = 0;
+        for i in 0..3 {
+            match filler.event(i + 1, "add_todo", add("rw", &format!("rw{i}"), "x")).await {
+                ServerMsg::Ack(a) => v = a.v.0,
+                other => panic!("{other:?}"),
+            }
+        }
+        first.stop().await;
+        // A fresh instance: no group remembers the list; the resume is read from the log.
+        let second = Server::start(&db, 0).await;
+        let (mut raw, _) = Raw::connect(&second, "resumer").await;
+        raw.send(json!({"t": "sub", "q": "todos", "a": {"list_id": "rw"}, "v": v - 2})).await;
+        raw.send(json!({"t": "event", "seq": 1, "name": "add_todo", "args": add("rw", "rw-new", "y")}))
+            .await;
+        // The list's resume comes before the event's ack: the ack says every delta before it
+        // has arrived.
+        let mut resumed = false;
+        loop {
+            match raw.recv().await {
+                ServerMsg::Delta(_) | ServerMsg::Snapshot(_) => resumed = true,
+                ServerMsg::Ack(_) => {
+                    assert!(resumed, "the ack came before the list's resume");
+                    break;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        second.stop().await;
     }
 }

@@ -120,6 +120,29 @@ pub enum Step {
     Backup,
     /// The server is killed, the last copy restored over the file, the server restarted.
     Restore,
+    /// The last copy is restored into the running database (its tables copied over, in one
+    /// transaction): the same epoch, an older version, while the server runs.
+    RestoreLive,
+    /// A client (a tab) goes offline and is closed; a new one opens at once from what it stored
+    /// (its pending events, under its client id), offline too.
+    CloseTab {
+        /// Which.
+        client: usize,
+    },
+    /// A client (a tab) dies while online, in flight or not; a new one opens at once from what
+    /// it stored.
+    CrashTab {
+        /// Which.
+        client: usize,
+    },
+    /// A client moves to a second server process on the same file, which then cannot read the
+    /// database for `ms` while the first one commits and prunes its change log past it.
+    Lag {
+        /// Which client.
+        client: usize,
+        /// How long the second instance stalls.
+        ms: u64,
+    },
     /// Time passes (under whatever faults are on).
     Pause {
         /// Milliseconds.
@@ -150,19 +173,19 @@ impl Plan {
             let client = r.below(clients as u64) as usize;
             let roll = r.below(1000);
             let step = match roll {
-                0..=549 => Step::Send {
+                0..=519 => Step::Send {
                     client,
                     event: event(&mut r),
                 },
-                550..=609 => Step::Offline { client },
-                610..=679 => Step::Online { client },
-                680..=749 => Step::Storm {
+                520..=574 => Step::Offline { client },
+                575..=639 => Step::Online { client },
+                640..=699 => Step::Storm {
                     rate: [0, 0, 20, 50, 120][r.below(5) as usize],
                 },
-                750..=849 => Step::Pause {
+                700..=789 => Step::Pause {
                     ms: 1 + r.below(25),
                 },
-                850..=889 => Step::Crash {
+                790..=829 => Step::Crash {
                     at: [
                         CrashAt::BeforeCommit,
                         CrashAt::AfterCommit,
@@ -170,14 +193,21 @@ impl Plan {
                         CrashAt::Anywhere,
                     ][r.below(4) as usize],
                 },
-                890..=929 => Step::DiskFull { on: r.chance(600) },
-                930..=959 => Step::Busy {
+                830..=864 => Step::DiskFull { on: r.chance(600) },
+                865..=889 => Step::Busy {
                     ms: 20 + r.below(150),
                 },
-                960..=979 => {
+                890..=909 => Step::CloseTab { client },
+                910..=929 => Step::CrashTab { client },
+                930..=949 => Step::Lag {
+                    client,
+                    ms: 200 + r.below(400),
+                },
+                950..=969 => {
                     backed_up = true;
                     Step::Backup
                 }
+                970..=984 if backed_up => Step::RestoreLive,
                 _ if backed_up => Step::Restore,
                 _ => Step::Backup,
             };
@@ -226,7 +256,7 @@ mod tests {
 
     #[test]
     fn plans_cover_every_fault() {
-        let mut seen = [false; 8];
+        let mut seen = [false; 12];
         for seed in 0..200 {
             for s in Plan::new(seed).steps {
                 let i = match s {
@@ -245,6 +275,10 @@ mod tests {
                         event: EventKind::Flaky { .. },
                         ..
                     } => 7,
+                    Step::RestoreLive => 8,
+                    Step::CloseTab { .. } => 9,
+                    Step::CrashTab { .. } => 10,
+                    Step::Lag { .. } => 11,
                     _ => continue,
                 };
                 seen[i] = true;

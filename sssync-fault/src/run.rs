@@ -13,6 +13,7 @@ use crate::app::{self, Counter, Counters, Item, Items, ListArgs};
 use crate::plan::{CrashAt, EventKind, Plan, Step};
 use crate::proxy::Proxy;
 use sqlx::{Connection, Executor};
+use sssync_core::client::MemoryStore;
 use sssync_core::client::native::{NativeClient, Options};
 use sssync_core::protocol::ServerMsg;
 use std::collections::HashSet;
@@ -187,6 +188,43 @@ struct Client {
     c: NativeClient,
     frames: Arc<AtomicU64>,
     online: bool,
+    /// Its client id and what it keeps (its rows, its pending events): a tab opened again
+    /// (after a close or a crash) starts from them.
+    id: String,
+    store: Arc<MemoryStore>,
+    /// It is connected to the second server process (see [`Step::Lag`]).
+    on_second: bool,
+}
+
+/// A client (a tab) as client id `id`, from what `store` kept, connected to `url`, subscribed to
+/// every query of the scenario; its frames counted in `frames`.
+fn open_client(
+    url: String,
+    id: &str,
+    store: &Arc<MemoryStore>,
+    frames: &Arc<AtomicU64>,
+) -> NativeClient {
+    let options = Options {
+        event_types: app::event_types(),
+        store: Some(store.clone()),
+        observer: Some({
+            let frames = frames.clone();
+            Arc::new(move |_: &ServerMsg| {
+                frames.fetch_add(1, Ordering::Relaxed);
+            })
+        }),
+        ack_timeout: Some(Duration::from_millis(300)),
+        max_backoff: Some(Duration::from_millis(200)),
+        ..Options::default()
+    };
+    let c = NativeClient::connect_with(url, id, options);
+    c.subscribe::<Counters>(&());
+    for l in LISTS {
+        c.subscribe::<Items>(&ListArgs {
+            list_id: l.to_owned(),
+        });
+    }
+    c
 }
 
 impl Client {
@@ -205,6 +243,63 @@ impl Client {
                 .collect()
         })
     }
+}
+
+/// Restores the copy `backup` into the running database `db`: every table of the copy replaces
+/// the database's, in one transaction, while its server runs (the same epoch, an older version:
+/// the engine must find the database went back in history). Answers the database's version
+/// before and after.
+async fn restore_into(db: &Path, backup: &Path) -> Result<(i64, i64), String> {
+    let mut conn = connect_db(db).await?;
+    let result = async {
+        sqlx::query("ATTACH DATABASE ? AS copy")
+            .bind(backup.display().to_string())
+            .execute(&mut conn)
+            .await?;
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM copy.sqlite_master WHERE type = 'table' \
+             AND name NOT LIKE 'sqlite_%' ORDER BY name",
+        )
+        .fetch_all(&mut conn)
+        .await?;
+        conn.execute("BEGIN IMMEDIATE").await?;
+        let from: i64 = sqlx::query_scalar("SELECT version FROM main.sssync_meta WHERE id = 1")
+            .fetch_one(&mut conn)
+            .await?;
+        for t in &tables {
+            let t = t.replace('"', "\"\"");
+            conn.execute(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM main.\"{t}\"; INSERT INTO main.\"{t}\" SELECT * FROM copy.\"{t}\";"
+            )))
+            .await?;
+        }
+        // What the triggers logged of the copy itself is no change of the restored history.
+        conn.execute("DELETE FROM main.sssync_changes WHERE version IS NULL")
+            .await?;
+        let to: i64 = sqlx::query_scalar("SELECT version FROM main.sssync_meta WHERE id = 1")
+            .fetch_one(&mut conn)
+            .await?;
+        conn.execute("COMMIT").await?;
+        Ok::<(i64, i64), sqlx::Error>((from, to))
+    }
+    .await;
+    if result.is_err() {
+        let _ = conn.execute("ROLLBACK").await;
+    }
+    let _ = conn.execute("DETACH DATABASE copy").await;
+    let _ = conn.close().await;
+    result.map_err(|e| e.to_string())
+}
+
+/// The database's epoch now.
+async fn db_epoch(db: &Path) -> Result<String, String> {
+    let mut conn = connect_db(db).await?;
+    let epoch = sqlx::query_scalar("SELECT epoch FROM sssync_meta WHERE id = 1")
+        .fetch_one(&mut conn)
+        .await
+        .map_err(|e| e.to_string());
+    let _ = conn.close().await;
+    epoch
 }
 
 async fn connect_db(db: &Path) -> Result<sqlx::SqliteConnection, String> {
@@ -247,33 +342,22 @@ async fn scenario(seed: u64, exe: &Path, dir: &Path, log: bool) -> Result<Report
     let mut clients: Vec<Client> = (0..plan.clients)
         .map(|i| {
             let frames = Arc::new(AtomicU64::new(0));
-            let options = Options {
-                event_types: app::event_types(),
-                observer: Some({
-                    let frames = frames.clone();
-                    Arc::new(move |_: &ServerMsg| {
-                        frames.fetch_add(1, Ordering::Relaxed);
-                    })
-                }),
-                ack_timeout: Some(Duration::from_millis(300)),
-                max_backoff: Some(Duration::from_millis(200)),
-                ..Options::default()
-            };
-            let c = NativeClient::connect_with(proxy.url(), format!("s{seed:x}-c{i}"), options);
-            c.subscribe::<Counters>(&());
-            for l in LISTS {
-                c.subscribe::<Items>(&ListArgs {
-                    list_id: l.to_owned(),
-                });
-            }
+            let id = format!("s{seed:x}-c{i}");
+            let store = Arc::new(MemoryStore::default());
+            let c = open_client(proxy.url(), &id, &store, &frames);
             Client {
                 index: i,
                 c,
                 frames,
                 online: true,
+                id,
+                store,
+                on_second: false,
             }
         })
         .collect();
+    // The second server process on the same file (started by the first `Lag` step).
+    let mut second: Option<Server> = None;
     let mut sent: Vec<Sent> = Vec::new();
     let mut items: Vec<(String, &str)> = Vec::new();
     let mut report = Report::default();
@@ -429,10 +513,113 @@ async fn scenario(seed: u64, exe: &Path, dir: &Path, log: bool) -> Result<Report
                 }
                 let _ = conn.close().await;
             }
+            Step::CloseTab { client } | Step::CrashTab { client } => {
+                let crash = matches!(step, Step::CrashTab { .. });
+                let c = &mut clients[*client];
+                if !crash {
+                    // Closed offline: its connection goes first.
+                    c.c.set_online(false);
+                }
+                let url = match (&second, c.on_second) {
+                    (Some(b), true) => b.ws_url(),
+                    _ => proxy.url(),
+                };
+                // Gone: its task with it, whatever it was doing. A new tab opens from what it
+                // kept (its rows, its pending events) under its client id.
+                c.c = open_client(url, &c.id, &c.store, &c.frames);
+                c.online = crash;
+                if !crash {
+                    c.c.set_online(false);
+                }
+            }
+            Step::Lag { client, ms } => {
+                // The client moves to the second instance (started on the same file).
+                if second.is_none() {
+                    second = Some(Server::start(exe, &db).await.map_err(|e| other(seed, e))?);
+                }
+                let b = second.as_mut().expect("started");
+                let c = &mut clients[*client];
+                c.on_second = true;
+                c.online = true;
+                c.c.set_url(b.ws_url());
+                c.c.set_online(false);
+                c.c.set_online(true);
+                let live = Instant::now() + Duration::from_secs(5);
+                while !c.c.is_live() && Instant::now() < live {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                // It cannot read the database for a while; meanwhile the first instance
+                // commits and prunes its log past what the second one processed.
+                b.command(&format!("stall {ms}"))
+                    .await
+                    .map_err(|e| other(seed, e))?;
+                // Two commits (the log keeps the last one: the other is what the second instance
+                // misses), rows of a list it follows (a patched query: a miss shows).
+                if let Some(w) = clients.iter().position(|c| c.online && !c.on_second) {
+                    let done = Instant::now() + Duration::from_millis(*ms);
+                    for _ in 0..2 {
+                        let n = sent.len();
+                        send(&clients[w], &EventKind::AddItem { list: 0 }, &mut sent, n);
+                        while !clients[w].pending_uids().is_empty() && Instant::now() < done {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                    }
+                }
+                let a = server.as_mut().expect("a server runs");
+                a.command("prune").await.map_err(|e| other(seed, e))?;
+            }
+            Step::RestoreLive => {
+                let Some(before) = at_backup.clone() else {
+                    continue;
+                };
+                let restored = restore_into(&db, &backup).await;
+                if log {
+                    println!("  restored into the running database: {restored:?}");
+                }
+                let Ok((from, to)) = restored else {
+                    continue;
+                };
+                report.restores += 1;
+                // The server finds the database went back (when it did) and gives it a new
+                // epoch: every connection closes, every client online comes back into it.
+                // Until then, an acknowledgement may still come for a commit the restore took
+                // away.
+                let moved = Instant::now() + Duration::from_secs(10);
+                if to < from {
+                    let restored_epoch = db_epoch(&db).await.map_err(|e| other(seed, e))?;
+                    loop {
+                        let now = db_epoch(&db).await.map_err(|e| other(seed, e))?;
+                        let arrived = now != restored_epoch
+                            && clients.iter().all(|c| {
+                                !c.online
+                                    || c.c.with_state(|s| {
+                                        s.epoch().map(|e| e.0.as_str()) == Some(now.as_str())
+                                    })
+                            });
+                        if arrived || Instant::now() > moved {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+                // Acknowledged since the copy was taken: they may have gone with the restore.
+                let now = settled(&clients, &sent);
+                may_be_lost.extend(now.difference(&before).cloned());
+            }
             Step::Restore => {
                 let Some(before) = at_backup.clone() else {
                     continue;
                 };
+                // The second instance goes too (the file is replaced under it); its clients
+                // come back to the first.
+                if let Some(b) = second.take() {
+                    b.kill().await;
+                    report.kills += 1;
+                    for c in clients.iter_mut().filter(|c| c.on_second) {
+                        c.on_second = false;
+                        c.c.set_url(proxy.url());
+                    }
+                }
                 let s = server.take().expect("a server runs");
                 s.kill().await;
                 report.kills += 1;
@@ -477,6 +664,9 @@ async fn scenario(seed: u64, exe: &Path, dir: &Path, log: bool) -> Result<Report
         .sum();
     report.elapsed = started.elapsed();
     if let Some(s) = server.take() {
+        s.kill().await;
+    }
+    if let Some(s) = second.take() {
         s.kill().await;
     }
     drop(clients);

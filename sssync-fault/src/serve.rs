@@ -6,6 +6,8 @@
 //! |---|---|---|
 //! | `crash before_commit` / `crash after_commit` / `crash before_acks` | the next batch stops at that point, prints `AT <point>` and hangs there (the harness kills the process with SIGKILL) | `OK` |
 //! | `full on` / `full off` | (SQLite) the database may not grow by a page (a real `SQLITE_FULL`) / may again | `OK` |
+//! | `stall MS` | (SQLite) every connection of the engine's pool is held for `MS` milliseconds: the engine cannot read or write meanwhile (as with a lost database connection) | `OK` at once |
+//! | `prune` | (SQLite) the change log is pruned up to the last version now (another instance's janitor with the shortest retention) | `OK` once done |
 //!
 //! It prints `LISTENING <address>` once it serves.
 
@@ -71,8 +73,32 @@ pub async fn serve(db: &str, busy_timeout: Duration) -> Result<(), Box<dyn std::
             })
             .connect_with(options)
             .await?;
-        sqlx::raw_sql(app::SCHEMA).execute(&pool).await?;
-        let engine = build(Engine::builder(SqliteStore::from_pool(pool.clone())), hook).await?;
+        // Another process on the file (a second instance, a writer holding the lock) may keep
+        // the short busy timeout busy: the start is tried again for a while, as a supervisor
+        // restarts a server.
+        let mut tries = 0;
+        let engine = loop {
+            let started = async {
+                sqlx::raw_sql(app::SCHEMA).execute(&pool).await?;
+                Ok::<_, Box<dyn std::error::Error>>(
+                    build(
+                        Engine::builder(SqliteStore::from_pool(pool.clone())),
+                        hook.clone(),
+                    )
+                    .await?,
+                )
+            }
+            .await;
+            match started {
+                Ok(e) => break e,
+                Err(e) if tries < 100 => {
+                    tries += 1;
+                    eprintln!("sssync-fault serve: not started yet ({e}); again");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         (router(engine), Some(pool))
     };
     let listener = sssync_core::server::listen("127.0.0.1:0").await?;
@@ -108,6 +134,33 @@ pub async fn serve(db: &str, busy_timeout: Duration) -> Result<(), Box<dyn std::
             }
             "full off" => {
                 pages.store(0, Ordering::SeqCst);
+                None
+            }
+            "prune" => {
+                if let Some(pool) = &sqlite {
+                    SqliteStore::from_pool(pool.clone())
+                        .prune(0, 1_000_000)
+                        .await?;
+                }
+                None
+            }
+            stall if stall.starts_with("stall ") => {
+                let ms: u64 = stall["stall ".len()..].trim().parse().unwrap_or(0);
+                if let Some(pool) = sqlite.clone() {
+                    tokio::spawn(async move {
+                        let mut held = Vec::new();
+                        let until = tokio::time::Instant::now() + Duration::from_millis(ms);
+                        while held.len() < pool.options().get_max_connections() as usize {
+                            match tokio::time::timeout_at(until, pool.acquire()).await {
+                                // Taken: nothing else of the engine's reads or writes.
+                                Ok(Ok(c)) => held.push(c),
+                                _ => break,
+                            }
+                        }
+                        tokio::time::sleep_until(until).await;
+                        drop(held);
+                    });
+                }
                 None
             }
             other => {

@@ -18,6 +18,9 @@ const RETRY: Duration = Duration::from_secs(2);
 
 pub(crate) struct Adoption {
     entry: Entry,
+    /// The entry holds every pending event of the tab from its first (its stored queue), not
+    /// only those it told this tab of.
+    complete: bool,
     rt: Weak<Runtime>,
     ws: RefCell<Option<WebSocket>>,
     callbacks: RefCell<Vec<Callback>>,
@@ -32,12 +35,13 @@ pub(crate) struct Adoption {
 }
 
 impl Adoption {
-    pub(crate) fn start(rt: &Rc<Runtime>, entry: Entry) -> Rc<Adoption> {
+    pub(crate) fn start(rt: &Rc<Runtime>, entry: Entry, complete: bool) -> Rc<Adoption> {
         for (seq, name, args) in &entry.events {
             rt.predict_foreign(&entry.client_id, *seq, name, args);
         }
         let a = Rc::new(Adoption {
             entry,
+            complete,
             rt: Rc::downgrade(rt),
             ws: RefCell::new(None),
             callbacks: RefCell::new(Vec::new()),
@@ -48,6 +52,16 @@ impl Adoption {
         });
         a.connect();
         a
+    }
+
+    /// The gone tab's client id.
+    pub(crate) fn client_id(&self) -> &str {
+        &self.entry.client_id
+    }
+
+    /// Every event is settled, or dropped.
+    pub(crate) fn is_done(&self) -> bool {
+        self.done.get()
     }
 
     fn connect(self: &Rc<Self>) {
@@ -63,8 +77,16 @@ impl Adoption {
             let weak = weak.clone();
             Callback::new(move |_| {
                 if let Some(a) = weak.upgrade() {
-                    // Every seq below the gone tab's first pending event was settled.
-                    let acked = a.entry.events.iter().map(|e| e.0).min().map(|s| s - 1);
+                    // Every seq below the gone tab's first pending event was settled (known only
+                    // from its complete queue).
+                    let acked = a
+                        .entry
+                        .events
+                        .iter()
+                        .map(|e| e.0)
+                        .min()
+                        .map(|s| s - 1)
+                        .filter(|_| a.complete);
                     a.send(&ClientMsg::Hello(Hello {
                         protocol: PROTOCOL,
                         client_id: a.entry.client_id.clone(),
@@ -141,24 +163,50 @@ impl Adoption {
         let id = &self.entry.client_id;
         match msg {
             // The gone tab's events were another identity's (its client id is refused to this
-            // one, or the welcome names someone else): they are not this tab's to send.
+            // one, or the welcome names someone else), or nobody can tell whose (saved before
+            // its tab was ever welcomed): they are not this tab's to send.
             ServerMsg::Error(e)
-                if e.key().is_none()
-                    && matches!(
-                        e.code,
-                        sssync_core::ErrorCode::Forbidden | sssync_core::ErrorCode::IdentityChanged
-                    ) =>
+                if e.key().is_none() && e.code == sssync_core::ErrorCode::Forbidden =>
             {
-                return self.abandon(&rt);
+                return self.abandon(&rt, None);
+            }
+            // The connection's own request no longer names its identity: ask again (the
+            // welcome decides).
+            ServerMsg::Error(e)
+                if e.key().is_none() && e.code == sssync_core::ErrorCode::IdentityChanged =>
+            {
+                if let Some(ws) = self.ws.borrow().as_ref() {
+                    let _ = ws.close();
+                }
+                return;
             }
             ServerMsg::Welcome(w)
                 if self
                     .entry
                     .who
                     .as_ref()
-                    .is_some_and(|who| *who != w.who.clone().unwrap_or_default()) =>
+                    .is_none_or(|who| *who != w.who.clone().unwrap_or_default()) =>
             {
-                return self.abandon(&rt);
+                let unknown = self.entry.who.is_none();
+                return self.abandon(
+                    &rt,
+                    unknown.then_some("made before this browser knew who was signed in"),
+                );
+            }
+            // Known only from what the tab told this one: an event it made before is missing
+            // (never stored, gone with it), and the later ones cannot apply without it.
+            ServerMsg::Welcome(w)
+                if !self.complete
+                    && self
+                        .entry
+                        .events
+                        .iter()
+                        .map(|e| e.0)
+                        .filter(|&s| s > w.last_seq)
+                        .min()
+                        .is_some_and(|s| s > w.last_seq + 1) =>
+            {
+                return self.abandon(&rt, Some("whose earlier changes were lost with it"));
             }
             ServerMsg::Welcome(w) => {
                 self.welcomed.set(true);
@@ -172,7 +220,7 @@ impl Adoption {
                 for (seq, ..) in &self.entry.events {
                     if *seq <= w.last_seq {
                         // Already applied (its tab got that far): its rows come with them.
-                        rt.settle_foreign(id, *seq, w.version);
+                        rt.settle_foreign(id, *seq, w.version, true);
                     } else {
                         out.insert(*seq, *seq);
                     }
@@ -233,13 +281,22 @@ impl Adoption {
         self.resent_from.set(None);
         let original = self.outstanding.borrow_mut().remove(&sent);
         if let Some(original) = original {
-            rt.settle_foreign(&self.entry.client_id, original, v);
+            rt.settle_foreign(&self.entry.client_id, original, v, true);
         }
     }
 
-    /// The events are another identity's: nothing of them is sent, shown or kept.
-    fn abandon(&self, rt: &Rc<Runtime>) {
-        rt.drop_foreign_tab(&self.entry.client_id);
+    /// The events are not this tab's to send (another identity's, or nobody's known): nothing
+    /// of them is sent, shown or kept; with `why`, the page says how many went.
+    fn abandon(&self, rt: &Rc<Runtime>, why: Option<&str>) {
+        let seqs: Vec<u64> = self.entry.events.iter().map(|e| e.0).collect();
+        rt.drop_foreign_tab(&self.entry.client_id, &seqs);
+        if let Some(why) = why {
+            let n = seqs.len();
+            let changes = if n == 1 { "change" } else { "changes" };
+            rt.notice(format!(
+                "{n} {changes} of a closed tab could not be sent ({why})."
+            ));
+        }
         self.finish(rt);
     }
 

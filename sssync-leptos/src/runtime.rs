@@ -23,17 +23,34 @@ use web_sys::{BroadcastChannel, MessageEvent, WebSocket};
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 enum TabMsg {
-    /// Tab `tab` has event `seq` pending.
+    /// Tab `tab` has event `seq` pending (made under identity tag `who`, when known).
     Event {
         tab: String,
         seq: u64,
         name: String,
         args: String,
+        #[serde(default)]
+        who: Option<String>,
     },
-    /// The server settled it at version `v`.
+    /// The server settled it at version `v` (a tab that adopted it may say so too).
     Settled { tab: String, seq: u64, v: Version },
-    /// Tab `tab` is gone (its pending events with it).
+    /// Tab `tab` is gone; its pending events are left for the others to send.
     Gone { tab: String },
+    /// Tab `tab`, which has pending events, is alive.
+    Beat { tab: String },
+}
+
+/// What this tab knows of another tab of the browser that has pending events, so that it can
+/// send them when that tab goes (closed, crashed, discarded) while this one stays open.
+struct OtherTab {
+    /// Its pending events: seq -> (name, args JSON).
+    events: std::collections::BTreeMap<u64, (String, String)>,
+    /// The identity tag they were made under, when known.
+    who: Option<String>,
+    /// When it was last heard from (ms since the epoch).
+    heard: f64,
+    /// It said it is gone.
+    gone: bool,
 }
 
 const BACKOFF_MIN_MS: u64 = 50;
@@ -100,6 +117,8 @@ pub(crate) struct Runtime {
     saved: Cell<(usize, u64)>,
     /// Gone tabs' pending events this tab is sending.
     adoptions: RefCell<Vec<Rc<crate::adopt::Adoption>>>,
+    /// The other tabs of this browser with pending events, by client id.
+    others: RefCell<HashMap<String, OtherTab>>,
     /// Who waits for the outcome of this tab's pending events (an action's dispatch), by seq.
     /// Each entry goes when its event settles or is dropped, so it holds no more entries than
     /// there are pending events.
@@ -162,6 +181,7 @@ impl Runtime {
             flushing: Cell::new(false),
             saved: Cell::new((0, 0)),
             adoptions: RefCell::new(Vec::new()),
+            others: RefCell::new(HashMap::new()),
             outcomes: RefCell::new(HashMap::new()),
         });
         rt.listen_to_tabs();
@@ -185,17 +205,8 @@ impl Runtime {
                 }
                 rt.save_own(true);
                 rt.flush_cache();
-                let own = rt.state.borrow().client_id().to_owned();
-                let now = now_ms();
-                for entry in crate::persist::load_all(&db).await {
-                    let gone = crate::persist::is_gone(&entry.client_id)
-                        || now - entry.beat > crate::persist::ORPHAN_AFTER_MS;
-                    if entry.client_id != own && gone {
-                        let a = crate::adopt::Adoption::start(&rt, entry);
-                        rt.adoptions.borrow_mut().push(a);
-                    }
-                }
-                rt.after_change();
+                // What gone tabs left: this tab sends it.
+                rt.adopt_orphans(true);
             });
         }
         // Loads do not wait for a blocked open for long.
@@ -210,13 +221,19 @@ impl Runtime {
                 DB_OPEN_WAIT,
             );
         }
-        // The heartbeat of this tab's entry (only while it has pending events).
+        // The heartbeat of this tab (only while it has pending events: in its stored entry and
+        // to the other tabs), and the check that the other tabs with pending events still live.
         {
             let weak = Rc::downgrade(&rt);
             set_interval(
                 move || {
                     if let Some(rt) = weak.upgrade() {
                         rt.save_own(true);
+                        if rt.state.borrow().pending_count() > 0 {
+                            let tab = rt.state.borrow().client_id().to_owned();
+                            rt.tell_tabs(&TabMsg::Beat { tab });
+                        }
+                        rt.adopt_orphans(false);
                     }
                 },
                 Duration::from_secs(5),
@@ -229,6 +246,8 @@ impl Runtime {
                 if let Some(rt) = weak.upgrade() {
                     rt.attempts.set(0);
                     rt.connect();
+                    // What tabs closed meanwhile left goes now too.
+                    rt.adopt_orphans(true);
                 }
             });
             let _ = window
@@ -315,24 +334,175 @@ impl Runtime {
         }
     }
 
-    fn on_tab(&self, msg: TabMsg) {
+    fn on_tab(self: &Rc<Self>, msg: TabMsg) {
+        let now = now_ms();
+        let mut gone = false;
+        let mut catch_up = None;
         // Views are recomputed inside; the signals below tell the UI.
         {
             let mut st = self.state.borrow_mut();
+            let mut others = self.others.borrow_mut();
             match msg {
                 TabMsg::Event {
                     tab,
                     seq,
                     name,
                     args,
-                } => self
-                    .types
-                    .with_value(|types| st.add_foreign(&tab, seq, &name, &args, types)),
-                TabMsg::Settled { tab, seq, v } => st.settle_foreign(&tab, seq, v),
-                TabMsg::Gone { tab } => st.drop_tab(&tab),
+                    who,
+                } => {
+                    self.types
+                        .with_value(|types| st.add_foreign(&tab, seq, &name, &args, types));
+                    let other = others.entry(tab).or_insert_with(|| OtherTab {
+                        events: std::collections::BTreeMap::new(),
+                        who: None,
+                        heard: now,
+                        gone: false,
+                    });
+                    other.events.insert(seq, (name, args));
+                    // Made by a tab not welcomed yet: the browser's identity is the one this
+                    // tab's live connection was welcomed as (the server tells it when that
+                    // changes).
+                    let who = who.or_else(|| {
+                        self.live
+                            .get()
+                            .then(|| self.welcomed_as.borrow().clone())
+                            .flatten()
+                    });
+                    other.who = who.or(other.who.take());
+                    other.heard = now;
+                }
+                TabMsg::Settled { tab, seq, v } => {
+                    st.settle_foreign(&tab, seq, v);
+                    catch_up = Some(v);
+                    if let Some(other) = others.get_mut(&tab) {
+                        other.events.remove(&seq);
+                        other.heard = now;
+                        if other.events.is_empty() {
+                            others.remove(&tab);
+                        }
+                    }
+                }
+                // Its pending events stay shown here: this tab sends them (below).
+                TabMsg::Gone { tab } => {
+                    if let Some(other) = others.get_mut(&tab) {
+                        other.gone = true;
+                    }
+                    gone = true;
+                }
+                TabMsg::Beat { tab } => {
+                    if let Some(other) = others.get_mut(&tab) {
+                        other.heard = now;
+                    }
+                }
             };
         }
+        if gone {
+            self.adopt_orphans(true);
+        }
+        if let Some(v) = catch_up {
+            self.catch_up(v);
+        }
         self.after_change();
+    }
+
+    /// Sends the pending events of tabs that are gone: those that said so, and those silent
+    /// for `ORPHAN_AFTER_MS` (crashed, discarded), from what they stored and what they told this
+    /// tab; with `scan_storage`, also the stored queues of gone tabs this tab never heard of.
+    /// Several tabs may adopt one queue at once: the server applies each event once.
+    pub(crate) fn adopt_orphans(self: &Rc<Self>, scan_storage: bool) {
+        self.adoptions.borrow_mut().retain(|a| !a.is_done());
+        let now = now_ms();
+        // What each dead tab told this one, as an entry of its own.
+        let dead: Vec<crate::persist::Entry> = self
+            .others
+            .borrow()
+            .iter()
+            .filter(|(id, t)| {
+                !t.events.is_empty()
+                    && (t.gone
+                        || crate::persist::is_gone(id)
+                        || now - t.heard > crate::persist::ORPHAN_AFTER_MS)
+                    && !self.adopting(id)
+            })
+            .map(|(id, t)| crate::persist::Entry {
+                client_id: id.clone(),
+                epoch: None,
+                events: t
+                    .events
+                    .iter()
+                    .map(|(seq, (n, a))| (*seq, n.clone(), a.clone()))
+                    .collect(),
+                beat: 0.0,
+                who: t.who.clone(),
+            })
+            .collect();
+        if dead.is_empty() && !scan_storage {
+            return;
+        }
+        let weak = self.me.clone();
+        leptos::task::spawn_local(async move {
+            let Some(rt) = weak.upgrade() else { return };
+            let stored = match rt.db() {
+                Some(db) => crate::persist::load_all(&db).await,
+                None => Vec::new(),
+            };
+            let own = rt.state.borrow().client_id().to_owned();
+            let epoch = rt.state.borrow().epoch().cloned();
+            let now = now_ms();
+            for told in dead {
+                let id = told.client_id.clone();
+                if rt.adopting(&id) {
+                    continue;
+                }
+                // What the tab stored is complete (every pending event from its first); what it
+                // told this tab is newer. Without a stored queue, the events it made before
+                // this tab heard of it are not known: the adoption checks for them.
+                let (entry, complete) = match stored.iter().find(|e| e.client_id == id) {
+                    Some(e) => {
+                        let mut e = e.clone();
+                        let last = e.events.last().map_or(0, |x| x.0);
+                        e.events
+                            .extend(told.events.into_iter().filter(|x| x.0 > last));
+                        (e, true)
+                    }
+                    None => (
+                        crate::persist::Entry {
+                            epoch: epoch.clone(),
+                            ..told
+                        },
+                        false,
+                    ),
+                };
+                rt.others.borrow_mut().remove(&id);
+                let a = crate::adopt::Adoption::start(&rt, entry, complete);
+                rt.adoptions.borrow_mut().push(a);
+            }
+            if scan_storage {
+                for entry in stored {
+                    let gone = crate::persist::is_gone(&entry.client_id)
+                        || now - entry.beat > crate::persist::ORPHAN_AFTER_MS;
+                    let known_alive = rt.others.borrow().contains_key(&entry.client_id);
+                    if entry.client_id != own
+                        && gone
+                        && !known_alive
+                        && !entry.events.is_empty()
+                        && !rt.adopting(&entry.client_id)
+                    {
+                        let a = crate::adopt::Adoption::start(&rt, entry, true);
+                        rt.adoptions.borrow_mut().push(a);
+                    }
+                }
+            }
+            rt.after_change();
+        });
+    }
+
+    /// Whether this tab is sending tab `id`'s pending events already.
+    fn adopting(&self, id: &str) -> bool {
+        self.adoptions
+            .borrow()
+            .iter()
+            .any(|a| a.client_id() == id && !a.is_done())
     }
 
     /// Opens the socket, unless one is open or opening.
@@ -488,6 +658,7 @@ impl Runtime {
             // storage too), and the tab goes on under a new id.
             let old = self.state.borrow().client_id().to_owned();
             self.state.borrow_mut().new_identity(random_id());
+            self.others.borrow_mut().clear();
             self.tell_tabs(&TabMsg::Gone { tab: old.clone() });
             if let Some(db) = self.db() {
                 leptos::task::spawn_local(async move {
@@ -749,15 +920,47 @@ impl Runtime {
         self.after_change();
     }
 
-    /// Another tab's pending events are gone (they were another identity's).
-    pub(crate) fn drop_foreign_tab(&self, tab: &str) {
+    /// Another tab's pending events will never apply (another identity's, or lost): their
+    /// predictions go, here and in the other tabs.
+    pub(crate) fn drop_foreign_tab(&self, tab: &str, seqs: &[u64]) {
         self.state.borrow_mut().drop_tab(tab);
+        for &seq in seqs {
+            self.tell_tabs(&TabMsg::Settled {
+                tab: tab.to_owned(),
+                seq,
+                v: Version(0),
+            });
+        }
         self.after_change();
     }
 
-    pub(crate) fn settle_foreign(&self, tab: &str, seq: u64, v: Version) {
+    /// Another tab's event `seq` was settled at `v`; `adopted`: found by this tab's adoption,
+    /// which tells the other tabs too (the gone tab cannot).
+    pub(crate) fn settle_foreign(&self, tab: &str, seq: u64, v: Version, adopted: bool) {
         self.state.borrow_mut().settle_foreign(tab, seq, v);
+        if adopted {
+            self.tell_tabs(&TabMsg::Settled {
+                tab: tab.to_owned(),
+                seq,
+                v,
+            });
+        }
+        self.catch_up(v);
         self.after_change();
+    }
+
+    /// A settled event of another tab leaves this tab's view once its connection has seen `v`:
+    /// when it has not, a ping's answer says how far the server has fanned out (a tab whose
+    /// queries do not change would otherwise never see it).
+    fn catch_up(&self, v: Version) {
+        if self.state.borrow().seen() < v {
+            self.send_if_live(&ClientMsg::Ping);
+        }
+    }
+
+    /// Shows a notice on the page.
+    pub(crate) fn notice(&self, text: String) {
+        self.signals.notice.set(Some(text));
     }
 
     pub(crate) fn show_rejection(&self, event: String, why: Rejection) {
@@ -1053,12 +1256,16 @@ impl Runtime {
                 let ClientMsg::Event(ev) = &msg else {
                     unreachable!("a pushed event is an event message")
                 };
-                let tab = self.state.borrow().client_id().to_owned();
+                let (tab, who) = {
+                    let st = self.state.borrow();
+                    (st.client_id().to_owned(), st.who().map(str::to_owned))
+                };
                 self.tell_tabs(&TabMsg::Event {
                     tab,
                     seq: ev.seq,
                     name: ev.name.clone(),
                     args: ev.args.get().to_owned(),
+                    who,
                 });
                 Ok(ev.seq)
             }

@@ -13,7 +13,9 @@ pub mod prelude {
 use leptos::prelude::*;
 use sssync_core::protocol::ServerMsg;
 use sssync_core::server::Parts;
-use sssync_core::server::{BoxFuture, Engine, EngineError, Identity, QueryCtx, Store};
+use sssync_core::server::{
+    BoxFuture, Engine, EngineError, Identified, IdentifyError, Identity, QueryCtx, Store,
+};
 use sssync_core::{Event, QueryKey};
 use std::sync::Arc;
 
@@ -23,7 +25,7 @@ trait Source: Send + Sync + 'static {
     fn identities_changed(&self);
     fn shutdown(&self);
     fn is_incremental(&self, name: &str) -> bool;
-    fn identify<'a>(&'a self, parts: &'a Parts) -> BoxFuture<'a, Identity>;
+    fn identify<'a>(&'a self, parts: &'a Parts) -> BoxFuture<'a, Result<Identity, IdentifyError>>;
     fn who(&self, identity: &Identity) -> Option<String>;
     fn load<'a>(
         &'a self,
@@ -61,7 +63,7 @@ impl<S: Store> Source for Engine<S> {
         Engine::is_incremental(self, name)
     }
 
-    fn identify<'a>(&'a self, parts: &'a Parts) -> BoxFuture<'a, Identity> {
+    fn identify<'a>(&'a self, parts: &'a Parts) -> BoxFuture<'a, Result<Identity, IdentifyError>> {
         Box::pin(Engine::identify(self, parts))
     }
 
@@ -221,16 +223,21 @@ impl SyncServer {
     }
 
     /// Who sent the request with these parts, as the engine's `identify` says (anonymous
-    /// without a request).
-    pub async fn identify(&self, parts: Option<&Parts>) -> Identity {
+    /// without a request); [`SyncError::Internal`] when the application could not tell (its
+    /// session store failed: nothing is read or written as anyone meanwhile).
+    pub async fn identify(&self, parts: Option<&Parts>) -> Result<Identity, SyncError> {
         match parts {
-            Some(p) => self.0.identify(p).await,
-            None => Identity::anonymous(),
+            Some(p) => self
+                .0
+                .identify(p)
+                .await
+                .map_err(|e| SyncError::Internal(e.to_string())),
+            None => Ok(Identity::anonymous()),
         }
     }
 
     /// Who sent the current request (the Leptos request context's parts).
-    pub async fn current_identity(&self) -> Identity {
+    pub async fn current_identity(&self) -> Result<Identity, SyncError> {
         let parts = use_context::<Parts>();
         self.identify(parts.as_ref()).await
     }
@@ -252,7 +259,7 @@ impl SyncServer {
         key: &QueryKey,
         parts: Option<&Parts>,
     ) -> Result<Loaded, SyncError> {
-        let identity = self.identify(parts).await;
+        let identity = self.identify(parts).await?;
         self.0.load(key, identity).await
     }
 
@@ -265,7 +272,7 @@ impl SyncServer {
         parts: Option<&Parts>,
     ) -> Result<(), SyncError> {
         let key = QueryKey::new(Q::NAME, args).map_err(|e| SyncError::BadRequest(e.to_string()))?;
-        let identity = self.identify(parts).await;
+        let identity = self.identify(parts).await?;
         self.0.may_read(&key, identity).await
     }
 
@@ -274,7 +281,7 @@ impl SyncServer {
     pub async fn apply<E: Event>(&self, event: &E) -> Result<(), SyncError> {
         let args =
             serde_json::to_string(event).map_err(|e| SyncError::BadRequest(e.to_string()))?;
-        let identity = self.current_identity().await;
+        let identity = self.current_identity().await?;
         self.0.apply(identity, None, E::NAME, &args).await
     }
 
@@ -287,7 +294,7 @@ impl SyncServer {
     ) -> Result<(), SyncError> {
         let args =
             serde_json::to_string(event).map_err(|e| SyncError::BadRequest(e.to_string()))?;
-        let identity = self.current_identity().await;
+        let identity = self.current_identity().await?;
         self.0
             .apply(identity, Some(idempotency_key), E::NAME, &args)
             .await
@@ -384,7 +391,8 @@ impl DbPool {
     }
 }
 
-type Identify = Arc<dyn Fn(&Parts) -> BoxFuture<'static, Identity> + Send + Sync>;
+type Identify =
+    Arc<dyn Fn(&Parts) -> BoxFuture<'static, Result<Identity, IdentifyError>> + Send + Sync>;
 
 /// Declares an app's sync server (see [`SyncServer::builder`]).
 #[must_use]
@@ -402,13 +410,18 @@ impl SyncBuilder {
         self
     }
 
-    /// How a request's identity is known (see `EngineBuilder::identify`; default: everyone is
+    /// How a request's identity is known: an `Identity`, or a `Result<Identity, E>` whose
+    /// error says the app could not tell (see `EngineBuilder::identify`; default: everyone is
     /// anonymous).
-    pub fn identify<F>(mut self, f: F) -> Self
+    pub fn identify<F, R>(mut self, f: F) -> Self
     where
-        F: Fn(&Parts) -> BoxFuture<'static, Identity> + Send + Sync + 'static,
+        F: Fn(&Parts) -> BoxFuture<'static, R> + Send + Sync + 'static,
+        R: Identified,
     {
-        self.identify = Some(Arc::new(f));
+        self.identify = Some(Arc::new(move |parts| {
+            let asked = f(parts);
+            Box::pin(async move { asked.await.into_identity() })
+        }));
         self
     }
 

@@ -72,6 +72,17 @@ pub struct BoardCount {
 #[sync_query(key = id, from = notes, columns = [id, text], order_by = [desc(id)], limit = 2, reads = [notes(board)])]
 pub fn latest(board: String) -> Vec<Note>;
 
+/// A thing of some kind (a column named with a keyword).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Kind {
+    id: String,
+    r#type: String,
+}
+
+/// The things of one kind: a declarative query whose arg, column and name are keywords.
+#[sync_query(key = id, from = kinds, columns = [id, r#type], order_by = [id])]
+pub fn r#match(r#type: String) -> Vec<Kind>;
+
 /// Adds a note.
 #[sync_event(predict)]
 pub struct AddNote {
@@ -134,9 +145,11 @@ impl Lock {
 }
 
 const SCHEMA: &str = "CREATE TABLE notes (id TEXT PRIMARY KEY NOT NULL, board TEXT NOT NULL, text TEXT NOT NULL); \
-                      CREATE TABLE locked (board TEXT PRIMARY KEY)";
+                      CREATE TABLE locked (board TEXT PRIMARY KEY); \
+                      CREATE TABLE kinds (id TEXT PRIMARY KEY NOT NULL, \"type\" TEXT NOT NULL); \
+                      INSERT INTO kinds (id, \"type\") VALUES ('k1', 'a'), ('k2', 'b'), ('k3', 'a')";
 
-fn tables() -> [Table; 2] {
+fn tables() -> [Table; 3] {
     [
         Table::new("notes", "id")
             .unwrap()
@@ -146,6 +159,10 @@ fn tables() -> [Table; 2] {
             .unwrap()
             .partition("board")
             .unwrap(),
+        Table::new("kinds", "id")
+            .unwrap()
+            .partition("type")
+            .unwrap(),
     ]
 }
 
@@ -153,10 +170,11 @@ async fn check<S: Store>(store: S)
 where
     S::Db: sssync_core::server::declared::DeclaredDb,
 {
-    let [a, b] = tables();
+    let [a, b, c] = tables();
     let engine = Engine::builder(store)
         .table(a)
         .table(b)
+        .table(c)
         .declared()
         .start()
         .await
@@ -218,6 +236,24 @@ where
             n: 1
         }]
     );
+
+    // Keywords as names (`r#type`, `fn r#match`): the wire and the SQL have them as written,
+    // without `r#`.
+    assert_eq!(Match::NAME, "match");
+    let (_, _, rows) = engine
+        .snapshot_json("match", r#"{"type":"a"}"#, &anyone)
+        .await
+        .unwrap();
+    let kinds: Vec<Kind> = rows
+        .into_rows()
+        .iter()
+        .map(|r| r.decode().unwrap())
+        .collect();
+    assert_eq!(
+        kinds.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(),
+        ["k1", "k3"]
+    );
+    assert!(kinds.iter().all(|k| k.r#type == "a"));
 
     // The declarative query: read in full, then patched with each change while a client
     // follows it.

@@ -13,6 +13,7 @@ use heck::{ToSnakeCase, ToUpperCamelCase};
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as Tokens};
 use quote::{format_ident, quote};
+use syn::ext::IdentExt;
 use syn::parse::Parser;
 use syn::spanned::Spanned;
 use syn::visit_mut::VisitMut;
@@ -204,7 +205,7 @@ fn dependency(e: &Expr) -> syn::Result<Tokens> {
             Expr::Path(path) if path.path.get_ident().is_some() => Ok(path
                 .path
                 .get_ident()
-                .map(|i| i.to_string())
+                .map(|i| i.unraw().to_string())
                 .unwrap_or_default()),
             _ => Err(Error::new(e.span(), "a table name")),
         }
@@ -250,12 +251,18 @@ fn dependencies(list: &Option<syn::ExprArray>, destructure: &Tokens) -> syn::Res
 ///
 /// - `key = field`: the row's key (required);
 /// - `reads = [table, table(value), …]`: what the result depends on (a whole table, or the rows
-///   whose partition column is `value`, an expression over the args);
+///   whose partition column is `value`, an expression over the args); required for a query
+///   with a body (`reads = []`: a result that never changes), a compile error without;
 /// - `authorize = path`: who may read it, an `async fn(conn, ctx: &QueryCtx, args: &…Args) ->
-///   Result<(), AccessError>` (a `#[sync_sql]` helper); `access_reads = […]`: what it reads;
+///   Result<(), AccessError>` (a `#[sync_sql]` helper); `access_reads = […]`: what it reads
+///   (a commit that changes it checks every reader again). Each without the other is a
+///   compile error;
 /// - `per_identity`: the result depends on who reads it (never shared across identities);
 /// - `keyed_by = table`: the rows are that table's own (resume from the durable log);
 /// - `db = sqlite` or `db = postgres`: compile the body for one database only.
+///
+/// A name written as a raw identifier (`fn r#match`, an arg or a column `r#type`) reaches the
+/// wire and the SQL without its `r#`.
 ///
 /// **A declarative query** is a `fn` without a body, `from = table`: its rows are that table's
 /// rows whose columns named like the parameters equal the args, in `order_by = [column,
@@ -347,7 +354,7 @@ fn column(e: &Expr) -> syn::Result<String> {
         Expr::Path(path) if path.path.get_ident().is_some() => Ok(path
             .path
             .get_ident()
-            .map(|i| i.to_string())
+            .map(|i| i.unraw().to_string())
             .unwrap_or_default()),
         _ => Err(Error::new(e.span(), "a column name")),
     }
@@ -452,6 +459,30 @@ fn query(attr: Tokens, func: QueryFn) -> syn::Result<Tokens> {
                  without a body (the engine writes its SQL)",
             ));
         }
+        if reads.is_none() {
+            return Err(Error::new(
+                Span::call_site(),
+                "a query with its own SQL names what it reads: `reads = [table, table(arg), …]` \
+                 (the changes that re-run it; without them its result would never update; \
+                 `reads = []` for a result that never changes)",
+            ));
+        }
+    }
+    if access_reads.is_some() && authorize.is_none() {
+        return Err(Error::new(
+            Span::call_site(),
+            "`access_reads` says what `authorize` reads: name the check with `authorize = path` \
+             (without one, anyone may read the query)",
+        ));
+    }
+    if authorize.is_some() && access_reads.is_none() {
+        return Err(Error::new(
+            Span::call_site(),
+            "a checked query names what its `authorize` reads: `access_reads = [table(arg), …]` \
+             (a commit that changes them checks every reader again; without them, a reader \
+             whose access was withdrawn keeps the subscription; `access_reads = []` when \
+             nothing it reads ever changes)",
+        ));
     }
     let key = key.ok_or_else(|| {
         Error::new(
@@ -474,7 +505,7 @@ fn query(attr: Tokens, func: QueryFn) -> syn::Result<Tokens> {
             )
         })?
     };
-    let name = sig.ident.to_string();
+    let name = sig.ident.unraw().to_string();
     let marker = format_ident!("{}", name.to_upper_camel_case(), span = sig.ident.span());
     let args_ty = format_ident!("{}Args", marker);
     let vis = &func.vis;
@@ -560,7 +591,7 @@ fn query(attr: Tokens, func: QueryFn) -> syn::Result<Tokens> {
     };
     let keyed_by = match keyed_by {
         Some(t) => {
-            let t = t.to_string();
+            let t = t.unraw().to_string();
             quote!(::core::option::Option::Some(#t))
         }
         None => quote!(::core::option::Option::None),
@@ -569,9 +600,9 @@ fn query(attr: Tokens, func: QueryFn) -> syn::Result<Tokens> {
     let shape = match &from {
         None => None,
         Some(table) => {
-            let table = table.to_string();
-            let key_col = key.to_string();
-            let filter: Vec<String> = arg_names.iter().map(|a| a.to_string()).collect();
+            let table = table.unraw().to_string();
+            let key_col = key.unraw().to_string();
+            let filter: Vec<String> = arg_names.iter().map(|a| a.unraw().to_string()).collect();
             let mut order = Vec::new();
             for e in order_by.iter().flat_map(|l| l.elems.iter()) {
                 let (dir, col) = match e {
@@ -620,7 +651,7 @@ fn query(attr: Tokens, func: QueryFn) -> syn::Result<Tokens> {
     // Without `reads`, a declarative query depends on its whole table.
     let deps = match (&reads, &from) {
         (None, Some(table)) => {
-            let t = table.to_string();
+            let t = table.unraw().to_string();
             quote!(::std::vec![#p::core::server::Dependency::table(#t)])
         }
         _ => deps,
@@ -852,7 +883,7 @@ fn event(attr: Tokens, strukt: ItemStruct) -> syn::Result<Tokens> {
     let ident = &strukt.ident;
     let name = name
         .map(|n| n.value())
-        .unwrap_or_else(|| ident.to_string().to_snake_case());
+        .unwrap_or_else(|| ident.unraw().to_string().to_snake_case());
     let path = format!("/api/{name}");
     let serde = quote!(#p::serde);
     let serde_path = format!("{}", quote!(#p::serde)).replace(' ', "");
@@ -1123,4 +1154,86 @@ fn sql(attr: Tokens, func: ItemFn) -> syn::Result<Tokens> {
             <<__SsSyncConn as #p::core::server::declared::ConnOf>::Db as #tr>::call(#(#names),*).await
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `#[sync_query(attr)]` on `item` makes, or its compile error's message.
+    fn expand(attr: &str, item: &str) -> Result<String, String> {
+        let attr: Tokens = attr.parse().unwrap();
+        let item: Tokens = item.parse().unwrap();
+        let func = match syn::parse2::<ItemFn>(item.clone()) {
+            Ok(f) => QueryFn {
+                attrs: f.attrs,
+                vis: f.vis,
+                sig: f.sig,
+                block: Some(f.block),
+            },
+            Err(_) => {
+                let f = syn::parse2::<syn::ForeignItemFn>(item).unwrap();
+                QueryFn {
+                    attrs: f.attrs,
+                    vis: f.vis,
+                    sig: f.sig,
+                    block: None,
+                }
+            }
+        };
+        query(attr, func)
+            .map(|t| t.to_string())
+            .map_err(|e| e.to_string())
+    }
+
+    const BODIED: &str = "pub async fn notes(conn: &mut Conn<Db>, board: String) \
+                          -> Result<Vec<Note>, sqlx::Error> { todo!() }";
+
+    #[test]
+    fn a_query_with_its_own_sql_and_no_reads_is_a_compile_error() {
+        let e = expand("key = id", BODIED).unwrap_err();
+        assert!(e.contains("names what it reads"), "{e}");
+        // Saying it reads nothing is a choice, not an omission.
+        assert!(expand("key = id, reads = []", BODIED).is_ok());
+        assert!(expand("key = id, reads = [notes(board)]", BODIED).is_ok());
+    }
+
+    #[test]
+    fn access_reads_without_authorize_and_authorize_without_access_reads_are_compile_errors() {
+        let e = expand(
+            "key = id, reads = [notes(board)], access_reads = [locked(board)]",
+            BODIED,
+        )
+        .unwrap_err();
+        assert!(e.contains("name the check with `authorize"), "{e}");
+        let e = expand(
+            "key = id, reads = [notes(board)], authorize = check",
+            BODIED,
+        )
+        .unwrap_err();
+        assert!(e.contains("access_reads = [table(arg)"), "{e}");
+        assert!(
+            expand(
+                "key = id, reads = [notes(board)], access_reads = [locked(board)], authorize = check",
+                BODIED
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn raw_identifiers_name_their_columns_and_queries_without_r_hash() {
+        let out = expand(
+            "key = id, from = r#items, columns = [id, r#type]",
+            "pub fn r#match(r#type: String) -> Vec<Item>;",
+        )
+        .unwrap();
+        assert!(
+            !out.contains("\"r#"),
+            "a name reaches SQL or the wire with r#: {out}"
+        );
+        assert!(out.contains("\"match\""), "{out}");
+        assert!(out.contains("filter : & [\"type\"]"), "{out}");
+        assert!(out.contains("table : \"items\""), "{out}");
+    }
 }

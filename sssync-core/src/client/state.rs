@@ -177,8 +177,8 @@ impl ClientState {
         u
     }
 
-    /// Forgets every row and pending event, and other tabs' predictions.
-    fn forget_all(&mut self) {
+    /// Forgets every row held, here and in the store (not the pending events).
+    fn forget_rows(&mut self) {
         for h in self.keys.values_mut() {
             h.confirmed = None;
             h.resyncing = false;
@@ -186,12 +186,17 @@ impl ClientState {
         }
         self.views.clear();
         self.settling.clear();
+        self.persist.push(Persist::ClearAll);
+    }
+
+    /// Forgets every row and pending event, and other tabs' predictions.
+    fn forget_all(&mut self) {
+        self.forget_rows();
         self.foreign.clear();
         self.foreign_done.clear();
         for seq in std::mem::take(&mut self.pending).into_keys() {
             self.persist.push(Persist::DropEvent(seq));
         }
-        self.persist.push(Persist::ClearAll);
         self.persist.push(Persist::ForgetIdentity);
     }
 
@@ -559,7 +564,16 @@ impl ClientState {
                 }
             }
             ServerMsg::Error(e) => self.on_error(e),
-            ServerMsg::Pong => Update::default(),
+            ServerMsg::Pong(p) => {
+                // Every delta up to `v` of the subscriptions answered came before it (one whose
+                // answer is still on its way may bring older rows: not then).
+                if let Some(v) = p.v
+                    && self.asked.is_empty()
+                {
+                    self.see(v);
+                }
+                Update::default()
+            }
         }
     }
 
@@ -595,13 +609,24 @@ impl ClientState {
     fn on_error(&mut self, e: ProtocolError) -> Update {
         let mut u = Update::default();
         use crate::protocol::ErrorCode;
-        if e.key().is_none() && matches!(e.code, ErrorCode::Forbidden | ErrorCode::IdentityChanged)
-        {
-            // This client id is not this identity's (or the connection's identity changed):
-            // nothing held may stay, and the id must change.
+        if e.key().is_none() && e.code == ErrorCode::Forbidden {
+            // This client id is not this identity's: nothing held may stay, and the id must
+            // change.
             self.forget_all();
             let mut u = self.recompute();
             u.identity_changed = true;
+            u.errors.push(e);
+            return u;
+        }
+        if e.key().is_none() && e.code == ErrorCode::IdentityChanged {
+            // The request that opened the connection no longer names its identity (signed
+            // out, or signed in again under a new session): nothing of the rows stays shown or
+            // stored; the pending events stay, and the client reconnects with its current
+            // credentials. The next welcome says whose they are: another identity's are
+            // dropped then (and the client id too, once it was used), this one's are sent.
+            self.forget_rows();
+            let mut u = self.recompute();
+            u.reconnect = true;
             u.errors.push(e);
             return u;
         }
@@ -663,8 +688,18 @@ impl ClientState {
         let tag = w.who.clone().unwrap_or_default();
         let identity_reset = self.who.as_ref().is_some_and(|old| *old != tag);
         if identity_reset {
+            // A seq this client id used under the old identity may still be on its way in the
+            // server (an event queued before the identity changed): reused for the new one, it
+            // would be answered for the old write. A client id that used seqs goes: nothing
+            // more is sent under it, the transport takes a new one and connects again.
+            let used = self.next_seq > 1 || !self.pending.is_empty();
             self.forget_all();
-            // Seqs after the server's last_seq were never applied: they start again there.
+            if used {
+                self.who = None;
+                let mut u = self.recompute();
+                u.identity_changed = true;
+                return u;
+            }
             self.next_seq = w.last_seq + 1;
         }
         self.who = Some(tag);
@@ -844,6 +879,10 @@ impl ClientState {
         args: &str,
         types: &EventTypes,
     ) -> Update {
+        // Known already (told by its tab, then adopted): it keeps its place in the order.
+        if self.foreign.contains_key(&(tab.to_owned(), seq)) {
+            return Update::default();
+        }
         match types.predictor(name, args) {
             Some(p) => {
                 self.arrivals += 1;
@@ -862,7 +901,8 @@ impl ClientState {
         self.drop_seen_foreign()
     }
 
-    /// Another tab went away: its predictions go (its pending events went with it).
+    /// Another tab's pending events will never apply (another identity's, or lost): their
+    /// predictions go.
     pub fn drop_tab(&mut self, tab: &str) -> Update {
         self.foreign.retain(|(t, _), _| t != tab);
         self.foreign_done.retain(|(_, (t, _))| t != tab);
@@ -870,6 +910,11 @@ impl ClientState {
     }
 
     fn drop_seen_foreign(&mut self) -> Update {
+        // A subscription not answered yet (after a welcome, a resync) may still lack what was
+        // seen: the predictions wait for it, as this client's own settled events do.
+        if !self.asked.is_empty() {
+            return Update::default();
+        }
         let seen = self.seen;
         let before = self.foreign.len();
         let foreign = &mut self.foreign;
@@ -1228,6 +1273,63 @@ mod tests {
     }
 
     #[test]
+    fn a_settled_event_of_another_tab_leaves_an_idle_tab_once_a_pong_says_the_server_is_past_it() {
+        let types = EventTypes::new().with::<AddItem>();
+        let mut st = ClientState::new("tab-b");
+        st.subscribe(key());
+        st.on_message(welcome(0, 1));
+        st.on_message(snapshot(1, &[]));
+        let args = serde_json::to_string(&AddItem("from a".into())).unwrap();
+        st.add_foreign("tab-a", 1, "add_item", &args, &types);
+        // Settled at v9 (other lists' commits came before): this tab's list never changes.
+        st.settle_foreign("tab-a", 1, Version(9));
+        assert_eq!(view(&st), ["from a"]);
+        let pong = |v| {
+            ServerMsg::Pong(crate::protocol::Pong {
+                v: Some(Version(v)),
+            })
+        };
+        // A subscription still unanswered may bring older rows: the pong says nothing then.
+        let other = QueryKey::from_json("items", r#"{"list":"other"}"#).unwrap();
+        st.subscribe(other.clone());
+        st.on_message(pong(9));
+        assert_eq!(view(&st), ["from a"]);
+        st.on_message(ServerMsg::Snapshot(Snapshot {
+            q: "items".into(),
+            a: raw(r#"{"list":"other"}"#),
+            v: Version(5),
+            reset: false,
+            rows: vec![],
+            digest: Digest::of([]),
+        }));
+        // Everything answered: the server is past v9, and so is this tab.
+        st.on_message(pong(9));
+        assert!(view(&st).is_empty(), "{:?}", view(&st));
+    }
+
+    #[test]
+    fn another_tabs_settled_event_stays_shown_until_a_reconnect_has_brought_its_rows() {
+        let types = EventTypes::new().with::<AddItem>();
+        let mut st = ClientState::new("tab-b");
+        st.subscribe(key());
+        st.on_message(welcome(0, 1));
+        st.on_message(snapshot(1, &[]));
+        let args = serde_json::to_string(&AddItem("from a".into())).unwrap();
+        st.add_foreign("tab-a", 1, "add_item", &args, &types);
+        st.settle_foreign("tab-a", 1, Version(2));
+        // A reconnect: the welcome is past v2, the subscription's answer not here yet.
+        st.on_message(welcome(0, 3));
+        assert_eq!(
+            view(&st),
+            ["from a"],
+            "the write left the view before its rows came"
+        );
+        st.on_message(snapshot(3, &["from a"]));
+        assert_eq!(view(&st), ["from a"]);
+        assert!(st.is_confirmed(&key()));
+    }
+
+    #[test]
     fn invariant_7_another_tabs_pending_event_shows_here_in_order_until_this_tab_sees_it() {
         let types = EventTypes::new().with::<AddItem>();
         let mut st = ClientState::new("tab-b");
@@ -1395,6 +1497,90 @@ mod tests {
             proof: None,
             who: None,
         })
+    }
+
+    fn welcome_as(who: &str, last_seq: u64, version: u64) -> ServerMsg {
+        let ServerMsg::Welcome(mut w) = welcome(last_seq, version) else {
+            unreachable!()
+        };
+        w.who = Some(who.to_owned());
+        ServerMsg::Welcome(w)
+    }
+
+    #[test]
+    fn identity_changed_drops_the_rows_keeps_the_pending_events_and_lets_the_next_welcome_decide() {
+        let identity_changed = || {
+            ServerMsg::Error(crate::protocol::ProtocolError::new(
+                crate::protocol::ErrorCode::IdentityChanged,
+                "signed out, or signed in again",
+            ))
+        };
+        let mut st = ClientState::new("c");
+        st.subscribe(key());
+        st.on_message(welcome_as("a", 0, 1));
+        st.on_message(snapshot(1, &["x"]));
+        st.push(AddItem("unsent".into())).unwrap();
+        let u = st.on_message(identity_changed());
+        assert!(u.reconnect && !u.identity_changed);
+        assert!(st.confirmed(&key()).is_none(), "nothing of the rows stays");
+        assert_eq!(
+            st.pending_count(),
+            1,
+            "the write waits for the next welcome"
+        );
+        // The same identity (a session replaced, not ended): the write goes, same id, same seq.
+        let u = st.on_message(welcome_as("a", 0, 1));
+        assert!(u.live && !u.identity_changed && !u.identity_reset);
+        let sent: Vec<u64> = u
+            .send
+            .iter()
+            .filter_map(|m| match m {
+                ClientMsg::Event(e) => Some(e.seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sent, [1]);
+        assert_eq!(st.client_id(), "c");
+        // Another identity: the write is dropped, and the used client id goes.
+        st.on_message(identity_changed());
+        let u = st.on_message(welcome_as("b", 0, 1));
+        assert!(u.identity_changed);
+        assert_eq!(st.pending_count(), 0);
+    }
+
+    #[test]
+    fn a_welcome_under_another_identity_takes_a_new_client_id_when_seqs_were_used() {
+        let mut st = ClientState::new("c");
+        st.subscribe(key());
+        st.on_message(welcome_as("a", 0, 1));
+        // Seq 1, sent as "a", may still be in the server's writer: it must never be reused.
+        st.push(AddItem("as a".into())).unwrap();
+        let u = st.on_message(welcome_as("", 0, 1));
+        assert!(
+            u.identity_changed,
+            "a seq of this client id was used under the old identity: a new client id is due"
+        );
+        assert!(
+            u.send.is_empty(),
+            "nothing is sent under the old client id: {:?}",
+            u.send
+        );
+        assert_eq!(st.pending_count(), 0, "the old identity's write is dropped");
+        st.new_identity("c2");
+        let u = st.on_message(welcome_as("", 0, 1));
+        assert!(!u.identity_changed && u.live);
+        let (ClientMsg::Event(e), _) = st.push(AddItem("as nobody".into())).unwrap() else {
+            unreachable!()
+        };
+        assert_eq!((st.client_id(), e.seq), ("c2", 1));
+
+        // A client id that never sent anything keeps its id: no seq of it can be in flight.
+        let mut st = ClientState::new("reader");
+        st.subscribe(key());
+        st.on_message(welcome_as("a", 0, 1));
+        let u = st.on_message(welcome_as("b", 0, 1));
+        assert!(!u.identity_changed && u.identity_reset && u.live);
+        assert_eq!(st.client_id(), "reader");
     }
 
     #[test]

@@ -5,8 +5,8 @@
 use super::Table;
 use super::hub::{DepKey, Hub, Outbox, Subscribed, query_failed};
 use super::schema::{
-    Access, AccessError, BoxFuture, Dependency, Identity, QueryCtx, QueryEntry, Registry, RunError,
-    ServerEvent, ServerQuery,
+    Access, AccessError, BoxFuture, Dependency, Identified, IdentifyError, Identity, QueryCtx,
+    QueryEntry, Registry, RunError, ServerEvent, ServerQuery,
 };
 use super::store::{Store, StoreError};
 use super::tailer::Open;
@@ -28,9 +28,20 @@ const HELLO_WAIT: Duration = Duration::from_secs(10);
 const REIDENTIFY_EVERY: Duration = Duration::from_secs(60);
 
 /// How a request becomes an [`Identity`]: the application's own authentication, over the
-/// request's parts (a session cookie, a bearer token). See [`EngineBuilder::identify`].
-pub type Identify =
-    Arc<dyn Fn(&axum::http::request::Parts) -> BoxFuture<'static, Identity> + Send + Sync>;
+/// request's parts (a session cookie, a bearer token), or why it could not tell. See
+/// [`EngineBuilder::identify`].
+pub type Identify = Arc<
+    dyn Fn(&axum::http::request::Parts) -> BoxFuture<'static, Result<Identity, IdentifyError>>
+        + Send
+        + Sync,
+>;
+/// Live connections that ask the application again who they are at once, at most (a sign-in
+/// makes every connection ask: a few at a time, so the application's session reads do not take
+/// the pool the writer and the tailer share).
+const REIDENTIFYING: usize = 2;
+/// Log reads for resuming subscribers at once, at most (off the tailer: a crowd of clients
+/// resuming on a fresh instance must leave pool connections to the writer and the tailer).
+const RESUMING: usize = 2;
 
 /// Where the writer is in a batch: the points at which a fault-injection test can stop (or
 /// kill) the process. In production nothing is installed and nothing happens.
@@ -175,7 +186,7 @@ impl Reply {
                 // connection, which then sees it is not owed any more (were it still counted,
                 // a busy connection could stop reading with nothing left to wake it).
                 in_flight.answered();
-                o.send_msg(&msg);
+                o.send_answer(&msg);
             }
             Reply::Once(tx) => {
                 let _ = tx.send(msg);
@@ -225,7 +236,8 @@ pub(crate) struct Inner<S: Store> {
     pub(crate) store: S,
     pub(crate) registry: Registry<S::Db>,
     pub(crate) hub: Hub,
-    /// The database's history; connections watch it and close when it changes.
+    /// The database's history; connections watch it and close when it is sent (a new epoch,
+    /// or [`Inner::close_connections`]).
     pub(crate) epoch: watch::Sender<Epoch>,
     pub(crate) limits: Limits,
     next_conn: AtomicU64,
@@ -247,6 +259,10 @@ pub(crate) struct Inner<S: Store> {
     /// this instance asks again who it is.
     pub(crate) reidentify: watch::Sender<u64>,
     pub(crate) reidentify_every: Duration,
+    /// Permits to ask again who a live connection is ([`REIDENTIFYING`]).
+    pub(crate) reidentifying: tokio::sync::Semaphore,
+    /// Permits to read the durable log for resuming subscribers ([`RESUMING`]).
+    pub(crate) resuming: tokio::sync::Semaphore,
     /// The incremental plans of the declarative queries that passed the checks, by name.
     pub(crate) plans: std::collections::HashMap<&'static str, super::incremental::Plan>,
 }
@@ -320,7 +336,7 @@ impl<S: Store> Inner<S> {
             return Ok(());
         }
         let mut conn = self.store.pool().acquire().await?;
-        S::begin_read(&mut conn).await?;
+        super::store::begin_read::<S>(&mut conn).await?;
         let ctx = QueryCtx {
             identity: identity.clone(),
         };
@@ -337,6 +353,12 @@ impl<S: Store> Inner<S> {
         QueryCtx {
             identity: Identity(key.scope().flatten().map(str::to_owned)),
         }
+    }
+
+    /// Closes every connection of this instance (they watch the epoch): their clients connect
+    /// again and resume each query from the log, or with a reset snapshot.
+    pub(crate) fn close_connections(&self) {
+        self.epoch.send_modify(|_| {});
     }
 
     pub(crate) fn fault(&self, at: FaultPoint) {
@@ -396,12 +418,16 @@ impl<S: Store> Engine<S> {
     }
 
     /// Who sent a request, as the application's [`EngineBuilder::identify`] says (anonymous
-    /// when none is installed). sssync calls it on every path; server functions and pages
+    /// when none is installed), or why it could not tell. sssync calls it on every path;
+    /// server functions and pages
     /// use it through `sssync-leptos`.
-    pub async fn identify(&self, parts: &axum::http::request::Parts) -> Identity {
+    pub async fn identify(
+        &self,
+        parts: &axum::http::request::Parts,
+    ) -> Result<Identity, IdentifyError> {
         match &self.inner.identify {
             Some(f) => f(parts).await,
-            None => Identity::anonymous(),
+            None => Ok(Identity::anonymous()),
         }
     }
 
@@ -871,7 +897,7 @@ impl<S: Store> Inner<S> {
         let ctx = &Self::run_ctx(key);
         let entry = self.query_entry(key)?;
         let mut conn = self.store.pool().acquire().await?;
-        S::begin_read(&mut conn).await?;
+        super::store::begin_read::<S>(&mut conn).await?;
         let result = async {
             let v = S::version(&mut conn).await?;
             let rows = (entry.run)(&mut conn, ctx, key.args_json()).await?;
@@ -950,26 +976,32 @@ impl<S: Store> EngineBuilder<S> {
 
     /// How a request becomes an [`Identity`]: `f` reads the request's parts (a session
     /// cookie, a bearer token; the extensions a session layer put there) and answers who it
-    /// is. sssync calls it on every path: server rendering and server functions, the
-    /// WebSocket upgrade, server-sent events, event posts and the snapshot GET. Without it,
-    /// everyone is anonymous.
+    /// is: an [`Identity`], or a `Result<Identity, E>` whose error says it could not tell (the
+    /// session store failed for a moment; see [`IdentifyError`]). sssync calls it on every
+    /// path: server rendering and server functions, the WebSocket upgrade, server-sent events,
+    /// event posts and the snapshot GET. Without it, everyone is anonymous.
     ///
     /// ```ignore
     /// .identify(|parts| {
     ///     let session = parts.extensions.get::<tower_sessions::Session>().cloned();
     ///     Box::pin(async move {
     ///         match session {
-    ///             Some(s) => Identity(s.get::<String>("user").await.ok().flatten()),
-    ///             None => Identity::anonymous(),
+    ///             // A store that fails is not an anonymous visitor: say so.
+    ///             Some(s) => s.get::<String>("user").await.map(Identity),
+    ///             None => Ok(Identity::anonymous()),
     ///         }
     ///     })
     /// })
     /// ```
-    pub fn identify<F>(mut self, f: F) -> Self
+    pub fn identify<F, R>(mut self, f: F) -> Self
     where
-        F: Fn(&axum::http::request::Parts) -> BoxFuture<'static, Identity> + Send + Sync + 'static,
+        F: Fn(&axum::http::request::Parts) -> BoxFuture<'static, R> + Send + Sync + 'static,
+        R: Identified,
     {
-        self.identify = Some(Arc::new(f));
+        self.identify = Some(Arc::new(move |parts| {
+            let asked = f(parts);
+            Box::pin(async move { asked.await.into_identity() })
+        }));
         self
     }
 
@@ -1033,6 +1065,8 @@ impl<S: Store> EngineBuilder<S> {
             identify: self.identify,
             reidentify: watch::channel(0).0,
             reidentify_every: self.reidentify_every,
+            reidentifying: tokio::sync::Semaphore::new(REIDENTIFYING),
+            resuming: tokio::sync::Semaphore::new(RESUMING),
             plans,
         });
         let (cmds, rx) = mpsc::channel(4 * super::writer::MAX_BATCH);

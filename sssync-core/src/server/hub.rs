@@ -55,6 +55,17 @@ pub(crate) struct Outbox {
     /// Events the connection sent that are not answered yet.
     in_flight: Arc<AtomicUsize>,
     capacity: usize,
+    /// Subscriptions being resumed off the tailer, and the answers held until they are.
+    joins: Arc<Mutex<Joins>>,
+}
+
+/// An outbox's subscriptions being resumed off the tailer (see [`Hub::join`]) and the answers
+/// held meanwhile: an answer (an ack, a pong) says every delta before it has been sent, which
+/// a resume still on its way would make untrue.
+#[derive(Debug, Default)]
+struct Joins {
+    pending: usize,
+    held: Vec<Utf8Bytes>,
 }
 
 /// One event in flight on a connection (see [`Outbox::busy`]): counted until dropped.
@@ -113,6 +124,7 @@ impl Outbox {
                 identity: Arc::new(Identity::anonymous()),
                 in_flight: Arc::new(AtomicUsize::new(0)),
                 capacity: capacity.max(1),
+                joins: Arc::new(Mutex::new(Joins::default())),
             },
             OutboxRx { rx, queued },
         )
@@ -165,6 +177,34 @@ impl Outbox {
 
     pub(crate) fn send_msg(&self, msg: &ServerMsg) -> bool {
         self.send(msg.to_json().into())
+    }
+
+    /// Queues an answer (to an event, to a ping): after every delta queued before it, and after
+    /// the resumes of subscriptions that joined their groups before it (it waits for them).
+    pub(crate) fn send_answer(&self, msg: &ServerMsg) -> bool {
+        let text: Utf8Bytes = msg.to_json().into();
+        let mut j = lock(&self.joins);
+        if j.pending > 0 {
+            j.held.push(text);
+            return true;
+        }
+        self.send(text)
+    }
+
+    /// A subscription of the connection is being resumed off the tailer: answers wait.
+    fn begin_join(&self) {
+        lock(&self.joins).pending += 1;
+    }
+
+    /// Its resume is queued (or given up): the answers held go once none is left.
+    pub(crate) fn end_join(&self) {
+        let mut j = lock(&self.joins);
+        j.pending = j.pending.saturating_sub(1);
+        if j.pending == 0 {
+            for text in std::mem::take(&mut j.held) {
+                self.send(text);
+            }
+        }
     }
 
     pub(crate) fn is_slow(&self) -> bool {
@@ -234,6 +274,9 @@ struct Group {
     /// Resumes from versions below this cannot be served (not remembered).
     horizon: Version,
     subs: HashMap<u64, Outbox>,
+    /// Subscribers being resumed from the durable log off the tailer (see
+    /// [`Hub::join`]): no delta goes to them yet, but a change of access checks them too.
+    joining: HashMap<u64, Outbox>,
     idle_since: Option<Instant>,
     /// Removed from the hub (failed or evicted): nobody may subscribe to it any more.
     dead: bool,
@@ -398,29 +441,75 @@ impl Hub {
         Subscribed::Yes
     }
 
+    /// Makes `outboxes` (subscribers that resume from a version the group does not remember)
+    /// join the group of `key` while their resume is read from the durable log, off the tailer:
+    /// they get no delta until [`Hub::subscribe_from`] sends them theirs, but a change of access
+    /// checks them like every subscriber, and their answers wait (each must call
+    /// [`Outbox::end_join`] once its resume is queued). Answers the group's version now (the
+    /// resume adds the group's own changes after it to those the log read finds), or `None`
+    /// without a group.
+    pub(crate) fn join(&self, key: &QueryKey, outboxes: &[Outbox]) -> Option<Version> {
+        let g = self.group(key)?;
+        let mut g = lock(&g);
+        if g.dead {
+            return None;
+        }
+        for o in outboxes {
+            g.joining.insert(o.id, o.clone());
+            o.begin_join();
+        }
+        g.idle_since = None;
+        Some(g.version)
+    }
+
     /// Subscribes `outbox` to the group of `key` for a client that holds its result at `v`,
     /// which the group does not remember: with `changed` (the keys of the rows that changed
-    /// since `v`, from the durable log), a delta of those rows; without, a reset snapshot.
+    /// since `v`, from the durable log, read while the group was at version `since` or later),
+    /// a delta of those rows and of those the group changed after `since`; without, a reset
+    /// snapshot.
     pub(crate) fn subscribe_from(
         &self,
         key: &QueryKey,
         outbox: &Outbox,
         v: Version,
+        since: Version,
         changed: Option<&HashSet<String>>,
     ) -> Subscribed {
         let Some(g) = self.group(key) else {
             return Subscribed::NoGroup;
         };
         let mut g = lock(&g);
+        g.joining.remove(&outbox.id);
         if g.dead {
             return Subscribed::NoGroup;
         }
+        // Gone, unsubscribed, or refused meanwhile (a revocation also takes it out of
+        // `joining`).
         if outbox.is_closed() || !outbox.wants(key) {
+            if g.subs.is_empty() && g.joining.is_empty() && g.idle_since.is_none() {
+                g.idle_since = Some(Instant::now());
+            }
             return Subscribed::Yes;
         }
         let msg = match changed {
-            Some(keys) => log_resume_msg(key, &g, v, keys),
-            None => snapshot_msg(key, &g, true),
+            // What changed after `since` is in the group's memory, when it reaches back that far.
+            Some(keys) if since >= g.horizon => {
+                let mut keys = keys.clone();
+                keys.extend(
+                    g.changed_at
+                        .iter()
+                        .filter(|&(_, &at)| at > since)
+                        .map(|(k, _)| k.to_string()),
+                );
+                keys.extend(
+                    g.tombstones
+                        .iter()
+                        .filter(|(at, _)| *at > since)
+                        .map(|(_, k)| k.to_string()),
+                );
+                log_resume_msg(key, &g, v, &keys)
+            }
+            _ => snapshot_msg(key, &g, true),
         };
         g.subs.insert(outbox.id, outbox.clone());
         g.idle_since = None;
@@ -487,6 +576,7 @@ impl Hub {
                 tombstones: VecDeque::new(),
                 horizon: version,
                 subs: HashMap::new(),
+                joining: HashMap::new(),
                 idle_since: Some(Instant::now()),
                 dead: false,
             })),
@@ -498,14 +588,16 @@ impl Hub {
         if let Some(g) = self.group(key) {
             let mut g = lock(&g);
             g.subs.remove(&conn);
-            if g.subs.is_empty() && g.idle_since.is_none() {
+            g.joining.remove(&conn);
+            if g.subs.is_empty() && g.joining.is_empty() && g.idle_since.is_none() {
                 g.idle_since = Some(Instant::now());
             }
         }
     }
 
     /// Queues a reset snapshot of `key` for `outbox` (serialized under that group's lock only);
-    /// false if there is no group.
+    /// false if there is no group. Nothing for an outbox that does not want the key (refused,
+    /// revoked, or unsubscribed): it is answered as done.
     pub(crate) fn resync(&self, key: &QueryKey, outbox: &Outbox) -> bool {
         let Some(g) = self.group(key) else {
             return false;
@@ -514,12 +606,13 @@ impl Hub {
         if g.dead {
             return false;
         }
+        if !outbox.wants(key) || outbox.is_closed() {
+            return true;
+        }
         // A client that asks for a reset follows the key: after its group failed and was made
         // again, it is not a subscriber of the new one yet.
-        if !g.subs.contains_key(&outbox.id) && outbox.wants(key) && !outbox.is_closed() {
-            g.subs.insert(outbox.id, outbox.clone());
-            g.idle_since = None;
-        }
+        g.subs.insert(outbox.id, outbox.clone());
+        g.idle_since = None;
         outbox.send(snapshot_msg(key, &g, true));
         true
     }
@@ -543,7 +636,9 @@ impl Hub {
         keys.into_iter()
             .filter_map(|k| {
                 let g = self.group(&k)?;
-                let subs: Vec<Outbox> = lock(&g).subs.values().cloned().collect();
+                let g = lock(&g);
+                let subs: Vec<Outbox> =
+                    g.subs.values().chain(g.joining.values()).cloned().collect();
                 Some((k, subs))
             })
             .collect()
@@ -555,7 +650,8 @@ impl Hub {
         if let Some(g) = self.group(key) {
             let mut g = lock(&g);
             g.subs.remove(&outbox.id);
-            if g.subs.is_empty() && g.idle_since.is_none() {
+            g.joining.remove(&outbox.id);
+            if g.subs.is_empty() && g.joining.is_empty() && g.idle_since.is_none() {
                 g.idle_since = Some(Instant::now());
             }
         }
@@ -647,7 +743,7 @@ impl Group {
             }
             !o.is_closed()
         });
-        if g.subs.is_empty() && g.idle_since.is_none() {
+        if g.subs.is_empty() && g.joining.is_empty() && g.idle_since.is_none() {
             g.idle_since = Some(Instant::now());
         }
         sent
@@ -732,10 +828,11 @@ impl Hub {
             let mut g = lock(&g);
             g.dead = true;
             let msg: Utf8Bytes = error.to_json().into();
-            for o in g.subs.values() {
+            for o in g.subs.values().chain(g.joining.values()) {
                 o.send(msg.clone());
             }
             g.subs.clear();
+            g.joining.clear();
         }
     }
 

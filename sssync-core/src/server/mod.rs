@@ -28,7 +28,8 @@ pub use engine::{Engine, EngineBuilder, EngineError, FaultHook, FaultPoint, Writ
 pub use postgres::PgStore;
 pub use schema::{
     Access, AccessError, BoxFuture, ColumnInfo, Conn, Dependency, EventCtx, EventError, Fetched,
-    Identity, Order, PartitionValue, QueryCtx, RunError, ServerEvent, ServerQuery, Shape,
+    Identified, IdentifyError, Identity, Order, PartitionValue, QueryCtx, RunError, ServerEvent,
+    ServerQuery, Shape,
 };
 pub use sqlite::SqliteStore;
 /// The databases sssync runs on (sqlx's types), for [`for_each_db!`](crate::for_each_db).

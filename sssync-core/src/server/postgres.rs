@@ -36,6 +36,19 @@ pub struct PgStore {
 const INIT_LOCK: i64 = 0x5353_594e_4331;
 
 impl PgStore {
+    /// Gives version `v` its commit mark (see `store::COMMIT_MARK`).
+    async fn mark(conn: &mut PgConnection, v: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sssync_changes (version, tbl, row_key, part) VALUES ($1, $2, $3, NULL)",
+        )
+        .bind(v)
+        .bind(super::store::COMMIT_MARK)
+        .bind(super::store::new_mark())
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
     /// Connects to the database at `url` (`postgres://…`).
     pub async fn open(url: &str) -> Result<PgStore, StoreError> {
         let pool = PgPoolOptions::new()
@@ -215,13 +228,17 @@ impl Store for PgStore {
         result
     }
 
-    async fn rotate_epoch(conn: &mut PgConnection) -> Result<Epoch, StoreError> {
+    async fn rotate_epoch(conn: &mut PgConnection, seen: &Epoch) -> Result<Epoch, StoreError> {
         let epoch = uuid::Uuid::new_v4().simple().to_string();
-        sqlx::query("UPDATE sssync_meta SET epoch = $1 WHERE id = 1")
+        sqlx::query("UPDATE sssync_meta SET epoch = $1 WHERE id = 1 AND epoch = $2")
             .bind(&epoch)
+            .bind(&seen.0)
             .execute(&mut *conn)
             .await?;
-        Ok(Epoch(epoch))
+        let now: String = sqlx::query_scalar("SELECT epoch FROM sssync_meta WHERE id = 1")
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(Epoch(now))
     }
 
     fn partition_text(value: &PartitionValue) -> String {
@@ -312,6 +329,7 @@ impl Store for PgStore {
         .bind(v.to_string())
         .execute(&mut *conn)
         .await?;
+        Self::mark(conn, v).await?;
         Ok(Version(v as u64))
     }
 
@@ -333,6 +351,7 @@ impl Store for PgStore {
             .bind(v)
             .execute(&mut *conn)
             .await?;
+        Self::mark(conn, v).await?;
         Ok(Some(Version(v as u64)))
     }
 
@@ -396,7 +415,16 @@ impl Store for PgStore {
         let upto = now.min(after.0.saturating_add(max_versions.max(1)));
         let rows: Vec<(i64, String, Option<String>, bool)> = sqlx::query_as(
             "SELECT version, tbl, part, bool_or(row_key IS NULL) FROM sssync_changes \
-             WHERE version > $1 AND version <= $2 GROUP BY version, tbl, part ORDER BY version",
+             WHERE version > $1 AND version <= $2 AND tbl <> '' \
+             GROUP BY version, tbl, part ORDER BY version",
+        )
+        .bind(after.0 as i64)
+        .bind(upto as i64)
+        .fetch_all(&mut *conn)
+        .await?;
+        let marks: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT version, row_key FROM sssync_changes \
+             WHERE tbl = '' AND version IN ($1, $2) AND row_key IS NOT NULL",
         )
         .bind(after.0 as i64)
         .bind(upto as i64)
@@ -416,6 +444,15 @@ impl Store for PgStore {
                 .collect(),
             unsealed,
             capped: upto < now,
+            horizon: Version(row.try_get::<i64, _>("horizon")?.max(0) as u64),
+            mark_after: marks
+                .iter()
+                .find(|m| m.0 == after.0 as i64)
+                .map(|m| m.1.clone()),
+            mark: marks
+                .iter()
+                .find(|m| m.0 == upto as i64)
+                .map(|m| m.1.clone()),
         })
     }
 
@@ -429,7 +466,8 @@ impl Store for PgStore {
         let groups: Vec<(String, Option<String>, String, i64)> = sqlx::query_as(
             "SELECT tbl, part, CAST(json_agg(DISTINCT row_key) AS text), COUNT(*) \
              FROM (SELECT tbl, part, row_key FROM sssync_changes \
-                   WHERE version > $1 AND version <= $2 AND row_key IS NOT NULL LIMIT $3) s \
+                   WHERE version > $1 AND version <= $2 AND row_key IS NOT NULL \
+                   AND tbl <> '' LIMIT $3) s \
              GROUP BY tbl, part",
         )
         .bind(after.0 as i64)

@@ -44,6 +44,41 @@ impl Identity {
     }
 }
 
+/// The application could not tell who sent a request (its session store failed for a
+/// moment): not the same as anonymous. sssync then keeps what it knew (a live connection keeps
+/// its identity and asks again soon) or answers `503` (an upgrade, a post, a snapshot GET), so
+/// a user is never signed out, nor a write dropped, by a failed session read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("could not tell who is asking: {0}")]
+pub struct IdentifyError(pub String);
+
+impl IdentifyError {
+    /// Why it could not tell.
+    pub fn new(why: impl std::fmt::Display) -> IdentifyError {
+        IdentifyError(why.to_string())
+    }
+}
+
+/// What an application's `identify` answers (see
+/// [`EngineBuilder::identify`](super::EngineBuilder::identify)): an [`Identity`], or a
+/// `Result` whose error says it could not tell who is asking.
+pub trait Identified: Send + 'static {
+    /// The identity, or why it could not be told.
+    fn into_identity(self) -> Result<Identity, IdentifyError>;
+}
+
+impl Identified for Identity {
+    fn into_identity(self) -> Result<Identity, IdentifyError> {
+        Ok(self)
+    }
+}
+
+impl<E: std::fmt::Display + Send + 'static> Identified for Result<Identity, E> {
+    fn into_identity(self) -> Result<Identity, IdentifyError> {
+        self.map_err(IdentifyError::new)
+    }
+}
+
 /// What a query runs with besides its args.
 #[derive(Clone, Debug, Default)]
 pub struct QueryCtx {

@@ -87,6 +87,19 @@ const TRIGGER_VERSION: &str =
     "(SELECT CASE WHEN writing = 1 THEN version END FROM sssync_meta WHERE id = 1)";
 
 impl SqliteStore {
+    /// Gives version `v` its commit mark (see `store::COMMIT_MARK`).
+    async fn mark(conn: &mut SqliteConnection, v: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sssync_changes (version, tbl, row_key, part) VALUES (?, ?, ?, NULL)",
+        )
+        .bind(v)
+        .bind(super::store::COMMIT_MARK)
+        .bind(super::store::new_mark())
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
     /// Brings the engine's tables of a database made by an older sssync up to date.
     async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
         let cols: Vec<(String, i64)> =
@@ -189,6 +202,72 @@ impl Store for SqliteStore {
                 part(row)
             )
         };
+        let mut conn = self.pool.acquire().await?;
+        // A REPLACE deletes the rows its new row conflicts with (same key, or same value of any
+        // unique index) without firing their delete triggers, unless the connection turned
+        // `recursive_triggers` on (the engine's do; an outside writer, the sqlite3 shell, may
+        // not). For such a connection, BEFORE triggers log every row the new values conflict
+        // with: a row that then stays (a plain INSERT refused, an OR IGNORE) costs one re-read.
+        let mut uniques: Vec<Vec<String>> = vec![vec![key.to_owned()]];
+        let indexes: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM pragma_index_list(?) WHERE \"unique\" = 1 ORDER BY name",
+        )
+        .bind(name)
+        .fetch_all(&mut *conn)
+        .await?;
+        for index in indexes {
+            let cols: Vec<(Option<String>, i64)> =
+                sqlx::query_as("SELECT name, cid FROM pragma_index_info(?) ORDER BY seqno")
+                    .bind(&index)
+                    .fetch_all(&mut *conn)
+                    .await?;
+            // An index on an expression cannot be matched here (documented).
+            let named: Option<Vec<String>> = cols
+                .into_iter()
+                .map(|(n, cid)| n.filter(|_| cid >= 0))
+                .collect();
+            if let Some(named) = named.filter(|n| !n.is_empty())
+                && !uniques.contains(&named)
+            {
+                uniques.push(named);
+            }
+        }
+        let conflicts = uniques
+            .iter()
+            .map(|cols| {
+                let each: Vec<String> = cols
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "r.\"{}\" = NEW.\"{}\"",
+                            c.replace('"', "\"\""),
+                            c.replace('"', "\"\"")
+                        )
+                    })
+                    .collect();
+                format!("({})", each.join(" AND "))
+            })
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let unique_columns = {
+            let mut all: Vec<&String> = uniques.iter().flatten().collect();
+            all.sort();
+            all.dedup();
+            all.iter()
+                .map(|c| format!("\"{}\"", c.replace('"', "\"\"")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let replaced = |also: &str| {
+            format!(
+                "INSERT INTO sssync_changes (version, tbl, row_key, part) \
+                 SELECT {TRIGGER_VERSION}, '{name}', {}, {} FROM \"{name}\" AS r \
+                 WHERE ({conflicts}){also};",
+                text("r", key),
+                part("r")
+            )
+        };
+        let plain = "(SELECT recursive_triggers FROM pragma_recursive_triggers) = 0";
         // Replaced, not kept: a trigger from an older declaration (or an older sssync) must not
         // stay behind.
         let ddl = format!(
@@ -196,14 +275,21 @@ impl Store for SqliteStore {
              DROP TRIGGER IF EXISTS \"sssync_{name}_ins\";
              DROP TRIGGER IF EXISTS \"sssync_{name}_upd\";
              DROP TRIGGER IF EXISTS \"sssync_{name}_del\";
+             DROP TRIGGER IF EXISTS \"sssync_{name}_rep\";
+             DROP TRIGGER IF EXISTS \"sssync_{name}_repu\";
              CREATE TRIGGER \"sssync_{name}_ins\" AFTER INSERT ON \"{name}\" BEGIN {new} END;
              CREATE TRIGGER \"sssync_{name}_upd\" AFTER UPDATE ON \"{name}\" BEGIN {old} {new} END;
              CREATE TRIGGER \"sssync_{name}_del\" AFTER DELETE ON \"{name}\" BEGIN {old} END;
+             CREATE TRIGGER \"sssync_{name}_rep\" BEFORE INSERT ON \"{name}\" WHEN {plain}
+                 BEGIN {rep} END;
+             CREATE TRIGGER \"sssync_{name}_repu\" BEFORE UPDATE OF {unique_columns} ON \"{name}\"
+                 WHEN {plain} BEGIN {repu} END;
              COMMIT;",
             new = insert("NEW"),
             old = insert("OLD"),
+            rep = replaced(""),
+            repu = replaced(&format!(" AND NOT (r.\"{key}\" IS OLD.\"{key}\")")),
         );
-        let mut conn = self.pool.acquire().await?;
         if let Err(e) = conn.execute(AssertSqlSafe(ddl)).await {
             let _ = conn.execute("ROLLBACK").await;
             return Err(e);
@@ -235,13 +321,17 @@ impl Store for SqliteStore {
         result
     }
 
-    async fn rotate_epoch(conn: &mut SqliteConnection) -> Result<Epoch, StoreError> {
+    async fn rotate_epoch(conn: &mut SqliteConnection, seen: &Epoch) -> Result<Epoch, StoreError> {
         let epoch = uuid::Uuid::new_v4().simple().to_string();
-        sqlx::query("UPDATE sssync_meta SET epoch = ? WHERE id = 1")
+        sqlx::query("UPDATE sssync_meta SET epoch = ? WHERE id = 1 AND epoch = ?")
             .bind(&epoch)
+            .bind(&seen.0)
             .execute(&mut *conn)
             .await?;
-        Ok(Epoch(epoch))
+        let now: String = sqlx::query_scalar("SELECT epoch FROM sssync_meta WHERE id = 1")
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(Epoch(now))
     }
 
     fn partition_text(value: &PartitionValue) -> String {
@@ -326,6 +416,7 @@ impl Store for SqliteStore {
         )
         .fetch_one(&mut *conn)
         .await?;
+        Self::mark(conn, v).await?;
         Ok(Version(v as u64))
     }
 
@@ -347,6 +438,7 @@ impl Store for SqliteStore {
             .bind(v)
             .execute(&mut *conn)
             .await?;
+        Self::mark(conn, v).await?;
         Ok(Some(Version(v as u64)))
     }
 
@@ -410,7 +502,16 @@ impl Store for SqliteStore {
         // it must not fail the fan-out of every query.
         let rows: Vec<(i64, String, Option<Vec<u8>>, bool)> = sqlx::query_as(
             "SELECT version, tbl, CAST(part AS BLOB), MAX(row_key IS NULL) FROM sssync_changes \
-             WHERE version > ? AND version <= ? GROUP BY version, tbl, part ORDER BY version",
+             WHERE version > ? AND version <= ? AND tbl <> '' \
+             GROUP BY version, tbl, part ORDER BY version",
+        )
+        .bind(after.0 as i64)
+        .bind(upto as i64)
+        .fetch_all(&mut *conn)
+        .await?;
+        let marks: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT version, row_key FROM sssync_changes \
+             WHERE tbl = '' AND version IN (?, ?) AND row_key IS NOT NULL",
         )
         .bind(after.0 as i64)
         .bind(upto as i64)
@@ -430,6 +531,15 @@ impl Store for SqliteStore {
                 .collect(),
             unsealed,
             capped: upto < now,
+            horizon: Version(row.try_get::<i64, _>("horizon")?.max(0) as u64),
+            mark_after: marks
+                .iter()
+                .find(|m| m.0 == after.0 as i64)
+                .map(|m| m.1.clone()),
+            mark: marks
+                .iter()
+                .find(|m| m.0 == upto as i64)
+                .map(|m| m.1.clone()),
         })
     }
 
@@ -444,7 +554,8 @@ impl Store for SqliteStore {
         let groups: Vec<(String, Option<Vec<u8>>, String, i64)> = sqlx::query_as(
             "SELECT tbl, CAST(part AS BLOB), json_group_array(DISTINCT row_key), COUNT(*) \
              FROM (SELECT tbl, part, row_key FROM sssync_changes \
-                   WHERE version > ? AND version <= ? AND row_key IS NOT NULL LIMIT ?) \
+                   WHERE version > ? AND version <= ? AND row_key IS NOT NULL \
+                   AND tbl <> '' LIMIT ?) \
              GROUP BY tbl, part",
         )
         .bind(after.0 as i64)

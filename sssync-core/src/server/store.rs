@@ -54,11 +54,39 @@ pub struct LogRead {
     /// The database is past `version` (the round read a bounded number of versions): its rows
     /// already show commits the round's changes do not.
     pub capped: bool,
+    /// The log's retention horizon: the entries of versions below it are pruned (a read after
+    /// a version below `horizon - 1` misses commits).
+    pub horizon: Version,
+    /// The mark of the commit that took the version asked after, and of the one that took
+    /// `version` (see [`COMMIT_MARK`]), when the log still has them.
+    pub mark_after: Option<String>,
+    /// See `mark_after`.
+    pub mark: Option<String>,
+}
+
+/// Every version the engine gives (a batch, a seal) has one entry of its own in the change log:
+/// table `''` (no declared table can be named so), a random key. A tailer remembers the mark of
+/// the last version it fanned out; the same version with another mark later means the database
+/// went back and took other commits since (a copy restored while the instances ran, caught up
+/// again before the tailer looked): the versions alone cannot tell.
+pub(crate) const COMMIT_MARK: &str = "";
+
+/// A new commit mark.
+pub(crate) fn new_mark() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+impl LogRead {
+    /// Whether commits after `after` were pruned before this read could see them (the reader
+    /// fell behind the log's retention).
+    pub fn misses_after(&self, after: Version) -> bool {
+        after.0.saturating_add(1) < self.horizon.0
+    }
 }
 
 /// The epoch, the version and whether changes written outside the engine wait for a version,
 /// in one statement (the same SQL on both databases): the start of [`Store::read_log`].
-pub(crate) const READ_META: &str = "SELECT epoch, version, \
+pub(crate) const READ_META: &str = "SELECT epoch, version, horizon, \
      EXISTS (SELECT 1 FROM sssync_changes WHERE version IS NULL) AS unsealed \
      FROM sssync_meta WHERE id = 1";
 
@@ -110,10 +138,13 @@ pub trait Store: Send + Sync + 'static {
         client_id: &str,
     ) -> impl Future<Output = Result<(Epoch, Option<ClientRow>, Version), StoreError>> + Send;
 
-    /// Gives the database a new epoch, inside the engine's write transaction: its history is no
-    /// longer the one clients saw (a restored backup), so every client's cache is reset.
+    /// Gives the database a new epoch, inside the engine's write transaction, unless its epoch
+    /// is no longer `seen` (another instance gave it one already): its history is no longer the
+    /// one clients saw (a restored backup), so every client's cache is reset. Returns the
+    /// database's epoch after it.
     fn rotate_epoch(
         conn: &mut <Self::Db as sqlx::Database>::Connection,
+        seen: &Epoch,
     ) -> impl Future<Output = Result<Epoch, StoreError>> + Send;
 
     /// How the change-log triggers record `value` of a partition column (the text that a
@@ -277,4 +308,19 @@ pub(crate) fn row_changes(
         }));
     }
     Ok(Some(out))
+}
+
+/// Begins a read transaction on a pool connection. One whose `BEGIN` fails (left inside a
+/// transaction by code sharing the pool, or its server restarted) is rolled back, or closed
+/// when that fails too, before the error is returned: never handed back to the pool as it was.
+pub(crate) async fn begin_read<S: Store>(
+    conn: &mut sqlx::pool::PoolConnection<S::Db>,
+) -> Result<(), StoreError> {
+    if let Err(e) = S::begin_read(&mut **conn).await {
+        if S::rollback(&mut **conn).await.is_err() {
+            conn.close_on_drop();
+        }
+        return Err(e);
+    }
+    Ok(())
 }

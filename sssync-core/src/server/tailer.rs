@@ -61,6 +61,8 @@ pub(crate) async fn tailer<S: Store>(
     let mut janitor = tokio::time::interval(Duration::from_secs(5).min(inner.group_ttl));
     janitor.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let _bell = inner.store.doorbell(inner.wake.clone());
+    // The commit mark of the last version fanned out (see `store::COMMIT_MARK`).
+    let mut mark: Option<String> = None;
     loop {
         let mut opens = Vec::new();
         tokio::select! {
@@ -85,7 +87,7 @@ pub(crate) async fn tailer<S: Store>(
                 Err(_) => break,
             }
         }
-        match round(&inner, &writer, opens).await {
+        match round(&inner, &writer, opens, &mut mark).await {
             Ok(more) => {
                 if more {
                     inner.wake.notify_one();
@@ -118,9 +120,10 @@ impl From<Panicked> for RoundError {
 
 /// One round: returns whether the log has more to read right away.
 async fn round<S: Store>(
-    inner: &Inner<S>,
+    inner: &Arc<Inner<S>>,
     writer: &mpsc::Sender<Cmd>,
     opens: Vec<Open>,
+    mark: &mut Option<String>,
 ) -> Result<bool, StoreError> {
     let processed = inner.hub.processed();
     let mut conn = match inner.store.pool().acquire().await {
@@ -130,17 +133,29 @@ async fn round<S: Store>(
             return Err(e);
         }
     };
-    S::begin_read(&mut conn).await?;
+    if let Err(e) = super::store::begin_read::<S>(&mut conn).await {
+        // The opens are answered (their clients subscribe again).
+        refuse(&opens, &e);
+        return Err(e);
+    }
     let read = async {
         let log = S::read_log(&mut conn, processed, MAX_VERSIONS_PER_ROUND).await?;
         // History changed under this instance: another instance gave the database a new epoch,
         // or the database went back (restored while this instance ran).
-        let behind = log.version < processed;
+        // The database went back in history (restored while this instance ran): below the
+        // version fanned out, or that version now another commit (it caught up since).
+        let rewritten = matches!((&*mark, &log.mark_after), (Some(a), Some(b)) if a != b);
+        let behind = log.version < processed || rewritten;
         let new_epoch = log.epoch != *inner.epoch.borrow();
-        if new_epoch || behind {
+        // Commits pruned before this instance read them (it fell behind the log's retention:
+        // a long pause, a lost database connection): no live result can be brought up to date
+        // from the log.
+        let lagged = !behind && log.misses_after(processed);
+        let lost = new_epoch || behind || lagged;
+        if lost {
             inner.hub.clear();
         }
-        let affected = if new_epoch || behind {
+        let affected = if lost {
             Vec::new()
         } else {
             inner.hub.affected(&log.changes)
@@ -148,7 +163,7 @@ async fn round<S: Store>(
         // Subscribers whose access these commits may have withdrawn are checked again, at the
         // version whose deltas they would get next.
         let mut revoked = Vec::new();
-        if !(new_epoch || behind) {
+        if !lost {
             for (key, subs) in inner.hub.access_touched(&log.changes) {
                 let mut seen: HashMap<Identity, Result<(), EngineError>> = HashMap::new();
                 for o in subs {
@@ -204,7 +219,7 @@ async fn round<S: Store>(
             };
             opened.push(rows);
         }
-        Ok::<_, RoundError>((log, new_epoch, behind, results, verdicts, opened))
+        Ok::<_, RoundError>((log, new_epoch, behind, lagged, results, verdicts, opened))
     }
     .await;
     // A read transaction: ending it either way changes nothing. After a panic the
@@ -217,7 +232,7 @@ async fn round<S: Store>(
         conn.close_on_drop();
     }
     drop(conn);
-    let (log, new_epoch, behind, results, verdicts, opened) = match read {
+    let (log, new_epoch, behind, lagged, results, verdicts, opened) = match read {
         Ok(r) => r,
         Err(RoundError::Store(e)) => {
             refuse(&opens, &e);
@@ -237,6 +252,7 @@ async fn round<S: Store>(
             return Ok(true);
         }
     };
+    *mark = log.mark.clone();
     if log.unsealed {
         let _ = writer.try_send(Cmd::Seal);
     }
@@ -245,8 +261,37 @@ async fn round<S: Store>(
         inner.epoch.send_replace(log.epoch.clone());
     }
     if behind {
-        tracing::warn!(from = %processed, to = %log.version, "the database went back in history");
+        tracing::warn!(
+            from = %processed,
+            to = %log.version,
+            "the database went back in history (restored while this instance ran): a new epoch"
+        );
         inner.hub.reset_processed(log.version);
+        // The versions clients hold will be given to other commits: every client must reset.
+        // The writer gives the database a new epoch (once, whichever instance asks first),
+        // which closes every connection. Also when the copy brought an epoch of its own back
+        // (one clients may still hold, from before what the copy lost): a history two ways is
+        // no history. Should the writer's queue be full, this instance's connections close at
+        // once: their clients' hellos prove the lost history.
+        let (reply, _) = tokio::sync::oneshot::channel();
+        if writer
+            .try_send(Cmd::NewEpoch {
+                seen: log.epoch.clone(),
+                reply,
+            })
+            .is_err()
+        {
+            inner.close_connections();
+        }
+    }
+    if lagged && !new_epoch {
+        tracing::warn!(
+            processed = %processed,
+            horizon = %log.horizon,
+            "this instance fell behind the change log's retention: its live results are \
+             dropped and its connections closed (their clients resume, or reset)"
+        );
+        inner.close_connections();
     }
     let v = log.version;
     for (key, rows) in results {
@@ -261,9 +306,14 @@ async fn round<S: Store>(
         }
     }
     inner.hub.set_processed(v);
+    // Subscribers that resume from a version no group remembers, by key and version: their
+    // log reads run off the tailer, one per key and version.
+    let mut resumes: HashMap<(QueryKey, Version), Vec<Outbox>> = HashMap::new();
     for ((o, rows), verdict) in opens.iter().zip(opened).zip(verdicts) {
         if let Err(e) = verdict {
+            // Refused: out of the group too, had anything put it there.
             o.outbox.unwant(&o.key);
+            inner.hub.unsubscribe(&o.key, o.outbox.id);
             o.outbox.send_msg(&e.for_key(&o.key));
             continue;
         }
@@ -282,7 +332,36 @@ async fn round<S: Store>(
                 continue;
             }
         }
-        subscribe(inner, o).await;
+        match inner.hub.subscribe(&o.key, &o.outbox, o.client_v) {
+            Subscribed::Yes => {}
+            // Evicted meanwhile (the hub is full of busier keys): the client retries.
+            Subscribed::NoGroup => overloaded(inner, o),
+            Subscribed::Behind(v) => resumes
+                .entry((o.key.clone(), v))
+                .or_default()
+                .push(o.outbox.clone()),
+        }
+    }
+    if !resumes.is_empty() {
+        // They join their groups now (a change of access in a later round checks them too),
+        // and get their deltas once the log is read.
+        let joined: Vec<_> = resumes
+            .into_iter()
+            .filter_map(
+                |((key, v), outboxes)| match inner.hub.join(&key, &outboxes) {
+                    Some(since) => Some((key, v, since, outboxes)),
+                    None => {
+                        for outbox in &outboxes {
+                            outbox.send_msg(
+                                &EngineError::Overloaded(inner.limits.max_groups).for_key(&key),
+                            );
+                        }
+                        None
+                    }
+                },
+            )
+            .collect();
+        tokio::spawn(resume(inner.clone(), joined));
     }
     // A round reads a bounded number of versions: a longer backlog takes more rounds.
     Ok(log.version.0 >= processed.0.saturating_add(MAX_VERSIONS_PER_ROUND))
@@ -528,27 +607,43 @@ fn refuse(opens: &[Open], e: &StoreError) {
     }
 }
 
-/// Subscribes an open's outbox to its (now existing) group: from memory when the group
-/// remembers the client's version, else from the log when the query allows it, else a reset.
-async fn subscribe<S: Store>(inner: &Inner<S>, o: &Open) {
-    match inner.hub.subscribe(&o.key, &o.outbox, o.client_v) {
-        Subscribed::Yes => {}
-        Subscribed::NoGroup => {
-            // Evicted meanwhile (the hub is full of busier keys): the client retries.
-            o.outbox
-                .send_msg(&EngineError::Overloaded(inner.limits.max_groups).for_key(&o.key));
-        }
-        Subscribed::Behind(v) => {
-            let keys = match log_keys(inner, &o.key, v).await {
+/// The client of an open is told to subscribe again later: its group went (the hub is full of
+/// busier keys).
+fn overloaded<S: Store>(inner: &Inner<S>, o: &Open) {
+    o.outbox
+        .send_msg(&EngineError::Overloaded(inner.limits.max_groups).for_key(&o.key));
+}
+
+/// Resumes subscribers that joined their groups from the durable log, off the tailer: one log
+/// read per key and version, shared by every subscriber that resumes from it, a few at once
+/// (the engine's permits), so that a crowd of clients reconnecting to a fresh instance holds up
+/// no fan-out, acknowledgement or welcome. Each gets the rows the log says changed since its
+/// version, with those its group changed meanwhile; or a reset when the log cannot tell.
+async fn resume<S: Store>(
+    inner: Arc<Inner<S>>,
+    joined: Vec<(QueryKey, Version, Version, Vec<Outbox>)>,
+) {
+    for (key, v, since, outboxes) in joined {
+        let keys = {
+            let _permit = inner.resuming.acquire().await;
+            match log_keys(&inner, &key, v).await {
                 Ok(k) => k,
                 Err(e) => {
-                    tracing::warn!(key = %o.key, error = %e, "reading the log for a resume failed");
+                    tracing::warn!(%key, error = %e, "reading the log for a resume failed");
                     None
                 }
-            };
-            inner
-                .hub
-                .subscribe_from(&o.key, &o.outbox, v, keys.as_ref());
+            }
+        };
+        for outbox in &outboxes {
+            if let Subscribed::NoGroup =
+                inner
+                    .hub
+                    .subscribe_from(&key, outbox, v, since, keys.as_ref())
+            {
+                outbox.send_msg(&EngineError::Overloaded(inner.limits.max_groups).for_key(&key));
+            }
+            // Its answers held meanwhile go now.
+            outbox.end_join();
         }
     }
 }

@@ -13,7 +13,7 @@
 use super::Engine;
 use super::engine::{EngineError, EventCmd, Reply};
 use super::hub::{Outbox, slow_consumer};
-use super::schema::{Identity, QueryCtx};
+use super::schema::{IdentifyError, Identity, QueryCtx};
 use super::store::Store;
 pub use crate::protocol::valid_client_id;
 use crate::protocol::{
@@ -131,7 +131,11 @@ async fn ws_handler<S: Store>(
     // Frames up to 4x the limit are read and answered with a typed `too_large` error (the
     // connection goes on); larger ones end the connection.
     let hard = engine.limits().max_message_bytes * 4;
-    let identity = engine.identify(&parts).await;
+    // Who it is could not be told: the client comes back later (it keeps what it holds).
+    let identity = match engine.identify(&parts).await {
+        Ok(i) => i,
+        Err(e) => return unavailable(&e),
+    };
     ws.max_message_size(hard)
         .max_frame_size(hard)
         // The read buffer is allocated whole per connection (tungstenite's default is 128 KiB,
@@ -166,13 +170,37 @@ fn detached(mut parts: Parts) -> Parts {
     parts
 }
 
+/// The answer to a request whose sender could not be told (see [`IdentifyError`]): `503`,
+/// try again in a second.
+fn unavailable(e: &IdentifyError) -> Response {
+    tracing::warn!(error = %e, "a request is answered 503: its identity could not be told");
+    let mut r = json_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Unavailable,
+        format!("{e}; nothing changed, try again later"),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+/// How long a live connection waits to ask again who it is after the application could not
+/// tell, at first (it doubles, up to [`REIDENTIFY_RETRY_MAX`]).
+const REIDENTIFY_RETRY: Duration = Duration::from_secs(1);
+const REIDENTIFY_RETRY_MAX: Duration = Duration::from_secs(60);
+
 /// Asks the application again who a live connection is: at once when it says identities
 /// changed, and periodically (a session that expired, or was signed out on another instance).
+/// When the application cannot tell (its session store failed for a moment), the connection
+/// keeps its identity and asks again soon.
 struct Reidentify {
     parts: Parts,
     identity: Identity,
     signal: tokio::sync::watch::Receiver<u64>,
     every: tokio::time::Interval,
+    /// When to ask again after a failure to tell, and how many failures in a row.
+    retry: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    failures: u32,
 }
 
 impl Reidentify {
@@ -185,11 +213,20 @@ impl Reidentify {
             identity,
             signal: engine.inner.reidentify.subscribe(),
             every,
+            retry: None,
+            failures: 0,
         }
     }
 
     /// Waits for the next time to ask.
     async fn due(&mut self) {
+        let retry = &mut self.retry;
+        let retry = async move {
+            match retry {
+                Some(at) => at.await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             r = self.signal.changed() => {
                 if r.is_err() {
@@ -197,12 +234,34 @@ impl Reidentify {
                 }
             }
             _ = self.every.tick() => {}
+            () = retry => {}
         }
     }
 
-    /// Whether the connection is still who it was (else the message to end it with).
-    async fn check<S: Store>(&self, engine: &Engine<S>) -> Result<(), ServerMsg> {
-        let now = engine.identify(&self.parts).await;
+    /// Whether the connection is still who it was (else the message to end it with). A few
+    /// connections ask at once (the engine's permits); one the application cannot tell about
+    /// stays who it was and asks again later.
+    async fn check<S: Store>(&mut self, engine: &Engine<S>) -> Result<(), ServerMsg> {
+        self.retry = None;
+        let asked = {
+            let _permit = engine.inner.reidentifying.acquire().await;
+            engine.identify(&self.parts).await
+        };
+        let now = match asked {
+            Ok(now) => {
+                self.failures = 0;
+                now
+            }
+            Err(e) => {
+                let wait = REIDENTIFY_RETRY
+                    .saturating_mul(1 << self.failures.min(6))
+                    .min(REIDENTIFY_RETRY_MAX);
+                self.failures = self.failures.saturating_add(1);
+                tracing::warn!(error = %e, ?wait, "a connection's identity could not be told; it stays as it was and asks again");
+                self.retry = Some(Box::pin(tokio::time::sleep(wait)));
+                return Ok(());
+            }
+        };
         if now == self.identity {
             return Ok(());
         }
@@ -463,7 +522,12 @@ impl<S: Store> Session<'_, S> {
         match msg {
             ClientMsg::Hello(_) => self.error(ErrorCode::HelloFirst, "hello was already received"),
             ClientMsg::Ping => {
-                self.outbox.send_msg(&ServerMsg::Pong);
+                // After every delta up to the version fanned out (held while a resume of this
+                // connection is on its way).
+                self.outbox
+                    .send_answer(&ServerMsg::Pong(crate::protocol::Pong {
+                        v: Some(self.engine.current_version()),
+                    }));
             }
             ClientMsg::Sub(sub) => {
                 let key = match self.engine.key(&sub.q, sub.a.get(), &self.identity) {
@@ -473,6 +537,10 @@ impl<S: Store> Session<'_, S> {
                         return true;
                     }
                 };
+                if !self.subs.contains(&key) && self.subs.len() >= limits.max_subscriptions {
+                    // Keys refused or revoked since do not count.
+                    self.subs.retain(|k| self.outbox.wants(k));
+                }
                 if !self.subs.contains(&key) && self.subs.len() >= limits.max_subscriptions {
                     self.error(
                         ErrorCode::TooManySubscriptions,
@@ -505,10 +573,17 @@ impl<S: Store> Session<'_, S> {
                         return true;
                     }
                 };
-                if self.subs.contains(&key)
-                    && !self.engine.inner.hub.resync(&key, self.outbox)
-                    && self.engine.subscribe(key, self.outbox, None).await.is_err()
-                {
+                // Only a key this connection follows and may still read: one refused or revoked
+                // is no longer wanted (the tailer unwants it), and asks nothing.
+                if !self.subs.contains(&key) || !self.outbox.wants(&key) {
+                    return true;
+                }
+                // A checked key's reader is authorized again by the tailer, in the snapshot its
+                // rows come from: it is never served from the group directly (its first
+                // authorization may still be on its way, or its access withdrawn meanwhile).
+                let served = !self.engine.inner.checked(&key)
+                    && self.engine.inner.hub.resync(&key, self.outbox);
+                if !served && self.engine.subscribe(key, self.outbox, None).await.is_err() {
                     return false;
                 }
             }
@@ -566,7 +641,10 @@ async fn snapshot_handler<S: Store>(
         );
     }
     let ctx = QueryCtx {
-        identity: engine.identify(&parts).await,
+        identity: match engine.identify(&parts).await {
+            Ok(i) => i,
+            Err(e) => return unavailable(&e),
+        },
     };
     match engine.snapshot_json(&query, args, &ctx).await {
         Ok((key, v, rows)) => {
@@ -582,8 +660,24 @@ async fn snapshot_handler<S: Store>(
                 .and_then(|h| h.to_str().ok())
                 .is_some_and(|h| h.split(',').any(|t| t.trim() == etag));
             let etag_header = HeaderValue::from_str(&etag).expect("ASCII");
+            // A result that depends on who asks (a checked or per-identity query) is no shared
+            // cache's to keep: one user's rows must never be served to another.
+            let private = engine.inner.checked(&key);
+            let mark = |mut r: Response| {
+                if private {
+                    let h = r.headers_mut();
+                    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+                    h.insert(
+                        header::VARY,
+                        HeaderValue::from_static("Cookie, Authorization"),
+                    );
+                }
+                r
+            };
             if fresh {
-                return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag_header)]).into_response();
+                return mark(
+                    (StatusCode::NOT_MODIFIED, [(header::ETAG, etag_header)]).into_response(),
+                );
             }
             let body = ServerMsg::Snapshot(Snapshot {
                 q: key.name().to_owned(),
@@ -595,7 +689,7 @@ async fn snapshot_handler<S: Store>(
                 rows: rows.into_rows(),
             })
             .to_json();
-            (
+            let response = (
                 [
                     (
                         header::CONTENT_TYPE,
@@ -609,7 +703,8 @@ async fn snapshot_handler<S: Store>(
                 ],
                 body,
             )
-                .into_response()
+                .into_response();
+            mark(response)
         }
         Err(EngineError::UnknownQuery(q)) => fail(
             StatusCode::NOT_FOUND,
@@ -706,7 +801,10 @@ async fn sse_handler<S: Store>(
             ),
         );
     }
-    let identity = engine.identify(&parts).await;
+    let identity = match engine.identify(&parts).await {
+        Ok(i) => i,
+        Err(e) => return unavailable(&e),
+    };
     let keys = match subs
         .iter()
         .map(|s| engine.key(&s.q, s.a.get(), &identity))
@@ -813,7 +911,10 @@ async fn events_handler<S: Store>(
     body: axum::body::Bytes,
 ) -> Response {
     let limits = engine.limits();
-    let identity = engine.identify(&parts).await;
+    let identity = match engine.identify(&parts).await {
+        Ok(i) => i,
+        Err(e) => return unavailable(&e),
+    };
     let parsed = match EventsBody::decode(&body, limits) {
         Ok(b) => b,
         Err(e) => {

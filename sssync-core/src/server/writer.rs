@@ -142,9 +142,10 @@ pub(crate) async fn writer<S: Store>(inner: Arc<Inner<S>>, mut rx: mpsc::Receive
             // An event set aside too many times while the database took the others' writes
             // can never apply: it is refused (its seq used) instead of resent forever.
             for e in &mut events {
-                if deferrals
-                    .get(&(e.client_id.clone(), e.seq))
-                    .is_some_and(|n| *n >= MAX_DEFERRALS)
+                if counts_deferrals(e)
+                    && deferrals
+                        .get(&(e.client_id.clone(), e.seq))
+                        .is_some_and(|n| *n >= MAX_DEFERRALS)
                 {
                     e.refused = Some(Rejection::new(
                         "internal",
@@ -162,6 +163,13 @@ pub(crate) async fn writer<S: Store>(inner: Arc<Inner<S>>, mut rx: mpsc::Receive
             }
         }
     }
+}
+
+/// Whether an event set aside is counted towards its refusal: one with a client's seq is (its
+/// client resends the same event), a server-origin one is not (each call is a write of its own;
+/// they all share client id `""` and seq 0, and the caller is told to retry).
+fn counts_deferrals(e: &EventCmd) -> bool {
+    e.seq != 0
 }
 
 /// Moves a client's `last_seq` up to `to` (never down), in a transaction of the writer's own.
@@ -228,7 +236,7 @@ pub(crate) async fn new_epoch<S: Store>(
     }
     let mut conn = inner.store.pool().acquire().await?;
     S::begin(&mut conn).await?;
-    let epoch = match S::rotate_epoch(&mut conn).await {
+    let epoch = match S::rotate_epoch(&mut conn, &seen).await {
         Ok(e) => e,
         Err(e) => {
             if S::rollback(&mut conn).await.is_err() {
@@ -355,7 +363,7 @@ async fn apply_batch<S: Store>(
     }
     let nothing_committed = events.is_empty();
     for (e, why, handler_fault) in set_aside {
-        let n = if handler_fault {
+        let n = if handler_fault && counts_deferrals(&e) {
             let n = deferrals.entry((e.client_id.clone(), e.seq)).or_insert(0);
             *n += 1;
             *n
@@ -367,6 +375,12 @@ async fn apply_batch<S: Store>(
     }
     if nothing_committed {
         return Err(());
+    }
+    // Those that went through are forgotten (their seqs are used: never set aside again).
+    if !deferrals.is_empty() {
+        for e in &events {
+            deferrals.remove(&(e.client_id.clone(), e.seq));
+        }
     }
     inner.fault(FaultPoint::AfterCommit);
     // `now`, the version the outcomes are visible at: the batch's, or (nothing applied) the

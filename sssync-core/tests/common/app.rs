@@ -219,8 +219,32 @@ impl Event for Panic {
     const NAME: &'static str = "panic";
 }
 
-/// A pool of the test's own on the SQLite file, for [`Misbehaving`].
-pub static OTHER_POOL: Mutex<Option<sqlx::SqlitePool>> = Mutex::new(None);
+/// Pools of the tests' own on their SQLite files, for [`Misbehaving`] events by id (tests run
+/// at once: each its own id).
+pub static OTHER_POOL: Mutex<Vec<(String, sqlx::SqlitePool)>> = Mutex::new(Vec::new());
+
+/// [`Misbehaving`] events with id `id` write through a pool of their own on `file` (with a
+/// 10 ms busy timeout: while the engine holds the write lock, a real `SQLITE_BUSY`).
+pub async fn misbehave_on(id: &str, file: &std::path::Path) {
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(
+            sssync_core::server::SqliteStore::connect_options(&format!(
+                "sqlite://{}",
+                file.display()
+            ))
+            .unwrap()
+            .busy_timeout(std::time::Duration::from_millis(10)),
+        )
+        .await
+        .unwrap();
+    OTHER_POOL.lock().unwrap().push((id.to_owned(), pool));
+}
+
+/// [`Misbehaving`] events with id `id` behave again.
+pub fn behave(id: &str) {
+    OTHER_POOL.lock().unwrap().retain(|(i, _)| i != id);
+}
 
 /// An event whose handler is at fault: it writes through another connection than the one the
 /// engine gives it (on SQLite, a real `SQLITE_BUSY`: the engine holds the write lock).
@@ -335,9 +359,39 @@ pub fn sign_out(token: &str) {
     }
 }
 
-/// The identity of a request: the user of its `x-session` token, else anonymous.
-pub fn identify(parts: &sssync_core::server::Parts) -> Identity {
+/// Session tokens whose reads fail (the session store fails for a moment), with the number of
+/// reads that failed so far.
+pub static UNREADABLE: Mutex<Vec<(String, u32)>> = Mutex::new(Vec::new());
+
+/// Whether the session of `token` can be read (the store fails for it while not).
+pub fn session_readable(token: &str, readable: bool) {
+    let mut u = UNREADABLE.lock().unwrap();
+    u.retain(|(t, _)| t != token);
+    if !readable {
+        u.push((token.to_owned(), 0));
+    }
+}
+
+/// How many reads of `token`'s session failed since it became unreadable.
+pub fn failed_reads(token: &str) -> u32 {
+    UNREADABLE
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(t, _)| t == token)
+        .map_or(0, |(_, n)| *n)
+}
+
+/// The identity of a request: the user of its `x-session` token, else anonymous; an error
+/// while the token's session cannot be read.
+pub fn identify(parts: &sssync_core::server::Parts) -> Result<Identity, String> {
     let token = parts.headers.get("x-session").and_then(|v| v.to_str().ok());
+    if let Some(t) = token
+        && let Some((_, n)) = UNREADABLE.lock().unwrap().iter_mut().find(|(u, _)| u == t)
+    {
+        *n += 1;
+        return Err("the session store does not answer".into());
+    }
     let user = token.and_then(|t| {
         SESSIONS
             .lock()
@@ -345,7 +399,7 @@ pub fn identify(parts: &sssync_core::server::Parts) -> Identity {
             .as_ref()
             .and_then(|m| m.get(t).cloned())
     });
-    Identity(user)
+    Ok(Identity(user))
 }
 
 // The todos of a list, read only by those who may (its owner, the users it is shared with;
@@ -806,7 +860,12 @@ sssync_core::for_each_db! {
             _conn: &mut Conn<Db>,
             _ctx: &EventCtx,
         ) -> Result<(), EventError> {
-            let other = OTHER_POOL.lock().unwrap().clone();
+            let other = OTHER_POOL
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(id, _)| *id == self.id)
+                .map(|(_, p)| p.clone());
             if let Some(pool) = other {
                 sqlx::query("INSERT INTO applied (client_id, seq, name) VALUES ($1, 0, 'x')")
                     .bind(&self.id)

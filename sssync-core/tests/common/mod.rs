@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -208,6 +207,24 @@ impl TestPool {
         })
     }
 
+    /// Runs several statements (one transaction when they say `BEGIN` … `COMMIT`).
+    pub async fn script(&self, sql: &'static str) {
+        on_pool!(self, |p| {
+            sqlx::raw_sql(sql).execute(p).await.unwrap();
+        })
+    }
+
+    /// One number a statement answers.
+    pub async fn scalar(&self, sql: &'static str, args: &[&str]) -> i64 {
+        on_pool!(self, |p| {
+            let mut q = sqlx::query_scalar(sql);
+            for a in args {
+                q = q.bind(*a);
+            }
+            q.fetch_one(p).await.unwrap()
+        })
+    }
+
     /// Writes todos of `list_id` outside the engine: (id, title, position), not completed.
     pub async fn insert_todos(&self, list_id: &str, todos: &[(&str, &str, &str)]) {
         for (id, title, position) in todos {
@@ -321,6 +338,22 @@ pub fn uuid_like() -> String {
     )
 }
 
+/// Every connection of `pool` that can be had (on PostgreSQL, the doorbell's listener keeps one
+/// for good): taken until none comes within a second.
+async fn every_connection<DB: sqlx::Database>(
+    pool: &sqlx::Pool<DB>,
+) -> Vec<sqlx::pool::PoolConnection<DB>> {
+    let mut held = Vec::new();
+    while held.len() < pool.options().get_max_connections() as usize {
+        match tokio::time::timeout(Duration::from_secs(1), pool.acquire()).await {
+            Ok(Ok(c)) => held.push(c),
+            _ => break,
+        }
+    }
+    assert!(!held.is_empty(), "no connection of the pool could be had");
+    held
+}
+
 /// The engine of a test server, on either database.
 #[derive(Clone)]
 pub enum TestEngine {
@@ -344,6 +377,11 @@ impl TestEngine {
 
     pub fn counts(&self) -> (usize, usize) {
         on_engine!(self, |e| e.counts())
+    }
+
+    /// The database version every live query of this instance reflects.
+    pub fn current_version(&self) -> sssync_core::Version {
+        on_engine!(self, |e| e.current_version())
     }
 
     pub fn is_incremental(&self, name: &str) -> bool {
@@ -372,6 +410,28 @@ impl TestEngine {
 
     pub async fn apply_once(&self, key: &str, name: &str, args: &str) -> ServerMsg {
         on_engine!(self, |e| e.apply_once(key, name, args).await.unwrap())
+    }
+
+    /// Takes every connection of the engine's pool until the guard drops: the engine cannot
+    /// read or write the database meanwhile (as when it loses its connection to it).
+    pub async fn hold_pool(&self) -> Box<dyn std::any::Any + Send> {
+        on_engine!(self, |e| {
+            Box::new(every_connection(e.store().pool()).await)
+        })
+    }
+
+    /// Hands every connection of the engine's pool back inside a transaction (on PostgreSQL a
+    /// failed one), as an application that shares the pool and leaks a transaction would: the
+    /// next `BEGIN` on each of them fails.
+    pub async fn spoil_pool(&self) {
+        on_engine!(self, |e| {
+            let mut held = every_connection(e.store().pool()).await;
+            for c in &mut held {
+                sqlx::raw_sql("BEGIN").execute(&mut **c).await.unwrap();
+                // PostgreSQL: the transaction fails (SQLite answers NULL).
+                let _ = sqlx::raw_sql("SELECT 1/0").execute(&mut **c).await;
+            }
+        })
     }
 
     /// The SQLite engine's own pool (SQLite only).
@@ -540,7 +600,10 @@ impl Server {
                 )
             }
         };
-        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        // As an application serves it (TCP_NODELAY: small frames are not held back).
+        let listener = sssync_core::server::listen(("127.0.0.1", port))
+            .await
+            .unwrap();
         let addr = listener.local_addr().unwrap();
         let app = on_engine!(&engine, |e| router(e.clone()));
         let task = tokio::spawn(async move {
