@@ -1018,6 +1018,12 @@ async fn explore(db: TestDb, first: u64, n: u64, label: &str) {
     let one = Server::start(&db, 0).await;
     let two = Server::start(&db, 0).await;
     let both = [one, two];
+    // A soak may be cut in parts: `EXPLORE_FROM` shifts the first seed.
+    let first = first
+        + std::env::var("EXPLORE_FROM")
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0);
     let seeds: Vec<u64> = match replay {
         Some(s) => vec![s],
         None => (first..first + n).collect(),
@@ -1033,11 +1039,21 @@ async fn explore(db: TestDb, first: u64, n: u64, label: &str) {
             async move { (seed, servers.len(), sequence(seed, servers).await) }
         })
         .buffer_unordered(at_once());
+    let mut finished = 0usize;
     while let Some((seed, instances, (v, log))) = done.next().await {
         leaks += v.leaks.len();
         lost += v.lost.len();
         duplicated += v.duplicated.len();
         stuck += v.stuck.len();
+        finished += 1;
+        // A long soak says where it is.
+        if finished.is_multiple_of(10_000) && finished < seeds.len() {
+            eprintln!(
+                "{label}: {finished} of {} sequences: {leaks} leaks, {lost} lost, {duplicated} \
+                 duplicated, {stuck} stuck so far",
+                seeds.len()
+            );
+        }
         if !v.is_clean() {
             let _ = writeln!(
                 report,
