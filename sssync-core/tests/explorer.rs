@@ -177,6 +177,9 @@ struct Explorer<'a> {
     links: Vec<Link>,
     /// A session token per user (signed in for this sequence), and sessions in use by links.
     tokens: HashMap<String, String>,
+    /// The users of this sequence (USERS, named for it: a user's own lists are this
+    /// sequence's, whatever ran before on the database).
+    users: [String; 3],
     next_seq: HashMap<String, u64>,
     sent: Vec<Sent>,
     verdict: Verdict,
@@ -185,14 +188,14 @@ struct Explorer<'a> {
 
 impl<'a> Explorer<'a> {
     fn new(seed: u64, servers: &'a [Server]) -> Explorer<'a> {
-        let tokens = USERS
-            .iter()
-            .map(|u| ((*u).to_owned(), sign_in(u)))
-            .collect();
+        let tag = format!("x{seed:x}");
+        let users = USERS.map(|u| format!("{u}-{tag}"));
+        let tokens = users.iter().map(|u| (u.clone(), sign_in(u))).collect();
         Explorer {
             servers,
             rng: Rng(seed),
-            tag: format!("x{seed:x}"),
+            tag,
+            users,
             access: vec![vec![Access::default(); LISTS]],
             links: (0..LINKS).map(|_| Link::closed()).collect(),
             tokens,
@@ -571,9 +574,9 @@ impl<'a> Explorer<'a> {
         self.barrier().await;
     }
 
-    fn user(&mut self) -> Option<&'static str> {
+    fn user(&mut self) -> Option<String> {
         let r = self.rng.below(USERS.len() + 1);
-        USERS.get(r).copied()
+        self.users.get(r).cloned()
     }
 
     async fn step(&mut self) {
@@ -597,7 +600,7 @@ impl<'a> Explorer<'a> {
                 self.note(format!(
                     "connect {i} as {user:?} id {client_id} on {instance}"
                 ));
-                self.connect(i, user, client_id, instance).await;
+                self.connect(i, user.as_deref(), client_id, instance).await;
             }
             0..=29 if open => {
                 let forged = self.rng.chance(20);
@@ -653,15 +656,15 @@ impl<'a> Explorer<'a> {
             65..=72 => {
                 // The owner (or someone) makes the list private.
                 let user = self.user();
-                self.access_event(user, "create_list", json!({"id": list}), l)
+                self.access_event(user.as_deref(), "create_list", json!({"id": list}), l)
                     .await;
             }
             73..=84 => {
                 let user = self.user();
-                let to = USERS[self.rng.below(USERS.len())];
+                let to = self.users[self.rng.below(USERS.len())].clone();
                 let on = self.rng.chance(55);
                 self.access_event(
-                    user,
+                    user.as_deref(),
                     "share",
                     json!({"list_id": list, "user": to, "on": on}),
                     l,
@@ -811,10 +814,10 @@ impl<'a> Explorer<'a> {
             next[l].shares.clear();
             self.note(format!("sql: l{l} unshared"));
         } else if next[l].owner.is_some() {
-            let to = USERS[self.rng.below(USERS.len())];
-            db.execute("UPDATE lists SET owner = $1 WHERE id = $2", &[to, &id])
+            let to = self.users[self.rng.below(USERS.len())].clone();
+            db.execute("UPDATE lists SET owner = $1 WHERE id = $2", &[&to, &id])
                 .await;
-            next[l].owner = Some(to.to_owned());
+            next[l].owner = Some(to.clone());
             self.note(format!("sql: l{l} given to {to}"));
         } else {
             return;
@@ -825,9 +828,9 @@ impl<'a> Explorer<'a> {
     /// A user's session ends, or goes to another user, while its connections are open: they
     /// are told their identity changed and close.
     async fn session_change(&mut self) {
-        let u = USERS[self.rng.below(USERS.len())];
-        let token = self.tokens[u].clone();
-        let to = USERS[self.rng.below(USERS.len())];
+        let u = self.users[self.rng.below(USERS.len())].clone();
+        let token = self.tokens[&u].clone();
+        let to = self.users[self.rng.below(USERS.len())].clone();
         let end = self.rng.chance(50);
         {
             let mut sessions = SESSIONS.lock().unwrap();
@@ -835,7 +838,7 @@ impl<'a> Explorer<'a> {
             if end {
                 m.remove(&token);
             } else {
-                m.insert(token.clone(), to.to_owned());
+                m.insert(token.clone(), to.clone());
             }
         }
         self.note(format!(
@@ -855,7 +858,7 @@ impl<'a> Explorer<'a> {
             let link = &self.links[i];
             let changes = link.open
                 && link.token.as_deref() == Some(token.as_str())
-                && (end || link.user.as_deref() != Some(to));
+                && (end || link.user.as_deref() != Some(to.as_str()));
             while changes && self.links[i].open {
                 match self.recv(i, deadline).await {
                     Some(m) => self.handle(i, m).await,
@@ -871,7 +874,7 @@ impl<'a> Explorer<'a> {
         }
         if end {
             // Signed in again (a new session), for the links that connect later.
-            self.tokens.insert(u.to_owned(), sign_in(u));
+            self.tokens.insert(u.clone(), sign_in(&u));
         }
     }
 
@@ -982,13 +985,11 @@ impl<'a> Explorer<'a> {
                     .push(format!("{} (list {}) refused, yet applied", s.todo, s.list));
             }
         }
-        let twice = self.servers[0].applied_twice().await;
-        for (client, seq, n) in twice {
-            if client.starts_with(&format!("{}-", self.tag)) {
-                self.verdict
-                    .duplicated
-                    .push(format!("{client} seq {seq} applied {n} times"));
-            }
+        let prefix = format!("{}-", self.tag);
+        for (client, seq, n) in self.servers[0].applied_twice_of(&prefix).await {
+            self.verdict
+                .duplicated
+                .push(format!("{client} seq {seq} applied {n} times"));
         }
         for link in &mut self.links {
             if let Some(mut s) = link.sink.take() {

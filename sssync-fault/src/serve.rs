@@ -125,10 +125,25 @@ pub async fn serve(db: &str, busy_timeout: Duration) -> Result<(), Box<dyn std::
             "crash before_acks" => Some(FaultPoint::BeforeAcks),
             "full on" => {
                 if let Some(pool) = &sqlite {
-                    let n: i64 = sqlx::query_scalar("PRAGMA page_count")
-                        .fetch_one(pool)
-                        .await?;
-                    pages.store(n.max(1) as u32, Ordering::SeqCst);
+                    // (Asked again while the other instance keeps the file busy.)
+                    for tries in 1.. {
+                        match sqlx::query_scalar::<_, i64>("PRAGMA page_count")
+                            .fetch_one(pool)
+                            .await
+                        {
+                            Ok(n) => {
+                                pages.store(n.max(1) as u32, Ordering::SeqCst);
+                                break;
+                            }
+                            Err(_) if tries < 100 => {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                            Err(e) => {
+                                eprintln!("sssync-fault serve: the disk stays as it is ({e})");
+                                break;
+                            }
+                        }
+                    }
                 }
                 None
             }
@@ -138,9 +153,22 @@ pub async fn serve(db: &str, busy_timeout: Duration) -> Result<(), Box<dyn std::
             }
             "prune" => {
                 if let Some(pool) = &sqlite {
-                    SqliteStore::from_pool(pool.clone())
-                        .prune(0, 1_000_000)
-                        .await?;
+                    // As an operator's job would: a database busy with the other instance is
+                    // asked again for a while; one that stays busy is left unpruned (the step
+                    // then lags nobody), never a reason for the server to exit.
+                    let store = SqliteStore::from_pool(pool.clone());
+                    for tries in 1.. {
+                        match store.prune(0, 1_000_000).await {
+                            Ok(_) => break,
+                            Err(e) if SqliteStore::is_transient(&e) && tries < 100 => {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                            Err(e) => {
+                                eprintln!("sssync-fault serve: not pruned ({e})");
+                                break;
+                            }
+                        }
+                    }
                 }
                 None
             }

@@ -274,6 +274,26 @@ impl TestPool {
         })
     }
 
+    /// (client, seq, times) for events of clients whose ids start with `prefix` applied more
+    /// than once (a range of the index: the cost of those clients, not of the table).
+    pub async fn applied_twice_of(&self, prefix: &str) -> Vec<(String, i64, i64)> {
+        // Above every id that starts with `prefix`, in code point order (SQLite's `BINARY`, and
+        // the test databases' `C` collation on PostgreSQL).
+        let end = format!("{prefix}\u{10FFFF}");
+        on_pool!(self, |p| {
+            sqlx::query_as(
+                "SELECT client_id, seq, COUNT(*) FROM applied \
+                 WHERE client_id >= $1 AND client_id < $2 \
+                 GROUP BY client_id, seq HAVING COUNT(*) > 1",
+            )
+            .bind(prefix)
+            .bind(&end)
+            .fetch_all(p)
+            .await
+            .unwrap()
+        })
+    }
+
     pub async fn applied_count(&self) -> i64 {
         on_pool!(self, |p| sqlx::query_scalar("SELECT COUNT(*) FROM applied")
             .fetch_one(p)
@@ -639,6 +659,11 @@ impl Server {
     /// How many times each (client, seq) was applied, for those applied more than once.
     pub async fn applied_twice(&self) -> Vec<(String, i64, i64)> {
         self.db.applied_twice().await
+    }
+
+    /// `applied_twice`, for the clients whose ids start with `prefix`.
+    pub async fn applied_twice_of(&self, prefix: &str) -> Vec<(String, i64, i64)> {
+        self.db.applied_twice_of(prefix).await
     }
 
     pub async fn applied_count(&self) -> i64 {
