@@ -14,9 +14,7 @@ pub mod declared;
 mod engine;
 mod hub;
 mod incremental;
-mod postgres;
 mod schema;
-mod sqlite;
 mod store;
 mod tailer;
 mod transport;
@@ -25,16 +23,14 @@ mod writer;
 /// The parts of an HTTP request (what [`EngineBuilder::identify`] reads).
 pub use axum::http::request::Parts;
 pub use engine::{Engine, EngineBuilder, EngineError, FaultHook, FaultPoint, WriteRetry};
-pub use postgres::PgStore;
 pub use schema::{
     Access, AccessError, BoxFuture, ColumnInfo, Conn, Dependency, EventCtx, EventError, Fetched,
     Identified, IdentifyError, Identity, Order, PartitionValue, QueryCtx, RunError, ServerEvent,
     ServerQuery, Shape,
 };
-pub use sqlite::SqliteStore;
 /// The databases sssync runs on (sqlx's types), for [`for_each_db!`](crate::for_each_db).
 pub use sqlx::{Postgres, Sqlite};
-pub use store::{Change, LogRead, RowChange, Store, StoreError};
+pub use store::{Change, LogRead, PgStore, RowChange, SqliteStore, Store, StoreError};
 pub use transport::{NoDelayListener, listen, router, valid_client_id};
 
 /// Writes the items it is given once for each database sssync runs on (SQLite and PostgreSQL),

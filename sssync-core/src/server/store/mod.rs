@@ -18,6 +18,13 @@
 //! its own. Every instance *tails* the log in version order ([`Store::read_log`]), so it sees
 //! every commit, its own and everyone else's.
 
+mod postgres;
+mod shared;
+mod sqlite;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
 use super::schema::PartitionValue;
 use crate::version::{Epoch, Version};
 use std::future::Future;
@@ -283,31 +290,6 @@ pub trait Store: Send + Sync + 'static {
         let _ = bell;
         None
     }
-}
-
-/// The row changes of a log read grouped by (table, partition), each group's keys a JSON array
-/// of texts and its entry count: `None` when the entries (the subquery's rows) are more than
-/// `limit`.
-pub(crate) fn row_changes(
-    groups: impl IntoIterator<Item = (String, Option<String>, String, i64)>,
-    limit: usize,
-) -> Result<Option<Vec<RowChange>>, StoreError> {
-    let mut out = Vec::new();
-    let mut entries: usize = 0;
-    for (table, part, keys, n) in groups {
-        entries = entries.saturating_add(usize::try_from(n).unwrap_or(usize::MAX));
-        if entries > limit {
-            return Ok(None);
-        }
-        let keys: Vec<String> =
-            serde_json::from_str(&keys).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-        out.extend(keys.into_iter().map(|key| RowChange {
-            table: table.clone(),
-            part: part.clone(),
-            key,
-        }));
-    }
-    Ok(Some(out))
 }
 
 /// Begins a read transaction on a pool connection. One whose `BEGIN` fails (left inside a

@@ -9,9 +9,10 @@
 //! them. So every write to a declared table reaches every subscriber, and several server
 //! processes can share one file.
 
-use super::Table;
-use super::schema::PartitionValue;
-use super::store::{Change, ClientRow, LogRead, RowChange, Store, StoreError};
+use super::shared::{shared_helpers, shared_methods};
+use super::{Change, ClientRow, LogRead, RowChange, Store, StoreError};
+use crate::server::Table;
+use crate::server::schema::PartitionValue;
 use crate::version::{Epoch, Version};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
@@ -87,18 +88,7 @@ const TRIGGER_VERSION: &str =
     "(SELECT CASE WHEN writing = 1 THEN version END FROM sssync_meta WHERE id = 1)";
 
 impl SqliteStore {
-    /// Gives version `v` its commit mark (see `store::COMMIT_MARK`).
-    async fn mark(conn: &mut SqliteConnection, v: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO sssync_changes (version, tbl, row_key, part) VALUES (?, ?, ?, NULL)",
-        )
-        .bind(v)
-        .bind(super::store::COMMIT_MARK)
-        .bind(super::store::new_mark())
-        .execute(&mut *conn)
-        .await?;
-        Ok(())
-    }
+    shared_helpers!();
 
     /// Brings the engine's tables of a database made by an older sssync up to date.
     async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
@@ -151,6 +141,13 @@ impl SqliteStore {
 impl Store for SqliteStore {
     type Db = sqlx::Sqlite;
 
+    shared_methods! {
+        part_bytes: "CAST(part AS BLOB)",
+        any_whole: "MAX(row_key IS NULL)",
+        keys_json: "json_group_array(DISTINCT row_key)",
+        row_id: "rowid",
+    }
+
     fn pool(&self) -> &SqlitePool {
         &self.pool
     }
@@ -159,23 +156,7 @@ impl Store for SqliteStore {
         let mut conn = self.pool.acquire().await?;
         conn.execute(INIT).await?;
         Self::migrate(&mut conn).await?;
-        let epoch = uuid::Uuid::new_v4().simple().to_string();
-        sqlx::query("INSERT OR IGNORE INTO sssync_meta (id, epoch, version) VALUES (1, ?, 0)")
-            .bind(&epoch)
-            .execute(&mut *conn)
-            .await?;
-        sqlx::query("UPDATE sssync_meta SET secret = ? WHERE id = 1 AND secret IS NULL")
-            .bind(super::engine::new_secret())
-            .execute(&mut *conn)
-            .await?;
-        let row = sqlx::query("SELECT epoch, version, secret FROM sssync_meta WHERE id = 1")
-            .fetch_one(&mut *conn)
-            .await?;
-        Ok((
-            Epoch(row.try_get("epoch")?),
-            Version(row.try_get::<i64, _>("version")? as u64),
-            row.try_get("secret")?,
-        ))
+        Self::init_meta(&mut conn).await
     }
 
     async fn install_table(&self, t: &Table) -> Result<(), StoreError> {
@@ -297,43 +278,6 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn hello_state(
-        &self,
-        client_id: &str,
-    ) -> Result<(Epoch, Option<ClientRow>, Version), StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        conn.execute("BEGIN").await?;
-        let result = async {
-            let row = sqlx::query("SELECT epoch, version FROM sssync_meta WHERE id = 1")
-                .fetch_one(&mut *conn)
-                .await?;
-            let last = Self::read_client(&mut conn, client_id).await?;
-            Ok::<_, StoreError>((
-                Epoch(row.try_get("epoch")?),
-                last,
-                Version(row.try_get::<i64, _>("version")? as u64),
-            ))
-        }
-        .await;
-        if conn.execute("ROLLBACK").await.is_err() {
-            conn.close_on_drop();
-        }
-        result
-    }
-
-    async fn rotate_epoch(conn: &mut SqliteConnection, seen: &Epoch) -> Result<Epoch, StoreError> {
-        let epoch = uuid::Uuid::new_v4().simple().to_string();
-        sqlx::query("UPDATE sssync_meta SET epoch = ? WHERE id = 1 AND epoch = ?")
-            .bind(&epoch)
-            .bind(&seen.0)
-            .execute(&mut *conn)
-            .await?;
-        let now: String = sqlx::query_scalar("SELECT epoch FROM sssync_meta WHERE id = 1")
-            .fetch_one(&mut *conn)
-            .await?;
-        Ok(Epoch(now))
-    }
-
     fn partition_text(value: &PartitionValue) -> String {
         fn hex(bytes: &[u8]) -> String {
             let mut s = String::with_capacity(1 + 2 * bytes.len());
@@ -353,19 +297,12 @@ impl Store for SqliteStore {
     }
 
     fn is_transient(err: &StoreError) -> bool {
-        match err {
-            sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed => true,
-            sqlx::Error::Database(db) => {
-                // The primary result code (the low byte of the extended one).
-                let code = db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0) & 0xff;
-                // BUSY, LOCKED, NOMEM, IOERR, FULL, CANTOPEN, PROTOCOL.
-                matches!(code, 5 | 6 | 7 | 10 | 13 | 14 | 15)
-            }
-            _ => false,
-        }
+        super::shared::is_transient(err, |code| {
+            // The primary result code (the low byte of the extended one): BUSY, LOCKED, NOMEM,
+            // IOERR, FULL, CANTOPEN, PROTOCOL.
+            let primary = code.parse::<i32>().unwrap_or(0) & 0xff;
+            matches!(primary, 5 | 6 | 7 | 10 | 13 | 14 | 15)
+        })
     }
 
     fn is_handler_fault(err: &StoreError) -> bool {
@@ -391,24 +328,6 @@ impl Store for SqliteStore {
             .map(drop)
     }
 
-    async fn rollback(conn: &mut SqliteConnection) -> Result<(), StoreError> {
-        conn.execute("ROLLBACK").await.map(drop)
-    }
-
-    async fn savepoint(conn: &mut SqliteConnection) -> Result<(), StoreError> {
-        conn.execute("SAVEPOINT sssync_event").await.map(drop)
-    }
-
-    async fn release(conn: &mut SqliteConnection) -> Result<(), StoreError> {
-        conn.execute("RELEASE sssync_event").await.map(drop)
-    }
-
-    async fn rollback_to_savepoint(conn: &mut SqliteConnection) -> Result<(), StoreError> {
-        conn.execute("ROLLBACK TO sssync_event; RELEASE sssync_event")
-            .await
-            .map(drop)
-    }
-
     async fn bump_version(conn: &mut SqliteConnection) -> Result<Version, StoreError> {
         let v: i64 = sqlx::query_scalar(
             "UPDATE sssync_meta SET version = version + 1, writing = 1 WHERE id = 1 \
@@ -420,162 +339,15 @@ impl Store for SqliteStore {
         Ok(Version(v as u64))
     }
 
-    async fn seal(conn: &mut SqliteConnection) -> Result<Option<Version>, StoreError> {
-        let waiting: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM sssync_changes WHERE version IS NULL)",
-        )
-        .fetch_one(&mut *conn)
-        .await?;
-        if !waiting {
-            return Ok(None);
-        }
-        let v: i64 = sqlx::query_scalar(
-            "UPDATE sssync_meta SET version = version + 1 WHERE id = 1 RETURNING version",
-        )
-        .fetch_one(&mut *conn)
-        .await?;
-        sqlx::query("UPDATE sssync_changes SET version = ? WHERE version IS NULL")
-            .bind(v)
-            .execute(&mut *conn)
-            .await?;
-        Self::mark(conn, v).await?;
-        Ok(Some(Version(v as u64)))
-    }
-
-    async fn version(conn: &mut SqliteConnection) -> Result<Version, StoreError> {
-        let v: i64 = sqlx::query_scalar("SELECT version FROM sssync_meta WHERE id = 1")
-            .fetch_one(&mut *conn)
-            .await?;
-        Ok(Version(v as u64))
-    }
-
-    async fn read_client(
-        conn: &mut SqliteConnection,
-        client_id: &str,
-    ) -> Result<Option<ClientRow>, StoreError> {
-        let row: Option<(i64, Option<String>)> =
-            sqlx::query_as("SELECT last_seq, owner FROM sssync_clients WHERE client_id = ?")
-                .bind(client_id)
-                .fetch_optional(&mut *conn)
-                .await?;
-        Ok(row.map(|(last_seq, owner)| ClientRow {
-            last_seq: last_seq as u64,
-            owner,
-        }))
-    }
-
-    async fn write_last_seq(
-        conn: &mut SqliteConnection,
-        client_id: &str,
-        seq: u64,
-        owner: Option<&str>,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO sssync_clients (client_id, last_seq, owner) VALUES (?, ?, ?) \
-             ON CONFLICT (client_id) DO UPDATE SET last_seq = excluded.last_seq",
-        )
-        .bind(client_id)
-        .bind(seq as i64)
-        .bind(owner)
-        .execute(&mut *conn)
-        .await?;
-        Ok(())
-    }
-
     async fn begin_read(conn: &mut SqliteConnection) -> Result<(), StoreError> {
         conn.execute("BEGIN").await.map(drop)
-    }
-
-    async fn read_log(
-        conn: &mut SqliteConnection,
-        after: Version,
-        max_versions: u64,
-    ) -> Result<LogRead, StoreError> {
-        let row = sqlx::query(super::store::READ_META)
-            .fetch_one(&mut *conn)
-            .await?;
-        let unsealed: bool = row.try_get("unsealed")?;
-        let epoch = Epoch(row.try_get("epoch")?);
-        let now = row.try_get::<i64, _>("version")? as u64;
-        let upto = now.min(after.0.saturating_add(max_versions.max(1)));
-        // Read as bytes: a log written by an older trigger may hold text that is not UTF-8, and
-        // it must not fail the fan-out of every query.
-        let rows: Vec<(i64, String, Option<Vec<u8>>, bool)> = sqlx::query_as(
-            "SELECT version, tbl, CAST(part AS BLOB), MAX(row_key IS NULL) FROM sssync_changes \
-             WHERE version > ? AND version <= ? AND tbl <> '' \
-             GROUP BY version, tbl, part ORDER BY version",
-        )
-        .bind(after.0 as i64)
-        .bind(upto as i64)
-        .fetch_all(&mut *conn)
-        .await?;
-        let marks: Vec<(i64, String)> = sqlx::query_as(
-            "SELECT version, row_key FROM sssync_changes \
-             WHERE tbl = '' AND version IN (?, ?) AND row_key IS NOT NULL",
-        )
-        .bind(after.0 as i64)
-        .bind(upto as i64)
-        .fetch_all(&mut *conn)
-        .await?;
-        Ok(LogRead {
-            epoch,
-            version: Version(upto),
-            changes: rows
-                .into_iter()
-                .map(|(v, table, part, whole)| Change {
-                    version: Version(v as u64),
-                    table,
-                    part: part.map(|b| String::from_utf8_lossy(&b).into_owned()),
-                    whole,
-                })
-                .collect(),
-            unsealed,
-            capped: upto < now,
-            horizon: Version(row.try_get::<i64, _>("horizon")?.max(0) as u64),
-            mark_after: marks
-                .iter()
-                .find(|m| m.0 == after.0 as i64)
-                .map(|m| m.1.clone()),
-            mark: marks
-                .iter()
-                .find(|m| m.0 == upto as i64)
-                .map(|m| m.1.clone()),
-        })
-    }
-
-    async fn read_row_changes(
-        conn: &mut SqliteConnection,
-        after: Version,
-        upto: Version,
-        limit: usize,
-    ) -> Result<Option<Vec<RowChange>>, StoreError> {
-        // One row per (table, partition), its keys as a JSON array: a row of the log costs
-        // nothing through the driver.
-        let groups: Vec<(String, Option<Vec<u8>>, String, i64)> = sqlx::query_as(
-            "SELECT tbl, CAST(part AS BLOB), json_group_array(DISTINCT row_key), COUNT(*) \
-             FROM (SELECT tbl, part, row_key FROM sssync_changes \
-                   WHERE version > ? AND version <= ? AND row_key IS NOT NULL \
-                   AND tbl <> '' LIMIT ?) \
-             GROUP BY tbl, part",
-        )
-        .bind(after.0 as i64)
-        .bind(upto.0 as i64)
-        .bind(limit.saturating_add(1).min(i64::MAX as usize) as i64)
-        .fetch_all(&mut *conn)
-        .await?;
-        super::store::row_changes(
-            groups
-                .into_iter()
-                .map(|(t, p, k, n)| (t, p.map(|b| String::from_utf8_lossy(&b).into_owned()), k, n)),
-            limit,
-        )
     }
 
     async fn column_info(
         &self,
         table: &str,
         column: &str,
-    ) -> Result<Option<super::ColumnInfo>, StoreError> {
+    ) -> Result<Option<crate::server::ColumnInfo>, StoreError> {
         let row: Option<(String, i64, i64)> = sqlx::query_as(
             "SELECT type, \"notnull\", pk FROM pragma_table_info(?1) WHERE name = ?2",
         )
@@ -583,82 +355,13 @@ impl Store for SqliteStore {
         .bind(column)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|(declared_type, not_null, pk)| super::ColumnInfo {
-            // An INTEGER PRIMARY KEY is the rowid: never NULL.
-            not_null: not_null != 0 || (pk > 0 && declared_type.eq_ignore_ascii_case("INTEGER")),
-            declared_type,
-        }))
-    }
-
-    async fn changed_keys(
-        &self,
-        table: &str,
-        part: Option<&str>,
-        after: Version,
-        upto: Version,
-        limit: usize,
-    ) -> Result<Option<Vec<String>>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        conn.execute("BEGIN").await?;
-        let result = async {
-            let horizon: i64 = sqlx::query_scalar("SELECT horizon FROM sssync_meta WHERE id = 1")
-                .fetch_one(&mut *conn)
-                .await?;
-            if (after.0 as i64) < horizon {
-                return Ok(None);
-            }
-            let keys: Vec<Option<String>> = sqlx::query_scalar(
-                // Unsealed entries too: a write made outside the engine is visible in the rows
-                // before its entry has a version.
-                "SELECT DISTINCT row_key FROM sssync_changes WHERE \
-                 ((version > ?1 AND version <= ?2) OR version IS NULL) AND tbl = ?3 AND \
-                 (?4 IS NULL OR part = ?4 OR row_key IS NULL) LIMIT ?5",
-            )
-            .bind(after.0 as i64)
-            .bind(upto.0 as i64)
-            .bind(table)
-            .bind(part)
-            .bind(limit as i64 + 1)
-            .fetch_all(&mut *conn)
-            .await?;
-            if keys.len() > limit || keys.iter().any(Option::is_none) {
-                return Ok(None);
-            }
-            Ok::<_, StoreError>(Some(keys.into_iter().flatten().collect()))
-        }
-        .await;
-        if conn.execute("ROLLBACK").await.is_err() {
-            conn.close_on_drop();
-        }
-        result
-    }
-
-    async fn prune(&self, keep: u64, max_rows: u64) -> Result<(), StoreError> {
-        let (now, horizon): (i64, i64) =
-            sqlx::query_as("SELECT version, horizon FROM sssync_meta WHERE id = 1")
-                .fetch_one(&self.pool)
-                .await?;
-        let target = now - keep as i64;
-        if target <= 0 {
-            return Ok(());
-        }
-        // The horizon moves first: a resume that reads the log meanwhile refuses what is
-        // about to go.
-        if target > horizon {
-            sqlx::query("UPDATE sssync_meta SET horizon = ? WHERE id = 1 AND horizon < ?")
-                .bind(target)
-                .bind(target)
-                .execute(&self.pool)
-                .await?;
-        }
-        sqlx::query(
-            "DELETE FROM sssync_changes WHERE rowid IN \
-             (SELECT rowid FROM sssync_changes WHERE version < ? LIMIT ?)",
+        Ok(
+            row.map(|(declared_type, not_null, pk)| crate::server::ColumnInfo {
+                // An INTEGER PRIMARY KEY is the rowid: never NULL.
+                not_null: not_null != 0
+                    || (pk > 0 && declared_type.eq_ignore_ascii_case("INTEGER")),
+                declared_type,
+            }),
         )
-        .bind(target)
-        .bind(max_rows as i64)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
     }
 }
