@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Coverage-guided fuzzing of everything sssync decodes from untrusted bytes (fuzz/fuzz_targets),
+# Coverage-guided fuzzing of everything sssync decodes from untrusted bytes (tools/fuzz/fuzz_targets),
 # with libFuzzer (libfuzzer-sys) on the stable toolchain: the coverage instrumentation is done
 # with stable rustc flags (the ones cargo-fuzz passes), no nightly needed.
 #
@@ -7,7 +7,7 @@
 #   scripts/fuzz.sh 600             every target, 10 minutes each
 #   FUZZ_RUNS=10000000 scripts/fuzz.sh 0 client_deltas   one target, 10^7 executions
 #
-# The corpus kept in the repository (fuzz/corpus/<target>) seeds each run; what a run finds
+# The corpus kept in the repository (tools/fuzz/corpus/<target>) seeds each run; what a run finds
 # goes to a scratch folder (to keep it: scripts/fuzz.sh --merge, which minimizes it into the
 # repository's corpus). A crash is saved under $SSSYNC_HOME/fuzz-artifacts and the script fails,
 # printing the command that replays it.
@@ -34,14 +34,14 @@ export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-co
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares -Cdebug-assertions -Coverflow-checks"
 printf '\033[1;34m[fuzz]\033[0m building the targets (instrumented, release)\n'
-cargo build --quiet --manifest-path fuzz/Cargo.toml --release --target "$host" --bins
+cargo build --quiet --manifest-path tools/fuzz/Cargo.toml --release --target "$host" --bins
 
 artifacts="$SSSYNC_HOME/fuzz-artifacts"
 mkdir -p "$artifacts"
 status=0
 for t in "${targets[@]}"; do
   bin="$CARGO_TARGET_DIR/$host/release/$t"
-  kept="fuzz/corpus/$t"
+  kept="tools/fuzz/corpus/$t"
   mkdir -p "$kept"
   if $merge; then
     scratch="$SSSYNC_HOME/fuzz-found/$t"

@@ -1,4 +1,4 @@
-// The second app (chat-app/): the declaration API is not the demo's alone. A chat room, served
+// The second app (examples/chat-app/): the declaration API is not the demo's alone. A chat room, served
 // by its own release build on a database of its own; its page streams in order (InOrder).
 import { expect, test, type Page } from '@playwright/test';
 import { spawn, type ChildProcess } from 'node:child_process';

@@ -78,8 +78,6 @@ pub mod __private {
 }
 
 mod action;
-#[cfg(feature = "browser")]
-mod adopt;
 pub mod meta;
 #[cfg(feature = "browser")]
 mod persist;

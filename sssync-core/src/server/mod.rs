@@ -10,19 +10,24 @@
 //! ```
 //! then `sssync_core::server::router(engine)` merged into the application's router.
 
+mod cmd;
 pub mod declared;
 mod engine;
+mod error;
 mod hub;
 mod incremental;
 mod schema;
 mod store;
 mod tailer;
 mod transport;
+mod welcome;
 mod writer;
 
 /// The parts of an HTTP request (what [`EngineBuilder::identify`] reads).
 pub use axum::http::request::Parts;
-pub use engine::{Engine, EngineBuilder, EngineError, FaultHook, FaultPoint, WriteRetry};
+pub use cmd::{FaultHook, FaultPoint, WriteRetry};
+pub use engine::{Engine, EngineBuilder};
+pub use error::EngineError;
 pub use schema::{
     Access, AccessError, BoxFuture, ColumnInfo, Conn, Dependency, EventCtx, EventError, Fetched,
     Identified, IdentifyError, Identity, Order, PartitionValue, QueryCtx, RunError, ServerEvent,

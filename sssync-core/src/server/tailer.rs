@@ -14,12 +14,13 @@
 //! ([`ServerQuery::KEYED_BY`](super::ServerQuery::KEYED_BY)) and the log reaches back that far;
 //! otherwise a snapshot marked `reset`.
 
-use super::engine::{Cmd, EngineError, Inner};
+use super::cmd::{Cmd, Inner, Open};
+use super::error::EngineError;
 use super::hub::{Outbox, Patched, Subscribed, query_failed};
 use super::incremental::Found;
 use super::schema::{AccessError, Identity, QueryCtx};
+use super::store::short;
 use super::store::{Store, StoreError};
-use super::writer::short;
 use crate::query::QueryKey;
 use crate::row::Rows;
 use crate::version::Version;
@@ -41,14 +42,6 @@ const PRUNE_ROWS: u64 = 10_000;
 const MAX_LOG_KEYS: usize = 10_000;
 /// Subscriptions one round opens at most (the others wait for the next round).
 const MAX_OPENS: usize = 256;
-
-/// A subscriber for a key this instance has no live result for, or that resumes from a version
-/// it does not remember.
-pub(crate) struct Open {
-    pub(crate) key: QueryKey,
-    pub(crate) outbox: Outbox,
-    pub(crate) client_v: Option<Version>,
-}
 
 pub(crate) async fn tailer<S: Store>(
     inner: Arc<Inner<S>>,

@@ -11,7 +11,8 @@
 //!   events and answers their outcomes. Both are stateless: any instance serves either.
 
 use super::Engine;
-use super::engine::{EngineError, EventCmd, Reply};
+use super::cmd::{EventCmd, Reply};
+use super::error::EngineError;
 use super::hub::{Outbox, slow_consumer};
 use super::schema::{IdentifyError, Identity, QueryCtx};
 use super::store::Store;

@@ -7,9 +7,10 @@
 //! batches. It also gives the database a new epoch when asked (a restored backup), and seals the
 //! changes written outside the engine.
 
-use super::engine::{Cmd, EventCmd, FaultPoint, Inner};
+use super::cmd::{Cmd, EventCmd, FaultPoint, Inner, Reply};
 use super::schema::EventCtx;
 use super::schema::EventError;
+use super::store::short;
 use super::store::{Store, StoreError};
 use crate::protocol::{Ack, ErrorCode, Gap, Reject, Rejection, Retry, ServerMsg};
 use crate::version::{Epoch, Version};
@@ -66,7 +67,7 @@ const ACKS_IN_FLIGHT: usize = 8;
 struct Answers {
     /// The version its outcomes are visible at.
     v: Version,
-    msgs: Vec<(super::engine::Reply, ServerMsg)>,
+    msgs: Vec<(Reply, ServerMsg)>,
 }
 
 /// Sends each batch's answers once its fan-out is done, in commit order, so that the writer
@@ -433,16 +434,6 @@ async fn apply_batch<S: Store>(
     // Bounded: when the fan-out falls behind by ACKS_IN_FLIGHT batches, the writer waits.
     let _ = answers.send(Answers { v: now, msgs }).await;
     Ok(())
-}
-
-/// A storage error in a few words, for clients (the details stay in the server's log).
-pub(crate) fn short(err: &StoreError) -> String {
-    match err {
-        sqlx::Error::Database(db) => db.message().to_owned(),
-        sqlx::Error::Io(e) => format!("I/O error: {e}"),
-        sqlx::Error::PoolTimedOut => "the database did not answer in time".to_owned(),
-        other => other.to_string(),
-    }
 }
 
 /// The transaction of one batch: per event, the seq check, the handler, and the client's

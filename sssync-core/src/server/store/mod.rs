@@ -292,6 +292,25 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
+/// A new random secret (the key of the version proofs), made once per database.
+pub(crate) fn new_secret() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// A storage error in a few words, for clients (the details stay in the server's log).
+pub(crate) fn short(err: &StoreError) -> String {
+    match err {
+        sqlx::Error::Database(db) => db.message().to_owned(),
+        sqlx::Error::Io(e) => format!("I/O error: {e}"),
+        sqlx::Error::PoolTimedOut => "the database did not answer in time".to_owned(),
+        other => other.to_string(),
+    }
+}
+
 /// Begins a read transaction on a pool connection. One whose `BEGIN` fails (left inside a
 /// transaction by code sharing the pool, or its server restarted) is rolled back, or closed
 /// when that fails too, before the error is returned: never handed back to the pool as it was.

@@ -94,7 +94,7 @@ macro_rules! shared_helpers {
             .execute(&mut *conn)
             .await?;
             sqlx::query("UPDATE sssync_meta SET secret = $1 WHERE id = 1 AND secret IS NULL")
-                .bind($crate::server::engine::new_secret())
+                .bind(super::new_secret())
                 .execute(&mut *conn)
                 .await?;
             let row = sqlx::query("SELECT epoch, version, secret FROM sssync_meta WHERE id = 1")

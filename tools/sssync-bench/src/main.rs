@@ -21,7 +21,9 @@
 //! comes back to the other instance: it prints the bytes of that resume next to the bytes of the
 //! whole result.
 
+mod http;
 mod perf;
+mod table;
 mod web;
 
 use sssync_core::client::native::{NativeClient, Options};
@@ -61,9 +63,9 @@ fn main() {
         }
         Some("perf") => {
             let size = if args.iter().any(|a| a == "--quick") {
-                perf::Size::QUICK
+                table::Size::QUICK
             } else {
-                perf::Size::FULL
+                table::Size::FULL
             };
             let check = args.iter().any(|a| a == "--check");
             let only: Vec<String> = arg::<String>(&args, "--only")

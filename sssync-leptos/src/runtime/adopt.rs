@@ -3,8 +3,8 @@
 //! whoever sends it), and, when all are settled, removes the tab's entry. Meanwhile this tab
 //! predicts them, like another tab's pending events.
 
+use super::{Callback, Runtime};
 use crate::persist::{self, Entry};
-use crate::runtime::{Callback, Runtime};
 use leptos::prelude::*;
 use sssync_core::protocol::{ClientMsg, EventMsg, Hello, PROTOCOL, ServerMsg};
 use std::cell::{Cell, RefCell};

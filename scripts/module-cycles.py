@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""Lists the import circles between the source files of each crate of the workspace.
+
+A file "uses" another when it names one of that file's module paths (`super::hub::Outbox`,
+`crate::server::cmd::Inner`, `use super::{error::EngineError, …}`). A module using its own
+ancestor (a child naming `super::Table` of its parent's `mod.rs`) is the normal shape and is not
+counted; any other circle is: files that cannot be read without each other.
+
+    python3 scripts/module-cycles.py          # prints the circles; exits 1 when there is one
+
+The test command runs it (docs/development.md).
+"""
+
+import os
+import re
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def crate_sources():
+    for dirpath, dirnames, filenames in os.walk(ROOT):
+        dirnames[:] = [d for d in dirnames if d not in ("target", "node_modules", ".git")]
+        if "Cargo.toml" in filenames and os.path.isdir(os.path.join(dirpath, "src")):
+            yield os.path.join(dirpath, "src")
+
+
+def module_path(src, path):
+    """The module path of a file below `src` (`[]` for lib.rs/main.rs)."""
+    rel = os.path.relpath(path, src)[: -len(".rs")].split(os.sep)
+    if rel[-1] in ("mod", "lib", "main"):
+        rel = rel[:-1]
+    return tuple(rel)
+
+
+def references(text):
+    """The paths a file names: `super::…`, `crate::…`, `self::…`, with brace groups expanded."""
+    text = re.sub(r"//[^\n]*", "", text)
+    out = []
+    for m in re.finditer(r"\b(crate|super|self)((?:::\w+)+)(::\{)?", text):
+        head = [m.group(1)] + [p for p in m.group(2).split("::") if p]
+        if m.group(3):
+            # `use super::{a::X, b}`: each name of the group (one level).
+            depth, i, start = 1, m.end(), m.end()
+            inner = []
+            while i < len(text) and depth:
+                if text[i] == "{":
+                    depth += 1
+                elif text[i] == "}":
+                    depth -= 1
+                i += 1
+            group = text[start : i - 1]
+            for part in re.split(r",(?![^{]*\})", group):
+                part = part.strip().split("::")[0].strip()
+                if part and part not in ("self", "*"):
+                    inner.append(head + [part])
+            out.extend(inner)
+        else:
+            out.append(head)
+    for m in re.finditer(r"\b(crate|super|self)::\{([^}]*)\}", text):
+        for part in m.group(2).split(","):
+            part = part.strip().split("::")[0].strip()
+            if part and part not in ("self", "*"):
+                out.append([m.group(1), part])
+    return out
+
+
+def resolve(here, is_mod_file, ref, modules):
+    """The module (a key of `modules`) that `ref`, named in module `here`, points into."""
+    kind, rest = ref[0], ref[1:]
+    if kind == "crate":
+        base = ()
+    elif kind == "self":
+        base = here
+    else:
+        base = here
+        # In a mod.rs/lib.rs `self` is the directory's module; `super` climbs from there.
+        n = 0
+        parts = list(ref)
+        while parts and parts[0] == "super":
+            parts.pop(0)
+            n += 1
+        rest = parts
+        base = here[: len(here) - n] if n <= len(here) else ()
+    best = None
+    path = tuple(base)
+    if path in modules:
+        best = path
+    for p in rest:
+        path = path + (p,)
+        if path in modules:
+            best = path
+        else:
+            break
+    return best
+
+
+def cycles_in(src):
+    files = []
+    for dirpath, _, filenames in os.walk(src):
+        for f in filenames:
+            if f.endswith(".rs"):
+                files.append(os.path.join(dirpath, f))
+    modules = {module_path(src, f): f for f in files}
+    graph = {m: set() for m in modules}
+    for m, f in modules.items():
+        with open(f, encoding="utf-8") as fh:
+            text = fh.read()
+        is_mod_file = os.path.basename(f) in ("mod.rs", "lib.rs", "main.rs")
+        for ref in references(text):
+            target = resolve(m, is_mod_file, ref, modules)
+            if target is None or target == m:
+                continue
+            # A module naming one of its ancestors (its parent's items) is the normal shape.
+            if m[: len(target)] == target:
+                continue
+            # A parent naming its own children is too (it declares and re-exports them).
+            if target[: len(m)] == m:
+                continue
+            graph[m].add(target)
+    # Strongly connected components (Tarjan).
+    index, low, on, stack, out = {}, {}, set(), [], []
+    counter = [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(os.path.relpath(modules[c], ROOT) for c in comp))
+
+    sys.setrecursionlimit(10000)
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def main():
+    found = []
+    for src in sorted(crate_sources()):
+        found.extend(cycles_in(src))
+    for c in found:
+        print("import circle: " + " <-> ".join(c))
+    if found:
+        sys.exit(1)
+    print("no import circles between source files")
+
+
+if __name__ == "__main__":
+    main()
