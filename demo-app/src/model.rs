@@ -3,8 +3,6 @@
 use serde::{Deserialize, Serialize};
 use sssync_core::Rejection;
 use sssync_core::client::Prediction;
-#[cfg(feature = "ssr")]
-use sssync_leptos::server::prelude::*;
 use sssync_leptos::{sync_event, sync_query};
 
 /// The list that `/` opens.
@@ -121,7 +119,7 @@ pub fn check_id(id: &str) -> Result<(), Rejection> {
 }
 
 /// The todos of one list, in order (new ones at the bottom). A private list is read by its
-/// owner and the users it is shared with only (`may_read_list`, checked again whenever the
+/// owner and the users it is shared with only (its `authorize`, in `sync.rs`, checked again whenever the
 /// list's row or its shares change). Declarative (no body): the engine writes its SQL and
 /// patches each list with the todos a write changed, instead of reading it again; its rows are
 /// the table's own, so a client resumes from the durable log on any instance.
@@ -132,7 +130,7 @@ pub fn check_id(id: &str) -> Result<(), Rejection> {
     order_by = [position],
     reads = [todos(list_id)],
     access_reads = [lists(list_id), shares(list_id)],
-    authorize = crate::sync::may_read_list
+    authorize
 )]
 pub fn todos(list_id: String) -> Vec<Todo>;
 
@@ -327,10 +325,9 @@ pub struct MyList {
 
 /// The private lists of the signed-in reader: those it owns and those shared with it (empty
 /// for an anonymous reader). Its result depends on who reads it: never shared.
+/// Its body is in `sync.rs` (`#[sync_run]`).
 #[sync_query(key = id, reads = [lists, shares], per_identity)]
-pub async fn my_lists(conn: &mut Conn<Db>, ctx: &QueryCtx) -> Result<Vec<MyList>, sqlx::Error> {
-    crate::sync::my_lists(conn, ctx).await
-}
+pub fn my_lists() -> Vec<MyList>;
 
 /// Creates a private list owned by the signed-in sender.
 #[sync_event]

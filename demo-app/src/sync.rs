@@ -1,17 +1,17 @@
-//! The demo's sync server: the events' handlers and the SQL the queries run, written once for
-//! both databases (`#[sync_sql]`, `#[sync_apply]`: the SQL suits SQLite and PostgreSQL alike,
+//! The demo's sync server: the events' handlers, the queries' bodies and checks, written once
+//! for both databases (`#[sync_apply]`, `#[sync_run]`, `#[sync_sql]`: the SQL suits SQLite and PostgreSQL alike,
 //! with `$1` placeholders, `FALSE`, `COALESCE`), and the server's start.
 
 use crate::db::Pool;
 use crate::model::{
-    AddTodo, ClearCompleted, CreateList, DEFAULT_LIST, DeleteTodo, EditTodo, MyList,
-    PRIVATE_PREFIX, ShareList, TodosArgs, ToggleAll, ToggleTodo, UnshareList, check_id,
+    AddTodo, ClearCompleted, CreateList, DEFAULT_LIST, DeleteTodo, EditTodo, MyList, MyLists,
+    PRIVATE_PREFIX, ShareList, Todos, TodosArgs, ToggleAll, ToggleTodo, UnshareList, check_id,
     clean_title,
 };
 use sssync_core::server::Table;
 use sssync_leptos::server::prelude::*;
 use sssync_leptos::server::{OpenError, SyncServer};
-use sssync_leptos::{sync_apply, sync_sql};
+use sssync_leptos::{sync_apply, sync_run, sync_sql};
 
 /// What a reader or writer of a private list it may not see is told (the same as for a list
 /// that does not exist: nothing says it does).
@@ -77,17 +77,19 @@ async fn may_access(
     Ok(shared.is_some())
 }
 
-/// Who may read the todos of a list (the `authorize` of [`Todos`](crate::model::Todos)).
-#[sync_sql]
-pub async fn may_read_list(
-    conn: &mut Conn<Db>,
-    ctx: &QueryCtx,
-    args: &TodosArgs,
-) -> Result<(), AccessError> {
-    if may_access(conn, &args.list_id, &ctx.identity).await? {
-        Ok(())
-    } else {
-        Err(AccessError::forbidden(NO_SUCH_LIST))
+/// The server side of the queries declared in `model.rs`: who may read the todos of a list.
+#[sync_run]
+impl Todos {
+    async fn authorize(
+        conn: &mut Conn<Db>,
+        ctx: &QueryCtx,
+        args: &TodosArgs,
+    ) -> Result<(), AccessError> {
+        if may_access(conn, &args.list_id, &ctx.identity).await? {
+            Ok(())
+        } else {
+            Err(AccessError::forbidden(NO_SUCH_LIST))
+        }
     }
 }
 
@@ -135,28 +137,30 @@ async fn user_named(conn: &mut Conn<Db>, name: &str) -> Result<String, EventErro
         .ok_or_else(|| Rejection::new("unknown_user", "There is no user of that name.").into())
 }
 
-/// The private lists `ctx`'s user owns or was given.
-#[sync_sql]
-pub async fn my_lists(conn: &mut Conn<Db>, ctx: &QueryCtx) -> Result<Vec<MyList>, sqlx::Error> {
-    let Some(user) = ctx.identity.id() else {
-        return Ok(Vec::new());
-    };
-    let rows: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT l.id, u.name, l.owner FROM lists l JOIN users u ON u.id = l.owner \
-         WHERE l.owner = $1 OR l.id IN (SELECT list_id FROM shares WHERE user_id = $1) \
-         ORDER BY l.id",
-    )
-    .bind(user)
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, owner, owner_id)| MyList {
-            id,
-            owner,
-            mine: owner_id == user,
-        })
-        .collect())
+/// The body of [`MyLists`]: the private lists the reader owns or was given.
+#[sync_run]
+impl MyLists {
+    async fn run(conn: &mut Conn<Db>, ctx: &QueryCtx, _: &()) -> Result<Vec<MyList>, sqlx::Error> {
+        let Some(user) = ctx.identity.id() else {
+            return Ok(Vec::new());
+        };
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT l.id, u.name, l.owner FROM lists l JOIN users u ON u.id = l.owner \
+             WHERE l.owner = $1 OR l.id IN (SELECT list_id FROM shares WHERE user_id = $1) \
+             ORDER BY l.id",
+        )
+        .bind(user)
+        .fetch_all(&mut *conn)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, owner, owner_id)| MyList {
+                id,
+                owner,
+                mine: owner_id == user,
+            })
+            .collect())
+    }
 }
 
 #[sync_apply]

@@ -28,7 +28,7 @@ use sssync_core::{Epoch, Query, QueryKey, Row, Version};
 pub use action::{FORM_NEXT_FIELD, SyncAction};
 pub use sssync_core::client::Prediction;
 pub use sssync_core::{Event, Query as SyncQueryDef, Rejection};
-pub use sssync_macros::{sync_apply, sync_event, sync_query, sync_sql};
+pub use sssync_macros::{sync_apply, sync_event, sync_query, sync_run, sync_sql};
 
 /// In a server build an event declared with [`macro@sync_event`] but applied by no
 /// [`macro@sync_apply`] handler is a compile error ("event `AddNote` has no server handler"),

@@ -12,7 +12,7 @@ use sssync_core::server::{
     SqliteStore, Store, Table,
 };
 use sssync_core::{Event, Query, QueryKey, Rejection};
-use sssync_leptos::{sync_apply, sync_event, sync_query, sync_sql};
+use sssync_leptos::{sync_apply, sync_event, sync_query, sync_run, sync_sql};
 
 /// A note on a board.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
@@ -58,6 +58,38 @@ pub async fn boards(conn: &mut Conn<Db>, _ctx: &QueryCtx) -> Result<Vec<BoardCou
     sqlx::query_as("SELECT board, COUNT(*) AS n FROM notes GROUP BY board ORDER BY board")
         .fetch_all(&mut *conn)
         .await
+}
+
+/// The notes of a board whose text starts with `prefix`, declared as a shared model declares
+/// it (no body, no server names) and given its body and its check by a `#[sync_run]` below.
+#[sync_query(key = id, reads = [notes(board)], access_reads = [locked(board)], authorize)]
+pub fn starting(board: String, prefix: String) -> Vec<Note>;
+
+#[sync_run]
+impl Starting {
+    async fn run(
+        conn: &mut Conn<Db>,
+        _ctx: &QueryCtx,
+        args: &StartingArgs,
+    ) -> Result<Vec<Note>, sqlx::Error> {
+        sqlx::query_as("SELECT id, text FROM notes WHERE board = $1 AND text LIKE $2 ORDER BY id")
+            .bind(&args.board)
+            .bind(format!("{}%", args.prefix))
+            .fetch_all(&mut *conn)
+            .await
+    }
+
+    async fn authorize(
+        conn: &mut Conn<Db>,
+        ctx: &QueryCtx,
+        args: &StartingArgs,
+    ) -> Result<(), AccessError> {
+        if may_read(conn, &args.board, &ctx.identity).await? {
+            Ok(())
+        } else {
+            Err(AccessError::forbidden("locked"))
+        }
+    }
 }
 
 /// A row of [`Boards`].
@@ -237,6 +269,25 @@ where
         }]
     );
 
+    // A query whose body is a `#[sync_run]`: the engine runs it.
+    let starting = r#"{"board":"b","prefix":"mi"}"#;
+    let (_, _, rows) = engine
+        .snapshot_json("starting", starting, &anyone)
+        .await
+        .unwrap();
+    let notes: Vec<Note> = rows
+        .into_rows()
+        .iter()
+        .map(|r| r.decode().unwrap())
+        .collect();
+    assert_eq!(
+        notes,
+        vec![Note {
+            id: "1".into(),
+            text: "milk".into()
+        }]
+    );
+
     // Keywords as names (`r#type`, `fn r#match`): the wire and the SQL have them as written,
     // without `r#`.
     assert_eq!(Match::NAME, "match");
@@ -301,12 +352,23 @@ where
             .await,
         Err(EngineError::Forbidden(_))
     ));
+    // The `#[sync_run]`'s authorize refuses as the helper does.
+    assert!(matches!(
+        engine.snapshot_json("starting", starting, &anyone).await,
+        Err(EngineError::Forbidden(_))
+    ));
     let admin = QueryCtx {
         identity: Identity::user("admin"),
     };
     assert!(
         engine
             .snapshot_json("notes", r#"{"board":"b"}"#, &admin)
+            .await
+            .is_ok()
+    );
+    assert!(
+        engine
+            .snapshot_json("starting", starting, &admin)
             .await
             .is_ok()
     );

@@ -1,6 +1,6 @@
 //! The declaration macros of sssync, re-exported (and documented, with examples) by
-//! `sssync-leptos`: [`macro@sync_query`], [`macro@sync_event`], [`macro@sync_apply`] and
-//! [`macro@sync_sql`].
+//! `sssync-leptos`: [`macro@sync_query`], [`macro@sync_run`], [`macro@sync_event`],
+//! [`macro@sync_apply`] and [`macro@sync_sql`].
 //!
 //! Each expands to the traits of `sssync-core` (`Query`, `Event`, `ServerQuery`,
 //! `ServerEvent`), a Leptos server function per event, and a registration that
@@ -8,6 +8,8 @@
 //! code (query bodies, handlers, SQL helpers) is compiled only with the `ssr` feature of the
 //! crate that declares it (Leptos's convention; that feature turns on `sssync-leptos/ssr`), once for each database it is compiled for (SQLite and PostgreSQL unless
 //! `db = sqlite` or `db = postgres` says otherwise); inside it, `Db` names that database.
+
+mod run;
 
 use heck::{ToSnakeCase, ToUpperCamelCase};
 use proc_macro::TokenStream;
@@ -254,7 +256,9 @@ fn dependencies(list: &Option<syn::ExprArray>, destructure: &Tokens) -> syn::Res
 ///   whose partition column is `value`, an expression over the args); required for a query
 ///   with a body (`reads = []`: a result that never changes), a compile error without;
 /// - `authorize = path`: who may read it, an `async fn(conn, ctx: &QueryCtx, args: &…Args) ->
-///   Result<(), AccessError>` (a `#[sync_sql]` helper); `access_reads = […]`: what it reads
+///   Result<(), AccessError>` (a `#[sync_sql]` helper), or bare `authorize`: the `async fn
+///   authorize` of the query's [`macro@sync_run`] impl, in the server code (then the shared
+///   declaration names no server code); `access_reads = […]`: what it reads
 ///   (a commit that changes it checks every reader again). Each without the other is a
 ///   compile error;
 /// - `per_identity`: the result depends on who reads it (never shared across identities);
@@ -388,7 +392,8 @@ fn query(attr: Tokens, func: QueryFn) -> syn::Result<Tokens> {
     let mut limit: Option<syn::LitInt> = None;
     let mut reads: Option<syn::ExprArray> = None;
     let mut access_reads: Option<syn::ExprArray> = None;
-    let mut authorize: Option<syn::Path> = None;
+    // `authorize = path` (a helper), or bare `authorize` (a `#[sync_run]` impl's).
+    let mut authorize: Option<Option<syn::Path>> = None;
     let mut per_identity = false;
     let mut keyed_by: Option<Ident> = None;
     let mut dbs = Dbs::default();
@@ -400,7 +405,11 @@ fn query(attr: Tokens, func: QueryFn) -> syn::Result<Tokens> {
         } else if meta.path.is_ident("access_reads") {
             access_reads = Some(meta.value()?.parse()?);
         } else if meta.path.is_ident("authorize") {
-            authorize = Some(meta.value()?.parse()?);
+            authorize = Some(if meta.input.peek(syn::Token![=]) {
+                Some(meta.value()?.parse()?)
+            } else {
+                None
+            });
         } else if meta.path.is_ident("per_identity") {
             per_identity = true;
         } else if meta.path.is_ident("keyed_by") {
@@ -425,14 +434,36 @@ fn query(attr: Tokens, func: QueryFn) -> syn::Result<Tokens> {
     });
     parser.parse2(attr)?;
     let sig = &func.sig;
-    let declarative = func.block.is_none();
-    if declarative {
-        if from.is_none() {
+    // Without a body: declarative (`from = table`: the engine writes the SQL), or served (the
+    // body is a `#[sync_run]` impl in the server code).
+    let bodiless = func.block.is_none();
+    let declarative = bodiless && from.is_some();
+    let served = bodiless && from.is_none();
+    if served {
+        if sig.asyncness.is_some() {
             return Err(Error::new(
                 sig.fn_token.span,
-                "a sync_query without a body is declarative: name its table with `from = table`",
+                "a sync_query without a body is a plain `fn`: `fn my_lists() -> Vec<MyList>;` \
+                 (its body is a `#[sync_run]` impl in the server code)",
             ));
         }
+        if order_by.is_some() || columns.is_some() || limit.is_some() {
+            return Err(Error::new(
+                Span::call_site(),
+                "`order_by`, `columns` and `limit` are for a declarative query: name its table \
+                 with `from = table`",
+            ));
+        }
+        if reads.is_none() {
+            return Err(Error::new(
+                Span::call_site(),
+                "a query whose body is a `#[sync_run]` names what it reads: `reads = [table, \
+                 table(arg), …]` (the changes that re-run it; `reads = []` for a result that \
+                 never changes)",
+            ));
+        }
+    }
+    if declarative {
         if sig.asyncness.is_some() {
             return Err(Error::new(
                 sig.fn_token.span,
@@ -445,7 +476,7 @@ fn query(attr: Tokens, func: QueryFn) -> syn::Result<Tokens> {
                 "a declarative query is keyed by its table already (without `limit`)",
             ));
         }
-    } else {
+    } else if !served {
         if sig.asyncness.is_none() {
             return Err(Error::new(
                 sig.fn_token.span,
@@ -490,7 +521,7 @@ fn query(attr: Tokens, func: QueryFn) -> syn::Result<Tokens> {
             "name the row's key field: #[sync_query(key = id, …)]",
         )
     })?;
-    let row = if declarative {
+    let row = if bodiless {
         vec_of(&sig.output).ok_or_else(|| {
             Error::new(
                 sig.output.span(),
@@ -523,7 +554,7 @@ fn query(attr: Tokens, func: QueryFn) -> syn::Result<Tokens> {
         let FnArg::Typed(pt) = input else {
             return Err(Error::new(input.span(), "a sync_query is a free function"));
         };
-        if declarative && (is_conn(&pt.ty) || is_ctx(&pt.ty, "QueryCtx")) {
+        if bodiless && (is_conn(&pt.ty) || is_ctx(&pt.ty, "QueryCtx")) {
             return Err(Error::new(
                 pt.ty.span(),
                 "a declarative query's parameters are its args only (each equals the column of \
@@ -667,13 +698,21 @@ fn query(attr: Tokens, func: QueryFn) -> syn::Result<Tokens> {
     let mut impls = Vec::new();
     for db in dbs.each() {
         let authorize_fn = authorize.as_ref().map(|path| {
+            let call = match path {
+                Some(path) => quote!(#path(conn, ctx, args).await),
+                None => quote! {
+                    <Self as #p::core::server::declared::AuthorizeQuery<#db>>::authorize(
+                        conn, ctx, args,
+                    ).await
+                },
+            };
             quote! {
                 async fn authorize(
                     conn: &mut #p::core::server::Conn<#db>,
                     ctx: &#p::core::server::QueryCtx,
                     args: &#args_type,
                 ) -> ::core::result::Result<(), #p::core::server::AccessError> {
-                    #path(conn, ctx, args).await
+                    #call
                 }
             }
         });
@@ -755,7 +794,15 @@ fn query(attr: Tokens, func: QueryFn) -> syn::Result<Tokens> {
                     }
                 }
             }
-            (None, None) => unreachable!("checked: a query without a body has a shape"),
+            (None, None) => quote! {
+                async fn run(
+                    conn: &mut #p::core::server::Conn<#db>,
+                    ctx: &#p::core::server::QueryCtx,
+                    args: &#args_type,
+                ) -> ::core::result::Result<::std::vec::Vec<#row>, #p::sqlx::Error> {
+                    <Self as #p::core::server::declared::RunQuery<#db>>::run(conn, ctx, args).await
+                }
+            },
         };
         impls.push(quote! {
             impl #p::core::server::ServerQuery<#db> for #marker {
@@ -1037,6 +1084,66 @@ fn apply(attr: Tokens, imp: ItemImpl) -> syn::Result<Tokens> {
                 }
             };
     })
+}
+
+/// Gives a query declared without a body (in the shared model, so that it names no server
+/// code) its server side: an `impl` of the query type holding `async fn run(conn: &mut
+/// Conn<Db>, ctx: &QueryCtx, args: &…Args) -> Result<Vec<Row>, sqlx::Error>` (the rows in
+/// order), `async fn authorize(conn, ctx: &QueryCtx, args: &…Args) -> Result<(), AccessError>`
+/// (for `#[sync_query(authorize, …)]`), or both. The counterpart of [`macro@sync_apply`] for
+/// queries: compiled only with the declaring crate's `ssr` feature, for both databases (`db =
+/// sqlite` or `db = postgres` for one). A declaration without its `#[sync_run]` does not compile
+/// in a server build.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use sssync_leptos::{sync_query, sync_run};
+/// #[cfg(feature = "ssr")]
+/// use sssync_leptos::server::prelude::*;
+///
+/// #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// pub struct Note { pub id: String, pub text: String }
+///
+/// // The shared model: the declaration only.
+/// /// The notes of a board.
+/// #[sync_query(key = id, reads = [notes(board)], access_reads = [locked(board)], authorize)]
+/// pub fn notes(board: String) -> Vec<Note>;
+///
+/// // The server code: the body and the check.
+/// #[sync_run]
+/// impl Notes {
+///     async fn run(conn: &mut Conn<Db>, _: &QueryCtx, args: &NotesArgs)
+///         -> Result<Vec<Note>, sqlx::Error> {
+///         sqlx::query_as("SELECT id, text FROM notes WHERE board = $1")
+///             .bind(&args.board)
+///             .fetch_all(&mut *conn)
+///             .await
+///     }
+///     async fn authorize(conn: &mut Conn<Db>, _: &QueryCtx, args: &NotesArgs)
+///         -> Result<(), AccessError> {
+///         let locked: Option<(String,)> =
+///             sqlx::query_as("SELECT board FROM locked WHERE board = $1")
+///                 .bind(&args.board)
+///                 .fetch_optional(&mut *conn)
+///                 .await?;
+///         match locked {
+///             None => Ok(()),
+///             Some(_) => Err(AccessError::forbidden("locked")),
+///         }
+///     }
+/// }
+/// # use sssync_core::Query;
+/// # assert_eq!(Notes::NAME, "notes");
+/// ```
+///
+/// (The server side runs in `sssync-leptos/tests/macros.rs`, on SQLite and PostgreSQL.)
+#[proc_macro_attribute]
+pub fn sync_run(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let imp = parse_macro_input!(item as ItemImpl);
+    match run::run(attr.into(), imp) {
+        Ok(t) => t.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
 }
 
 /// Declares a database helper written once for both databases: an `async fn` whose parameters

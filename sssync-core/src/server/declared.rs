@@ -175,6 +175,41 @@ fn label(kind: DeclaredKind) -> &'static str {
 )]
 pub trait HasHandler {}
 
+/// A query's body written in the server code, apart from its declaration (`#[sync_run] impl
+/// MyQuery { async fn run(…) }`): what the `ServerQuery::run` of a `#[sync_query]` declared
+/// without a body nor a table calls. The shared model then names no server code.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "query `{Self}` has no server body",
+    label = "declared with #[sync_query] without a body (nor `from = table`), but nothing runs it on the server",
+    note = "write `#[sync_run] impl {Self} {{ async fn run(conn: &mut Conn<Db>, ctx: &QueryCtx, args: &…Args) -> Result<Vec<Row>, sqlx::Error> {{ … }} }}` in the server code"
+)]
+pub trait RunQuery<Db: sqlx::Database>: crate::Query {
+    /// Runs the query: the rows in the result's order.
+    fn run(
+        conn: &mut super::Conn<Db>,
+        ctx: &super::QueryCtx,
+        args: &Self::Args,
+    ) -> impl std::future::Future<Output = Result<Vec<Self::Row>, sqlx::Error>> + Send;
+}
+
+/// A query's `authorize` written in the server code (`#[sync_run] impl MyQuery { async fn
+/// authorize(…) }`): what a `#[sync_query(authorize, …)]` calls.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "query `{Self}` has no server check",
+    label = "declared with #[sync_query(authorize, …)], but nothing authorizes its readers on the server",
+    note = "write `#[sync_run] impl {Self} {{ async fn authorize(conn: &mut Conn<Db>, ctx: &QueryCtx, args: &…Args) -> Result<(), AccessError> {{ … }} }}` in the server code"
+)]
+pub trait AuthorizeQuery<Db: sqlx::Database>: crate::Query {
+    /// Whether `ctx.identity` may read the query with `args`.
+    fn authorize(
+        conn: &mut super::Conn<Db>,
+        ctx: &super::QueryCtx,
+        args: &Self::Args,
+    ) -> impl std::future::Future<Output = Result<(), super::AccessError>> + Send;
+}
+
 /// The database of a connection type (how a `#[sync_sql]` helper, generic over the database,
 /// learns it from the connection it is called with).
 #[doc(hidden)]
