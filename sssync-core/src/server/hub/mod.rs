@@ -7,20 +7,28 @@
 //! subscribers, so that serializing a big snapshot or diffing a big result holds up only that
 //! key. Order: the maps' lock, then a group's, then an outbox's wanted set; never the other way.
 
-use super::schema::Identity;
 use super::store::Change;
-use crate::delta::{self, Put};
-use crate::protocol::{DeltaMsg, ErrorCode, ServerMsg, Snapshot};
+use crate::delta::{self};
+use crate::protocol::ServerMsg;
 use crate::query::QueryKey;
 use crate::row::Rows;
 use crate::version::Version;
 use axum::extract::ws::Utf8Bytes;
 use serde_json::value::RawValue;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::watch;
+
+mod group;
+mod messages;
+mod outbox;
+
+use group::Group;
+pub(crate) use group::Patched;
+use messages::{log_resume_msg, resume_msg, snapshot_msg};
+pub(crate) use messages::{query_failed, row_bytes, slow_consumer};
+pub(crate) use outbox::{InFlight, Outbox};
 
 /// How many deleted keys a group remembers for resuming clients; older resumes get a reset.
 const MAX_TOMBSTONES: usize = 10_000;
@@ -35,251 +43,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) struct DepKey {
     pub(crate) table: String,
     pub(crate) part: Option<String>,
-}
-
-/// The queue of one connection: bounded in messages and in bytes; a connection that lets it
-/// fill is cut off (it reconnects and resumes) instead of growing memory (invariant 12).
-#[derive(Clone, Debug)]
-pub(crate) struct Outbox {
-    pub(crate) id: u64,
-    tx: mpsc::Sender<Utf8Bytes>,
-    queued: Arc<AtomicUsize>,
-    max_bytes: usize,
-    slow: Arc<AtomicBool>,
-    /// The keys the connection currently subscribes to: a group created after the connection
-    /// dropped its key must not subscribe it.
-    wanted: Arc<Mutex<HashSet<QueryKey>>>,
-    pub(crate) wake: Arc<Notify>,
-    /// Who the connection is (checked queries authorize it, again when their access changes).
-    identity: Arc<Identity>,
-    /// Events the connection sent that are not answered yet.
-    in_flight: Arc<AtomicUsize>,
-    capacity: usize,
-    /// Subscriptions being resumed off the tailer, and the answers held until they are.
-    joins: Arc<Mutex<Joins>>,
-}
-
-/// An outbox's subscriptions being resumed off the tailer (see [`Hub::join`]) and the answers
-/// held meanwhile: an answer (an ack, a pong) says every delta before it has been sent, which
-/// a resume still on its way would make untrue.
-#[derive(Debug, Default)]
-struct Joins {
-    pending: usize,
-    held: Vec<Utf8Bytes>,
-}
-
-/// One event in flight on a connection (see [`Outbox::busy`]): counted until dropped.
-pub(crate) struct InFlight {
-    count: Arc<AtomicUsize>,
-    wake: Arc<Notify>,
-    answered: bool,
-}
-
-impl InFlight {
-    /// Its answer is about to be queued (the queue wakes the connection).
-    pub(crate) fn answered(mut self) {
-        self.answered = true;
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.count.fetch_sub(1, Ordering::Relaxed);
-        // Dropped unanswered: nothing is queued to wake a connection that stopped reading
-        // while busy; it looks again.
-        if !self.answered {
-            self.wake.notify_one();
-        }
-    }
-}
-
-/// The receiving end of an [`Outbox`] (the connection's task).
-pub(crate) struct OutboxRx {
-    rx: mpsc::Receiver<Utf8Bytes>,
-    queued: Arc<AtomicUsize>,
-}
-
-impl OutboxRx {
-    /// The next queued message.
-    pub(crate) async fn recv(&mut self) -> Option<Utf8Bytes> {
-        let m = self.rx.recv().await?;
-        self.queued.fetch_sub(m.len(), Ordering::Relaxed);
-        Some(m)
-    }
-}
-
-impl Outbox {
-    pub(crate) fn new(id: u64, capacity: usize, max_bytes: usize) -> (Outbox, OutboxRx) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        let queued = Arc::new(AtomicUsize::new(0));
-        (
-            Outbox {
-                id,
-                tx,
-                queued: queued.clone(),
-                max_bytes,
-                slow: Arc::new(AtomicBool::new(false)),
-                wanted: Arc::new(Mutex::new(HashSet::new())),
-                wake: Arc::new(Notify::new()),
-                identity: Arc::new(Identity::anonymous()),
-                in_flight: Arc::new(AtomicUsize::new(0)),
-                capacity: capacity.max(1),
-                joins: Arc::new(Mutex::new(Joins::default())),
-            },
-            OutboxRx { rx, queued },
-        )
-    }
-
-    /// The same outbox, for a connection of `identity`.
-    pub(crate) fn with_identity(mut self, identity: Identity) -> Outbox {
-        self.identity = Arc::new(identity);
-        self
-    }
-
-    /// Who the connection is.
-    pub(crate) fn identity(&self) -> &Identity {
-        &self.identity
-    }
-
-    /// Queues a message; false when the connection is gone or too slow. Once it is too slow,
-    /// nothing more is queued (a later, smaller message, an ack, must not overtake the one
-    /// refused).
-    pub(crate) fn send(&self, msg: Utf8Bytes) -> bool {
-        if self.is_slow() {
-            return false;
-        }
-        let len = msg.len();
-        let before = self.queued.fetch_add(len, Ordering::Relaxed);
-        // One message always fits an empty queue (a snapshot may be big); beyond that, bytes.
-        if before > 0 && before + len > self.max_bytes {
-            self.queued.fetch_sub(len, Ordering::Relaxed);
-            self.mark_slow();
-            return false;
-        }
-        match self.tx.try_send(msg) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.queued.fetch_sub(len, Ordering::Relaxed);
-                self.mark_slow();
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.queued.fetch_sub(len, Ordering::Relaxed);
-                false
-            }
-        }
-    }
-
-    fn mark_slow(&self) {
-        self.slow.store(true, Ordering::Relaxed);
-        self.wake.notify_one();
-    }
-
-    pub(crate) fn send_msg(&self, msg: &ServerMsg) -> bool {
-        self.send(msg.to_json().into())
-    }
-
-    /// Queues an answer (to an event, to a ping): after every delta queued before it, and after
-    /// the resumes of subscriptions that joined their groups before it (it waits for them).
-    pub(crate) fn send_answer(&self, msg: &ServerMsg) -> bool {
-        let text: Utf8Bytes = msg.to_json().into();
-        let mut j = lock(&self.joins);
-        if j.pending > 0 {
-            j.held.push(text);
-            return true;
-        }
-        self.send(text)
-    }
-
-    /// A subscription of the connection is being resumed off the tailer: answers wait.
-    fn begin_join(&self) {
-        lock(&self.joins).pending += 1;
-    }
-
-    /// Its resume is queued (or given up): the answers held go once none is left.
-    pub(crate) fn end_join(&self) {
-        let mut j = lock(&self.joins);
-        j.pending = j.pending.saturating_sub(1);
-        if j.pending == 0 {
-            for text in std::mem::take(&mut j.held) {
-                self.send(text);
-            }
-        }
-    }
-
-    pub(crate) fn is_slow(&self) -> bool {
-        self.slow.load(Ordering::Relaxed)
-    }
-
-    /// Counts one more event in flight on this connection, until the guard drops.
-    pub(crate) fn in_flight(&self) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight {
-            count: self.in_flight.clone(),
-            wake: self.wake.clone(),
-            answered: false,
-        }
-    }
-
-    /// Whether the connection should stop reading from its client for now: the answers it
-    /// owes (events in flight) and the messages queued fill half its queue, or the queued bytes
-    /// half their bound. What is left is room for the deltas of its subscriptions.
-    pub(crate) fn busy(&self) -> bool {
-        let queued = self.tx.max_capacity() - self.tx.capacity();
-        self.in_flight.load(Ordering::Relaxed) + queued >= self.capacity.div_ceil(2)
-            || self.queued.load(Ordering::Relaxed) >= self.max_bytes / 2
-    }
-
-    /// Whether the connection behind it has gone.
-    pub(crate) fn is_closed(&self) -> bool {
-        self.tx.is_closed()
-    }
-
-    /// The connection subscribes to `key` from now on.
-    pub(crate) fn want(&self, key: &QueryKey) {
-        lock(&self.wanted).insert(key.clone());
-    }
-
-    /// The connection no longer subscribes to `key`.
-    pub(crate) fn unwant(&self, key: &QueryKey) {
-        lock(&self.wanted).remove(key);
-    }
-
-    pub(crate) fn wants(&self, key: &QueryKey) -> bool {
-        lock(&self.wanted).contains(key)
-    }
-
-    /// Bytes waiting in the queue.
-    #[cfg(test)]
-    pub(crate) fn queued_bytes(&self) -> usize {
-        self.queued.load(Ordering::Relaxed)
-    }
-}
-
-struct Group {
-    deps: Vec<DepKey>,
-    /// What its query's authorization reads (a change re-checks every subscriber).
-    access: Vec<DepKey>,
-    /// The canonical args, as sent on the wire.
-    args: Box<RawValue>,
-    rows: Rows,
-    /// The size of `rows` as the result size limit counts it.
-    bytes: usize,
-    /// The version of the last change of `rows` (deltas go from it).
-    version: Version,
-    /// For each row, the version it last changed (or moved) at: resuming clients get the rows
-    /// changed after their version.
-    changed_at: HashMap<Arc<str>, Version>,
-    tombstones: VecDeque<(Version, Arc<str>)>,
-    /// Resumes from versions below this cannot be served (not remembered).
-    horizon: Version,
-    subs: HashMap<u64, Outbox>,
-    /// Subscribers being resumed from the durable log off the tailer (see
-    /// [`Hub::join`]): no delta goes to them yet, but a change of access checks them too.
-    joining: HashMap<u64, Outbox>,
-    idle_since: Option<Instant>,
-    /// Removed from the hub (failed or evicted): nobody may subscribe to it any more.
-    dead: bool,
 }
 
 #[derive(Default)]
@@ -677,79 +440,6 @@ impl Hub {
     }
 }
 
-/// A row's share of a result's size (as [`Limits::max_result_bytes`] counts it).
-///
-/// [`Limits::max_result_bytes`]: crate::protocol::Limits::max_result_bytes
-pub(crate) fn row_bytes(r: &crate::row::Row) -> usize {
-    r.key.len() + r.value.get().len() + 16
-}
-
-/// What [`Hub::patch`] did.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Patched {
-    /// Patched; the delta was queued for this many subscribers.
-    Done(usize),
-    /// No live group for the key.
-    NoGroup,
-    /// The patch cannot tell the new result: read it again in full.
-    Rerun,
-    /// The result would be this many bytes, over the limit: not patched.
-    TooLarge(usize),
-    /// The changed rows contradicted each other and the result was left partly patched: the
-    /// caller fails the key (see [`Patch::Inconsistent`](super::incremental::Patch)).
-    Inconsistent,
-}
-
-impl Group {
-    /// The group's rows changed (they are `self.rows` now) at `version` by `puts` and `dels`:
-    /// remembers what changed when (for resumes), queues the one delta for every subscriber.
-    /// Returns the number of subscribers it was queued for.
-    fn changed(
-        &mut self,
-        key: &QueryKey,
-        puts: Vec<Put>,
-        dels: Vec<Arc<str>>,
-        version: Version,
-    ) -> usize {
-        let g = self;
-        for p in &puts {
-            g.changed_at.insert(p.row.key.clone(), version);
-        }
-        for k in &dels {
-            g.changed_at.remove(k);
-            g.tombstones.push_back((version, k.clone()));
-        }
-        while g.tombstones.len() > MAX_TOMBSTONES {
-            if let Some((v, _)) = g.tombstones.pop_front() {
-                g.horizon = g.horizon.max(v);
-            }
-        }
-        let msg: Utf8Bytes = ServerMsg::Delta(DeltaMsg {
-            q: key.name().to_owned(),
-            a: g.args.clone(),
-            from: g.version,
-            to: version,
-            puts,
-            dels,
-            digest: g.rows.digest(),
-        })
-        .to_json()
-        .into();
-        g.version = version;
-        let mut sent = 0;
-        g.subs.retain(|_, o| {
-            if o.send(msg.clone()) {
-                sent += 1;
-            }
-            !o.is_closed()
-        });
-        if g.subs.is_empty() && g.joining.is_empty() && g.idle_since.is_none() {
-            g.idle_since = Some(Instant::now());
-        }
-        sent
-    }
-}
-
 impl Hub {
     /// Patches `key`'s result at `version` with what the incremental read `found` among the
     /// `changed` keys (see [`incremental::patch`](super::incremental::patch)), and queues the
@@ -874,105 +564,9 @@ impl Hub {
     }
 }
 
-fn snapshot_msg(key: &QueryKey, g: &Group, reset: bool) -> Utf8Bytes {
-    ServerMsg::Snapshot(Snapshot {
-        q: key.name().to_owned(),
-        a: g.args.clone(),
-        v: g.version,
-        reset,
-        rows: g.rows.rows().to_vec(),
-        digest: g.rows.digest(),
-    })
-    .to_json()
-    .into()
-}
-
-/// The rows changed after `v` (the client holds the result at `v`), as a delta to the group's
-/// version.
-fn resume_msg(key: &QueryKey, g: &Group, v: Version) -> Utf8Bytes {
-    let rows = g.rows.rows();
-    let puts: Vec<Put> = rows
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| g.changed_at.get(&r.key).is_some_and(|&c| c > v))
-        .map(|(i, r)| Put {
-            row: r.clone(),
-            after: i.checked_sub(1).map(|p| rows[p].key.clone()),
-        })
-        .collect();
-    let mut dels: Vec<Arc<str>> = g
-        .tombstones
-        .iter()
-        .filter(|(at, k)| *at > v && g.rows.get(k).is_none())
-        .map(|(_, k)| k.clone())
-        .collect();
-    dels.sort();
-    dels.dedup();
-    ServerMsg::Delta(DeltaMsg {
-        q: key.name().to_owned(),
-        a: g.args.clone(),
-        from: v,
-        to: g.version,
-        puts,
-        dels,
-        digest: g.rows.digest(),
-    })
-    .to_json()
-    .into()
-}
-
-/// The rows whose keys are in `changed` (those still in the result as puts, the others as
-/// deletes), as a delta from `v` (the client's version) to the group's: a resume computed from
-/// the durable log, its size following the changes.
-fn log_resume_msg(key: &QueryKey, g: &Group, v: Version, changed: &HashSet<String>) -> Utf8Bytes {
-    let rows = g.rows.rows();
-    let puts: Vec<Put> = rows
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| changed.contains(&*r.key))
-        .map(|(i, r)| Put {
-            row: r.clone(),
-            after: i.checked_sub(1).map(|p| rows[p].key.clone()),
-        })
-        .collect();
-    let mut dels: Vec<Arc<str>> = changed
-        .iter()
-        .filter(|k| g.rows.get(k).is_none())
-        .map(|k| Arc::from(k.as_str()))
-        .collect();
-    dels.sort();
-    ServerMsg::Delta(DeltaMsg {
-        q: key.name().to_owned(),
-        a: g.args.clone(),
-        from: v,
-        to: g.version,
-        puts,
-        dels,
-        digest: g.rows.digest(),
-    })
-    .to_json()
-    .into()
-}
-
-/// The error the subscribers of `key` get when its query failed.
-pub(crate) fn query_failed(key: &QueryKey, why: &str) -> ServerMsg {
-    ServerMsg::key_error(
-        ErrorCode::QueryFailed,
-        format!("query {key} failed on the server ({why}); it is retried when you subscribe again"),
-        key,
-    )
-}
-
-/// The error message a slow connection gets before it is closed.
-pub(crate) fn slow_consumer() -> ServerMsg {
-    ServerMsg::error(
-        ErrorCode::SlowConsumer,
-        "this connection fell too far behind; reconnect and resume",
-    )
-}
-
 #[cfg(test)]
 mod tests {
+    use super::outbox::OutboxRx;
     use super::*;
     use crate::row::Row;
 
