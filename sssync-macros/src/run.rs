@@ -2,7 +2,8 @@
 //! code, apart from the query's declaration in the shared model, the way `#[sync_apply]` gives
 //! an event its handler.
 
-use crate::{Dbs, krate, with_db};
+use crate::db::{Dbs, with_db};
+use crate::krate;
 use proc_macro2::TokenStream as Tokens;
 use quote::quote;
 use syn::spanned::Spanned;

@@ -1,0 +1,79 @@
+//! `#[sync_apply]`: an event's server handler, per database, registered by itself.
+
+use super::db::{Dbs, with_db};
+use super::krate;
+use proc_macro2::TokenStream as Tokens;
+use quote::quote;
+use syn::spanned::Spanned;
+use syn::visit_mut::VisitMut;
+use syn::{Error, ImplItem, ItemImpl, parse_quote};
+
+pub(super) fn apply(attr: Tokens, imp: ItemImpl) -> syn::Result<Tokens> {
+    let p = krate();
+    let dbs = Dbs::only_option(attr)?;
+    if imp.trait_.is_some() {
+        return Err(Error::new(
+            imp.span(),
+            "#[sync_apply] goes on `impl MyEvent { async fn apply(&self, conn: &mut Conn<Db>, ctx: &EventCtx) -> Result<(), EventError> { … } }`",
+        ));
+    }
+    let ty = &imp.self_ty;
+    let mut apply_fn = None;
+    for item in &imp.items {
+        match item {
+            ImplItem::Fn(f) if f.sig.ident == "apply" && apply_fn.is_none() => {
+                apply_fn = Some(f.clone())
+            }
+            other => {
+                return Err(Error::new(
+                    other.span(),
+                    "a #[sync_apply] impl holds one `async fn apply(&self, conn: &mut Conn<Db>, ctx: &EventCtx) -> Result<(), EventError>`",
+                ));
+            }
+        }
+    }
+    let apply_fn = apply_fn.ok_or_else(|| {
+        Error::new(
+            imp.span(),
+            "write `async fn apply(&self, conn: &mut Conn<Db>, ctx: &EventCtx) -> Result<(), EventError>`",
+        )
+    })?;
+    if apply_fn.sig.asyncness.is_none() {
+        return Err(Error::new(
+            apply_fn.sig.fn_token.span,
+            "`apply` is an `async fn`",
+        ));
+    }
+    let mut impls = Vec::new();
+    for db in dbs.each() {
+        let mut f = with_db(&apply_fn, &db, |v, f| v.visit_signature_mut(&mut f.sig));
+        f.vis = syn::Visibility::Inherited;
+        let stmts = &f.block.stmts;
+        let alias: syn::Stmt = parse_quote! {
+            #[allow(dead_code)]
+            type Db = #db;
+        };
+        f.block = parse_quote!({ #alias #(#stmts)* });
+        impls.push(quote! {
+            impl #p::core::server::ServerEvent<#db> for #ty {
+                #f
+            }
+        });
+    }
+    let registrations = dbs.registrations(|r| quote!(#r.event::<#ty>();));
+    Ok(quote! {
+        #[cfg(feature = "ssr")]
+            const _: () = {
+                #(#impls)*
+                impl #p::core::server::declared::HasHandler for #ty {}
+                #p::inventory::submit! {
+                    #p::core::server::declared::Declared {
+                        kind: #p::core::server::declared::DeclaredKind::Handler,
+                        name: <#ty as #p::core::Event>::NAME,
+                        at: ::core::module_path!(),
+                        #registrations
+                    }
+                }
+            };
+    })
+}
