@@ -62,7 +62,7 @@ pub type ActionResponse = <ActionServer as leptos::server_fn::server::Server<Syn
 pub fn run_on_client<E: Event>(event: E) -> impl Future<Output = Result<(), SyncError>> + Send {
     #[cfg(feature = "browser")]
     {
-        send_wrapper::SendWrapper::new(crate::dispatch(event))
+        send_wrapper::SendWrapper::new(crate::event::dispatch(event))
     }
     #[cfg(all(feature = "ssr", not(feature = "browser")))]
     {

@@ -226,7 +226,7 @@ impl Runtime {
                 Ok(ev.seq)
             }
             Err(why) => {
-                self.signals.rejection.set(Some(crate::Refused {
+                self.signals.rejection.set(Some(crate::client::Refused {
                     event: E::NAME.to_owned(),
                     why: why.clone(),
                 }));

@@ -1,0 +1,57 @@
+//! Plain forms without JavaScript: the idempotency key a form carries ([`FormKey`]) and the
+//! rejection a redirect brings back.
+
+use crate::error::SyncError;
+use leptos::prelude::*;
+use sssync_core::Rejection;
+
+/// The name of the hidden field [`FormKey`] renders.
+pub const FORM_KEY_FIELD: &str = "sssync_key";
+
+/// A hidden `<input name="sssync_key">` for a plain form whose server function applies an event
+/// with [`crate::server::apply_form`]: its value, made when the server renders the form, makes the post
+/// idempotent (a resubmission of the same form is not applied again). Rendered empty in the
+/// browser (there the form's submit goes through the sync connection), and left as the server
+/// rendered it by hydration.
+#[component]
+pub fn FormKey() -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    let key = crate::event::new_id();
+    #[cfg(not(feature = "ssr"))]
+    let key = String::new();
+    view! { <input type="hidden" name=FORM_KEY_FIELD value=key/> }
+}
+
+/// The rejection a plain form's redirect brought back, if it was an event's: the `__err` of
+/// Leptos's form-redirect errors in the page's URL. Read from the URL itself, the same way on
+/// the server (the request's) and in the browser, so that every component, inside `<Routes>`
+/// or not, hydrates with what the server rendered. In the browser it follows the router's URL:
+/// a client-side navigation away from the redirect's page drops it (Leptos's own
+/// `ServerActionError` context stays as the first page provided it).
+pub(super) fn form_rejection() -> Signal<Option<Rejection>> {
+    use leptos_router::location::Url;
+    fn in_url(url: &Url) -> Option<Rejection> {
+        use leptos::server_fn::error::ServerFnUrlError;
+        let params = url.search_params();
+        params.get_str("__path")?;
+        match ServerFnUrlError::<SyncError>::decode_err(params.get_str("__err")?) {
+            SyncError::Rejected(r) => Some(r),
+            _ => None,
+        }
+    }
+    #[cfg(feature = "browser")]
+    {
+        use leptos_router::location::{BrowserUrl, LocationProvider};
+        if let Some(url) = use_context::<BrowserUrl>() {
+            let url = url.as_url().clone();
+            return Signal::derive(move || url.with(in_url));
+        }
+        // No router: the page's URL changes only with a page load.
+        Signal::stored(BrowserUrl::current().ok().as_ref().and_then(in_url))
+    }
+    #[cfg(not(feature = "browser"))]
+    {
+        let url = use_context::<leptos_router::location::RequestUrl>().and_then(|u| u.parse().ok());
+        Signal::stored(url.as_ref().and_then(in_url))
+    }
+}
