@@ -62,7 +62,7 @@ pub type ActionResponse = <ActionServer as leptos::server_fn::server::Server<Syn
 pub fn run_on_client<E: Event>(event: E) -> impl Future<Output = Result<(), SyncError>> + Send {
     #[cfg(feature = "browser")]
     {
-        send_wrapper::SendWrapper::new(crate::event::dispatch(event))
+        send_wrapper::SendWrapper::new(dispatch(event))
     }
     #[cfg(all(feature = "ssr", not(feature = "browser")))]
     {
@@ -388,5 +388,34 @@ mod tests {
         assert_eq!(Posted::parse(b"sssync_next=%2F%5Cevil.example").next, None);
         assert_eq!(percent_decode(b"a%2"), "a%2");
         assert_eq!(percent_decode(b"%e2%9c%93"), "✓");
+    }
+}
+
+/// Sends `event` through the tab's sync client and answers once the server settled it (what an
+/// event's action does in the browser).
+#[cfg(feature = "browser")]
+pub(crate) fn dispatch<E: Event>(
+    event: E,
+) -> impl std::future::Future<Output = Result<(), SyncError>> {
+    use leptos::prelude::*;
+    let client = crate::client::TAB_CLIENT.with(std::cell::Cell::get);
+    let answer = match client {
+        None => Err(SyncError::Internal(
+            "no sync client in this tab: wrap the app in <SyncProvider>".into(),
+        )),
+        Some(client) => {
+            let _ = client.types.try_update_value(|t| t.add::<E>());
+            client.rejection.set(None);
+            client.sent.set(true);
+            Ok(client.runtime().send_awaiting(event))
+        }
+    };
+    async move {
+        match answer {
+            Err(e) => Err(e),
+            Ok(rx) => rx.await.unwrap_or_else(|_| {
+                Err(SyncError::Internal("the tab's sync client stopped".into()))
+            }),
+        }
     }
 }

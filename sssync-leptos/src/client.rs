@@ -1,9 +1,9 @@
 //! The sync client a page provides ([`SyncProvider`], [`provide_sync_client`]): on the server
 //! the engine behind it, in the browser the tab's runtime.
 
+use crate::error::Refused;
 use leptos::prelude::*;
 use sssync_core::Query;
-use sssync_core::Rejection;
 
 /// The tab's sync client: signals for the UI, and (in the browser, once started) the runtime
 /// that owns the connection. `Copy`; provided by [`provide_sync_client`].
@@ -22,16 +22,6 @@ pub struct SyncClient {
     pub(crate) types: StoredValue<sssync_core::client::EventTypes>,
     #[cfg(feature = "browser")]
     pub(crate) runtime: StoredValue<Option<std::rc::Rc<crate::runtime::Runtime>>, LocalStorage>,
-}
-
-/// The last event the server (or the client, for args over the limit) refused.
-#[derive(Clone, Debug, PartialEq)]
-#[cfg_attr(not(feature = "browser"), allow(dead_code))] // made by the browser runtime only
-pub(crate) struct Refused {
-    /// The event's name.
-    pub(crate) event: String,
-    /// Why.
-    pub(crate) why: Rejection,
 }
 
 /// Creates the tab's sync client and provides it to the components below (call it once, in

@@ -43,3 +43,13 @@ impl leptos::server_fn::error::FromServerFnError for SyncError {
         }
     }
 }
+
+/// The last event the server (or the client, for args over the limit) refused.
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(not(feature = "browser"), allow(dead_code))] // made by the browser runtime only
+pub(crate) struct Refused {
+    /// The event's name.
+    pub(crate) event: String,
+    /// Why.
+    pub(crate) why: Rejection,
+}

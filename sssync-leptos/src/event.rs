@@ -3,8 +3,6 @@
 
 use crate::action::SyncAction;
 use crate::client::SyncClient;
-#[cfg(feature = "browser")]
-use crate::error::SyncError;
 use leptos::prelude::*;
 use sssync_core::Event;
 use sssync_core::Rejection;
@@ -163,34 +161,6 @@ pub fn use_sync_event<E: SyncAction>() -> ServerAction<E> {
     let client = crate::client::client();
     client.types.update_value(|t| t.add::<E>());
     ServerAction::new()
-}
-
-/// Sends `event` through the tab's sync client and answers once the server settled it (what an
-/// event's action does in the browser).
-#[cfg(feature = "browser")]
-pub(crate) fn dispatch<E: Event>(
-    event: E,
-) -> impl std::future::Future<Output = Result<(), SyncError>> {
-    let client = crate::client::TAB_CLIENT.with(std::cell::Cell::get);
-    let answer = match client {
-        None => Err(SyncError::Internal(
-            "no sync client in this tab: wrap the app in <SyncProvider>".into(),
-        )),
-        Some(client) => {
-            let _ = client.types.try_update_value(|t| t.add::<E>());
-            client.rejection.set(None);
-            client.sent.set(true);
-            Ok(client.runtime().send_awaiting(event))
-        }
-    };
-    async move {
-        match answer {
-            Err(e) => Err(e),
-            Ok(rx) => rx.await.unwrap_or_else(|_| {
-                Err(SyncError::Internal("the tab's sync client stopped".into()))
-            }),
-        }
-    }
 }
 
 /// A new random id (128 bits, hex) for rows a client creates (their keys must be known

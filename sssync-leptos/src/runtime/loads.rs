@@ -226,7 +226,7 @@ impl Runtime {
                 Ok(ev.seq)
             }
             Err(why) => {
-                self.signals.rejection.set(Some(crate::client::Refused {
+                self.signals.rejection.set(Some(crate::error::Refused {
                     event: E::NAME.to_owned(),
                     why: why.clone(),
                 }));

@@ -42,7 +42,7 @@ pub(crate) struct Signals {
     pub(crate) changed: RwSignal<u64>,
     pub(crate) online: RwSignal<bool>,
     pub(crate) pending: RwSignal<usize>,
-    pub(crate) rejection: RwSignal<Option<crate::client::Refused>>,
+    pub(crate) rejection: RwSignal<Option<crate::error::Refused>>,
     pub(crate) notice: RwSignal<Option<String>>,
 }
 
@@ -278,7 +278,7 @@ impl Runtime {
     pub(crate) fn show_rejection(&self, event: String, why: Rejection) {
         self.signals
             .rejection
-            .set(Some(crate::client::Refused { event, why }));
+            .set(Some(crate::error::Refused { event, why }));
     }
 
     fn after_change(&self) {

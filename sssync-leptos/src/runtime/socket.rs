@@ -207,7 +207,7 @@ impl Runtime {
             self.send_raw(m);
         }
         if let Some((_, r)) = update.rejected.last() {
-            self.signals.rejection.set(Some(crate::client::Refused {
+            self.signals.rejection.set(Some(crate::error::Refused {
                 event: refused.unwrap_or_default(),
                 why: r.clone(),
             }));

@@ -421,8 +421,8 @@ fn raw(json: &str) -> Box<RawValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delta::Put;
     use crate::client::persist::EventTypes;
+    use crate::delta::Put;
     use crate::protocol::{Ack, DeltaMsg, Limits, ServerMsg, Snapshot, Welcome};
     use crate::row::Digest;
     use serde::{Deserialize, Serialize};
