@@ -490,12 +490,13 @@ fn recent_lists(list_id: Memo<String>) -> RwSignal<Vec<String>> {
     let recent = RwSignal::new(Vec::new());
     Effect::new(move |_| {
         let current = list_id.get();
-        let mut seen: Vec<String> = sssync_leptos::meta::get(RECENT_KEY).unwrap_or_default();
+        let mut seen: Vec<String> =
+            sssync_leptos::local_storage::get(RECENT_KEY).unwrap_or_default();
         seen.retain(|id| *id != current);
         recent.set(seen.iter().take(RECENT).cloned().collect());
         seen.insert(0, current);
         seen.truncate(RECENT + 1);
-        sssync_leptos::meta::set(RECENT_KEY, &seen);
+        sssync_leptos::local_storage::set(RECENT_KEY, &seen);
     });
     recent
 }

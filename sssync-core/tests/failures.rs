@@ -9,6 +9,7 @@ use common::*;
 use serde_json::json;
 use sssync_core::client::native::{NativeClient, Options};
 use sssync_core::protocol::ServerMsg;
+use sssync_core::server::Counts;
 use sssync_core::server::WriteRetry;
 use sssync_core::{ErrorCode, Limits, QueryKey};
 use std::sync::Arc;
@@ -129,13 +130,17 @@ async fn a_batch_refused_by_a_full_disk_is_resent_by_the_client_once_space_retur
         });
     }
     // The client is told (the server could not save), and its writes stay pending.
-    c.wait_for(WAIT, |s| s.trouble().is_some()).await.unwrap();
+    c.wait_for(WAIT, |s| s.write_blocked_reason().is_some())
+        .await
+        .unwrap();
     assert!(c.with_state(|s| s.pending_count()) > 0);
     // Space returns: without anything else happening, every write applies, once.
     pages.store(0, Ordering::SeqCst);
-    c.wait_for(WAIT, |s| s.pending_count() == 0 && s.trouble().is_none())
-        .await
-        .unwrap();
+    c.wait_for(WAIT, |s| {
+        s.pending_count() == 0 && s.write_blocked_reason().is_none()
+    })
+    .await
+    .unwrap();
     let db = server.todos("full").await;
     assert_eq!(db.len(), 40);
     assert!(server.applied_twice().await.is_empty());
@@ -169,7 +174,9 @@ async fn a_batch_refused_while_another_connection_holds_the_write_lock_applies_o
         list_id: "busy".into(),
         title: "waits for the lock".into(),
     });
-    c.wait_for(WAIT, |s| s.trouble().is_some()).await.unwrap();
+    c.wait_for(WAIT, |s| s.write_blocked_reason().is_some())
+        .await
+        .unwrap();
     other.execute("ROLLBACK").await.unwrap();
     c.wait_for(WAIT, |s| s.pending_count() == 0).await.unwrap();
     assert_eq!(titles(&server.todos("busy").await), ["waits for the lock"]);
@@ -535,12 +542,12 @@ on_both! {
         assert!(matches!(first, ServerMsg::Ack(_)), "{first:?}");
         assert_eq!(
             server.engine.counts(),
-            (1, 0),
+            Counts { keys: 1, subscriptions: 0 },
             "the group is made, nobody subscribes"
         );
         // Idle, the group goes after its time to live.
         eventually("the idle group is evicted", || async {
-            server.engine.counts() == (0, 0)
+            server.engine.counts() == Counts { keys: 0, subscriptions: 0 }
         })
         .await;
         server.stop().await;
@@ -757,13 +764,15 @@ on_both! {
         let g3 = QueryKey::from_json("todos", r#"{"list_id":"g3"}"#).unwrap();
         let m = raw.recv().await;
         assert_eq!(key_error(&m), Some((ErrorCode::Overloaded, g3)), "{m:?}");
-        assert_eq!(server.engine.counts(), (2, 2));
+        assert_eq!(server.engine.counts(),
+            Counts { keys: 2, subscriptions: 2 });
         // Once nobody follows g1, it makes room.
         raw.send(json!({"t": "unsub", "q": "todos", "a": {"list_id": "g1"}}))
             .await;
         raw.send(sub("g3")).await;
         assert!(matches!(raw.recv().await, ServerMsg::Snapshot(_)));
-        assert_eq!(server.engine.counts(), (2, 2));
+        assert_eq!(server.engine.counts(),
+            Counts { keys: 2, subscriptions: 2 });
         server.stop().await;
     }
 }

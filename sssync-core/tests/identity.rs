@@ -12,6 +12,7 @@ use serde_json::json;
 use sssync_core::client::native::{NativeClient, Options};
 use sssync_core::client::{ClientStore, MemoryStore};
 use sssync_core::protocol::ServerMsg;
+use sssync_core::server::Counts;
 use sssync_core::{ErrorCode, QueryKey};
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,7 +70,7 @@ async fn wait_forbidden(c: &NativeClient, l: &str) {
             "{} was not refused list {l}: errors {:?}, who {:?}, rows {:?}",
             c.client_id(),
             c.errors(),
-            c.with_state(|s| s.who().map(str::to_owned)),
+            c.with_state(|s| s.identity_tag().map(str::to_owned)),
             c.rows::<ListTodos>(&list(l))
         );
     }
@@ -183,7 +184,8 @@ on_both! {
         assert_eq!(ids(&a), ["a1", "a2"]);
         assert_eq!(ids(&b), ["b1"]);
         // One live result per identity.
-        assert_eq!(server.engine.counts(), (2, 2));
+        assert_eq!(server.engine.counts(),
+            Counts { keys: 2, subscriptions: 2 });
         // The snapshot GET per reader: nobody gets another's.
         for (token, want) in [(&alice, vec!["a1", "a2"]), (&bob, vec!["b1"])] {
             let (status, _, body) = http(
@@ -259,7 +261,7 @@ on_both! {
             },
         );
         b.send(AddTodo { id: "t5".into(), list_id: "pub".into(), title: "bob's".into() });
-        b.wait_for(WAIT, |s| s.client_id() != "alices-tab" && s.pending_count() == 0 && s.who().is_some())
+        b.wait_for(WAIT, |s| s.client_id() != "alices-tab" && s.pending_count() == 0 && s.identity_tag().is_some())
             .await
             .unwrap();
         // Its event was made before it knew: it was dropped with the id, not sent as Bob.
@@ -351,7 +353,7 @@ on_both! {
         c.wait_for(WAIT, |s| {
             s.pending_count() == 0
                 && s.confirmed(&list_key("g1")).is_some_and(|(_, r)| r.len() == 2)
-                && s.who().is_some_and(|w| !w.is_empty())
+                && s.identity_tag().is_some_and(|w| !w.is_empty())
         })
         .await
         .unwrap();
@@ -366,7 +368,7 @@ on_both! {
         // The client finds its id is Alice's: it forgets everything of hers (rows, the pending
         // write) and goes on, as nobody, under a new id; the private list is forbidden to it.
         wait_forbidden(&c, "g1").await;
-        c.wait_for(WAIT, |s| s.client_id() != "shared-computer" && s.who() == Some(""))
+        c.wait_for(WAIT, |s| s.client_id() != "shared-computer" && s.identity_tag() == Some(""))
             .await
             .unwrap();
         let kept = store.load();
@@ -397,7 +399,7 @@ on_both! {
         sign_out(&alice);
         c.set_online(true);
         wait_forbidden(&c, "u1").await;
-        assert_eq!(c.with_state(|s| s.who().map(str::to_owned)).as_deref(), Some(""));
+        assert_eq!(c.with_state(|s| s.identity_tag().map(str::to_owned)).as_deref(), Some(""));
         assert!(store.load().keys.is_empty());
         assert_eq!(c.client_id(), "reader");
         server.stop().await;
@@ -528,7 +530,7 @@ on_both! {
             Options { headers: session(&alice), store: Some(store.clone()), ..Options::default() },
         );
         c.subscribe::<Todos>(&list("pub"));
-        c.wait_for(WAIT, |s| s.who().is_some_and(|w| !w.is_empty()) && s.rows::<Todos>(&list("pub")).is_some())
+        c.wait_for(WAIT, |s| s.identity_tag().is_some_and(|w| !w.is_empty()) && s.rows::<Todos>(&list("pub")).is_some())
             .await
             .unwrap();
         c.set_online(false);
@@ -600,14 +602,14 @@ on_both! {
             Options { headers: session(&first), store: Some(store.clone()), ..Options::default() },
         );
         c.subscribe::<Todos>(&list("cy"));
-        c.wait_for(WAIT, |s| s.who().is_some_and(|w| !w.is_empty()) && s.rows::<Todos>(&list("cy")).is_some())
+        c.wait_for(WAIT, |s| s.identity_tag().is_some_and(|w| !w.is_empty()) && s.rows::<Todos>(&list("cy")).is_some())
             .await
             .unwrap();
         // (The flaky counts are shared by the tests running at once: an id of this one's.)
         let id = format!("cy-{}", db.tag());
         set_flaky(&id, 1);
         c.send(Flaky { id, list_id: "cy".into(), title: "kept".into() });
-        c.wait_for(WAIT, |s| s.trouble().is_some()).await.unwrap();
+        c.wait_for(WAIT, |s| s.write_blocked_reason().is_some()).await.unwrap();
         // Alice signs in again in this browser: a new session, the old one ended. The
         // connection's own request still names the old one.
         let second = sign_in("alice");

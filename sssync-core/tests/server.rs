@@ -9,6 +9,7 @@ use serde_json::json;
 use sssync_core::client::native::{Chaos, NativeClient, Options};
 use sssync_core::client::{EventTypes, MemoryStore};
 use sssync_core::protocol::ServerMsg;
+use sssync_core::server::Counts;
 use sssync_core::{ErrorCode, Version};
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,7 +47,8 @@ on_both! {
         assert_eq!(a.rows::<Todos>(&list("l1")).unwrap(), db);
         assert_eq!(b.rows::<Todos>(&list("l1")).unwrap(), db);
         // One result for the key, two subscribers.
-        assert_eq!(server.engine.counts(), (1, 2));
+        assert_eq!(server.engine.counts(),
+            Counts { keys: 1, subscriptions: 2 });
         server.stop().await;
     }
 }
@@ -1114,7 +1116,7 @@ on_both! {
         }
         // The group is gone (idle) and the log pruned past the client's version (the janitor
         // runs every group TTL).
-        eventually("the idle group is evicted", || async { server.engine.counts().0 == 0 }).await;
+        eventually("the idle group is evicted", || async { server.engine.counts().keys == 0 }).await;
         let epoch = server.engine.epoch();
         let (mut again, _) = Raw::hello(
             &server,
@@ -1136,7 +1138,7 @@ on_both! {
                     // Pruning has not reached that far yet: try again after the next prune.
                     again.send(json!({"t": "unsub", "q": "todos", "a": {"list_id": "ret"}})).await;
                     eventually("the idle group is evicted", || async {
-                        server.engine.counts().0 == 0
+                        server.engine.counts().keys == 0
                     })
                     .await;
                 }

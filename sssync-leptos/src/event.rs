@@ -8,20 +8,20 @@ use sssync_core::Event;
 use sssync_core::Rejection;
 
 /// A typed event sender (see [`use_sync_event`]). `Copy`.
-pub struct SyncEvent<E> {
+pub struct EventSender<E> {
     client: SyncClient,
     _event: std::marker::PhantomData<fn(E)>,
 }
 
-impl<E> Clone for SyncEvent<E> {
+impl<E> Clone for EventSender<E> {
     fn clone(&self) -> Self {
         *self
     }
 }
 
-impl<E> Copy for SyncEvent<E> {}
+impl<E> Copy for EventSender<E> {}
 
-impl<E: Event> SyncEvent<E> {
+impl<E: Event> EventSender<E> {
     /// Applies the event's prediction at once and sends it (exactly once, also after the
     /// connection comes back). Does nothing on the server.
     pub fn send(&self, event: E) {
@@ -90,10 +90,10 @@ impl<E: Event> SyncEvent<E> {
 ///     assert_eq!(ping.last_rejection(), None);
 /// });
 /// ```
-pub fn use_sync_sender<E: Event>() -> SyncEvent<E> {
+pub fn use_sync_sender<E: Event>() -> EventSender<E> {
     let client = crate::client::client();
     client.types.update_value(|t| t.add::<E>());
-    SyncEvent {
+    EventSender {
         client,
         _event: std::marker::PhantomData,
     }

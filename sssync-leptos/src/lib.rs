@@ -23,7 +23,7 @@
 
 pub use action::{FORM_NEXT_FIELD, SyncAction};
 pub use sssync_core::client::Prediction;
-pub use sssync_core::{Event, Query as SyncQueryDef, Rejection};
+pub use sssync_core::{Event, Query, Rejection};
 pub use sssync_macros::{sync_apply, sync_event, sync_query, sync_run, sync_sql};
 
 /// In a server build an event declared with [`macro@sync_event`] but applied by no
@@ -79,7 +79,7 @@ mod client; //   the sync client a page provides (SyncProvider)
 mod error; //    SyncError, typed across the wire
 mod event; //    use_sync_event, use_sync_sender, new_id
 mod form; //     plain forms: FormKey, the rejection a redirect brings back
-pub mod meta; // small JSON values in localStorage
+pub mod local_storage; // small JSON values in localStorage
 #[cfg(feature = "browser")]
 mod persist; //  IndexedDB: pending events and the rows cache
 mod query; //    use_sync_query, SyncQuery, Loaded
@@ -91,7 +91,7 @@ mod status; //   use_sync_status, use_hydrated
 
 pub use client::{SyncClient, SyncProvider, SyncProviderProps, provide_sync_client};
 pub use error::SyncError;
-pub use event::{SyncEvent, new_id, use_sync_event, use_sync_sender};
+pub use event::{EventSender, new_id, use_sync_event, use_sync_sender};
 pub use form::{FORM_KEY_FIELD, FormKey};
 pub use query::{Loaded, QueryStatus, SyncQuery, use_sync_query};
 pub use status::{SyncStatus, use_hydrated, use_sync_status};

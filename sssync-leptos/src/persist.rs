@@ -149,7 +149,7 @@ pub(crate) async fn uncache(db: &Database, keys: Vec<String>) {
 /// The identity the browser's storage was last filled under (`sssync.who` in localStorage).
 /// The identity tag the browser's storage was last filled under (`""`: anonymous).
 pub(crate) fn stored_who() -> Option<String> {
-    crate::meta::get::<String>("sssync.who")
+    crate::local_storage::get::<String>("sssync.who")
 }
 
 /// The identity of this browser's connection is `who` (from a welcome): when the storage was
@@ -166,7 +166,7 @@ pub(crate) async fn forget_other_identities(db: &Database, own: &str, who: &str)
             remove(db, &entry.client_id).await;
         }
     }
-    crate::meta::set("sssync.who", who);
+    crate::local_storage::set("sssync.who", who);
 }
 
 /// Forgets every cached row (the server's history changed).
@@ -235,17 +235,17 @@ pub(crate) async fn load_all(db: &Database) -> Vec<Entry> {
 
 /// Marks a tab as gone (synchronously: it runs while the page is being hidden).
 pub(crate) fn mark_gone(client_id: &str) {
-    crate::meta::set(&gone_key(client_id), &1u8);
+    crate::local_storage::set(&gone_key(client_id), &1u8);
 }
 
 /// Whether a tab was marked gone.
 pub(crate) fn is_gone(client_id: &str) -> bool {
-    crate::meta::get::<u8>(&gone_key(client_id)).is_some()
+    crate::local_storage::get::<u8>(&gone_key(client_id)).is_some()
 }
 
 /// Forgets the mark.
 pub(crate) fn clear_gone(client_id: &str) {
-    crate::meta::remove(&gone_key(client_id));
+    crate::local_storage::remove(&gone_key(client_id));
 }
 
 fn gone_key(client_id: &str) -> String {

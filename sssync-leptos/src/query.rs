@@ -10,10 +10,12 @@ use sssync_core::{Epoch, Query, QueryKey, Row, Version};
 /// A query's rows as the server rendered them: what travels in the hydration data.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Loaded {
-    /// The query's name.
-    pub q: String,
-    /// Its canonical args.
-    pub a: String,
+    /// The query's name (`q` in the hydration data: it travels with every page).
+    #[serde(rename = "q")]
+    pub query: String,
+    /// Its canonical args (`a` in the hydration data).
+    #[serde(rename = "a")]
+    pub args: String,
     /// The database history the rows belong to.
     pub epoch: Epoch,
     /// Their version.
@@ -25,7 +27,7 @@ pub struct Loaded {
 impl Loaded {
     /// Whether these are the rows of `key`.
     pub fn is_for(&self, key: &QueryKey) -> bool {
-        self.q == key.name() && self.a == key.args_json()
+        self.query == key.name() && self.args == key.args_json()
     }
 }
 

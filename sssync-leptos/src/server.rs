@@ -20,13 +20,13 @@ use sssync_core::{Event, QueryKey};
 use std::sync::Arc;
 
 /// What the components need from an engine, whatever its store.
-trait Source: Send + Sync + 'static {
+trait DynEngine: Send + Sync + 'static {
     fn router(&self) -> axum::Router;
     fn identities_changed(&self);
     fn shutdown(&self);
     fn is_incremental(&self, name: &str) -> bool;
     fn identify<'a>(&'a self, parts: &'a Parts) -> BoxFuture<'a, Result<Identity, IdentifyError>>;
-    fn who(&self, identity: &Identity) -> Option<String>;
+    fn identity_tag(&self, identity: &Identity) -> Option<String>;
     fn load<'a>(
         &'a self,
         key: &'a QueryKey,
@@ -46,7 +46,7 @@ trait Source: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), SyncError>>;
 }
 
-impl<S: Store> Source for Engine<S> {
+impl<S: Store> DynEngine for Engine<S> {
     fn router(&self) -> axum::Router {
         sssync_core::server::router(self.clone())
     }
@@ -67,8 +67,8 @@ impl<S: Store> Source for Engine<S> {
         Box::pin(Engine::identify(self, parts))
     }
 
-    fn who(&self, identity: &Identity) -> Option<String> {
-        Engine::who(self, identity)
+    fn identity_tag(&self, identity: &Identity) -> Option<String> {
+        Engine::identity_tag(self, identity)
     }
 
     fn load<'a>(
@@ -83,8 +83,8 @@ impl<S: Store> Source for Engine<S> {
                 .await
                 .map_err(engine_error)?;
             Ok(Loaded {
-                q: key.name().to_owned(),
-                a: key.args_json().to_owned(),
+                query: key.name().to_owned(),
+                args: key.args_json().to_owned(),
                 epoch: self.epoch().clone(),
                 version,
                 rows: rows.into_rows(),
@@ -141,12 +141,20 @@ fn engine_error(e: EngineError) -> SyncError {
 /// engine's own routes ([`SyncServer::router`]). Made by [`SyncServer::builder`], or from an
 /// engine built by hand with [`SyncServer::new`].
 #[derive(Clone)]
-pub struct SyncServer(Arc<dyn Source>, Option<DbPool>);
+pub struct SyncServer {
+    /// The engine, whatever its database.
+    engine: Arc<dyn DynEngine>,
+    /// The pool it was opened over (`None`: built from an engine).
+    pool: Option<DbPool>,
+}
 
 impl SyncServer {
     /// Wraps an engine.
     pub fn new<S: Store>(engine: Engine<S>) -> SyncServer {
-        SyncServer(Arc::new(engine), None)
+        SyncServer {
+            engine: Arc::new(engine),
+            pool: None,
+        }
     }
 
     /// Starts declaring the app's sync server: its tables, how a request's identity is known;
@@ -162,7 +170,7 @@ impl SyncServer {
     /// The engine's routes (`/sssync/…`: the WebSocket, server-sent events, event posts, the
     /// snapshot GET), to merge into the app's router.
     pub fn router(&self) -> axum::Router {
-        self.0.router()
+        self.engine.router()
     }
 
     /// What `leptos_routes_with_context` provides to every render and server function: this
@@ -202,24 +210,24 @@ impl SyncServer {
 
     /// The database pool, when the builder opened it.
     pub fn pool(&self) -> Option<&DbPool> {
-        self.1.as_ref()
+        self.pool.as_ref()
     }
 
     /// Sessions were signed in or out: every live connection asks again who it is (see
     /// `Engine::identities_changed`).
     pub fn identities_changed(&self) {
-        self.0.identities_changed()
+        self.engine.identities_changed()
     }
 
     /// Whether the declarative query `name` is maintained incrementally (see
     /// `Engine::is_incremental`).
     pub fn is_incremental(&self, name: &str) -> bool {
-        self.0.is_incremental(name)
+        self.engine.is_incremental(name)
     }
 
     /// Closes every sync connection and stops the engine (before a graceful shutdown).
     pub fn shutdown(&self) {
-        self.0.shutdown()
+        self.engine.shutdown()
     }
 
     /// Who sent the request with these parts, as the engine's `identify` says (anonymous
@@ -228,7 +236,7 @@ impl SyncServer {
     pub async fn identify(&self, parts: Option<&Parts>) -> Result<Identity, SyncError> {
         match parts {
             Some(p) => self
-                .0
+                .engine
                 .identify(p)
                 .await
                 .map_err(|e| SyncError::Internal(e.to_string())),
@@ -243,13 +251,13 @@ impl SyncServer {
     }
 
     /// The opaque tag of `identity` its browser's client sees in its welcome.
-    pub fn who(&self, identity: &Identity) -> Option<String> {
-        self.0.who(identity)
+    pub fn identity_tag(&self, identity: &Identity) -> Option<String> {
+        self.engine.identity_tag(identity)
     }
 
     /// The rows of `key` at one version for an anonymous reader (in-process: no HTTP).
     pub async fn load(&self, key: &QueryKey) -> Result<Loaded, SyncError> {
-        self.0.load(key, Identity::anonymous()).await
+        self.engine.load(key, Identity::anonymous()).await
     }
 
     /// The rows of `key` at one version, as the sender of the request with these parts may
@@ -260,7 +268,7 @@ impl SyncServer {
         parts: Option<&Parts>,
     ) -> Result<Loaded, SyncError> {
         let identity = self.identify(parts).await?;
-        self.0.load(key, identity).await
+        self.engine.load(key, identity).await
     }
 
     /// Whether the sender of the request with these parts may read query `Q` with `args`
@@ -273,7 +281,7 @@ impl SyncServer {
     ) -> Result<(), SyncError> {
         let key = QueryKey::new(Q::NAME, args).map_err(|e| SyncError::BadRequest(e.to_string()))?;
         let identity = self.identify(parts).await?;
-        self.0.may_read(&key, identity).await
+        self.engine.may_read(&key, identity).await
     }
 
     /// Applies an event from the server on behalf of the current request's identity (a plain
@@ -282,7 +290,7 @@ impl SyncServer {
         let args =
             serde_json::to_string(event).map_err(|e| SyncError::BadRequest(e.to_string()))?;
         let identity = self.current_identity().await?;
-        self.0.apply(identity, None, E::NAME, &args).await
+        self.engine.apply(identity, None, E::NAME, &args).await
     }
 
     /// Applies an event at most once per `idempotency_key` (a second call with the same key is
@@ -295,7 +303,7 @@ impl SyncServer {
         let args =
             serde_json::to_string(event).map_err(|e| SyncError::BadRequest(e.to_string()))?;
         let identity = self.current_identity().await?;
-        self.0
+        self.engine
             .apply(identity, Some(idempotency_key), E::NAME, &args)
             .await
     }
@@ -443,7 +451,7 @@ impl SyncBuilder {
         for sql in &self.schema {
             pool.execute_script(sql).await?;
         }
-        let server: Arc<dyn Source> = match &pool {
+        let server: Arc<dyn DynEngine> = match &pool {
             DbPool::Sqlite(p) => Arc::new(
                 self.declare(Engine::builder(
                     sssync_core::server::SqliteStore::from_pool(p.clone()),
@@ -459,7 +467,10 @@ impl SyncBuilder {
                 .await?,
             ),
         };
-        Ok(SyncServer(server, Some(pool)))
+        Ok(SyncServer {
+            engine: server,
+            pool: Some(pool),
+        })
     }
 
     fn declare<S: Store>(

@@ -69,7 +69,7 @@ fn krate() -> Tokens {
 ///
 /// ```
 /// use serde::{Deserialize, Serialize};
-/// use sssync_leptos::{SyncQueryDef, sync_query};
+/// use sssync_leptos::{Query, sync_query};
 ///
 /// #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 /// pub struct Todo { pub id: String, pub title: String, pub completed: bool }
@@ -86,7 +86,7 @@ fn krate() -> Tokens {
 ///
 /// ```
 /// use serde::{Deserialize, Serialize};
-/// use sssync_leptos::{SyncQueryDef, sync_query};
+/// use sssync_leptos::{Query, sync_query};
 ///
 /// #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 /// pub struct Note { pub id: String, pub text: String }

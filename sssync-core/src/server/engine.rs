@@ -7,7 +7,7 @@ use super::cmd::{
     Cmd, EventCmd, FaultHook, Identify, Inner, Open, REIDENTIFYING, RESUMING, Reply, WriteRetry,
 };
 use super::error::EngineError;
-use super::hub::{Hub, Outbox, Subscribed};
+use super::hub::{Counts, Hub, Outbox, Subscribed};
 use super::schema::{
     Access, BoxFuture, Identified, IdentifyError, Identity, QueryCtx, Registry, ServerEvent,
     ServerQuery,
@@ -104,8 +104,8 @@ impl<S: Store> Engine<S> {
 
     /// The opaque tag of `identity` that clients see in their welcome (and a page can embed):
     /// `None` for anonymous.
-    pub fn who(&self, identity: &Identity) -> Option<String> {
-        self.inner.who(identity)
+    pub fn identity_tag(&self, identity: &Identity) -> Option<String> {
+        self.inner.identity_tag(identity)
     }
 
     /// The database's epoch (its history; it changes when the engine finds the database was
@@ -141,7 +141,7 @@ impl<S: Store> Engine<S> {
     }
 
     /// How many query keys are live and how many subscriptions they have.
-    pub fn counts(&self) -> (usize, usize) {
+    pub fn counts(&self) -> Counts {
         self.inner.hub.counts()
     }
 

@@ -28,6 +28,7 @@ pub use axum::http::request::Parts;
 pub use cmd::{FaultHook, FaultPoint, WriteRetry};
 pub use engine::{Engine, EngineBuilder};
 pub use error::EngineError;
+pub use hub::Counts;
 pub use schema::{
     Access, AccessError, BoxFuture, ColumnInfo, Conn, Dependency, EventCtx, EventError, Fetched,
     Identified, IdentifyError, Identity, Order, PartitionValue, QueryCtx, RunError, ServerEvent,

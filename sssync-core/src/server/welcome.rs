@@ -46,7 +46,7 @@ impl<S: Store> Inner<S> {
 
     /// The opaque tag of an identity that clients see in their welcome (none: anonymous):
     /// the same on every instance, and telling nothing of the identity.
-    pub(crate) fn who(&self, identity: &Identity) -> Option<String> {
+    pub(crate) fn identity_tag(&self, identity: &Identity) -> Option<String> {
         use hmac::Mac;
         let id = identity.id()?;
         let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(self.secret.as_bytes())
@@ -148,7 +148,7 @@ impl<S: Store> Engine<S> {
                 version,
                 last_seq,
                 limits: self.inner.limits.clone(),
-                who: self.inner.who(identity),
+                who: self.inner.identity_tag(identity),
             },
             same_history,
         ))

@@ -395,7 +395,7 @@ impl TestEngine {
         on_engine!(self, |e| e.epoch())
     }
 
-    pub fn counts(&self) -> (usize, usize) {
+    pub fn counts(&self) -> sssync_core::server::Counts {
         on_engine!(self, |e| e.counts())
     }
 

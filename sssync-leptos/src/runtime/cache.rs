@@ -114,7 +114,7 @@ impl Runtime {
                     epoch: st.epoch().cloned(),
                     events,
                     beat: now_ms(),
-                    who: st.who().map(str::to_owned),
+                    who: st.identity_tag().map(str::to_owned),
                 },
                 sig,
             )

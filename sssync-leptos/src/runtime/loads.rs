@@ -129,8 +129,8 @@ impl Runtime {
         let st = self.state.borrow();
         let (version, rows) = st.confirmed(key)?;
         Some(Loaded {
-            q: key.name().to_owned(),
-            a: key.args_json().to_owned(),
+            query: key.name().to_owned(),
+            args: key.args_json().to_owned(),
             epoch: st.epoch()?.clone(),
             version,
             rows: rows.rows().to_vec(),
@@ -214,7 +214,10 @@ impl Runtime {
                 };
                 let (tab, who) = {
                     let st = self.state.borrow();
-                    (st.client_id().to_owned(), st.who().map(str::to_owned))
+                    (
+                        st.client_id().to_owned(),
+                        st.identity_tag().map(str::to_owned),
+                    )
                 };
                 self.tell_tabs(&TabMsg::Event {
                     tab,

@@ -265,7 +265,7 @@ impl Runtime {
     /// when it has not, a ping's answer says how far the server has fanned out (a tab whose
     /// queries do not change would otherwise never see it).
     fn catch_up(&self, v: Version) {
-        if self.state.borrow().seen() < v {
+        if self.state.borrow().highest_version() < v {
             self.send_if_live(&ClientMsg::Ping);
         }
     }

@@ -193,7 +193,7 @@ impl Runtime {
                 let st = self.state.borrow();
                 (
                     st.client_id().to_owned(),
-                    st.who().unwrap_or_default().to_owned(),
+                    st.identity_tag().unwrap_or_default().to_owned(),
                 )
             };
             *self.welcomed_as.borrow_mut() = Some(who.clone());
@@ -234,7 +234,12 @@ impl Runtime {
             )));
         }
         if let Some(after) = update.resend_after {
-            let why = self.state.borrow().trouble().unwrap_or_default().to_owned();
+            let why = self
+                .state
+                .borrow()
+                .write_blocked_reason()
+                .unwrap_or_default()
+                .to_owned();
             self.signals.notice.set(Some(format!(
                 "The server cannot save changes right now ({why}); they are kept here and sent \
                  again in {} s.",

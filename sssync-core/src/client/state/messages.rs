@@ -29,9 +29,9 @@ impl ClientState {
             ServerMsg::Snapshot(s) => self.on_snapshot(s),
             ServerMsg::Delta(d) => self.on_delta(d),
             ServerMsg::Ack(a) => {
-                self.see(a.v);
-                self.prove(a.v, a.proof.clone());
-                self.trouble = None;
+                self.note_version(a.v);
+                self.note_proof(a.v, a.proof.clone());
+                self.write_blocked = None;
                 self.resent_from = None;
                 // Every `sub` sent before this event has been answered before its ack.
                 self.awaiting.clear();
@@ -48,8 +48,8 @@ impl ClientState {
                 u
             }
             ServerMsg::Reject(r) => {
-                self.see(r.v);
-                self.trouble = None;
+                self.note_version(r.v);
+                self.write_blocked = None;
                 self.resent_from = None;
                 let mut u = if self.pending.remove(&r.seq).is_some() {
                     self.persist.push(Persist::DropEvent(r.seq));
@@ -63,7 +63,7 @@ impl ClientState {
             }
             ServerMsg::Gap(g) => self.on_gap(g.expected),
             ServerMsg::Retry(r) => {
-                self.trouble = Some(r.message);
+                self.write_blocked = Some(r.message);
                 Update {
                     resend_after: Some(Duration::from_millis(r.after_ms)),
                     ..Update::default()
@@ -76,7 +76,7 @@ impl ClientState {
                 if let Some(v) = p.v
                     && self.asked.is_empty()
                 {
-                    self.see(v);
+                    self.note_version(v);
                 }
                 Update::default()
             }
@@ -175,12 +175,12 @@ impl ClientState {
         u
     }
 
-    pub(super) fn see(&mut self, v: Version) {
+    pub(super) fn note_version(&mut self, v: Version) {
         self.seen = self.seen.max(v);
     }
 
     /// Keeps the highest version a server proved.
-    pub(super) fn prove(&mut self, v: Version, proof: Option<String>) {
+    pub(super) fn note_proof(&mut self, v: Version, proof: Option<String>) {
         if let Some(p) = proof
             && self.proven.as_ref().is_none_or(|(have, _)| v > *have)
         {
@@ -250,7 +250,7 @@ impl ClientState {
             self.settling.extend(applied);
             self.next_seq = self.next_seq.max(w.last_seq + 1);
         }
-        self.prove(w.version, w.proof.clone());
+        self.note_proof(w.version, w.proof.clone());
         self.resent_from = None;
         self.persist_meta();
         self.awaiting = self.keys.keys().cloned().collect();

@@ -126,7 +126,7 @@ pub struct ClientState {
     /// event that arrives out of order.
     resent_from: Option<u64>,
     /// The server refused writes for now (its message), until an event is settled again.
-    trouble: Option<String>,
+    write_blocked: Option<String>,
     /// Changes not yet handed to the store.
     persist: Vec<Persist>,
     /// The tag of the identity this client's rows and pending events belong to (`""`:
@@ -154,7 +154,7 @@ impl ClientState {
             seen: Version(0),
             proven: None,
             resent_from: None,
-            trouble: None,
+            write_blocked: None,
             persist: Vec::new(),
             who: None,
         }
@@ -162,7 +162,7 @@ impl ClientState {
 
     /// The tag of the identity this client's rows and pending events belong to (`""`:
     /// anonymous), once a welcome said it.
-    pub fn who(&self) -> Option<&str> {
+    pub fn identity_tag(&self) -> Option<&str> {
         self.who.as_deref()
     }
 
@@ -214,8 +214,8 @@ impl ClientState {
     }
 
     /// Why the server refuses writes for now (`retry`), until one is settled again.
-    pub fn trouble(&self) -> Option<&str> {
-        self.trouble.as_deref()
+    pub fn write_blocked_reason(&self) -> Option<&str> {
+        self.write_blocked.as_deref()
     }
 
     /// Why the server could not serve `key` lately, if it could not (cleared once it does).
@@ -400,7 +400,7 @@ impl ClientState {
     }
 
     /// The highest version seen on the current connection.
-    pub fn seen(&self) -> Version {
+    pub fn highest_version(&self) -> Version {
         self.seen
     }
 }
@@ -1057,7 +1057,7 @@ mod tests {
             message: "disk full".into(),
         }));
         assert_eq!(u.resend_after, Some(Duration::from_millis(250)));
-        assert_eq!(st.trouble(), Some("disk full"));
+        assert_eq!(st.write_blocked_reason(), Some("disk full"));
         assert_eq!(st.resend().len(), 1);
         st.on_message(ServerMsg::Ack(Ack {
             seq: 1,
@@ -1065,7 +1065,7 @@ mod tests {
             dup: false,
             proof: None,
         }));
-        assert_eq!(st.trouble(), None);
+        assert_eq!(st.write_blocked_reason(), None);
     }
 
     #[test]

@@ -30,6 +30,16 @@ use messages::{log_resume_msg, resume_msg, snapshot_msg};
 pub(crate) use messages::{query_failed, row_bytes, slow_consumer};
 pub(crate) use outbox::{InFlight, Outbox};
 
+/// How many query keys are live on an instance, and how many subscriptions they have (see
+/// [`Engine::counts`](crate::server::Engine::counts)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Live query keys (one group each).
+    pub keys: usize,
+    /// Subscriptions, over every key.
+    pub subscriptions: usize,
+}
+
 /// How many deleted keys a group remembers for resuming clients; older resumes get a reset.
 const MAX_TOMBSTONES: usize = 10_000;
 
@@ -555,12 +565,12 @@ impl Hub {
     }
 
     /// How many groups and subscriptions there are (metrics, tests).
-    pub(crate) fn counts(&self) -> (usize, usize) {
+    pub(crate) fn counts(&self) -> Counts {
         let maps = lock(&self.maps);
-        (
-            maps.groups.len(),
-            maps.groups.values().map(|g| lock(g).subs.len()).sum(),
-        )
+        Counts {
+            keys: maps.groups.len(),
+            subscriptions: maps.groups.values().map(|g| lock(g).subs.len()).sum(),
+        }
     }
 }
 
@@ -692,7 +702,13 @@ mod tests {
             hub.create(&k(4), vec![], vec![], rows(0), Version(1))
                 .is_err()
         );
-        assert_eq!(hub.counts(), (2, 2));
+        assert_eq!(
+            hub.counts(),
+            Counts {
+                keys: 2,
+                subscriptions: 2
+            }
+        );
     }
 
     #[test]
@@ -704,7 +720,13 @@ mod tests {
         hub.create(&key, vec![dep("t", None)], vec![], rows(0), Version(1))
             .unwrap();
         hub.subscribe(&key, &o, None);
-        assert_eq!(hub.counts(), (1, 0));
+        assert_eq!(
+            hub.counts(),
+            Counts {
+                keys: 1,
+                subscriptions: 0
+            }
+        );
         hub.update(&key, rows(1), Version(2));
         assert!(rx.rx.try_recv().is_err(), "no snapshot or delta for it");
     }
