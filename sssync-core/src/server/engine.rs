@@ -1,5 +1,5 @@
-//! The engine: the registry, the store, the hub, and two tasks: the writer (`writer.rs`), which
-//! applies events in batches, and the tailer (`tailer.rs`), which follows the durable change
+//! The engine: the registry, the store, the hub, and two tasks: the writer (`writer/`), which
+//! applies events in batches, and the tailer (`tailer/`), which follows the durable change
 //! log and fans every commit out, whoever made it.
 
 use super::Table;
