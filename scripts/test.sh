@@ -42,9 +42,9 @@ fi
 # Native builds: the demo's server, the engine's server and native client (their tests need them).
 native_features="demo-app/ssr,chat-app/ssr,todomvc-plain/ssr,sssync-core/server,sssync-core/native-client"
 
-step "formatting (cargo fmt --check) and import circles (scripts/module-cycles.py)"
+step "formatting (cargo fmt --check) and the layout (scripts/check-layout.py: no import circles, no file over 650 lines of code)"
 cargo fmt --all -- --check
-python3 scripts/module-cycles.py
+python3 scripts/check-layout.py
 
 step "lints, native (cargo clippy)"
 cargo clippy --workspace --all-targets --features "$native_features" -- -D warnings

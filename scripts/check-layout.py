@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
-"""Lists the import circles between the source files of each crate of the workspace.
+"""Checks the layout of the sources: no import circle between the source files of a crate, and
+no source file over MAX_LINES lines of code (its `#[cfg(test)]` module and the `tests/` folders
+apart): a file that grows past that splits along its concepts.
+
+Import circles:
 
 A file "uses" another when it names one of that file's module paths (`super::hub::Outbox`,
 `crate::server::cmd::Inner`, `use super::{error::EngineError, …}`). A module using its own
 ancestor (a child naming `super::Table` of its parent's `mod.rs`) is the normal shape and is not
 counted; any other circle is: files that cannot be read without each other.
 
-    python3 scripts/module-cycles.py          # prints the circles; exits 1 when there is one
+    python3 scripts/check-layout.py   # prints the circles and the long files; exits 1 on any
 
 The test command runs it (docs/development.md).
 """
@@ -151,15 +155,36 @@ def cycles_in(src):
     return out
 
 
+MAX_LINES = 650  # "about 600"
+
+
+def long_files(src):
+    out = []
+    for dirpath, _, filenames in os.walk(src):
+        for f in filenames:
+            if not f.endswith(".rs"):
+                continue
+            path = os.path.join(dirpath, f)
+            with open(path, encoding="utf-8") as fh:
+                lines = fh.read().split("\n")
+            code = next((i for i, l in enumerate(lines) if l.startswith("#[cfg(test)]")), len(lines))
+            if code > MAX_LINES:
+                out.append((code, os.path.relpath(path, ROOT)))
+    return out
+
+
 def main():
-    found = []
+    found, long = [], []
     for src in sorted(crate_sources()):
         found.extend(cycles_in(src))
+        long.extend(long_files(src))
     for c in found:
         print("import circle: " + " <-> ".join(c))
-    if found:
+    for n, path in sorted(long, reverse=True):
+        print(f"{path}: {n} lines of code, over {MAX_LINES}: split it along its concepts")
+    if found or long:
         sys.exit(1)
-    print("no import circles between source files")
+    print(f"no import circles between source files; none over {MAX_LINES} lines of code")
 
 
 if __name__ == "__main__":
