@@ -494,7 +494,7 @@ impl SyncBuilder {
 /// process and app type: Leptos suppresses every resource load, process-wide, while it builds
 /// one (it renders the app once), so a page rendering meanwhile would never finish
 /// (leptos#4773). A second router of the same app (another server in the same process, a test)
-/// reuses the first one's list. [`SyncServer::router`] uses it; an app that builds its own
+/// reuses the first one's list. [`SyncServer::app_router`] uses it; an app that builds its own
 /// router should too.
 pub fn route_list<A, AV>(app: A) -> Vec<leptos_axum::AxumRouteListing>
 where
