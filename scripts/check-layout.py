@@ -38,64 +38,45 @@ def module_path(src, path):
 
 
 def references(text):
-    """The paths a file names: `super::…`, `crate::…`, `self::…`, with brace groups expanded."""
+    """The paths a file names (`super::…`, `crate::…`, `self::…`), each as its list of segments;
+    a brace group (`use super::{a::X, b}`) gives one path per name in it."""
     text = re.sub(r"//[^\n]*", "", text)
     out = []
-    for m in re.finditer(r"\b(crate|super|self)((?:::\w+)+)(::\{)?", text):
+    for m in re.finditer(r"\b(crate|super|self)((?:::\w+)*)(::\{)?", text):
         head = [m.group(1)] + [p for p in m.group(2).split("::") if p]
-        if m.group(3):
-            # `use super::{a::X, b}`: each name of the group (one level).
-            depth, i, start = 1, m.end(), m.end()
-            inner = []
-            while i < len(text) and depth:
-                if text[i] == "{":
-                    depth += 1
-                elif text[i] == "}":
-                    depth -= 1
-                i += 1
-            group = text[start : i - 1]
-            for part in re.split(r",(?![^{]*\})", group):
-                part = part.strip().split("::")[0].strip()
-                if part and part not in ("self", "*"):
-                    inner.append(head + [part])
-            out.extend(inner)
-        else:
+        if not m.group(3):
             out.append(head)
-    for m in re.finditer(r"\b(crate|super|self)::\{([^}]*)\}", text):
-        for part in m.group(2).split(","):
+            continue
+        # The group, up to its matching brace; the first segment of each name is enough.
+        depth, i = 1, m.end()
+        while i < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        for part in re.split(r",(?![^{]*\})", text[m.end() : i - 1]):
             part = part.strip().split("::")[0].strip()
             if part and part not in ("self", "*"):
-                out.append([m.group(1), part])
+                out.append(head + [part])
     return out
 
 
-def resolve(here, is_mod_file, ref, modules):
+def resolve(here, ref, modules):
     """The module (a key of `modules`) that `ref`, named in module `here`, points into."""
-    kind, rest = ref[0], ref[1:]
-    if kind == "crate":
-        base = ()
-    elif kind == "self":
-        base = here
+    if ref[0] == "crate":
+        base, rest = (), ref[1:]
     else:
-        base = here
-        # In a mod.rs/lib.rs `self` is the directory's module; `super` climbs from there.
-        n = 0
-        parts = list(ref)
-        while parts and parts[0] == "super":
-            parts.pop(0)
-            n += 1
-        rest = parts
-        base = here[: len(here) - n] if n <= len(here) else ()
-    best = None
-    path = tuple(base)
-    if path in modules:
-        best = path
+        # `self` is `here`; each `super` climbs one module (a mod.rs is its directory's module).
+        ups = 0
+        while ups < len(ref) and ref[ups] == "super":
+            ups += 1
+        rest = ref[ups:] if ups else ref[1:]
+        base = here[: max(len(here) - ups, 0)]
+    best = base if base in modules else None
+    path = base
     for p in rest:
         path = path + (p,)
-        if path in modules:
-            best = path
-        else:
+        if path not in modules:
             break
+        best = path
     return best
 
 
@@ -110,9 +91,8 @@ def cycles_in(src):
     for m, f in modules.items():
         with open(f, encoding="utf-8") as fh:
             text = fh.read()
-        is_mod_file = os.path.basename(f) in ("mod.rs", "lib.rs", "main.rs")
         for ref in references(text):
-            target = resolve(m, is_mod_file, ref, modules)
+            target = resolve(m, ref, modules)
             if target is None or target == m:
                 continue
             # A module naming one of its ancestors (its parent's items) is the normal shape.

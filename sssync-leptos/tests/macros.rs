@@ -198,6 +198,14 @@ fn tables() -> [Table; 3] {
     ]
 }
 
+/// A snapshot's rows, decoded.
+fn decoded<T: serde::de::DeserializeOwned>(rows: sssync_core::Rows) -> Vec<T> {
+    rows.into_rows()
+        .iter()
+        .map(|r| r.decode().unwrap())
+        .collect()
+}
+
 async fn check<S: Store>(store: S)
 where
     S::Db: sssync_core::server::declared::DeclaredDb,
@@ -240,11 +248,7 @@ where
         .snapshot_json("notes", r#"{"board":"b"}"#, &anyone)
         .await
         .unwrap();
-    let notes: Vec<Note> = rows
-        .into_rows()
-        .iter()
-        .map(|r| r.decode().unwrap())
-        .collect();
+    let notes: Vec<Note> = decoded(rows);
     assert_eq!(
         notes,
         vec![Note {
@@ -256,11 +260,7 @@ where
         .snapshot_json("boards", "null", &anyone)
         .await
         .unwrap();
-    let counts: Vec<BoardCount> = rows
-        .into_rows()
-        .iter()
-        .map(|r| r.decode().unwrap())
-        .collect();
+    let counts: Vec<BoardCount> = decoded(rows);
     assert_eq!(
         counts,
         vec![BoardCount {
@@ -275,11 +275,7 @@ where
         .snapshot_json("starting", starting, &anyone)
         .await
         .unwrap();
-    let notes: Vec<Note> = rows
-        .into_rows()
-        .iter()
-        .map(|r| r.decode().unwrap())
-        .collect();
+    let notes: Vec<Note> = decoded(rows);
     assert_eq!(
         notes,
         vec![Note {
@@ -295,11 +291,7 @@ where
         .snapshot_json("match", r#"{"type":"a"}"#, &anyone)
         .await
         .unwrap();
-    let kinds: Vec<Kind> = rows
-        .into_rows()
-        .iter()
-        .map(|r| r.decode().unwrap())
-        .collect();
+    let kinds: Vec<Kind> = decoded(rows);
     assert_eq!(
         kinds.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(),
         ["k1", "k3"]

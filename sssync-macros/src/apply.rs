@@ -1,12 +1,11 @@
 //! `#[sync_apply]`: an event's server handler, per database, registered by itself.
 
-use super::db::{Dbs, with_db};
+use super::db::{Dbs, method_for_db};
 use super::krate;
 use proc_macro2::TokenStream as Tokens;
 use quote::quote;
 use syn::spanned::Spanned;
-use syn::visit_mut::VisitMut;
-use syn::{Error, ImplItem, ItemImpl, parse_quote};
+use syn::{Error, ImplItem, ItemImpl};
 
 pub(super) fn apply(attr: Tokens, imp: ItemImpl) -> syn::Result<Tokens> {
     let p = krate();
@@ -46,14 +45,7 @@ pub(super) fn apply(attr: Tokens, imp: ItemImpl) -> syn::Result<Tokens> {
     }
     let mut impls = Vec::new();
     for db in dbs.each() {
-        let mut f = with_db(&apply_fn, &db, |v, f| v.visit_signature_mut(&mut f.sig));
-        f.vis = syn::Visibility::Inherited;
-        let stmts = &f.block.stmts;
-        let alias: syn::Stmt = parse_quote! {
-            #[allow(dead_code)]
-            type Db = #db;
-        };
-        f.block = parse_quote!({ #alias #(#stmts)* });
+        let f = method_for_db(&apply_fn, &db);
         impls.push(quote! {
             impl #p::core::server::ServerEvent<#db> for #ty {
                 #f

@@ -123,6 +123,20 @@ pub(super) fn with_db<T: Clone>(
     item
 }
 
+/// A handler written once (`async fn apply`, `run`, `authorize` of an `impl` block) as a trait
+/// method for database `db`: `Db` replaced in its signature, named by an alias in its body.
+pub(super) fn method_for_db(f: &syn::ImplItemFn, db: &Tokens) -> syn::ImplItemFn {
+    let mut f = with_db(f, db, |v, f| v.visit_signature_mut(&mut f.sig));
+    f.vis = syn::Visibility::Inherited;
+    let stmts = &f.block.stmts;
+    let alias: syn::Stmt = syn::parse_quote! {
+        #[allow(dead_code)]
+        type Db = #db;
+    };
+    f.block = syn::parse_quote!({ #alias #(#stmts)* });
+    f
+}
+
 /// Replaces `Conn<Db>` with a type (the connection type parameter of a generic helper).
 pub(super) struct ReplaceConn(pub(super) Type);
 

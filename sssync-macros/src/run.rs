@@ -2,13 +2,12 @@
 //! code, apart from the query's declaration in the shared model, the way `#[sync_apply]` gives
 //! an event its handler.
 
-use crate::db::{Dbs, with_db};
+use crate::db::{Dbs, method_for_db};
 use crate::krate;
 use proc_macro2::TokenStream as Tokens;
 use quote::quote;
 use syn::spanned::Spanned;
-use syn::visit_mut::VisitMut;
-use syn::{Error, ImplItem, ItemImpl, parse_quote};
+use syn::{Error, ImplItem, ItemImpl};
 
 const SHAPE: &str = "a #[sync_run] impl holds `async fn run(conn: &mut Conn<Db>, ctx: &QueryCtx, \
                      args: &…Args) -> Result<Vec<Row>, sqlx::Error>`, `async fn authorize(conn: \
@@ -48,20 +47,8 @@ pub(crate) fn run(attr: Tokens, imp: ItemImpl) -> syn::Result<Tokens> {
     }
     let mut impls = Vec::new();
     for db in dbs.each() {
-        // Each function as its trait's method for this database (`Db` named in its body).
-        let method = |f: &syn::ImplItemFn| {
-            let mut f = with_db(f, &db, |v, f| v.visit_signature_mut(&mut f.sig));
-            f.vis = syn::Visibility::Inherited;
-            let stmts = &f.block.stmts;
-            let alias: syn::Stmt = parse_quote! {
-                #[allow(dead_code)]
-                type Db = #db;
-            };
-            f.block = parse_quote!({ #alias #(#stmts)* });
-            f
-        };
         if let Some(f) = &run_fn {
-            let f = method(f);
+            let f = method_for_db(f, &db);
             impls.push(quote! {
                 impl #p::core::server::declared::RunQuery<#db> for #ty {
                     #f
@@ -69,7 +56,7 @@ pub(crate) fn run(attr: Tokens, imp: ItemImpl) -> syn::Result<Tokens> {
             });
         }
         if let Some(f) = &authorize_fn {
-            let f = method(f);
+            let f = method_for_db(f, &db);
             impls.push(quote! {
                 impl #p::core::server::declared::AuthorizeQuery<#db> for #ty {
                     #f
