@@ -21,6 +21,15 @@ WASM_BINDGEN_VERSION=0.2.130 # must equal the wasm-bindgen in Cargo.lock (pinned
 BINARYEN_VERSION=132.0.0
 
 say() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
+
+# The tools are built for speed of building, not of running: they only orchestrate and rewrite a
+# few files, and cargo-leptos's own release profile (fat LTO, one codegen unit) alone took most of
+# a fresh machine's first run. Config profiles override a package's own, for cargo install too.
+tool_install() {
+  CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+    CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_DEBUG=false \
+    CARGO_TARGET_DIR="$SSSYNC_HOME/tools-target" cargo install "$@"
+}
 elapsed() { printf '%ss' "$((SECONDS - $1))"; }
 
 # 1. The wasm32 target.
@@ -39,13 +48,43 @@ for c in rustfmt clippy; do
   fi
 done
 
+# 6, 7. For the tests: Chromium and the end2end npm packages. They download and unpack rather
+# than compile, so they run in the background beside the tool compiles below (waited for at the end).
+browser_side() {
+  # 6. Chromium for the browser tests (Playwright cannot download its own browser here).
+  if [ -x /usr/bin/chromium ]; then
+    say "chromium: present ($(/usr/bin/chromium --version 2>/dev/null || echo unknown version))"
+  else
+    say "installing chromium from Debian packages (about a minute)"
+    if [ "$(id -u)" -eq 0 ]; then sudo_cmd=(); else sudo_cmd=(sudo); fi
+    "${sudo_cmd[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq chromium >/dev/null
+    say "chromium installed: $(/usr/bin/chromium --version 2>/dev/null)"
+  fi
+
+  # 7. The end-to-end test packages (Playwright's test runner; the browser is the one above).
+  if [ -d "$here/end2end/node_modules/@playwright/test" ] &&
+    [ "$here/end2end/node_modules/.package-lock.json" -nt "$here/end2end/package-lock.json" ]; then
+    say "end2end npm packages: present"
+  else
+    say "installing the end2end npm packages"
+    (cd "$here/end2end" && npm ci --silent --no-audit --no-fund)
+  fi
+}
+browser_pid=""
+if $for_tests; then
+  browser_log="$(mktemp)"
+  browser_side >"$browser_log" 2>&1 &
+  browser_pid=$!
+fi
+
 # 2. cargo-leptos (0.3.11 needs a newer rustc; no_downloads: a missing tool is an error, not a download).
 if cargo leptos --version 2>/dev/null | grep -q "$CARGO_LEPTOS_VERSION"; then
   say "cargo-leptos $CARGO_LEPTOS_VERSION: present"
 else
   say "installing cargo-leptos $CARGO_LEPTOS_VERSION (about 11 minutes on 2 cores, once)"
   t=$SECONDS
-  cargo install cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked --features no_downloads
+  tool_install cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked --features no_downloads
   say "cargo-leptos installed in $(elapsed $t)"
 fi
 
@@ -55,7 +94,7 @@ if wasm-bindgen --version 2>/dev/null | grep -q "$WASM_BINDGEN_VERSION"; then
 else
   say "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (about 4 minutes, once)"
   t=$SECONDS
-  cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
+  tool_install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
   say "wasm-bindgen-cli installed in $(elapsed $t)"
 fi
 
@@ -83,28 +122,17 @@ if trunk --version 2>/dev/null | grep -q "$TRUNK_VERSION"; then
 else
   say "installing trunk $TRUNK_VERSION (about 6 minutes, once)"
   t=$SECONDS
-  cargo install trunk --version "$TRUNK_VERSION" --locked
+  tool_install trunk --version "$TRUNK_VERSION" --locked
   say "trunk installed in $(elapsed $t)"
 fi
 
-# 6. Chromium for the browser tests (Playwright cannot download its own browser here).
-if [ -x /usr/bin/chromium ]; then
-  say "chromium: present ($(/usr/bin/chromium --version 2>/dev/null || echo unknown version))"
-else
-  say "installing chromium from Debian packages (about a minute)"
-  if [ "$(id -u)" -eq 0 ]; then sudo_cmd=(); else sudo_cmd=(sudo); fi
-  "${sudo_cmd[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq chromium >/dev/null
-  say "chromium installed: $(/usr/bin/chromium --version 2>/dev/null)"
-fi
-
-# 7. The end-to-end test packages (Playwright's test runner; the browser is the one above).
-if [ -d "$here/end2end/node_modules/@playwright/test" ] &&
-  [ "$here/end2end/node_modules/.package-lock.json" -nt "$here/end2end/package-lock.json" ]; then
-  say "end2end npm packages: present"
-else
-  say "installing the end2end npm packages"
-  (cd "$here/end2end" && npm ci --silent --no-audit --no-fund)
+# 6, 7 (started at the top, beside the compiles): Chromium and the end2end packages.
+if [ -n "$browser_pid" ]; then
+  browser_status=0
+  wait "$browser_pid" || browser_status=$?
+  cat "$browser_log"
+  rm -f "$browser_log"
+  [ "$browser_status" -eq 0 ] || { say "installing Chromium or the end2end packages failed"; exit 1; }
 fi
 
 say "setup done"

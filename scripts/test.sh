@@ -11,7 +11,19 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"
 source scripts/env.sh
 
-step() { printf '\n\033[1;34m[test]\033[0m %s\n' "$*"; }
+# Each step's wall time, for the summary (docs/development.md keeps the figures).
+timings=()
+step_name=""
+step_started=$SECONDS
+step_done() {
+  if [ -n "$step_name" ]; then timings+=("$(printf '%5d s  %s' "$((SECONDS - step_started))" "$step_name")"); fi
+  step_name="" step_started=$SECONDS
+}
+step() {
+  step_done
+  step_name="${1%% (*}" step_started=$SECONDS
+  printf '\n\033[1;34m[test]\033[0m %s\n' "$*"
+}
 started=$SECONDS
 work="$(mktemp -d "${TMPDIR:-/tmp}/sssync-test.XXXXXX")"
 server_pid=""
@@ -23,6 +35,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
+step "installing what is missing (scripts/setup.sh --tests)"
 bash scripts/setup.sh --tests
 
 # PostgreSQL: the tests that need it run when it answers (and must, in CI).
@@ -54,6 +67,9 @@ cargo clippy --workspace --exclude sssync-fault --exclude sssync-bench --all-tar
   --features demo-app/hydrate,chat-app/hydrate,todomvc-plain/hydrate -- -D warnings
 cargo clippy -p demo-app -p sssync-leptos --all-targets --target wasm32-unknown-unknown \
   --features demo-app/csr -- -D warnings
+
+step "building the Rust tests (cargo test --no-run)"
+cargo test --workspace --features "$native_features" --no-run
 
 step "Rust unit and integration tests (cargo test)"
 cargo test --workspace --features "$native_features" 2>&1 | tee "$work/cargo-test.log"
@@ -135,7 +151,9 @@ if [ "$e2e_status" -ne 0 ]; then
   echo "[test] server log:"; tail -n 50 "$work/server.log"
 fi
 
-step "summary ($((SECONDS - started)) s)"
+step_done
+printf '\n\033[1;34m[test]\033[0m summary (%s s)\n' "$((SECONDS - started))"
+printf '%s\n' "${timings[@]}"
 echo "$pg_status"
 echo "rust: $rust_passed passed, $rust_failed failed"
 echo "e2e: $e2e_passed passed, $e2e_failed failed, $e2e_skipped skipped"
