@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { brotliCompressSync, gzipSync, constants } from 'node:zlib';
 
 const dir = process.argv[2] ?? join(process.env.CARGO_TARGET_DIR ?? 'target', 'site', 'pkg');
-const files = ['demo-app.wasm', 'demo-app.js'];
+const files = ['app.wasm', 'app.js'];
 const kb = (n) => `${(n / 1024).toFixed(1)} KB`;
 const rows = [];
 const total = { raw: 0, gzip: 0, brotli: 0 };

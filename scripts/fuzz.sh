@@ -3,8 +3,10 @@
 # with libFuzzer (libfuzzer-sys) on the stable toolchain: the coverage instrumentation is done
 # with stable rustc flags (the ones cargo-fuzz passes), no nightly needed.
 #
-#   scripts/fuzz.sh                 every target, 20 s each (the short pass scripts/test.sh runs)
-#   scripts/fuzz.sh 600             every target, 10 minutes each
+#   scripts/fuzz.sh                 every target, 20 s (the short pass scripts/test.sh runs)
+#   scripts/fuzz.sh 600             every target, 10 minutes
+#
+# The targets run side by side, each for the whole time given.
 #   FUZZ_RUNS=10000000 scripts/fuzz.sh 0 client_deltas   one target, 10^7 executions
 #
 # The corpus kept in the repository (tools/fuzz/corpus/<target>) seeds each run; what a run finds
@@ -39,6 +41,7 @@ cargo build --quiet --manifest-path tools/fuzz/Cargo.toml --release --target "$h
 artifacts="$SSSYNC_HOME/fuzz-artifacts"
 mkdir -p "$artifacts"
 status=0
+running=()
 for t in "${targets[@]}"; do
   bin="$CARGO_TARGET_DIR/$host/release/$t"
   kept="tools/fuzz/corpus/$t"
@@ -53,13 +56,21 @@ for t in "${targets[@]}"; do
     printf '[fuzz] %s: corpus merged, %s inputs\n' "$t" "$(ls "$kept" | wc -l)"
     continue
   fi
+  # The targets run at once (each for the whole time: on a machine's cores side by side, the
+  # pass takes the time of one target, not of all of them).
   scratch="$SSSYNC_HOME/fuzz-found/$t"
   mkdir -p "$scratch"
   limit=(-max_total_time="$seconds")
   if [ -n "${FUZZ_RUNS:-}" ]; then limit=(-runs="$FUZZ_RUNS"); fi
   log="$(mktemp)"
-  if "$bin" "${limit[@]}" -print_final_stats=1 -artifact_prefix="$artifacts/$t-" \
-    "$scratch" "$kept" >"$log" 2>&1; then
+  "$bin" "${limit[@]}" -print_final_stats=1 -artifact_prefix="$artifacts/$t-" \
+    "$scratch" "$kept" >"$log" 2>&1 &
+  running+=("$t $! $log")
+done
+for r in "${running[@]}"; do
+  read -r t pid log <<<"$r"
+  bin="$CARGO_TARGET_DIR/$host/release/$t"
+  if wait "$pid"; then
     execs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")"
     printf '[fuzz] %s: %s executions, no crash\n' "$t" "${execs:-?}"
   else

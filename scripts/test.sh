@@ -77,7 +77,7 @@ rust_passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$work/cargo-tes
   awk '{s += $4} END {print s + 0}')
 rust_failed=$(grep -Eo '[0-9]+ failed' "$work/cargo-test.log" | awk '{s += $1} END {print s + 0}')
 
-step "fuzzing, a short pass (scripts/fuzz.sh: 20 s per target)"
+step "fuzzing, a short pass (scripts/fuzz.sh: every target at once, for 20 s)"
 bash scripts/fuzz.sh 20
 
 step "building the demo (cargo leptos build --release: the demo, the chat, the plain baseline)"

@@ -197,7 +197,7 @@ test('a newer version of the app can upgrade the browser database while a tab is
 
   // A newer version asks for an upgrade: the open tab lets it through instead of blocking it.
   const b = await ctx.newPage();
-  await b.goto('/pkg/demo-app.css'); // same origin, no app
+  await b.goto('/pkg/app.css'); // same origin, no app
   const outcome = await b.evaluate(
     () =>
       new Promise<string>((resolve) => {

@@ -776,16 +776,12 @@ impl<'a> Explorer<'a> {
     ) {
         let engine = &self.servers[self.rng.below(self.servers.len())].engine;
         let answer = match user {
-            Some(u) => {
-                engine
-                    .apply_server_event_as(u, name, &args.to_string())
-                    .await
-            }
-            None => engine.apply_server_event(name, &args.to_string()).await,
+            Some(u) => engine.apply_by(u, name, &args.to_string()).await,
+            None => engine.apply(name, &args.to_string()).await,
         };
         self.note(format!("{name} {args} as {user:?}: {answer:?}"));
         let mut next = self.now().clone();
-        if matches!(answer, ServerMsg::Ack(_)) {
+        if matches!(answer, Outcome::Applied { .. }) {
             let a = &mut next[l];
             match name {
                 "create_list" => a.owner = user.map(str::to_owned),

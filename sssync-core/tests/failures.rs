@@ -865,19 +865,16 @@ async fn server_events_are_not_refused_for_the_faults_of_other_server_events() {
     // Server-origin events (a job, a plain form without a key) have no seq of their own: each
     // is a write of its own, told to retry while its handler fails.
     for _ in 0..11 {
-        let r = server
-            .engine
-            .apply_server_event("misbehaving", r#"{"id":"job"}"#)
-            .await;
-        assert!(matches!(r, ServerMsg::Retry(_)), "{r:?}");
+        let r = server.engine.apply("misbehaving", r#"{"id":"job"}"#).await;
+        assert!(matches!(r, Outcome::RetryLater { .. }), "{r:?}");
     }
     behave("job");
     // The others are not refused for those faults.
     let r = server
         .engine
-        .apply_server_event("add_todo", &add("se", "s1", "from a job").to_string())
+        .apply("add_todo", &add("se", "s1", "from a job").to_string())
         .await;
-    assert!(matches!(r, ServerMsg::Ack(_)), "{r:?}");
+    assert!(matches!(r, Outcome::Applied { .. }), "{r:?}");
     assert_eq!(titles(&server.todos("se").await), ["from a job"]);
     server.stop().await;
 }
@@ -955,13 +952,13 @@ on_both! {
         let long = add("fp", "t", &"x".repeat(300)).to_string();
         for _ in 0..2 {
             let r = server.engine.apply_once("form-1", "add_todo", &long).await;
-            assert!(matches!(r, ServerMsg::Reject(ref r) if r.error.code == "title_too_long"), "{r:?}");
+            assert!(matches!(r, Outcome::Rejected { ref rejection, .. } if rejection.code == "title_too_long"), "{r:?}");
         }
         let ok = add("fp", "t2", "fine").to_string();
         let first = server.engine.apply_once("form-2", "add_todo", &ok).await;
-        assert!(matches!(first, ServerMsg::Ack(ref a) if !a.dup), "{first:?}");
+        assert!(matches!(first, Outcome::Applied { .. }), "{first:?}");
         let again = server.engine.apply_once("form-2", "add_todo", &ok).await;
-        assert!(matches!(again, ServerMsg::Ack(ref a) if a.dup), "{again:?}");
+        assert!(matches!(again, Outcome::AlreadyApplied { .. }), "{again:?}");
         assert_eq!(titles(&server.todos("fp").await), ["fine"]);
         server.stop().await;
     }

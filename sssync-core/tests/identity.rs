@@ -143,9 +143,9 @@ on_both! {
         // In process, on behalf of another user: rejected too.
         let r = server
             .engine
-            .apply_server_event_as("bob", "add_list_todo", &add("p1", "x3", "intruder").to_string())
+            .apply_by("bob", "add_list_todo", &add("p1", "x3", "intruder").to_string())
             .await;
-        assert!(matches!(&r, ServerMsg::Reject(r) if r.error.code == "forbidden"), "{r:?}");
+        assert!(matches!(&r, Outcome::Rejected { rejection, .. } if rejection.code == "forbidden"), "{r:?}");
         assert_eq!(titles(&server.todos("p1").await), ["secret"]);
 
         // Alice reads it on every path.

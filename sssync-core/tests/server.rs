@@ -889,15 +889,15 @@ on_both! {
         let args = add("srv", "s1", "from a form post").to_string();
         let r = server
             .engine
-            .apply_server_event("add_todo", &args)
+            .apply("add_todo", &args)
             .await;
-        assert!(matches!(r, ServerMsg::Ack(_)), "{r:?}");
+        assert!(matches!(r, Outcome::Applied { .. }), "{r:?}");
         let long = add("srv", "s2", &"x".repeat(300)).to_string();
         let r = server
             .engine
-            .apply_server_event("add_todo", &long)
+            .apply("add_todo", &long)
             .await;
-        assert!(matches!(r, ServerMsg::Reject(_)), "{r:?}");
+        assert!(matches!(r, Outcome::Rejected { .. }), "{r:?}");
         c.wait_for(WAIT, |s| {
             s.rows::<Todos>(&list("srv"))
                 .is_some_and(|r| titles(&r) == ["from a form post"])
@@ -1230,5 +1230,33 @@ on_both! {
             }
         }
         second.stop().await;
+    }
+}
+
+on_both! {
+    async fn an_event_applied_in_process_as_a_clients_seq_applies_once_in_order_and_only_for_its_owner(db) {
+        let server = Server::start(&db, 0).await;
+        let first = add("cs", "c1", "first").to_string();
+        let second = add("cs", "c2", "second").to_string();
+        let from = |seq, args| server.engine.apply_from(Some("alice"), "alices-job", seq, "add_todo", args);
+        // Seq 2 before seq 1: out of order, nothing applied.
+        assert_eq!(from(2, &second).await.unwrap(), Outcome::OutOfOrder { expected: 1 });
+        assert!(server.todos("cs").await.is_empty());
+        assert!(matches!(from(1, &first).await.unwrap(), Outcome::Applied { .. }));
+        // The same seq again (a retried job): acknowledged, not applied again.
+        assert!(matches!(from(1, &first).await.unwrap(), Outcome::AlreadyApplied { .. }));
+        assert!(matches!(from(2, &second).await.unwrap(), Outcome::Applied { .. }));
+        assert_eq!(titles(&server.todos("cs").await), ["first", "second"]);
+        // Another identity cannot write under Alice's client id: refused, nothing recorded.
+        let intruder = add("cs", "c3", "intruder").to_string();
+        let r = server
+            .engine
+            .apply_from(Some("mallory"), "alices-job", 3, "add_todo", &intruder)
+            .await;
+        assert!(matches!(r, Err(sssync_core::server::EngineError::Forbidden(_))), "{r:?}");
+        assert!(matches!(from(3, &intruder).await.unwrap(), Outcome::Applied { .. }));
+        assert_eq!(titles(&server.todos("cs").await), ["first", "second", "intruder"]);
+        assert!(server.applied_twice().await.is_empty());
+        server.stop().await;
     }
 }

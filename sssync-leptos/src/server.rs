@@ -11,10 +11,9 @@ pub mod prelude {
     };
 }
 use leptos::prelude::*;
-use sssync_core::protocol::ServerMsg;
 use sssync_core::server::Parts;
 use sssync_core::server::{
-    BoxFuture, Engine, EngineError, Identified, IdentifyError, Identity, QueryCtx, Store,
+    BoxFuture, Engine, EngineError, Identified, IdentifyError, Identity, Outcome, QueryCtx, Store,
 };
 use sssync_core::{Event, QueryKey};
 use std::sync::Arc;
@@ -112,15 +111,18 @@ impl<S: Store> DynEngine for Engine<S> {
         args: &'a str,
     ) -> BoxFuture<'a, Result<(), SyncError>> {
         Box::pin(async move {
-            let answer = match once {
-                Some(key) => self.apply_once_as(&identity, key, name, args).await,
-                None => self.apply_server_event_as(&identity, name, args).await,
+            let apply = Engine::apply(self, name, args).by(&identity);
+            let apply = match once {
+                Some(key) => apply.once(key),
+                None => apply,
             };
-            match answer.map_err(engine_error)? {
-                ServerMsg::Ack(_) => Ok(()),
-                ServerMsg::Reject(r) => Err(SyncError::Rejected(r.error)),
-                ServerMsg::Retry(r) => Err(SyncError::Internal(r.message)),
-                other => Err(SyncError::Internal(format!("unexpected answer {other:?}"))),
+            match apply.await.map_err(engine_error)? {
+                Outcome::Applied { .. } | Outcome::AlreadyApplied { .. } => Ok(()),
+                Outcome::Rejected { rejection, .. } => Err(SyncError::Rejected(rejection)),
+                Outcome::RetryLater { message, .. } => Err(SyncError::Internal(message)),
+                Outcome::OutOfOrder { expected } => Err(SyncError::Internal(format!(
+                    "out of order: seq {expected} expected"
+                ))),
             }
         })
     }

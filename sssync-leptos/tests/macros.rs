@@ -6,10 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 use sssync_core::client::ClientState;
-use sssync_core::protocol::ServerMsg;
 use sssync_core::server::{
-    AccessError, Conn, Engine, EngineError, EventCtx, EventError, Identity, PgStore, QueryCtx,
-    SqliteStore, Store, Table,
+    AccessError, Conn, Engine, EngineError, EventCtx, EventError, Identity, Outcome, PgStore,
+    QueryCtx, SqliteStore, Store, Table,
 };
 use sssync_core::{Event, Query, QueryKey, Rejection};
 use sssync_leptos::{sync_apply, sync_event, sync_query, sync_run, sync_sql};
@@ -229,18 +228,11 @@ where
         .unwrap()
     };
     assert!(matches!(
-        engine
-            .apply_server_event("add_note", &add("1", "milk"))
-            .await
-            .unwrap(),
-        ServerMsg::Ack(_)
+        engine.apply("add_note", &add("1", "milk")).await.unwrap(),
+        Outcome::Applied { .. }
     ));
-    match engine
-        .apply_server_event("add_note", &add("2", ""))
-        .await
-        .unwrap()
-    {
-        ServerMsg::Reject(r) => assert_eq!(r.error.code, "empty"),
+    match engine.apply("add_note", &add("2", "")).await.unwrap() {
+        Outcome::Rejected { rejection, .. } => assert_eq!(rejection.code, "empty"),
         other => panic!("expected a rejection, got {other:?}"),
     }
     let anyone = QueryCtx::default();
@@ -310,10 +302,8 @@ where
     let args = LatestArgs { board: "b".into() };
     client.subscribe::<Latest>(&args);
     for (id, text) in [("2", "eggs"), ("3", "bread"), ("0", "old")] {
-        engine
-            .apply_server_event("add_note", &add(id, text))
-            .await
-            .unwrap();
+        let r = engine.apply("add_note", &add(id, text)).await.unwrap();
+        assert!(r.is_applied(), "{r:?}");
     }
     let want = vec![
         Note {
@@ -334,10 +324,11 @@ where
     serve.abort();
 
     // The query's authorize, through a helper written once for both databases.
-    engine
-        .apply_server_event("lock_board", r#"{"board":"b"}"#)
+    let r = engine
+        .apply("lock_board", r#"{"board":"b"}"#)
         .await
         .unwrap();
+    assert!(r.is_applied(), "{r:?}");
     assert!(matches!(
         engine
             .snapshot_json("notes", r#"{"board":"b"}"#, &anyone)

@@ -9,9 +9,9 @@ use hydration_context::SharedContext;
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 use sssync_core::client::ClientState;
-use sssync_core::protocol::{ClientMsg, ServerMsg};
+use sssync_core::protocol::ClientMsg;
 use sssync_core::server::{
-    Conn, Dependency, Engine, EventCtx, EventError, QueryCtx, ServerEvent, ServerQuery,
+    Conn, Dependency, Engine, EventCtx, EventError, Outcome, QueryCtx, ServerEvent, ServerQuery,
     SqliteStore, Store, Table,
 };
 use sssync_core::{Event, Query, QueryKey};
@@ -113,8 +113,8 @@ async fn the_server_rendered_snapshot_rides_the_hydration_data_and_seeds_the_cli
     let (engine, dir) = notes_engine("sssync-leptos-ssr").await;
     for (id, text) in [("n1", "rendered on the server"), ("n2", "and hydrated")] {
         let args = serde_json::json!({"id": id, "board": "b", "text": text}).to_string();
-        let r = engine.apply_server_event("add_note", &args).await.unwrap();
-        assert!(matches!(r, ServerMsg::Ack(_)), "{r:?}");
+        let r = engine.apply("add_note", &args).await.unwrap();
+        assert!(matches!(r, Outcome::Applied { .. }), "{r:?}");
     }
 
     // Server render: the component's query runs in-process.
@@ -177,8 +177,8 @@ async fn while_the_args_change_the_old_keys_rows_are_never_handed_out_for_the_ne
     let (engine, dir) = notes_engine("sssync-leptos-keys").await;
     for (id, board) in [("a1", "a"), ("b1", "b")] {
         let args = serde_json::json!({"id": id, "board": board, "text": id}).to_string();
-        let r = engine.apply_server_event("add_note", &args).await.unwrap();
-        assert!(matches!(r, ServerMsg::Ack(_)), "{r:?}");
+        let r = engine.apply("add_note", &args).await.unwrap();
+        assert!(matches!(r, Outcome::Applied { .. }), "{r:?}");
     }
     let owner = Owner::new_root(None);
     let board = owner.with(|| RwSignal::new("a".to_owned()));

@@ -46,7 +46,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 pub fn App() -> impl IntoView {
     provide_meta_context();
     view! {
-        <Stylesheet id="leptos" href="/pkg/demo-app.css" />
+        <Stylesheet id="leptos" href="/pkg/app.css" />
         <Title text="sssync • TodoMVC" />
         // The tab's sync client (connection, stores) for everything below.
         <SyncProvider>

@@ -4,7 +4,7 @@
 
 use super::Table;
 use super::cmd::{
-    Cmd, EventCmd, FaultHook, Identify, Inner, Open, REIDENTIFYING, RESUMING, Reply, WriteRetry,
+    Cmd, EventCmd, FaultHook, Identify, Inner, Open, REIDENTIFYING, RESUMING, WriteRetry,
 };
 use super::error::EngineError;
 use super::hub::{Counts, Hub, Outbox, Subscribed};
@@ -13,15 +13,14 @@ use super::schema::{
     ServerQuery,
 };
 use super::store::{Store, StoreError};
-use crate::protocol::{Limits, ServerMsg};
+use crate::protocol::Limits;
 use crate::query::QueryKey;
 use crate::row::Rows;
 use crate::version::{Epoch, Version};
-use serde_json::value::RawValue;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 /// How long a group nobody subscribes to is kept (for clients that reconnect), by default.
 const IDLE_GROUP: Duration = Duration::from_secs(60);
@@ -224,130 +223,6 @@ impl<S: Store> Engine<S> {
             .map_err(|_| EngineError::Stopped)
     }
 
-    /// Applies one event from in-process code (a server function, a test) and waits for its
-    /// outcome: `ack`, `reject` or `gap`.
-    pub async fn apply_event(
-        &self,
-        client_id: &str,
-        seq: u64,
-        name: &str,
-        args_json: &str,
-    ) -> Result<ServerMsg, EngineError> {
-        self.apply_event_as(&Identity::anonymous(), client_id, seq, name, args_json)
-            .await
-    }
-
-    /// Like [`Engine::apply_event`], sent by `identity` (the client id must be its own).
-    pub async fn apply_event_as(
-        &self,
-        identity: &Identity,
-        client_id: &str,
-        seq: u64,
-        name: &str,
-        args_json: &str,
-    ) -> Result<ServerMsg, EngineError> {
-        self.apply_one(identity, client_id, seq, name, args_json, true)
-            .await
-    }
-
-    async fn apply_one(
-        &self,
-        identity: &Identity,
-        client_id: &str,
-        seq: u64,
-        name: &str,
-        args_json: &str,
-        record_rejection: bool,
-    ) -> Result<ServerMsg, EngineError> {
-        let args = RawValue::from_string(args_json.to_owned())
-            .map_err(|e| EngineError::BadArgs(e.to_string()))?;
-        let (tx, rx) = oneshot::channel();
-        self.submit(EventCmd {
-            client_id: client_id.into(),
-            identity: identity.clone(),
-            seq,
-            name: name.to_owned(),
-            args,
-            reply: Reply::Once(tx),
-            refused: None,
-            record_rejection,
-        })
-        .await?;
-        rx.await.map_err(|_| EngineError::Stopped)
-    }
-
-    /// Applies an event that comes from the server itself (a plain form post, a job): no client
-    /// seq, so no duplicate detection; otherwise like any event (same transaction, same
-    /// fan-out). Answers `ack` (seq 0) or `reject`.
-    pub async fn apply_server_event(
-        &self,
-        name: &str,
-        args_json: &str,
-    ) -> Result<ServerMsg, EngineError> {
-        self.apply_server_event_as(&Identity::anonymous(), name, args_json)
-            .await
-    }
-
-    /// Like [`Engine::apply_server_event`], on behalf of `identity` (its handler authorizes
-    /// it): a plain form post by a signed-in user.
-    pub async fn apply_server_event_as(
-        &self,
-        identity: &Identity,
-        name: &str,
-        args_json: &str,
-    ) -> Result<ServerMsg, EngineError> {
-        self.apply_one(identity, "", 0, name, args_json, true).await
-    }
-
-    /// Applies an event that comes from the server (a plain form post, a job) at most once per
-    /// `idempotency_key`: a second call with the same key (a resubmitted form, a retried job) is
-    /// acknowledged as a duplicate (`ack` with `dup`) and not applied again. The key is recorded
-    /// like a client's seq (client id `k-{128-bit hash of the key}`, seq 1), in the event's
-    /// transaction, when the event applies; a refused one is not recorded, so its resubmission
-    /// is refused again (not acknowledged as done).
-    pub async fn apply_once(
-        &self,
-        idempotency_key: &str,
-        name: &str,
-        args_json: &str,
-    ) -> Result<ServerMsg, EngineError> {
-        self.apply_once_as(&Identity::anonymous(), idempotency_key, name, args_json)
-            .await
-    }
-
-    /// Like [`Engine::apply_once`], on behalf of `identity` (its handler authorizes it). The
-    /// idempotency key is the identity's own: another identity's same key is another write.
-    pub async fn apply_once_as(
-        &self,
-        identity: &Identity,
-        idempotency_key: &str,
-        name: &str,
-        args_json: &str,
-    ) -> Result<ServerMsg, EngineError> {
-        if idempotency_key.is_empty() {
-            return Err(EngineError::BadArgs(
-                "an idempotency key is not empty".into(),
-            ));
-        }
-        // Two 64-bit FNV-1a hashes with different offsets: 128 bits, no collision in practice.
-        let scoped = identity.id().map_or_else(
-            || idempotency_key.to_owned(),
-            |id| format!("{idempotency_key}\u{0}{id}"),
-        );
-        let fnv = |offset: u64| {
-            scoped.bytes().fold(offset, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-            })
-        };
-        let id = format!(
-            "k-{:016x}{:016x}",
-            fnv(0xcbf2_9ce4_8422_2325),
-            fnv(0x6c62_272e_07bb_0142)
-        );
-        self.apply_one(identity, &id, 1, name, args_json, false)
-            .await
-    }
-
     /// Whether `identity` may read query `name` with `args_json`, checked as a subscription is
     /// (the query's `authorize`), without running the query: [`EngineError::Forbidden`] when it
     /// may not. For a page to answer 404 before it renders.
@@ -499,7 +374,9 @@ impl<S: Store> EngineBuilder<S> {
     }
 
     /// Calls `hook` at each [`FaultPoint`] of every batch: for fault-injection tests that stop
-    /// or kill the process at a precise point. Never needed in production.
+    /// or kill the process at a precise point. Only with the crate's `testing` feature: never
+    /// needed in production.
+    #[cfg(feature = "testing")]
     pub fn fault_hook(mut self, hook: FaultHook) -> Self {
         self.fault = Some(hook);
         self

@@ -10,6 +10,7 @@
 //! ```
 //! then `sssync_core::server::router(engine)` merged into the application's router.
 
+mod apply;
 mod cmd;
 pub mod declared;
 mod engine;
@@ -23,9 +24,12 @@ mod transport;
 mod welcome;
 mod writer;
 
+pub use apply::{Apply, Outcome};
 /// The parts of an HTTP request (what [`EngineBuilder::identify`] reads).
 pub use axum::http::request::Parts;
-pub use cmd::{FaultHook, FaultPoint, WriteRetry};
+pub use cmd::WriteRetry;
+#[cfg(feature = "testing")]
+pub use cmd::{FaultHook, FaultPoint};
 pub use engine::{Engine, EngineBuilder};
 pub use error::EngineError;
 pub use hub::Counts;

@@ -5,6 +5,7 @@
 
 mod app;
 pub use app::*;
+pub use sssync_core::server::Outcome;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
@@ -412,24 +413,44 @@ impl TestEngine {
         on_engine!(self, |e| e.shutdown())
     }
 
-    pub async fn apply_server_event(&self, name: &str, args: &str) -> ServerMsg {
-        on_engine!(self, |e| e.apply_server_event(name, args).await.unwrap())
+    /// Applies event `name` from in-process code, anonymously, as a write of its own.
+    pub async fn apply(&self, name: &str, args: &str) -> Outcome {
+        on_engine!(self, |e| e.apply(name, args).await.unwrap())
     }
 
     pub fn identities_changed(&self) {
         on_engine!(self, |e| e.identities_changed())
     }
 
-    pub async fn apply_server_event_as(&self, user: &str, name: &str, args: &str) -> ServerMsg {
+    /// Like [`Self::apply`], on behalf of `user`.
+    pub async fn apply_by(&self, user: &str, name: &str, args: &str) -> Outcome {
         let who = sssync_core::server::Identity::user(user);
-        on_engine!(self, |e| e
-            .apply_server_event_as(&who, name, args)
-            .await
-            .unwrap())
+        on_engine!(self, |e| e.apply(name, args).by(&who).await.unwrap())
     }
 
-    pub async fn apply_once(&self, key: &str, name: &str, args: &str) -> ServerMsg {
-        on_engine!(self, |e| e.apply_once(key, name, args).await.unwrap())
+    /// Like [`Self::apply`], as seq `seq` of client `client` (by `user`, or anonymously).
+    pub async fn apply_from(
+        &self,
+        user: Option<&str>,
+        client: &str,
+        seq: u64,
+        name: &str,
+        args: &str,
+    ) -> Result<Outcome, sssync_core::server::EngineError> {
+        let who = user.map_or_else(
+            sssync_core::server::Identity::anonymous,
+            sssync_core::server::Identity::user,
+        );
+        on_engine!(self, |e| e
+            .apply(name, args)
+            .by(&who)
+            .from_client(client, seq)
+            .await)
+    }
+
+    /// Like [`Self::apply`], at most once per `key`.
+    pub async fn apply_once(&self, key: &str, name: &str, args: &str) -> Outcome {
+        on_engine!(self, |e| e.apply(name, args).once(key).await.unwrap())
     }
 
     /// Takes every connection of the engine's pool until the guard drops: the engine cannot

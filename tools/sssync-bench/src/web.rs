@@ -41,8 +41,8 @@ impl Built {
         for p in [
             &built.demo_bin,
             &built.plain_bin,
-            &built.demo_site.join("pkg/demo-app.wasm"),
-            &built.plain_site.join("pkg/todomvc-plain.wasm"),
+            &built.demo_site.join("pkg/app.wasm"),
+            &built.plain_site.join("pkg/app.wasm"),
         ] {
             if !p.exists() {
                 return Err(format!(
@@ -234,8 +234,8 @@ pub fn bundle(built: &Built) -> Result<Line> {
         Ok(brotli(&site.join(format!("pkg/{name}.wasm")))?
             + brotli(&site.join(format!("pkg/{name}.js")))?)
     };
-    let ours = size(&built.demo_site, "demo-app")?;
-    let base = size(&built.plain_site, "todomvc-plain")?;
+    let ours = size(&built.demo_site, "app")?;
+    let base = size(&built.plain_site, "app")?;
     let kb = |n: usize| n as f64 / 1024.0;
     Ok(Line {
         what: "hydrate bundle (demo, release, brotli, wasm + js)".into(),

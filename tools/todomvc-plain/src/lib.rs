@@ -202,7 +202,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 pub fn App() -> impl IntoView {
     provide_meta_context();
     view! {
-        <Stylesheet id="leptos" href="/pkg/todomvc-plain.css" />
+        <Stylesheet id="leptos" href="/pkg/app.css" />
         <Title text="Leptos • TodoMVC" />
         <Router>
             <AccountBar />

@@ -8,8 +8,7 @@ use super::{Error, Result};
 use crate::table::{Line, Size};
 use futures_util::future::try_join_all;
 use sssync_core::client::native::NativeClient;
-use sssync_core::protocol::ServerMsg;
-use sssync_core::server::{Engine, SqliteStore, Store, router};
+use sssync_core::server::{Engine, Outcome, SqliteStore, Store, router};
 use sssync_fault::app::{self, ListArgs};
 use std::time::{Duration, Instant};
 
@@ -172,8 +171,8 @@ pub(super) async fn no_op_change(url: &str, plain_url: &str, size: Size) -> Resu
         .map(|i| {
             let (engine, args) = (engine.clone(), run(i));
             async move {
-                match engine.apply_server_event("add_item", &args).await? {
-                    ServerMsg::Ack(_) => Ok::<_, Error>(()),
+                match engine.apply("add_item", &args).await? {
+                    Outcome::Applied { .. } => Ok::<_, Error>(()),
                     r => Err(format!("not applied: {r:?}").into()),
                 }
             }
