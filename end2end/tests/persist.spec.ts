@@ -35,6 +35,9 @@ test('writes made offline survive closing the tab and reach the server exactly o
   const ctx = await browser.newContext();
   const a = await ctx.newPage();
   const id = await openFreshList(a, true);
+  // Welcomed first: the write is then known to be this identity's (a queue kept before its tab
+  // knew who was signed in is never sent: the test of that is below).
+  await expect(a.getByTestId('sync-status')).toHaveText('live');
   await ctx.setOffline(true);
   await expect(a.getByTestId('sync-status')).toHaveText('offline');
   await addTodo(a, 'survives the tab');
@@ -78,6 +81,8 @@ test('a tab closed offline leaves its write with the open tab, which sends it on
   const b = await ctx.newPage();
   await b.goto(`/lists/${id}`);
   await waitReady(b, true);
+  // Welcomed first, as above.
+  await expect(a.getByTestId('sync-status')).toHaveText('live');
   await ctx.setOffline(true);
   await expect(a.getByTestId('sync-status')).toHaveText('offline');
   await addTodo(a, 'kept by b');
@@ -223,6 +228,11 @@ test('a queue saved before its tab knew who was signed in is not sent as whoever
   // Welcomed (anonymously): this browser's storage is the anonymous identity's.
   const id = await openFreshList(a, true);
   await settled(a, true);
+  // And its storage claimed for that identity (the welcome's first pass, which drops what other
+  // identities left, has ended): what is planted below is found by the next tab, not by it.
+  await expect
+    .poll(() => a.evaluate(() => localStorage.getItem('sssync.who')))
+    .not.toBeNull();
   // What a tab left that was never welcomed (a client-only app started offline by someone,
   // closed before it connected): nobody can tell whose it is.
   await a.evaluate(
