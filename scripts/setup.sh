@@ -82,7 +82,7 @@ fi
 if cargo leptos --version 2>/dev/null | grep -q "$CARGO_LEPTOS_VERSION"; then
   say "cargo-leptos $CARGO_LEPTOS_VERSION: present"
 else
-  say "installing cargo-leptos $CARGO_LEPTOS_VERSION (about 11 minutes on 2 cores, once)"
+  say "installing cargo-leptos $CARGO_LEPTOS_VERSION (about 9 minutes on 2 cores, once)"
   t=$SECONDS
   tool_install cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked --features no_downloads
   say "cargo-leptos installed in $(elapsed $t)"
@@ -92,7 +92,7 @@ fi
 if wasm-bindgen --version 2>/dev/null | grep -q "$WASM_BINDGEN_VERSION"; then
   say "wasm-bindgen $WASM_BINDGEN_VERSION: present"
 else
-  say "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (about 4 minutes, once)"
+  say "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (about 2 minutes, once)"
   t=$SECONDS
   tool_install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
   say "wasm-bindgen-cli installed in $(elapsed $t)"
@@ -120,7 +120,7 @@ TRUNK_VERSION=0.21.14
 if trunk --version 2>/dev/null | grep -q "$TRUNK_VERSION"; then
   say "trunk $TRUNK_VERSION: present"
 else
-  say "installing trunk $TRUNK_VERSION (about 6 minutes, once)"
+  say "installing trunk $TRUNK_VERSION (about 4 minutes, once)"
   t=$SECONDS
   tool_install trunk --version "$TRUNK_VERSION" --locked
   say "trunk installed in $(elapsed $t)"
