@@ -5,9 +5,10 @@
 #
 #   scripts/fuzz.sh                 every target, 20 s (the short pass scripts/test.sh runs)
 #   scripts/fuzz.sh 600             every target, 10 minutes
-#
-# The targets run side by side, each for the whole time given.
 #   FUZZ_RUNS=10000000 scripts/fuzz.sh 0 client_deltas   one target, 10^7 executions
+#
+# The targets run side by side, each for the whole time given: the pass takes the time of one
+# target, not of all of them.
 #
 # The corpus kept in the repository (tools/fuzz/corpus/<target>) seeds each run; what a run finds
 # goes to a scratch folder (to keep it: scripts/fuzz.sh --merge, which minimizes it into the
@@ -56,8 +57,6 @@ for t in "${targets[@]}"; do
     printf '[fuzz] %s: corpus merged, %s inputs\n' "$t" "$(ls "$kept" | wc -l)"
     continue
   fi
-  # The targets run at once (each for the whole time: on a machine's cores side by side, the
-  # pass takes the time of one target, not of all of them).
   scratch="$SSSYNC_HOME/fuzz-found/$t"
   mkdir -p "$scratch"
   limit=(-max_total_time="$seconds")
@@ -65,11 +64,10 @@ for t in "${targets[@]}"; do
   log="$(mktemp)"
   "$bin" "${limit[@]}" -print_final_stats=1 -artifact_prefix="$artifacts/$t-" \
     "$scratch" "$kept" >"$log" 2>&1 &
-  running+=("$t $! $log")
+  running+=("$t $! $log $bin")
 done
 for r in "${running[@]}"; do
-  read -r t pid log <<<"$r"
-  bin="$CARGO_TARGET_DIR/$host/release/$t"
+  read -r t pid log bin <<<"$r"
   if wait "$pid"; then
     execs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")"
     printf '[fuzz] %s: %s executions, no crash\n' "$t" "${execs:-?}"
