@@ -28,15 +28,23 @@ started=$SECONDS
 work="$(mktemp -d "${TMPDIR:-/tmp}/sssync-test.XXXXXX")"
 server_pid=""
 csr_pid=""
+tools_pid=""
 cleanup() {
+  # The background tool installs run in a process group of their own (setsid): stop all of it.
+  if [ -n "$tools_pid" ]; then kill -- -"$tools_pid" 2>/dev/null || true; fi
   if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; fi
   if [ -n "$csr_pid" ]; then kill "$csr_pid" 2>/dev/null || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-step "installing what is missing (scripts/setup.sh --tests)"
-bash scripts/setup.sh --tests
+step "installing what is missing (scripts/setup.sh --tests: what downloads now, the cargo-installed tools in the background)"
+bash scripts/setup.sh --tests --no-cargo-tools
+# cargo-leptos, wasm-bindgen and Trunk compile for minutes on a fresh machine; no step needs them
+# before the browser bundles, so they build beside the lints, the tests and the server build
+# (present, this takes a second).
+setsid bash scripts/setup.sh --tests --cargo-tools-only >"$work/tools.log" 2>&1 &
+tools_pid=$!
 
 # PostgreSQL: the tests that need it run when it answers (and must, in CI).
 pg_admin="${SSSYNC_PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
@@ -80,12 +88,29 @@ rust_failed=$(grep -Eo '[0-9]+ failed' "$work/cargo-test.log" | awk '{s += $1} E
 step "fuzzing, a short pass (scripts/fuzz.sh: every target at once, for 20 s)"
 bash scripts/fuzz.sh 20
 
-step "building the demo (cargo leptos build --release: the demo, the chat, the plain baseline)"
-cargo leptos build --release
+# The servers and the benchmark in one cargo invocation: one feature set, so their common
+# dependencies (all of them: serde's features differ between the apps alone) build once, not four
+# times. LEPTOS_OUTPUT_NAME as cargo-leptos sets it (leptos reads it at compile time).
+step "building the servers and the benchmark (cargo build --release: the demo, the chat, the plain baseline)"
+LEPTOS_OUTPUT_NAME=app cargo build --release -p demo-app -p chat-app -p todomvc-plain -p sssync-bench \
+  --features demo-app/ssr,chat-app/ssr,todomvc-plain/ssr
 
-# After the release build: the SSR and bundle rows measure it.
+step "waiting for the cargo-installed tools (building since the start, in the background)"
+tools_status=0
+wait "$tools_pid" || tools_status=$?
+tools_pid=""
+grep -E '\[setup\]|error' "$work/tools.log" || true
+if [ "$tools_status" -ne 0 ]; then
+  tail -n 40 "$work/tools.log"
+  echo "[test] installing the cargo-installed tools failed" >&2
+  exit 1
+fi
+
+step "building the browser bundles (cargo leptos build --release --frontend-only: the demo, the chat, the plain baseline)"
+cargo leptos build --release --frontend-only
+
+# After the release builds: the SSR and bundle rows measure them.
 step "benchmark, a short pass (sssync-bench perf --quick --check: ratios against baselines)"
-cargo build --release -p sssync-bench
 bench_pg=()
 if [ -n "${E2E_PG_URL:-}" ]; then bench_pg=(--pg "$SSSYNC_TEST_PG"); fi
 "$CARGO_TARGET_DIR/release/sssync-bench" perf --quick --check "${bench_pg[@]}"
