@@ -5,24 +5,25 @@
 #   scripts/setup.sh          what building and running the demo needs
 #   scripts/setup.sh --tests  that, plus Trunk, Chromium and the end2end npm packages
 #
-# The test command splits the work in two, so that the cargo-installed tools (minutes of
-# compiling) build beside its first steps, which do not need them:
-#   --no-cargo-tools      only what downloads: the wasm32 target, components, wasm-opt, Chromium
-#   --cargo-tools-only    only the cargo installs: cargo-leptos, wasm-bindgen, Trunk
+# The test command splits the work in two, so that the rest (minutes of compiling the tools)
+# installs in the background beside its first steps, which do not need it:
+#   --for-lints    only what the lints and the Rust tests need: the wasm32 target, rustfmt, clippy
+#   --after-lints  only the rest: wasm-opt, cargo-leptos, wasm-bindgen (and with --tests: Trunk,
+#                  Chromium and the end2end npm packages)
 #
 # Each tool is checked first and installed only when missing or at the wrong version, with a line
 # saying what is happening (the cargo installs take minutes).
 set -euo pipefail
 
 for_tests=false
-quick=true   # the target, the components, wasm-opt, Chromium and the npm packages
-compiled=true # the cargo installs
+first=true # the target and the components
+rest=true  # wasm-opt, the cargo installs, Chromium and the npm packages
 for arg in "$@"; do
   case "$arg" in
     --tests) for_tests=true ;;
-    --no-cargo-tools) compiled=false ;;
-    --cargo-tools-only) quick=false ;;
-    *) echo "usage: scripts/setup.sh [--tests] [--no-cargo-tools | --cargo-tools-only]" >&2; exit 2 ;;
+    --for-lints) rest=false ;;
+    --after-lints) first=false ;;
+    *) echo "usage: scripts/setup.sh [--tests] [--for-lints | --after-lints]" >&2; exit 2 ;;
   esac
 done
 
@@ -52,9 +53,8 @@ tool_install() {
 }
 elapsed() { printf '%ss' "$((SECONDS - $1))"; }
 
-# What downloads (quick): the wasm32 target, the components, wasm-opt; for the tests, Chromium and
-# the end2end npm packages in the background (waited for at the end).
-quick_side() {
+# What the lints and the Rust tests need: the wasm32 target and the components.
+first_side() {
   # The wasm32 target.
   if rustup target list --installed | grep -qx wasm32-unknown-unknown; then
     say "wasm32-unknown-unknown target: present"
@@ -70,7 +70,11 @@ quick_side() {
       rustup component add "$c"
     fi
   done
+}
 
+# What downloads: wasm-opt; for the tests, Chromium and the end2end npm packages (in the
+# background, beside the compiles below, waited for at the end).
+download_side() {
   # wasm-opt from the binaryen npm package (never Debian's binaryen: its wasm-opt 108 breaks the
   # bundle in the browser).
   if [ -x "$SSSYNC_TOOLS/binaryen/node_modules/.bin/wasm-opt" ] &&
@@ -144,15 +148,16 @@ compiled_side() {
 }
 
 browser_pid=""
-if $quick; then
-  quick_side
+if $first; then first_side; fi
+if $rest; then
+  download_side
   if $for_tests; then
     browser_log="$(mktemp)"
     browser_side >"$browser_log" 2>&1 &
     browser_pid=$!
   fi
+  compiled_side
 fi
-if $compiled; then compiled_side; fi
 
 # Chromium and the end2end packages (started above, beside the compiles).
 if [ -n "$browser_pid" ]; then

@@ -38,12 +38,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-step "installing what is missing (scripts/setup.sh --tests: what downloads now, the cargo-installed tools in the background)"
-bash scripts/setup.sh --tests --no-cargo-tools
-# cargo-leptos, wasm-bindgen and Trunk compile for minutes on a fresh machine; no step needs them
-# before the browser bundles, so they build beside the lints, the tests and the server build
-# (present, this takes a second).
-setsid bash scripts/setup.sh --tests --cargo-tools-only >"$work/tools.log" 2>&1 &
+step "installing what is missing (scripts/setup.sh --tests: what the lints need now, the rest in the background)"
+bash scripts/setup.sh --tests --for-lints
+# cargo-leptos, wasm-bindgen and Trunk compile for minutes on a fresh machine, Chromium downloads;
+# no step needs them before the browser bundles, so they install beside the lints, the tests and
+# the server build (when all is present, this takes a second).
+setsid bash scripts/setup.sh --tests --after-lints >"$work/tools.log" 2>&1 &
 tools_pid=$!
 
 # PostgreSQL: the tests that need it run when it answers (and must, in CI).
@@ -95,14 +95,14 @@ step "building the servers and the benchmark (cargo build --release: the demo, t
 LEPTOS_OUTPUT_NAME=app cargo build --release -p demo-app -p chat-app -p todomvc-plain -p sssync-bench \
   --features demo-app/ssr,chat-app/ssr,todomvc-plain/ssr
 
-step "waiting for the cargo-installed tools (building since the start, in the background)"
+step "waiting for the tools and Chromium (installing since the start, in the background)"
 tools_status=0
 wait "$tools_pid" || tools_status=$?
 tools_pid=""
 grep -E '\[setup\]|error' "$work/tools.log" || true
 if [ "$tools_status" -ne 0 ]; then
   tail -n 40 "$work/tools.log"
-  echo "[test] installing the cargo-installed tools failed" >&2
+  echo "[test] installing the tools or Chromium failed" >&2
   exit 1
 fi
 
