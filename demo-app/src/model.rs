@@ -1,9 +1,7 @@
 //! The types and rules shared by the server and the browser.
 
 use serde::{Deserialize, Serialize};
-use sssync_core::Rejection;
-use sssync_core::client::Prediction;
-use sssync_leptos::{sync_event, sync_query};
+use sssync_leptos::prelude::*;
 
 /// The list that `/` opens.
 pub const DEFAULT_LIST: &str = "default";
@@ -134,15 +132,8 @@ pub fn check_id(id: &str) -> Result<(), Rejection> {
 )]
 pub fn todos(list_id: String) -> Vec<Todo>;
 
-fn on_list(view: &mut Prediction<'_>, list_id: &str, f: impl FnOnce(&mut Vec<Todo>)) {
-    let args = TodosArgs {
-        list_id: list_id.to_owned(),
-    };
-    view.update::<Todos>(&args, f);
-}
-
 /// Adds a todo at the bottom (the title is trimmed; an empty one adds nothing).
-#[sync_event(predict)]
+#[sync_event]
 pub struct AddTodo {
     /// The new todo's id (made by the browser; by the server for a plain form).
     #[serde(default = "sssync_leptos::new_id")]
@@ -153,24 +144,24 @@ pub struct AddTodo {
     pub title: String,
 }
 
+#[sync_event]
 impl AddTodo {
     fn predict(&self, view: &mut Prediction<'_>) {
         let title = self.title.trim();
         if title.is_empty() {
             return;
         }
-        on_list(view, &self.list_id, |rows| {
-            rows.push(Todo {
-                id: self.id.clone(),
-                title: title.to_owned(),
-                completed: false,
-            })
-        });
+        let todo = Todo {
+            id: self.id.clone(),
+            title: title.to_owned(),
+            completed: false,
+        };
+        view.insert(todos(&self.list_id), todo);
     }
 }
 
 /// Marks one todo completed or not.
-#[sync_event(predict)]
+#[sync_event]
 pub struct ToggleTodo {
     /// The list.
     pub list_id: String,
@@ -180,18 +171,15 @@ pub struct ToggleTodo {
     pub completed: bool,
 }
 
+#[sync_event]
 impl ToggleTodo {
     fn predict(&self, view: &mut Prediction<'_>) {
-        on_list(view, &self.list_id, |rows| {
-            for t in rows.iter_mut().filter(|t| t.id == self.id) {
-                t.completed = self.completed;
-            }
-        });
+        view.edit_row::<Todos>(&self.id, |t| t.completed = self.completed);
     }
 }
 
 /// Changes a todo's title (trimmed); an empty title deletes it.
-#[sync_event(predict)]
+#[sync_event]
 pub struct EditTodo {
     /// The list.
     pub list_id: String,
@@ -201,23 +189,20 @@ pub struct EditTodo {
     pub title: String,
 }
 
+#[sync_event]
 impl EditTodo {
     fn predict(&self, view: &mut Prediction<'_>) {
         let title = self.title.trim();
-        on_list(view, &self.list_id, |rows| {
-            if title.is_empty() {
-                rows.retain(|t| t.id != self.id);
-            } else {
-                for t in rows.iter_mut().filter(|t| t.id == self.id) {
-                    t.title = title.to_owned();
-                }
-            }
-        });
+        if title.is_empty() {
+            view.remove_row::<Todos>(&self.id);
+        } else {
+            view.edit_row::<Todos>(&self.id, |t| t.title = title.to_owned());
+        }
     }
 }
 
 /// Deletes one todo.
-#[sync_event(predict)]
+#[sync_event]
 pub struct DeleteTodo {
     /// The list.
     pub list_id: String,
@@ -225,14 +210,15 @@ pub struct DeleteTodo {
     pub id: String,
 }
 
+#[sync_event]
 impl DeleteTodo {
     fn predict(&self, view: &mut Prediction<'_>) {
-        on_list(view, &self.list_id, |rows| rows.retain(|t| t.id != self.id));
+        view.remove_row::<Todos>(&self.id);
     }
 }
 
 /// Marks every todo of a list completed, or every one not completed.
-#[sync_event(predict)]
+#[sync_event]
 pub struct ToggleAll {
     /// The list.
     pub list_id: String,
@@ -240,26 +226,26 @@ pub struct ToggleAll {
     pub completed: bool,
 }
 
+#[sync_event]
 impl ToggleAll {
     fn predict(&self, view: &mut Prediction<'_>) {
-        on_list(view, &self.list_id, |rows| {
-            for t in rows.iter_mut() {
-                t.completed = self.completed;
-            }
+        view.update(todos(&self.list_id), |rows| {
+            rows.iter_mut().for_each(|t| t.completed = self.completed)
         });
     }
 }
 
 /// Deletes the completed todos of a list.
-#[sync_event(predict)]
+#[sync_event]
 pub struct ClearCompleted {
     /// The list.
     pub list_id: String,
 }
 
+#[sync_event]
 impl ClearCompleted {
     fn predict(&self, view: &mut Prediction<'_>) {
-        on_list(view, &self.list_id, |rows| rows.retain(|t| !t.completed));
+        view.update(todos(&self.list_id), |rows| rows.retain(|t| !t.completed));
     }
 }
 

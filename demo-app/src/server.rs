@@ -67,9 +67,8 @@ async fn not_found_for_hidden_lists(
     let (parts, body) = req.into_parts();
     let hidden = match list {
         Some(list_id) => {
-            let args = crate::model::TodosArgs { list_id };
             let may = sync
-                .may_read::<crate::model::Todos>(&args, Some(&parts))
+                .may_read(crate::model::todos(list_id), Some(&parts))
                 .await;
             matches!(may, Err(sssync_leptos::SyncError::Forbidden(_)))
         }
@@ -100,7 +99,7 @@ pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_owned());
     let pool = crate::db::open(&url).await?;
     let sync = crate::sync::start(pool.clone()).await?;
-    let listener = sssync_core::server::listen(options.site_addr).await?;
+    let listener = sssync_leptos::prelude::listen(options.site_addr).await?;
     let addr = listener.local_addr()?;
     let shown = redact(&url);
     tracing::info!(database = %shown, "sssync demo listening on http://{addr}");

@@ -8,10 +8,8 @@ use crate::model::{
     PRIVATE_PREFIX, ShareList, Todos, TodosArgs, ToggleAll, ToggleTodo, UnshareList, check_id,
     clean_title,
 };
-use sssync_core::server::Table;
-use sssync_leptos::server::prelude::*;
-use sssync_leptos::server::{OpenError, SyncServer};
-use sssync_leptos::{sync_apply, sync_run, sync_sql};
+use sssync_leptos::prelude::*;
+use sssync_leptos::server::OpenError;
 
 /// What a reader or writer of a private list it may not see is told (the same as for a list
 /// that does not exist: nothing says it does).

@@ -343,3 +343,19 @@ test('a plain form\'s rejection shows after its redirect, and not on the list na
   await expect(newTodo(page)).toBeVisible();
   await expect(page.getByRole('alert')).toHaveCount(0);
 });
+
+test('a list loads, hydrates and takes a write with no console error and no failed request', async ({ page }) => {
+  const errors: string[] = [];
+  page.on('console', (m) => {
+    if (m.type() === 'error') errors.push(m.text());
+  });
+  page.on('response', (r) => {
+    if (r.status() >= 400) errors.push(`${r.status()} ${r.url()}`);
+  });
+  await openFreshList(page, true);
+  await addTodo(page, 'milk');
+  await page.reload();
+  await waitReady(page, true);
+  await expect(titles(page)).toHaveText(['milk']);
+  expect(errors).toEqual([]);
+});

@@ -81,7 +81,7 @@ impl Event for AddTodo {
         let args = ListId {
             list: self.list.clone(),
         };
-        view.update::<Todos>(&args, |rows| {
+        view.update(Todos::request(args), |rows| {
             rows.push(Todo {
                 id: self.id.clone(),
                 title: self.title.clone(),

@@ -40,5 +40,5 @@ pub use delta::{Delta, Put};
 pub use protocol::{ClientMsg, ErrorCode, Limits, ProtocolError, Rejection, ServerMsg};
 pub use query::{ArgsError, QueryKey};
 pub use row::{Digest, Row, Rows};
-pub use schema::{Event, Query};
+pub use schema::{Event, Query, Request};
 pub use version::{Epoch, Version};

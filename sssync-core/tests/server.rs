@@ -9,7 +9,8 @@ use serde_json::json;
 use sssync_core::client::native::{Chaos, NativeClient, Options};
 use sssync_core::client::{EventTypes, MemoryStore};
 use sssync_core::protocol::ServerMsg;
-use sssync_core::server::Counts;
+use sssync_core::server::declared::DeclarationError;
+use sssync_core::server::{Counts, EngineError, Table};
 use sssync_core::{ErrorCode, Version};
 use std::sync::Arc;
 use std::time::Duration;
@@ -1258,5 +1259,131 @@ on_both! {
         assert_eq!(titles(&server.todos("cs").await), ["first", "second", "intruder"]);
         assert!(server.applied_twice().await.is_empty());
         server.stop().await;
+    }
+}
+
+// Declarations that disagree, refused when the engine starts: each would otherwise start and
+// leave a query that never updates (or fail at the first write).
+
+/// Whether the engine's own tables exist on `db` (that is, whether a start got that far).
+async fn engine_tables_exist(db: &TestDb) -> bool {
+    let sql = if db.is_sqlite() {
+        "SELECT COUNT(*) FROM sqlite_master WHERE name = 'sssync_meta'"
+    } else {
+        "SELECT COUNT(*) FROM information_schema.tables \
+         WHERE table_schema = current_schema() AND table_name = 'sssync_meta'"
+    };
+    db.pool().await.scalar(sql, &[]).await > 0
+}
+
+fn todos_table() -> Table {
+    Table::new("todos", "id")
+        .unwrap()
+        .partition("list_id")
+        .unwrap()
+}
+
+on_both! {
+    async fn a_read_of_an_undeclared_table_refuses_to_start_naming_the_query_the_table_and_the_fix(db) {
+        let err = start_declared!(db, |b| b.table(todos_table()).query::<MisspeltRead>()).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                EngineError::Declaration(DeclarationError::UndeclaredTable {
+                    query: "misspelt_read",
+                    list: "reads",
+                    table: "todo",
+                    did_you_mean: Some(near),
+                }) if near == "todos"
+            ),
+            "{err:?}"
+        );
+        let message = err.to_string();
+        for part in ["query \"misspelt_read\"", "table \"todo\"", "`reads`", "did you mean \"todos\"?"] {
+            assert!(message.contains(part), "{part:?} is not in: {message}");
+        }
+        // Refused before it touched the database.
+        assert!(!engine_tables_exist(&db).await);
+
+        // The same query's reads once the table is declared under its name: it starts.
+        let todo = Table::new("todo", "id").unwrap().partition("list_id").unwrap();
+        db.pool().await.execute("CREATE TABLE todo (id TEXT PRIMARY KEY, list_id TEXT)", &[]).await;
+        start_declared!(db, |b| b.table(todos_table()).table(todo.clone()).query::<MisspeltRead>().query::<Todos>())
+            .unwrap();
+        assert!(engine_tables_exist(&db).await);
+    }
+}
+
+on_both! {
+    async fn a_partition_read_of_a_table_declared_without_a_partition_refuses_to_start(db) {
+        let owned = Table::new("owned", "id").unwrap();
+        let err = start_declared!(db, |b| b.table(owned.clone()).query::<PartitionOfWhole>()).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                EngineError::Declaration(DeclarationError::NoPartition {
+                    query: "partition_of_whole",
+                    list: "reads",
+                    table: "owned",
+                })
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("declare it with `.partition(column)`"), "{err}");
+        assert!(!engine_tables_exist(&db).await);
+        // Declared with its partition column, it starts.
+        let owned = owned.partition("owner").unwrap();
+        start_declared!(db, |b| b.table(owned.clone()).query::<PartitionOfWhole>()).unwrap();
+    }
+}
+
+on_both! {
+    async fn an_access_read_of_an_undeclared_table_refuses_to_start(db) {
+        let shares = Table::new("shares", "id").unwrap().partition("list_id").unwrap();
+        let err = start_declared!(db, |b| b
+            .table(todos_table())
+            .table(shares.clone())
+            .query::<MisspeltAccessRead>())
+        .unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                EngineError::Declaration(DeclarationError::UndeclaredTable {
+                    query: "misspelt_access_read",
+                    list: "access_reads",
+                    table: "share",
+                    did_you_mean: Some(near),
+                }) if near == "shares"
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("`access_reads`"), "{err}");
+    }
+}
+
+on_both! {
+    async fn a_table_declared_with_a_column_the_database_lacks_refuses_to_start(db) {
+        let todos = Table::new("todos", "id").unwrap().partition("list").unwrap();
+        let err = start_declared!(db, |b| b.table(todos.clone()).query::<Todos>()).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                EngineError::Declaration(DeclarationError::NoSuchColumn { table, role: "partition", column })
+                    if table == "todos" && column == "list"
+            ),
+            "{err:?}"
+        );
+        // A key column the database lacks, or a table it does not have at all.
+        let missing = Table::new("todoz", "id").unwrap();
+        let err = start_declared!(db, |b| b.table(missing.clone())).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                EngineError::Declaration(DeclarationError::NoSuchColumn { table, role: "key", .. })
+                    if table == "todoz"
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("create the table before the engine starts"), "{err}");
     }
 }

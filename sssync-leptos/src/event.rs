@@ -189,3 +189,44 @@ pub fn new_id() -> String {
         out
     }
 }
+
+/// How `#[sync_event]` finds an event's prediction without a flag that repeats it: the
+/// event's `#[sync_event] impl` implements [`Predict`](predicts::Predict) when it has a `fn
+/// predict`, and the `Event` impl calls `(&&Probe(self)).__sssync_predict(view)`, which method
+/// resolution sends to the prediction when there is one (the impl on `&Probe`, one reference
+/// nearer the receiver) and to nothing otherwise.
+#[doc(hidden)]
+pub mod predicts {
+    use sssync_core::client::Prediction;
+
+    /// An event's own prediction (its `#[sync_event] impl`'s `fn predict`).
+    pub trait Predict {
+        /// The optimistic effect.
+        fn predict(&self, view: &mut Prediction<'_>);
+    }
+
+    /// The event, probed for a prediction.
+    pub struct Probe<'a, T>(pub &'a T);
+
+    /// Chosen when the event has a prediction.
+    pub trait Predicted {
+        /// Runs it.
+        fn __sssync_predict(&self, view: &mut Prediction<'_>);
+    }
+
+    impl<T: Predict> Predicted for &Probe<'_, T> {
+        fn __sssync_predict(&self, view: &mut Prediction<'_>) {
+            self.0.predict(view)
+        }
+    }
+
+    /// Chosen otherwise: no optimistic effect.
+    pub trait Unpredicted {
+        /// Does nothing.
+        fn __sssync_predict(&self, view: &mut Prediction<'_>) {
+            let _ = view;
+        }
+    }
+
+    impl<T> Unpredicted for Probe<'_, T> {}
+}

@@ -22,6 +22,60 @@ pub fn FormKey() -> impl IntoView {
     view! { <input type="hidden" name=FORM_KEY_FIELD value=key/> }
 }
 
+/// An event's form, idempotent by default: Leptos's `<ActionForm>` for `action` (from
+/// [`use_sync_event`](crate::use_sync_event)) with its [`FormKey`] added, so that a form
+/// posted without JavaScript and posted again (a retry, a double click, the back button) is
+/// applied once. With JavaScript the submit goes through the sync connection, predicted, as an
+/// `<ActionForm>`'s would. Attributes spread on it (`attr:class="inline"`) reach the `<form>`.
+///
+/// ```standalone_crate
+/// # use leptos::prelude::*;
+/// # use sssync_leptos::prelude::*;
+/// # #[sync_event]
+/// # pub struct AddTodo { pub list_id: String, pub title: String }
+/// # #[cfg(feature = "ssr")]
+/// # #[sync_apply]
+/// # impl AddTodo {
+/// #     async fn apply(&self, _: &mut Conn<Db>, _: &EventCtx) -> Result<(), EventError> { Ok(()) }
+/// # }
+/// #[component]
+/// fn NewTodo(list_id: String) -> impl IntoView {
+///     let add = use_sync_event::<AddTodo>();
+///     view! {
+///         <SyncForm action=add>
+///             <input type="hidden" name="list_id" value=list_id />
+///             <input name="title" placeholder="What needs to be done?" />
+///         </SyncForm>
+///     }
+/// }
+/// ```
+#[component]
+pub fn SyncForm<E>(
+    /// The event's action ([`use_sync_event`](crate::use_sync_event)).
+    action: ServerAction<E>,
+    /// Where the `<form>` element is kept, as `<ActionForm node_ref>`.
+    #[prop(optional)]
+    node_ref: Option<NodeRef<leptos::html::Form>>,
+    /// The form's fields (the event's, by name).
+    children: Children,
+) -> impl IntoView
+where
+    E: crate::action::SyncAction
+        + leptos::server_fn::ServerFn<
+            Protocol = crate::action::ActionProtocol,
+            Client = crate::action::ActionClient,
+        >,
+{
+    let fields = children();
+    let node_ref = node_ref.unwrap_or_default();
+    view! {
+        <ActionForm action node_ref>
+            {fields}
+            <FormKey />
+        </ActionForm>
+    }
+}
+
 /// The rejection a plain form's redirect brought back, if it was an event's: the `__err` of
 /// Leptos's form-redirect errors in the page's URL. Read from the URL itself, the same way on
 /// the server (the request's) and in the browser, so that every component, inside `<Routes>`

@@ -23,7 +23,7 @@
 
 pub use action::{FORM_NEXT_FIELD, SyncAction};
 pub use sssync_core::client::Prediction;
-pub use sssync_core::{Event, Query, Rejection};
+pub use sssync_core::{Event, Query, Rejection, Request};
 pub use sssync_macros::{sync_apply, sync_event, sync_query, sync_run, sync_sql};
 
 /// In a server build an event declared with [`macro@sync_event`] but applied by no
@@ -71,6 +71,7 @@ pub mod __private {
         ActionClient, ActionProtocol, ActionRequest, ActionResponse, ActionServer, run_body,
         run_on_client, run_on_server,
     };
+    pub use crate::event::predicts::{Predict, Predicted, Probe, Unpredicted};
 }
 
 // The map: one concept a module.
@@ -92,9 +93,35 @@ mod status; //   use_sync_status, use_hydrated
 pub use client::{SyncClient, SyncProvider, SyncProviderProps, provide_sync_client};
 pub use error::SyncError;
 pub use event::{EventSender, new_id, use_sync_event, use_sync_sender};
-pub use form::{FORM_KEY_FIELD, FormKey};
+pub use form::{FORM_KEY_FIELD, FormKey, SyncForm, SyncFormProps};
 pub use query::{Loaded, QueryStatus, SyncQuery, use_sync_query};
 pub use status::{SyncStatus, use_hydrated, use_sync_status};
+
+/// The README's example, compiled as a doctest (its server half too, with `ssr`).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeExample;
+
+/// What an app names, in one import on both builds: `use sssync_leptos::prelude::*;` (the
+/// declaration macros, the hooks and components, `Prediction`, `Rejection`, `Request`). In a
+/// server build (`ssr`) it also holds what server code names: `Conn` (`Conn<Db>` inside the
+/// macros), `EventCtx`, `EventError`, `QueryCtx`, `AccessError`, `Identity`, `SyncServer`,
+/// `Table` and `listen`; in a browser build those are absent, and the macros drop the server
+/// code that names them.
+pub mod prelude {
+    pub use crate::{
+        FormKey, QueryStatus, SyncError, SyncForm, SyncProvider, SyncQuery, new_id, use_hydrated,
+        use_sync_event, use_sync_query, use_sync_sender, use_sync_status,
+    };
+    pub use crate::{sync_apply, sync_event, sync_query, sync_run, sync_sql};
+    pub use sssync_core::client::Prediction;
+    pub use sssync_core::{Event, Query, Rejection, Request};
+
+    #[cfg(feature = "ssr")]
+    pub use crate::server::{SyncServer, prelude::*};
+    #[cfg(feature = "ssr")]
+    pub use sssync_core::server::{Table, listen};
+}
 
 #[cfg(test)]
 mod tests {

@@ -5,7 +5,7 @@ use crate::client::SyncClient;
 use crate::error::SyncError;
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
-use sssync_core::{Epoch, Query, QueryKey, Row, Version};
+use sssync_core::{Epoch, Query, QueryKey, Request, Row, Version};
 
 /// A query's rows as the server rendered them: what travels in the hydration data.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -74,7 +74,7 @@ pub(super) const STALE_TICKS: usize = 1_000;
 /// `<Suspense>` or `<Transition>` around it (on the server, the page waits for the rows).
 ///
 /// ```ignore
-/// let todos = use_sync_query::<Todos>(move || ListArgs { list_id: list_id.get() });
+/// let todos = use_sync_query(move || todos(list_id.get()));
 /// view! {
 ///     <Suspense fallback=|| "Loading…">
 ///         {move || Suspend::new(async move {
@@ -226,8 +226,9 @@ pub(super) fn decode<Q: Query>(rows: &[Row]) -> Result<Vec<Q::Row>, SyncError> {
         .map_err(|e| SyncError::Internal(format!("a row of {} does not decode: {e}", Q::NAME)))
 }
 
-/// Reads query `Q` with reactive `args`: rendered on the server, hydrated without a second
-/// fetch, then kept live.
+/// Reads a query, `request` giving it with its args (reactive: `move || todos(list_id.get())`,
+/// the function `#[sync_query] fn todos(…)` gives): rendered on the server, hydrated without a
+/// second fetch, then kept live.
 ///
 /// ```
 /// use leptos::prelude::*;
@@ -249,7 +250,7 @@ pub(super) fn decode<Q: Query>(rows: &[Row]) -> Result<Vec<Q::Row>, SyncError> {
 ///
 /// #[component]
 /// fn Board(board: Signal<String>) -> impl IntoView {
-///     let notes = use_sync_query::<Notes>(move || NotesArgs { board: board.get() });
+///     let notes = use_sync_query(move || notes(board.get()));
 ///     view! {
 ///         <Transition fallback=|| "Loading…">
 ///             <ul>{move || notes.rows().and_then(Result::ok).map(|rows| rows.into_iter()
@@ -274,7 +275,7 @@ pub(super) fn decode<Q: Query>(rows: &[Row]) -> Result<Vec<Q::Row>, SyncError> {
 /// let notes = owner.with(|| {
 ///     provide_context(sync.clone()); // what `SyncServer::context` does for each request
 ///     sssync_leptos::provide_sync_client();
-///     use_sync_query::<Notes>(|| NotesArgs { board: "b1".into() })
+///     use_sync_query(|| notes("b1"))
 /// });
 /// // Awaitable, as inside `Suspend::new(async move { notes.await })`.
 /// let rows = notes.await?;
@@ -286,10 +287,10 @@ pub(super) fn decode<Q: Query>(rows: &[Row]) -> Result<Vec<Q::Row>, SyncError> {
 /// ```
 /// (Rendered end to end in `tests/ssr.rs` and, in the browser, by the end-to-end tests.)
 pub fn use_sync_query<Q: Query>(
-    args: impl Fn() -> Q::Args + Send + Sync + 'static,
+    request: impl Fn() -> Request<Q> + Send + Sync + 'static,
 ) -> SyncQuery<Q> {
     let client = crate::client::client();
-    let args = Memo::new(move |_| args());
+    let args = Memo::new(move |_| request().into_args());
     #[cfg(feature = "ssr")]
     let server = use_context::<crate::server::SyncServer>();
     // Who asks: the request's parts, which the app's `identify` reads.

@@ -273,15 +273,17 @@ impl SyncServer {
         self.engine.load(key, identity).await
     }
 
-    /// Whether the sender of the request with these parts may read query `Q` with `args`
+    /// Whether the sender of the request with these parts may read `request` (`todos(list_id)`)
     /// ([`SyncError::Forbidden`] when it may not), without running it: for a layer that answers
     /// a page with 404 before it renders (no header is written during a render).
     pub async fn may_read<Q: sssync_core::Query>(
         &self,
-        args: &Q::Args,
+        request: sssync_core::Request<Q>,
         parts: Option<&Parts>,
     ) -> Result<(), SyncError> {
-        let key = QueryKey::new(Q::NAME, args).map_err(|e| SyncError::BadRequest(e.to_string()))?;
+        let key = request
+            .key()
+            .map_err(|e| SyncError::BadRequest(e.to_string()))?;
         let identity = self.identify(parts).await?;
         self.engine.may_read(&key, identity).await
     }

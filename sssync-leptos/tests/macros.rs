@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sssync_core::client::ClientState;
 use sssync_core::server::{
     AccessError, Conn, Engine, EngineError, EventCtx, EventError, Identity, Outcome, PgStore,
-    QueryCtx, SqliteStore, Store, Table,
+    QueryCtx, ServerQuery, SqliteStore, Store, Table, TableRead,
 };
 use sssync_core::{Event, Query, QueryKey, Rejection};
 use sssync_leptos::{sync_apply, sync_event, sync_query, sync_run, sync_sql};
@@ -115,7 +115,7 @@ pub struct Kind {
 pub fn r#match(r#type: String) -> Vec<Kind>;
 
 /// Adds a note.
-#[sync_event(predict)]
+#[sync_event]
 pub struct AddNote {
     /// The board.
     pub board: String,
@@ -125,24 +125,18 @@ pub struct AddNote {
     pub text: String,
 }
 
+// One block: the optimistic effect and the server handler (compiled for the server only).
+#[sync_event]
 impl AddNote {
     fn predict(&self, view: &mut sssync_core::client::Prediction<'_>) {
-        view.update::<Notes>(
-            &NotesArgs {
-                board: self.board.clone(),
-            },
-            |rows| {
-                rows.push(Note {
-                    id: self.id.clone(),
-                    text: self.text.clone(),
-                })
-            },
-        );
+        view.update(notes(&self.board), |rows| {
+            rows.push(Note {
+                id: self.id.clone(),
+                text: self.text.clone(),
+            })
+        });
     }
-}
 
-#[sync_apply]
-impl AddNote {
     async fn apply(&self, conn: &mut Conn<Db>, _ctx: &EventCtx) -> Result<(), EventError> {
         if self.text.is_empty() {
             return Err(Rejection::new("empty", "a note has a text").into());
@@ -164,6 +158,7 @@ pub struct Lock {
     pub board: String,
 }
 
+// No prediction, and the handler apart (as a server module would hold it).
 #[sync_apply]
 impl Lock {
     async fn apply(&self, conn: &mut Conn<Db>, _ctx: &EventCtx) -> Result<(), EventError> {
@@ -356,6 +351,58 @@ where
             .is_ok()
     );
     engine.shutdown();
+}
+
+#[tokio::test]
+async fn what_a_declared_query_reads_is_checked_against_the_declared_tables_at_start() {
+    use sssync_core::server::Sqlite;
+    use sssync_core::server::declared::DeclarationError;
+    // The macro writes each query's reads as data, whatever the args...
+    assert_eq!(
+        <Notes as ServerQuery<Sqlite>>::READS,
+        &[TableRead::partition("notes")]
+    );
+    assert_eq!(
+        <Notes as ServerQuery<Sqlite>>::ACCESS_READS,
+        &[TableRead::partition("locked")]
+    );
+    assert_eq!(
+        <Boards as ServerQuery<Sqlite>>::READS,
+        &[TableRead::table("notes")]
+    );
+    assert_eq!(
+        <Latest as ServerQuery<Sqlite>>::READS,
+        &[TableRead::partition("notes")]
+    );
+    // ...so an engine that does not declare one of those tables refuses to start, naming it.
+    let dir = std::env::temp_dir().join(format!("sssync-macros-reads-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _ = std::fs::remove_file(dir.join("t.db"));
+    let url = format!("sqlite://{}", dir.join("t.db").display());
+    let store = SqliteStore::open(&url).await.unwrap();
+    sqlx::raw_sql(SCHEMA).execute(store.pool()).await.unwrap();
+    let [notes, _locked, kinds] = tables();
+    let err = match Engine::builder(store)
+        .table(notes)
+        .table(kinds)
+        .declared()
+        .start()
+        .await
+    {
+        Err(e) => e,
+        Ok(_) => panic!("started without the table `locked` that two queries read"),
+    };
+    assert!(
+        matches!(
+            err,
+            EngineError::Declaration(DeclarationError::UndeclaredTable {
+                list: "access_reads",
+                table: "locked",
+                ..
+            })
+        ),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]

@@ -123,7 +123,7 @@ async fn the_server_rendered_snapshot_rides_the_hydration_data_and_seeds_the_cli
     let query = owner.with(|| {
         provide_context(SyncServer::new(engine.clone()));
         provide_sync_client();
-        use_sync_query::<Notes>(|| Board { board: "b".into() })
+        use_sync_query(|| Notes::request(Board { board: "b".into() }))
     });
     // What Leptos sends the browser for hydration.
     let data: String = shared
@@ -185,7 +185,7 @@ async fn while_the_args_change_the_old_keys_rows_are_never_handed_out_for_the_ne
     let query = owner.with(|| {
         provide_context(SyncServer::new(engine.clone()));
         provide_sync_client();
-        use_sync_query::<Notes>(move || Board { board: board.get() })
+        use_sync_query(move || Notes::request(Board { board: board.get() }))
     });
     let texts = |query: &sssync_leptos::SyncQuery<Notes>| {
         owner

@@ -8,7 +8,6 @@ use syn::spanned::Spanned;
 use syn::{Error, ImplItem, ItemImpl};
 
 pub(super) fn apply(attr: Tokens, imp: ItemImpl) -> syn::Result<Tokens> {
-    let p = krate();
     let dbs = Dbs::only_option(attr)?;
     if imp.trait_.is_some() {
         return Err(Error::new(
@@ -43,9 +42,17 @@ pub(super) fn apply(attr: Tokens, imp: ItemImpl) -> syn::Result<Tokens> {
             "`apply` is an `async fn`",
         ));
     }
+    Ok(handler(ty, &apply_fn, dbs))
+}
+
+/// An event's handler `apply_fn` (already checked to be an `async fn apply`): its
+/// `ServerEvent` impl per database, `HasHandler`, and its registration, all in a server build
+/// only.
+pub(super) fn handler(ty: &syn::Type, apply_fn: &syn::ImplItemFn, dbs: Dbs) -> Tokens {
+    let p = krate();
     let mut impls = Vec::new();
     for db in dbs.each() {
-        let f = method_for_db(&apply_fn, &db);
+        let f = method_for_db(apply_fn, &db);
         impls.push(quote! {
             impl #p::core::server::ServerEvent<#db> for #ty {
                 #f
@@ -53,7 +60,7 @@ pub(super) fn apply(attr: Tokens, imp: ItemImpl) -> syn::Result<Tokens> {
         });
     }
     let registrations = dbs.registrations(|r| quote!(#r.event::<#ty>();));
-    Ok(quote! {
+    quote! {
         #[cfg(feature = "ssr")]
             const _: () = {
                 #(#impls)*
@@ -67,5 +74,5 @@ pub(super) fn apply(attr: Tokens, imp: ItemImpl) -> syn::Result<Tokens> {
                     }
                 }
             };
-    })
+    }
 }

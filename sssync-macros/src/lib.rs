@@ -12,12 +12,13 @@
 use proc_macro::TokenStream;
 use proc_macro2::TokenStream as Tokens;
 use quote::quote;
-use syn::{ItemFn, ItemImpl, ItemStruct, parse_macro_input};
+use syn::{ItemFn, ItemImpl, parse_macro_input};
 
 mod apply;
 mod db;
 mod event;
 mod query;
+mod reads;
 mod run;
 mod sql;
 
@@ -35,8 +36,12 @@ fn krate() -> Tokens {
 /// name is the query's, its parameters (besides a `conn: &mut Conn<Db>` and a `ctx:
 /// &QueryCtx`) are the args, it returns the rows in order.
 ///
-/// It makes the query type (the function's name in upper camel case) and its args struct
-/// (`…Args`, one field per parameter; `()` without any). The body is compiled only with the
+/// It makes the query type (the function's name in upper camel case), its args struct (`…Args`,
+/// one field per parameter; `()` without any), and, on both builds, a function of the query's
+/// own name and args (each anything that converts into its type) that gives the query with
+/// those args, a `Request`: `todos(list_id)` is what `use_sync_query(move || todos(…))`, a
+/// prediction (`view.update(todos(&self.list_id), …)`) and `SyncServer::may_read` take, so an app
+/// names a query once and never writes its args struct. The body is compiled only with the
 /// declaring crate's `ssr` feature, once per database (`Db` names it). Options:
 ///
 /// - `key = field`: the row's key (required);
@@ -80,7 +85,7 @@ fn krate() -> Tokens {
 /// pub fn todos(list_id: String) -> Vec<Todo>;
 ///
 /// assert_eq!(Todos::NAME, "todos");
-/// let key = sssync_core::QueryKey::new(Todos::NAME, &TodosArgs { list_id: "l1".into() }).unwrap();
+/// let key = todos("l1").key().unwrap();
 /// assert_eq!(key.args_json(), r#"{"list_id":"l1"}"#);
 /// ```
 ///
@@ -101,7 +106,7 @@ fn krate() -> Tokens {
 /// }
 ///
 /// assert_eq!(Notes::NAME, "notes");
-/// let key = sssync_core::QueryKey::new(Notes::NAME, &NotesArgs { board: "b1".into() }).unwrap();
+/// let key = notes("b1").key().unwrap();
 /// assert_eq!(key.args_json(), r#"{"board":"b1"}"#);
 /// assert_eq!(Notes::row_key(&Note { id: "n1".into(), text: "hi".into() }), "n1");
 /// ```
@@ -137,9 +142,15 @@ pub fn sync_query(attr: TokenStream, item: TokenStream) -> TokenStream {
 ///
 /// It derives `Clone`, `Debug`, `Serialize` and `Deserialize`, implements `Event` and makes the
 /// event a Leptos server function at `/api/{name}` (so `use_sync_event::<E>()` is a
-/// `ServerAction`, for `<ActionForm>` and `.dispatch(…)`). With `predict`, the event's own
-/// `fn predict(&self, view: &mut Prediction<'_>)` is its optimistic effect in the browser. In a
-/// server build, an event without a `#[sync_apply]` handler does not compile.
+/// `ServerAction`, for `<ActionForm>` and `.dispatch(…)`).
+///
+/// On the event's `impl`, `#[sync_event]` takes the rest of the event in one block: `fn
+/// predict(&self, view: &mut Prediction<'_>)`, its optimistic effect in the browser (optional:
+/// found without a flag), and `async fn apply(&self, conn: &mut Conn<Db>, ctx: &EventCtx) ->
+/// Result<(), EventError>`, its server handler (as [`macro@sync_apply`] makes it, compiled with
+/// the `ssr` feature only; `#[sync_event(db = sqlite)]` for one database). A handler may instead
+/// live in server code under `#[sync_apply]`. In a server build, an event without a handler
+/// does not compile.
 ///
 /// ```
 /// use serde::{Deserialize, Serialize};
@@ -154,36 +165,52 @@ pub fn sync_query(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// }
 ///
 /// /// Adds a note.
-/// #[sync_event(predict)]
+/// #[sync_event]
 /// pub struct AddNote { pub board: String, pub id: String, pub text: String }
 ///
+/// #[sync_event]
 /// impl AddNote {
 ///     fn predict(&self, view: &mut Prediction<'_>) {
 ///         let note = Note { id: self.id.clone(), text: self.text.clone() };
-///         view.update::<Notes>(&NotesArgs { board: self.board.clone() }, |rows| rows.push(note));
+///         view.insert(notes(&self.board), note);
+///     }
+///
+///     async fn apply(&self, conn: &mut Conn<Db>, _: &EventCtx) -> Result<(), EventError> {
+///         sqlx::query("INSERT INTO notes (id, board, text) VALUES ($1, $2, $3)")
+///             .bind(&self.id).bind(&self.board).bind(&self.text)
+///             .execute(&mut *conn).await?;
+///         Ok(())
 ///     }
 /// }
 ///
 /// // The prediction, as a tab's client applies it before the server answers.
-/// use sssync_core::{Epoch, Event, Query, QueryKey, Version, client::ClientState};
+/// use sssync_core::{Epoch, Event, Version, client::ClientState};
 /// assert_eq!(AddNote::NAME, "add_note");
-/// let args = NotesArgs { board: "b".into() };
+/// let board = notes("b");
 /// let mut tab = ClientState::new("tab-1");
-/// tab.seed(QueryKey::new(Notes::NAME, &args).unwrap(), &Epoch("e".into()), Version(1), vec![]);
+/// tab.seed(board.key().unwrap(), &Epoch("e".into()), Version(1), vec![]);
 /// tab.push(AddNote { board: "b".into(), id: "n1".into(), text: "hi".into() }).unwrap();
-/// assert_eq!(tab.rows::<Notes>(&args), Some(vec![Note { id: "n1".into(), text: "hi".into() }]));
+/// assert_eq!(tab.rows::<Notes>(board.args()), Some(vec![Note { id: "n1".into(), text: "hi".into() }]));
 /// ```
 #[proc_macro_attribute]
 pub fn sync_event(attr: TokenStream, item: TokenStream) -> TokenStream {
-    let strukt = parse_macro_input!(item as ItemStruct);
-    match event(attr.into(), strukt) {
+    let expanded = match parse_macro_input!(item as syn::Item) {
+        syn::Item::Struct(strukt) => event(attr.into(), strukt),
+        syn::Item::Impl(imp) => event::event_impl(attr.into(), imp),
+        other => Err(syn::Error::new_spanned(
+            other,
+            "#[sync_event] goes on the event's struct and on its `impl` (predict, apply)",
+        )),
+    };
+    match expanded {
         Ok(t) => t.into(),
         Err(e) => e.to_compile_error().into(),
     }
 }
 
-/// Declares an event's server handler: an `impl` of the event holding one `async fn apply(&self,
-/// conn: &mut Conn<Db>, ctx: &EventCtx) -> Result<(), EventError>`. It runs inside the engine's
+/// Declares an event's server handler apart from the event (in server code; the event's
+/// `#[sync_event] impl` can hold it instead): an `impl` of the event holding one `async fn
+/// apply(&self, conn: &mut Conn<Db>, ctx: &EventCtx) -> Result<(), EventError>`. It runs inside the engine's
 /// transaction (with the client's seq: exactly once, all or nothing); a `Rejection` refuses the
 /// event (rolled back in the browser). Compiled only with the declaring crate's `ssr` feature,
 /// for both databases (`db = sqlite` or `db = postgres` for one); registered by itself.

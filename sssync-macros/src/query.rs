@@ -3,6 +3,7 @@
 
 use super::db::{Dbs, is_conn, is_ctx};
 use super::krate;
+use super::reads::{dependencies, table_reads};
 use heck::ToUpperCamelCase;
 use proc_macro2::{Span, TokenStream as Tokens};
 use quote::{format_ident, quote};
@@ -31,53 +32,6 @@ pub(super) fn row_type(ret: &ReturnType) -> Option<Type> {
         }
     };
     first_arg(&first_arg(ty, "Result")?, "Vec")
-}
-
-/// An entry of `reads = [...]`: a whole table, or a table's partition by a value.
-pub(super) fn dependency(e: &Expr) -> syn::Result<Tokens> {
-    let p = krate();
-    let table_name = |e: &Expr| -> syn::Result<String> {
-        match e {
-            Expr::Path(path) if path.path.get_ident().is_some() => Ok(path
-                .path
-                .get_ident()
-                .map(|i| i.unraw().to_string())
-                .unwrap_or_default()),
-            _ => Err(Error::new(e.span(), "a table name")),
-        }
-    };
-    match e {
-        Expr::Path(_) => {
-            let t = table_name(e)?;
-            Ok(quote!(#p::core::server::Dependency::table(#t)))
-        }
-        Expr::Call(call) if call.args.len() == 1 => {
-            let t = table_name(&call.func)?;
-            let v = &call.args[0];
-            Ok(quote!(#p::core::server::Dependency::partition(#t, #v)))
-        }
-        _ => Err(Error::new(
-            e.span(),
-            "each read is `table` (any row of it) or `table(value)` (the rows whose partition column is the value, an expression over the args)",
-        )),
-    }
-}
-
-pub(super) fn dependencies(
-    list: &Option<syn::ExprArray>,
-    destructure: &Tokens,
-) -> syn::Result<Tokens> {
-    let p = krate();
-    let mut deps = Vec::new();
-    for e in list.iter().flat_map(|l| l.elems.iter()) {
-        let dep = dependency(e)?;
-        deps.push(quote! {{
-            #[allow(unused_variables)]
-            #destructure
-            #dep
-        }});
-    }
-    Ok(quote!(::std::vec![#(#deps),*] as ::std::vec::Vec<#p::core::server::Dependency>))
 }
 
 /// A query's function: with a body (its own SQL), or without (declarative).
@@ -341,8 +295,33 @@ pub(super) fn query(attr: Tokens, func: QueryFn) -> syn::Result<Tokens> {
             quote!(let #args_ty { #(#arg_names),* } = ::core::clone::Clone::clone(args);),
         )
     };
+    // The query by its own name: `todos(list_id)` is the request `use_sync_query` and a
+    // prediction take (each arg anything that converts into its type).
+    let request_fn = {
+        let fn_ident = &sig.ident;
+        let args_value = if arg_names.is_empty() {
+            quote!(())
+        } else {
+            quote!(#args_ty { #(#arg_names: ::core::convert::Into::into(#arg_names)),* })
+        };
+        let doc = format!(
+            "The query [`{marker}`] with these args: what `use_sync_query`, a prediction and a \
+             check take (`{name}(…)`)."
+        );
+        quote! {
+            #[doc = #doc]
+            #[allow(clippy::too_many_arguments)]
+            #vis fn #fn_ident(
+                #(#arg_names: impl ::core::convert::Into<#arg_types>),*
+            ) -> #p::core::Request<#marker> {
+                #p::core::Request::new(#args_value)
+            }
+        }
+    };
     let deps = dependencies(&reads, &destructure)?;
     let access_deps = dependencies(&access_reads, &destructure)?;
+    let table_reads_list = table_reads(&reads)?;
+    let access_table_reads = table_reads(&access_reads)?;
     let access = if per_identity {
         quote!(#p::core::server::Access::PerIdentity)
     } else if authorize.is_some() {
@@ -416,12 +395,15 @@ pub(super) fn query(attr: Tokens, func: QueryFn) -> syn::Result<Tokens> {
         }
     };
     // Without `reads`, a declarative query depends on its whole table.
-    let deps = match (&reads, &from) {
+    let (deps, table_reads_list) = match (&reads, &from) {
         (None, Some(table)) => {
             let t = table.unraw().to_string();
-            quote!(::std::vec![#p::core::server::Dependency::table(#t)])
+            (
+                quote!(::std::vec![#p::core::server::Dependency::table(#t)]),
+                quote!(&[#p::core::server::TableRead::table(#t)]),
+            )
         }
-        _ => deps,
+        _ => (deps, table_reads_list),
     };
     let ret = &sig.output;
     let inputs = &sig.inputs;
@@ -544,6 +526,8 @@ pub(super) fn query(attr: Tokens, func: QueryFn) -> syn::Result<Tokens> {
             impl #p::core::server::ServerQuery<#db> for #marker {
                 const KEYED_BY: ::core::option::Option<&'static str> = #keyed_by;
                 const ACCESS: #p::core::server::Access = #access;
+                const READS: &'static [#p::core::server::TableRead] = #table_reads_list;
+                const ACCESS_READS: &'static [#p::core::server::TableRead] = #access_table_reads;
 
                 fn dependencies(args: &#args_type) -> ::std::vec::Vec<#p::core::server::Dependency> {
                     #deps
@@ -567,6 +551,8 @@ pub(super) fn query(attr: Tokens, func: QueryFn) -> syn::Result<Tokens> {
         #vis struct #marker;
 
         #args_decl
+
+        #request_fn
 
         impl #p::core::Query for #marker {
             const NAME: &'static str = #name;

@@ -6,7 +6,7 @@ use crate::model::CreateList;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::{use_navigate, use_query_map};
-use sssync_leptos::{FORM_NEXT_FIELD, FormKey, use_sync_event};
+use sssync_leptos::{FORM_NEXT_FIELD, SyncForm, use_sync_event};
 
 /// The account bar above every page: who is signed in, with `Sign out` and `New private list`,
 /// or the links to sign in and up.
@@ -40,7 +40,7 @@ pub(super) fn AccountBar() -> impl IntoView {
                                 view! {
                                     <span>"Signed in as "</span>
                                     <strong data-testid="user-name">{name}</strong>
-                                    <ActionForm action=create attr:class="inline">
+                                    <SyncForm action=create attr:class="inline">
                                         <input type="hidden" name="id" value=move || next_list.get() />
                                         <input
                                             type="hidden"
@@ -48,8 +48,7 @@ pub(super) fn AccountBar() -> impl IntoView {
                                             value=move || format!("/lists/{}", next_list.get())
                                         />
                                         <button type="submit">"New private list"</button>
-                                        <FormKey />
-                                    </ActionForm>
+                                    </SyncForm>
                                     <form class="inline" method="post" action="/auth/logout">
                                         <button type="submit">"Sign out"</button>
                                     </form>

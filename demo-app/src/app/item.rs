@@ -4,7 +4,7 @@ use crate::model::{DeleteTodo, EditTodo, Filter, Todo, ToggleTodo};
 use leptos::ev;
 use leptos::html::Input;
 use leptos::prelude::*;
-use sssync_leptos::{FORM_NEXT_FIELD, FormKey, use_hydrated, use_sync_event};
+use sssync_leptos::{FORM_NEXT_FIELD, SyncForm, use_hydrated, use_sync_event};
 
 /// One todo: toggle, title (double-click to edit), delete.
 #[component]
@@ -40,7 +40,7 @@ pub(super) fn Item(
     view! {
         <li data-testid="todo-item" class=class>
             <div class="view">
-                <ActionForm action=toggle attr:class="inline">
+                <SyncForm action=toggle attr:class="inline">
                     <input type="hidden" name="list_id" value=list_id.get_value() />
                     <input type="hidden" name="id" value=id.get_value() />
                     <input type="hidden" name="completed" value=(!completed).to_string() />
@@ -66,8 +66,7 @@ pub(super) fn Item(
                             aria-label="Toggle Todo"
                         ></button>
                     </Show>
-                    <FormKey />
-                </ActionForm>
+                </SyncForm>
                 <label
                     data-testid="todo-title"
                     on:dblclick=move |_| editing.set(Some(id.get_value()))
@@ -81,12 +80,11 @@ pub(super) fn Item(
                         aria-label="Edit todo"
                     ></a>
                 </Show>
-                <ActionForm action=delete attr:class="inline">
+                <SyncForm action=delete attr:class="inline">
                     <input type="hidden" name="list_id" value=list_id.get_value() />
                     <input type="hidden" name="id" value=id.get_value() />
                     <button class="destroy" type="submit" aria-label="Delete"></button>
-                    <FormKey />
-                </ActionForm>
+                </SyncForm>
             </div>
             {move || {
                 is_editing
@@ -138,7 +136,7 @@ pub(super) fn EditForm(
         }
     });
     view! {
-        <ActionForm action=edit node_ref=form attr:class="edit-form">
+        <SyncForm action=edit node_ref=form attr:class="edit-form">
             <input type="hidden" name="list_id" value=list_id />
             <input type="hidden" name="id" value=id />
             <input type="hidden" name=FORM_NEXT_FIELD value=back />
@@ -160,7 +158,6 @@ pub(super) fn EditForm(
                     _ => {}
                 }
             />
-            <FormKey />
-        </ActionForm>
+        </SyncForm>
     }
 }

@@ -5,14 +5,14 @@ use super::item::Item;
 use super::private::{PrivateLists, Sharing};
 use super::{alert, not_found, short};
 use crate::model::{
-    AddTodo, ClearCompleted, DEFAULT_LIST, DeleteTodo, Filter, Todos, TodosArgs, ToggleAll,
-    ToggleTodo, items_left,
+    AddTodo, ClearCompleted, DEFAULT_LIST, DeleteTodo, Filter, Todos, ToggleAll, ToggleTodo,
+    items_left, todos,
 };
 use leptos::html::Input;
 use leptos::prelude::*;
 use leptos_router::hooks::{use_params_map, use_query_map};
 use sssync_leptos::{
-    FormKey, SyncError, SyncQuery, use_hydrated, use_sync_event, use_sync_query, use_sync_status,
+    SyncError, SyncForm, SyncQuery, use_hydrated, use_sync_event, use_sync_query, use_sync_status,
 };
 
 /// One list under one filter.
@@ -27,9 +27,7 @@ pub(super) fn ListPage(filter: Filter) -> impl IntoView {
             .unwrap_or_else(|| DEFAULT_LIST.to_owned())
     });
     let add = use_sync_event::<AddTodo>();
-    let todos = use_sync_query::<Todos>(move || TodosArgs {
-        list_id: list_id.get(),
-    });
+    let todos = use_sync_query(move || todos(list_id.get()));
     let status = use_sync_status();
     let recent = recent_lists(list_id);
     // Editing starts from a double-click (JavaScript) or from an `?edit=<id>` link (without).
@@ -48,7 +46,7 @@ pub(super) fn ListPage(filter: Filter) -> impl IntoView {
         <section class="todoapp">
             <header class="header">
                 <h1>"todos"</h1>
-                <ActionForm action=add>
+                <SyncForm action=add>
                     <input type="hidden" name="list_id" value=move || list_id.get() />
                     <input
                         class="new-todo"
@@ -59,8 +57,7 @@ pub(super) fn ListPage(filter: Filter) -> impl IntoView {
                         autofocus
                         node_ref=new_todo
                     />
-                    <FormKey />
-                </ActionForm>
+                </SyncForm>
             </header>
             <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
                 {move || {
@@ -227,7 +224,7 @@ pub(super) fn ListBody(
         <Show when=move || { total.get() > 0 }>
             <main class="main">
                 <div class="toggle-all-container">
-                    <ActionForm action=toggle_all attr:class="inline">
+                    <SyncForm action=toggle_all attr:class="inline">
                         <input type="hidden" name="list_id" value=list.get_value() />
                         <input
                             type="hidden"
@@ -258,8 +255,7 @@ pub(super) fn ListBody(
                                 aria-label="Mark all as complete"
                             ></button>
                         </Show>
-                        <FormKey />
-                    </ActionForm>
+                    </SyncForm>
                 </div>
                 // Busy while adds wait for the server (offline, say).
                 <ul class="todo-list" aria-busy=move || add.pending().get().to_string()>
@@ -283,13 +279,12 @@ pub(super) fn ListBody(
                 </span>
                 <ul class="filters">{links()}</ul>
                 <Show when=move || { completed() > 0 }>
-                    <ActionForm action=clear attr:class="inline">
+                    <SyncForm action=clear attr:class="inline">
                         <input type="hidden" name="list_id" value=list.get_value() />
                         <button class="clear-completed" type="submit">
                             "Clear completed"
                         </button>
-                        <FormKey />
-                    </ActionForm>
+                    </SyncForm>
                 </Show>
             </footer>
         </Show>

@@ -1,8 +1,9 @@
 //! The demo's components: the HTML shell, the routes and the TodoMVC list page.
 //!
-//! The list is a sync query (`use_sync_query::<Todos>`): rendered on the server, hydrated without
-//! a second fetch, then live. Every write is an event's action (`use_sync_event`) in Leptos's
-//! own `<ActionForm>`: without JavaScript the form posts to the event's server function; once
+//! The list is a sync query (`use_sync_query(move || todos(…))`): rendered on the server,
+//! hydrated without a second fetch, then live. Every write is an event's action
+//! (`use_sync_event`) in a `<SyncForm>` (Leptos's `<ActionForm>` with the form's idempotency
+//! key): without JavaScript the form posts to the event's server function; once
 //! hydrated, its submit (or a checkbox's change) dispatches the event over the sync connection,
 //! predicted at once. The controls that only a page without JavaScript needs (the toggles as
 //! submit buttons, the edit link) are gone once the page is hydrated, so each control exists once.
@@ -30,6 +31,9 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
             <head>
                 <meta charset="utf-8" />
                 <meta name="viewport" content="width=device-width, initial-scale=1" />
+                // No icon: without this line the browser asks for /favicon.ico (a 404 on every
+                // load, in the console).
+                <link rel="icon" href="data:," />
                 <AutoReload options=options.clone() />
                 <HydrationScripts options />
                 <MetaTags />
@@ -106,7 +110,19 @@ fn not_found() -> impl IntoView {
     }
 }
 
-/// A list id as the footer shows it.
+/// A list id as the footer shows it: its first 8 characters, after the private prefix (every
+/// private list's id begins alike).
 fn short(id: &str) -> String {
+    let id = id.strip_prefix(crate::model::PRIVATE_PREFIX).unwrap_or(id);
     id.chars().take(8).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_short_list_id_is_its_own_part_not_the_private_prefix() {
+        assert_eq!(super::short("private-8a937e6784560ab9"), "8a937e67");
+        assert_eq!(super::short("default"), "default");
+        assert_eq!(super::short("0b6e1c2a-5f7d"), "0b6e1c2a");
+    }
 }

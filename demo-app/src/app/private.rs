@@ -2,15 +2,15 @@
 
 use super::short;
 use crate::api::list_sharing;
-use crate::model::{MyLists, ShareList, UnshareList};
+use crate::model::{ShareList, UnshareList, my_lists};
 use leptos::prelude::*;
-use sssync_leptos::{FormKey, use_sync_event, use_sync_query};
+use sssync_leptos::{SyncForm, use_sync_event, use_sync_query};
 
 /// The signed-in user's private lists (owned and shared with them): live, so a list shared
 /// with the user shows up at once and one unshared goes.
 #[component]
 pub(super) fn PrivateLists() -> impl IntoView {
-    let lists = use_sync_query::<MyLists>(|| ());
+    let lists = use_sync_query(my_lists);
     view! {
         <Transition fallback=|| ()>
             {move || {
@@ -75,7 +75,7 @@ pub(super) fn Sharing(list_id: Memo<String>) -> impl IntoView {
                         let share_id = id.clone();
                         view! {
                             <section class="sharing" aria-label="Sharing">
-                                <ActionForm action=share>
+                                <SyncForm action=share>
                                     <input type="hidden" name="list_id" value=share_id />
                                     <label for="share-with">"Share with"</label>
                                     <input
@@ -86,8 +86,7 @@ pub(super) fn Sharing(list_id: Memo<String>) -> impl IntoView {
                                         required
                                     />
                                     <button type="submit">"Share"</button>
-                                    <FormKey />
-                                </ActionForm>
+                                </SyncForm>
                                 <ul class="shared-with">
                                     {names
                                         .into_iter()
@@ -97,14 +96,13 @@ pub(super) fn Sharing(list_id: Memo<String>) -> impl IntoView {
                                             view! {
                                                 <li>
                                                     {name.clone()}
-                                                    <ActionForm action=unshare attr:class="inline">
+                                                    <SyncForm action=unshare attr:class="inline">
                                                         <input type="hidden" name="list_id" value=id />
                                                         <input type="hidden" name="user_name" value=name />
                                                         <button type="submit" aria-label=label>
                                                             "Stop sharing"
                                                         </button>
-                                                        <FormKey />
-                                                    </ActionForm>
+                                                    </SyncForm>
                                                 </li>
                                             }
                                         })

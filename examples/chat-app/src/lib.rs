@@ -5,10 +5,7 @@
 use leptos::prelude::*;
 use leptos_router::{SsrMode, components::*, path};
 use serde::{Deserialize, Serialize};
-#[cfg(feature = "ssr")]
-use sssync_leptos::server::prelude::*;
-use sssync_leptos::{FormKey, SyncProvider, use_sync_event, use_sync_query, use_sync_status};
-use sssync_leptos::{Prediction, sync_apply, sync_event, sync_query};
+use sssync_leptos::prelude::*;
 
 /// The app's table.
 pub const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS messages (id TEXT PRIMARY KEY, \
@@ -32,7 +29,7 @@ pub async fn messages(conn: &mut Conn<Db>, room: String) -> Result<Vec<Message>,
 }
 
 /// Says something in a room.
-#[sync_event(predict)]
+#[sync_event]
 pub struct Say {
     #[serde(default = "sssync_leptos::new_id")]
     pub id: String,
@@ -41,17 +38,14 @@ pub struct Say {
     pub text: String,
 }
 
+#[sync_event] // predicted in the browser; applied on the server (compiled there only)
 impl Say {
     fn predict(&self, view: &mut Prediction<'_>) {
         let (author, text) = (self.author.trim().to_owned(), self.text.trim().to_owned());
         let message = Message { id: self.id.clone(), author, text };
-        let args = MessagesArgs { room: self.room.clone() };
-        view.update::<Messages>(&args, |rows| rows.push(message));
+        view.insert(messages(&self.room), message);
     }
-}
 
-#[sync_apply]
-impl Say {
     async fn apply(&self, conn: &mut Conn<Db>, _ctx: &EventCtx) -> Result<(), EventError> {
         let (author, text) = (self.author.trim(), self.text.trim());
         if author.is_empty() || text.is_empty() || text.chars().count() > 500 {
@@ -91,7 +85,7 @@ pub fn App() -> impl IntoView {
 /// A room: its messages, live, and a form to say something.
 #[component]
 fn Room(room: &'static str) -> impl IntoView {
-    let messages = use_sync_query::<Messages>(move || MessagesArgs { room: room.to_owned() });
+    let messages = use_sync_query(move || messages(room));
     let say = use_sync_event::<Say>();
     let status = use_sync_status();
     let text = NodeRef::<leptos::html::Input>::new(); // emptied once its message is sent
@@ -107,13 +101,12 @@ fn Room(room: &'static str) -> impl IntoView {
             </ul>
         </Suspense>
         {move || status.last_rejection.get().map(|r| view! { <p role="alert">{r.message}</p> })}
-        <ActionForm action=say>
+        <SyncForm action=say> // idempotent without JavaScript too (its form key)
             <input type="hidden" name="room" value=room />
             <input name="author" aria-label="Name" placeholder="Name" required />
             <input name="text" aria-label="Message" autocomplete="off" node_ref=text />
             <button type="submit">"Send"</button>
-            <FormKey />
-        </ActionForm>
+        </SyncForm>
     }
 }
 

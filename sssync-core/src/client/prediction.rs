@@ -2,7 +2,7 @@
 
 use crate::query::QueryKey;
 use crate::row::{Row, Rows};
-use crate::schema::Query;
+use crate::schema::{Query, Request};
 use std::any::Any;
 use std::collections::{HashMap, HashSet};
 
@@ -112,15 +112,80 @@ impl<'a> Prediction<'a> {
         }
     }
 
-    /// Changes the rows of query `Q` with `args`, if this client holds that query. The closure
-    /// gets the rows in order and may add, remove, change and reorder them.
-    pub fn update<Q: Query>(&mut self, args: &Q::Args, f: impl FnOnce(&mut Vec<Q::Row>)) {
-        let Ok(key) = QueryKey::new(Q::NAME, args) else {
+    /// Changes the rows of `request` (a query with its args, `todos(&self.list_id)`), if this
+    /// client holds it. The closure gets the rows in order and may add, remove, change and
+    /// reorder them.
+    pub fn update<Q: Query>(&mut self, request: Request<Q>, f: impl FnOnce(&mut Vec<Q::Row>)) {
+        let Ok(key) = request.key() else {
             return;
         };
         if self.views.contains_key(&key) {
             self.edit::<Q>(&key, f);
             self.touched.insert(key);
+        }
+    }
+
+    /// Adds `row` to the rows of `request`, if this client holds it: in place of the row with
+    /// its key if there is one, else at the end.
+    pub fn insert<Q: Query>(&mut self, request: Request<Q>, row: Q::Row) {
+        let key = Q::row_key(&row);
+        self.update(request, |rows| {
+            match rows.iter_mut().find(|r| Q::row_key(r) == key) {
+                Some(r) => *r = row,
+                None => rows.push(row),
+            }
+        });
+    }
+
+    /// Changes the row whose key is `key` wherever this client holds it: in every held result
+    /// of query `Q`, whatever its args.
+    pub fn edit_row<Q: Query>(&mut self, key: &str, f: impl Fn(&mut Q::Row)) {
+        for held in self.held::<Q>() {
+            if self.holds_row::<Q>(&held, key) {
+                self.edit::<Q>(&held, |rows| {
+                    rows.iter_mut()
+                        .filter(|r| Q::row_key(r) == key)
+                        .for_each(&f)
+                });
+                self.touched.insert(held);
+            }
+        }
+    }
+
+    /// Removes the row whose key is `key` from every held result of query `Q`.
+    pub fn remove_row<Q: Query>(&mut self, key: &str) {
+        for held in self.held::<Q>() {
+            if self.holds_row::<Q>(&held, key) {
+                self.edit::<Q>(&held, |rows| rows.retain(|r| Q::row_key(r) != key));
+                self.touched.insert(held);
+            }
+        }
+    }
+
+    /// The held keys of query `Q`, in a fixed order (the views are a hash map: the same
+    /// rebase edits alike each time).
+    fn held<Q: Query>(&self) -> Vec<QueryKey> {
+        let mut keys: Vec<QueryKey> = self
+            .views
+            .keys()
+            .filter(|key| key.name() == Q::NAME)
+            .cloned()
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// Whether held key `held` of query `Q` has a row whose key is `key` (in the rows the
+    /// predictions so far made, else in the view, without decoding it).
+    fn holds_row<Q: Query>(&self, held: &QueryKey, key: &str) -> bool {
+        match self.typed.get(held) {
+            Some((typed, _)) => typed
+                .downcast_ref::<Vec<Q::Row>>()
+                .is_some_and(|rows| rows.iter().any(|r| Q::row_key(r) == key)),
+            None => self
+                .views
+                .get(held)
+                .is_some_and(|rows| rows.get(key).is_some()),
         }
     }
 
@@ -130,14 +195,7 @@ impl<'a> Prediction<'a> {
         which: impl Fn(&Q::Args) -> bool,
         mut f: impl FnMut(&mut Vec<Q::Row>),
     ) {
-        let mut keys: Vec<QueryKey> = self
-            .views
-            .keys()
-            .filter(|key| key.name() == Q::NAME)
-            .cloned()
-            .collect();
-        // In a fixed order (the views are a hash map): the same rebase edits alike each time.
-        keys.sort();
+        let keys = self.held::<Q>();
         for key in keys {
             let Ok(args) = serde_json::from_str::<Q::Args>(key.args_json()) else {
                 continue;
@@ -159,4 +217,127 @@ fn encode<Q: Query>(typed: Box<dyn Any>) -> Option<Rows> {
         .collect::<Result<Vec<Row>, _>>()
         .ok()?;
     Rows::new(rows).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Prediction;
+    use crate::client::ClientState;
+    use crate::row::Row;
+    use crate::{Epoch, Event, Query, QueryKey, Version};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    struct Todo {
+        id: String,
+        title: String,
+    }
+
+    /// The todos of a list (the args: its id).
+    struct Todos;
+    impl Query for Todos {
+        const NAME: &'static str = "todos";
+        type Args = String;
+        type Row = Todo;
+        fn row_key(t: &Todo) -> String {
+            t.id.clone()
+        }
+    }
+
+    fn todo(id: &str, title: &str) -> Todo {
+        Todo {
+            id: id.into(),
+            title: title.into(),
+        }
+    }
+
+    #[derive(Clone, Serialize, Deserialize)]
+    enum Edit {
+        Rename(String, String),
+        Remove(String),
+        Insert(String, Todo),
+    }
+
+    impl Event for Edit {
+        const NAME: &'static str = "edit";
+        fn predict(&self, view: &mut Prediction<'_>) {
+            match self {
+                Edit::Rename(id, title) => view.edit_row::<Todos>(id, |t| t.title = title.clone()),
+                Edit::Remove(id) => view.remove_row::<Todos>(id),
+                Edit::Insert(list, todo) => view.insert(Todos::request(list.clone()), todo.clone()),
+            }
+        }
+    }
+
+    fn key(list: &str) -> QueryKey {
+        Todos::request(list.to_owned()).key().unwrap()
+    }
+
+    /// A tab holding these lists, confirmed at version 1.
+    fn holding(lists: &[(&str, &[Todo])]) -> ClientState {
+        let mut tab = ClientState::new("tab-1");
+        for (list, todos) in lists {
+            let rows = todos
+                .iter()
+                .map(|t| Row::from_serialize(t.id.as_str(), t).unwrap())
+                .collect();
+            tab.seed(key(list), &Epoch("e".into()), Version(1), rows);
+        }
+        tab
+    }
+
+    fn rows(tab: &ClientState, list: &str) -> Option<Vec<Todo>> {
+        tab.rows::<Todos>(&list.to_owned())
+    }
+
+    #[test]
+    fn a_row_edited_or_removed_by_key_changes_in_every_result_holding_it_and_nowhere_else() {
+        // "1" is in two results of the query (a list and, say, a search), "3" in one.
+        let mut tab = holding(&[
+            ("a", &[todo("1", "milk"), todo("2", "eggs")]),
+            ("b", &[todo("3", "tea")]),
+            ("search", &[todo("1", "milk")]),
+        ]);
+        tab.push(Edit::Rename("1".into(), "oat milk".into()))
+            .unwrap();
+        assert_eq!(
+            rows(&tab, "a"),
+            Some(vec![todo("1", "oat milk"), todo("2", "eggs")])
+        );
+        assert_eq!(rows(&tab, "search"), Some(vec![todo("1", "oat milk")]));
+        assert_eq!(rows(&tab, "b"), Some(vec![todo("3", "tea")]));
+        // Only the results the prediction reached wait for the server.
+        assert!(!tab.is_confirmed(&key("a")) && !tab.is_confirmed(&key("search")));
+        assert!(tab.is_confirmed(&key("b")));
+
+        tab.push(Edit::Remove("1".into())).unwrap();
+        assert_eq!(rows(&tab, "a"), Some(vec![todo("2", "eggs")]));
+        assert_eq!(rows(&tab, "search"), Some(vec![]));
+        // A key held nowhere changes nothing.
+        tab.push(Edit::Remove("9".into())).unwrap();
+        tab.push(Edit::Rename("9".into(), "x".into())).unwrap();
+        assert_eq!(rows(&tab, "b"), Some(vec![todo("3", "tea")]));
+        assert!(tab.is_confirmed(&key("b")));
+    }
+
+    #[test]
+    fn an_inserted_row_replaces_the_row_with_its_key_or_goes_last_and_only_where_held() {
+        let mut tab = holding(&[("a", &[todo("1", "milk"), todo("2", "eggs")])]);
+        tab.push(Edit::Insert("a".into(), todo("3", "tea")))
+            .unwrap();
+        tab.push(Edit::Insert("a".into(), todo("1", "oat milk")))
+            .unwrap();
+        assert_eq!(
+            rows(&tab, "a"),
+            Some(vec![
+                todo("1", "oat milk"),
+                todo("2", "eggs"),
+                todo("3", "tea")
+            ])
+        );
+        // Into a result the tab does not hold: nothing (the server's rows will show it).
+        tab.push(Edit::Insert("z".into(), todo("4", "jam")))
+            .unwrap();
+        assert_eq!(rows(&tab, "z"), None);
+    }
 }

@@ -112,6 +112,50 @@ pub enum DeclarationError {
         /// The engine's database.
         db: &'static str,
     },
+    /// A query reads a table that is not declared: its changes are not recorded, so the query
+    /// would never update.
+    #[error(
+        "query {query:?} names table {table:?} in `{list}`, but no table {table:?} is declared, so          its changes are not recorded and the query would never update: {}",
+        match did_you_mean {
+            Some(name) => format!("did you mean {name:?}? Fix the name in `{list}`, or declare the table"),
+            None => "declare it with `.table(Table::new(name, key_column)?)` on the engine builder, or fix the name".to_owned(),
+        }
+    )]
+    UndeclaredTable {
+        /// The query.
+        query: &'static str,
+        /// `reads` or `access_reads`.
+        list: &'static str,
+        /// The table it names.
+        table: &'static str,
+        /// The declared table whose name is nearest, when one is near.
+        did_you_mean: Option<String>,
+    },
+    /// A query reads one partition of a table declared without a partition column: no change
+    /// would ever match the partition, so the query would never update.
+    #[error(
+        "query {query:?} reads one partition of table {table:?} (`{list} = [{table}(…)]`), but          the table is declared without a partition column, so no change would match and the          query would never update: declare it with `.partition(column)` (the column the value          is compared to), or read the whole table (`{list} = [{table}]`)"
+    )]
+    NoPartition {
+        /// The query.
+        query: &'static str,
+        /// `reads` or `access_reads`.
+        list: &'static str,
+        /// The table.
+        table: &'static str,
+    },
+    /// A declared table's key or partition column is not in the database.
+    #[error(
+        "table {table:?} is declared with {role} column {column:?}, but the database has no          column {column:?} in a table {table:?}: create the table before the engine starts          (its migrations first), or fix the declaration (`Table::new`, `.partition`)"
+    )]
+    NoSuchColumn {
+        /// The table.
+        table: String,
+        /// `key` or `partition`.
+        role: &'static str,
+        /// The column.
+        column: String,
+    },
 }
 
 /// Registers every declaration into `registry`.
@@ -165,13 +209,14 @@ fn label(kind: DeclaredKind) -> &'static str {
     }
 }
 
-/// An event that has a server handler (`#[sync_apply]` implements it): `#[sync_event]`
-/// requires it, so that an event without a handler does not compile.
+/// An event that has a server handler (the `apply` of its `#[sync_event] impl`, or a
+/// `#[sync_apply] impl`, implements it): `#[sync_event]` requires it, so that an event without
+/// a handler does not compile.
 #[doc(hidden)]
 #[diagnostic::on_unimplemented(
     message = "event `{Self}` has no server handler",
     label = "declared with #[sync_event], but nothing applies it on the server",
-    note = "write `#[sync_apply] impl {Self} {{ async fn apply(&self, conn: &mut Conn<Db>, ctx: &EventCtx) -> Result<(), EventError> {{ … }} }}` in the server code"
+    note = "write `async fn apply(&self, conn: &mut Conn<Db>, ctx: &EventCtx) -> Result<(), EventError> {{ … }}` in the event's `#[sync_event] impl {Self}` block (or in a `#[sync_apply] impl {Self}` in the server code)"
 )]
 pub trait HasHandler {}
 

@@ -382,13 +382,18 @@ impl<S: Store> EngineBuilder<S> {
         self
     }
 
-    /// Creates the engine's tables, installs the change triggers, starts the writer.
+    /// Creates the engine's tables, installs the change triggers, starts the writer. Fails
+    /// with [`EngineError::Declaration`] when the declarations do not agree (two share a name;
+    /// a query reads a table not declared, or by partition one declared without; a declared
+    /// column is not in the database), naming what and the fix.
     pub async fn start(self) -> Result<Engine<S>, EngineError> {
         if let Some(e) = self.declared_error {
             return Err(e.into());
         }
+        super::check::reads(&self.registry, &self.tables)?;
         let (epoch, version, secret) = self.store.init().await?;
         for t in &self.tables {
+            super::check::columns(&self.store, t).await??;
             self.store.install_table(t).await?;
         }
         let mut plans = std::collections::HashMap::new();

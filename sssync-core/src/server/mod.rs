@@ -11,6 +11,7 @@
 //! then `sssync_core::server::router(engine)` merged into the application's router.
 
 mod apply;
+mod check;
 mod cmd;
 pub mod declared;
 mod engine;
@@ -36,7 +37,7 @@ pub use hub::Counts;
 pub use schema::{
     Access, AccessError, BoxFuture, ColumnInfo, Conn, Dependency, EventCtx, EventError, Fetched,
     Identified, IdentifyError, Identity, Order, PartitionValue, QueryCtx, RunError, ServerEvent,
-    ServerQuery, Shape,
+    ServerQuery, Shape, TableRead,
 };
 /// The databases sssync runs on (sqlx's types), for [`for_each_db!`](crate::for_each_db).
 pub use sqlx::{Postgres, Sqlite};

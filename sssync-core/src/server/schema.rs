@@ -248,6 +248,36 @@ impl Dependency {
     }
 }
 
+/// A table a query reads, as its declaration names it before any args (`reads = [todos(list_id)]`
+/// gives `TableRead::partition("todos")`): [`EngineBuilder::start`](super::EngineBuilder::start)
+/// refuses a read of a table that is not declared, and a read by partition of a table declared
+/// without a partition column, since either would leave the query never updating.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TableRead {
+    /// The table's name.
+    pub table: &'static str,
+    /// Whether only rows of one partition are read ([`Dependency::partition`]).
+    pub by_partition: bool,
+}
+
+impl TableRead {
+    /// Any row of `table` ([`Dependency::table`]).
+    pub const fn table(table: &'static str) -> TableRead {
+        TableRead {
+            table,
+            by_partition: false,
+        }
+    }
+
+    /// The rows of one partition of `table` ([`Dependency::partition`]).
+    pub const fn partition(table: &'static str) -> TableRead {
+        TableRead {
+            table,
+            by_partition: true,
+        }
+    }
+}
+
 /// A query the server can run against database `Db`.
 pub trait ServerQuery<Db: sqlx::Database>: Query {
     /// `Some(table)` when the query's rows are rows of that one declared table, each keyed
@@ -266,6 +296,14 @@ pub trait ServerQuery<Db: sqlx::Database>: Query {
     /// The tables (and partitions) the result depends on: a write re-runs the query only when
     /// it changed one of them (invariant 10).
     fn dependencies(args: &Self::Args) -> Vec<Dependency>;
+
+    /// The tables [`ServerQuery::dependencies`] names, whatever the args, checked against the
+    /// declared tables when the engine starts. `#[sync_query]` writes it from `reads`. Default:
+    /// none (nothing to check).
+    const READS: &'static [TableRead] = &[];
+
+    /// The tables [`ServerQuery::access_dependencies`] names, checked likewise. Default: none.
+    const ACCESS_READS: &'static [TableRead] = &[];
 
     /// The tables (and partitions) [`ServerQuery::authorize`] reads: a commit that touches one
     /// of them (through any instance, or by hand) checks every live subscriber of the key
@@ -417,6 +455,9 @@ pub(crate) struct QueryEntry<Db: sqlx::Database> {
     pub(crate) authorize: AuthorizeFn<Db>,
     pub(crate) access: Access,
     pub(crate) keyed_by: Option<&'static str>,
+    /// [`ServerQuery::READS`] and [`ServerQuery::ACCESS_READS`].
+    pub(crate) reads: &'static [TableRead],
+    pub(crate) access_reads: &'static [TableRead],
 }
 
 pub(crate) struct EventEntry<Db: sqlx::Database> {
@@ -451,6 +492,8 @@ impl<Db: sqlx::Database> Registry<Db> {
                 authorize: authorize_erased::<Db, Q>,
                 access: Q::ACCESS,
                 keyed_by: Q::KEYED_BY,
+                reads: Q::READS,
+                access_reads: Q::ACCESS_READS,
             },
         );
     }

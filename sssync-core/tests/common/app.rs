@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use sssync_core::client::Prediction;
 use sssync_core::server::{
     Access, AccessError, Conn, Dependency, EventCtx, EventError, Fetched, Identity, Order,
-    QueryCtx, ServerEvent, ServerQuery, Shape,
+    QueryCtx, ServerEvent, ServerQuery, Shape, TableRead,
 };
 use sssync_core::{Event, Query, Rejection};
 use std::collections::HashMap;
@@ -47,6 +47,13 @@ macro_rules! todo_query {
 
 // The todos of one list, oldest first.
 todo_query!(Todos, "todos");
+// Queries whose declarations disagree with the tables: the engine refuses to start with one.
+// Reads `todo(list_id)`, a misspelling of the declared `todos`.
+todo_query!(MisspeltRead, "misspelt_read");
+// Reads one partition of `owned`, which the test declares without a partition column.
+todo_query!(PartitionOfWhole, "partition_of_whole");
+// Checks access by reading `share`, a misspelling of the declared `shares`.
+todo_query!(MisspeltAccessRead, "misspelt_access_read");
 // Like `Todos`, but it fails while the list has a todo titled "boom" (or with a statement the
 // database refuses, "bad sql").
 todo_query!(Fragile, "fragile");
@@ -291,7 +298,7 @@ pub struct AddTodo {
 impl Event for AddTodo {
     const NAME: &'static str = "add_todo";
     fn predict(&self, view: &mut Prediction<'_>) {
-        view.update::<Todos>(&list(&self.list_id), |rows| {
+        view.update(Todos::request(list(&self.list_id)), |rows| {
             rows.push(Todo {
                 id: self.id.clone(),
                 list_id: self.list_id.clone(),
@@ -312,7 +319,7 @@ pub struct ToggleTodo {
 impl Event for ToggleTodo {
     const NAME: &'static str = "toggle_todo";
     fn predict(&self, view: &mut Prediction<'_>) {
-        view.update::<Todos>(&list(&self.list_id), |rows| {
+        view.update(Todos::request(list(&self.list_id)), |rows| {
             for r in rows.iter_mut().filter(|r| r.id == self.id) {
                 r.completed = self.completed;
             }
@@ -329,7 +336,7 @@ pub struct DeleteTodo {
 impl Event for DeleteTodo {
     const NAME: &'static str = "delete_todo";
     fn predict(&self, view: &mut Prediction<'_>) {
-        view.update::<Todos>(&list(&self.list_id), |rows| {
+        view.update(Todos::request(list(&self.list_id)), |rows| {
             rows.retain(|r| r.id != self.id)
         });
     }
@@ -459,7 +466,7 @@ pub struct AddListTodo {
 impl Event for AddListTodo {
     const NAME: &'static str = "add_list_todo";
     fn predict(&self, view: &mut Prediction<'_>) {
-        view.update::<ListTodos>(&list(&self.list_id), |rows| {
+        view.update(ListTodos::request(list(&self.list_id)), |rows| {
             rows.push(Todo {
                 id: self.id.clone(),
                 list_id: self.list_id.clone(),
@@ -644,6 +651,8 @@ sssync_core::for_each_db! {
 
     impl ServerQuery<Db> for Todos {
         const KEYED_BY: Option<&'static str> = Some("todos");
+        // Checked at start: a declared table, with a partition column.
+        const READS: &'static [TableRead] = &[TableRead::partition("todos")];
 
         fn dependencies(args: &ListArgs) -> Vec<Dependency> {
             vec![Dependency::partition("todos", &args.list_id)]
@@ -1151,6 +1160,41 @@ sssync_core::for_each_db! {
                 .await?;
             log(conn, ctx, Self::NAME).await?;
             Ok(())
+        }
+    }
+
+    impl ServerQuery<Db> for MisspeltRead {
+        const READS: &'static [TableRead] = &[TableRead::partition("todo")];
+        fn dependencies(args: &ListArgs) -> Vec<Dependency> {
+            vec![Dependency::partition("todo", &args.list_id)]
+        }
+        async fn run(_: &mut Conn<Db>, _: &QueryCtx, _: &ListArgs) -> Result<Vec<Todo>, sqlx::Error> {
+            Ok(Vec::new())
+        }
+    }
+
+    impl ServerQuery<Db> for PartitionOfWhole {
+        const READS: &'static [TableRead] = &[TableRead::partition("owned")];
+        fn dependencies(args: &ListArgs) -> Vec<Dependency> {
+            vec![Dependency::partition("owned", &args.list_id)]
+        }
+        async fn run(_: &mut Conn<Db>, _: &QueryCtx, _: &ListArgs) -> Result<Vec<Todo>, sqlx::Error> {
+            Ok(Vec::new())
+        }
+    }
+
+    impl ServerQuery<Db> for MisspeltAccessRead {
+        const ACCESS: Access = Access::Checked;
+        const READS: &'static [TableRead] = &[TableRead::partition("todos")];
+        const ACCESS_READS: &'static [TableRead] = &[TableRead::partition("share")];
+        fn dependencies(args: &ListArgs) -> Vec<Dependency> {
+            vec![Dependency::partition("todos", &args.list_id)]
+        }
+        fn access_dependencies(args: &ListArgs) -> Vec<Dependency> {
+            vec![Dependency::partition("share", &args.list_id)]
+        }
+        async fn run(_: &mut Conn<Db>, _: &QueryCtx, _: &ListArgs) -> Result<Vec<Todo>, sqlx::Error> {
+            Ok(Vec::new())
         }
     }
 }

@@ -50,6 +50,30 @@ macro_rules! on_both {
     };
 }
 
+/// Starts an engine on `$db` (the test schema created) with only what `$declare` declares on the
+/// builder `$b`: what `start` returned, the engine dropped.
+#[macro_export]
+macro_rules! start_declared {
+    ($db:expr, |$b:ident| $declare:expr) => {
+        match $db.store_with_schema().await {
+            TestStore::Sqlite(store) => {
+                let $b = sssync_core::server::Engine::builder(store);
+                $declare.start().await.map(drop)
+            }
+            TestStore::Postgres(store) => {
+                let $b = sssync_core::server::Engine::builder(store);
+                $declare.start().await.map(drop)
+            }
+        }
+    };
+}
+
+/// A store on a test's database, its schema created (see `start_declared!`).
+pub enum TestStore {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
 /// The PostgreSQL the tests use (`SSSYNC_TEST_PG`, default the machine's own).
 pub fn pg_url() -> String {
     std::env::var("SSSYNC_TEST_PG")
@@ -116,6 +140,32 @@ impl TestDb {
         match self {
             TestDb::Sqlite(d) => d.db(),
             TestDb::Postgres { .. } => panic!("a SQLite test"),
+        }
+    }
+
+    /// A store on this database with the tests' schema created.
+    pub async fn store_with_schema(&self) -> TestStore {
+        match self {
+            TestDb::Sqlite(dir) => {
+                let options =
+                    SqliteStore::connect_options(&format!("sqlite://{}", dir.db().display()))
+                        .unwrap();
+                let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(2);
+                let store = SqliteStore::from_pool(pool.connect_with(options).await.unwrap());
+                sqlx::raw_sql(SQLITE_SCHEMA)
+                    .execute(store.pool())
+                    .await
+                    .unwrap();
+                TestStore::Sqlite(store)
+            }
+            TestDb::Postgres { schema } => {
+                let store = PgStore::from_pool(pg_pool(schema, 2).await).await.unwrap();
+                sqlx::raw_sql(POSTGRES_SCHEMA)
+                    .execute(store.pool())
+                    .await
+                    .unwrap();
+                TestStore::Postgres(store)
+            }
         }
     }
 

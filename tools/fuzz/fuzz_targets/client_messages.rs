@@ -23,7 +23,7 @@ struct Add(String);
 impl Event for Add {
     const NAME: &'static str = "add";
     fn predict(&self, view: &mut Prediction<'_>) {
-        view.update::<Items>(&"a".to_owned(), |rows| rows.push(serde_json::json!({"id": self.0})));
+        view.update(Items::request("a".to_owned()), |rows| rows.push(serde_json::json!({"id": self.0})));
     }
 }
 

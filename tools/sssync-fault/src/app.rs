@@ -103,7 +103,7 @@ impl Query for ItemsRerun {
 }
 
 fn predict_increment(view: &mut Prediction<'_>, counter: &str, by: i64) {
-    view.update::<Counters>(&(), |rows| {
+    view.update(Counters::request(()), |rows| {
         match rows.iter_mut().find(|c| c.name == counter) {
             Some(c) => c.n += by,
             None => {
@@ -154,7 +154,7 @@ impl Event for AddItem {
         let args = ListArgs {
             list_id: self.list_id.clone(),
         };
-        view.update::<Items>(&args, |rows| {
+        view.update(Items::request(args), |rows| {
             rows.push(Item {
                 id: self.id.clone(),
                 list_id: self.list_id.clone(),
@@ -181,7 +181,9 @@ impl Event for DelItem {
         let args = ListArgs {
             list_id: self.list_id.clone(),
         };
-        view.update::<Items>(&args, |rows| rows.retain(|r| r.id != self.id));
+        view.update(Items::request(args), |rows| {
+            rows.retain(|r| r.id != self.id)
+        });
     }
 }
 

@@ -442,7 +442,7 @@ mod tests {
     impl Event for AddItem {
         const NAME: &'static str = "add_item";
         fn predict(&self, view: &mut Prediction<'_>) {
-            view.update::<Items>(&(), |rows| rows.push(self.0.clone()));
+            view.update(Items::request(()), |rows| rows.push(self.0.clone()));
         }
     }
 
@@ -568,7 +568,9 @@ mod tests {
         impl Event for AddJson {
             const NAME: &'static str = "add_json";
             fn predict(&self, view: &mut Prediction<'_>) {
-                view.update::<ItemsAsJson>(&(), |rows| rows.push(self.0.clone().into()));
+                view.update(ItemsAsJson::request(()), |rows| {
+                    rows.push(self.0.clone().into())
+                });
             }
         }
         let mut st = holding(&["x"]);
