@@ -29,9 +29,11 @@ work="$(mktemp -d "${TMPDIR:-/tmp}/sssync-test.XXXXXX")"
 server_pid=""
 csr_pid=""
 tools_pid=""
+release_pid=""
 cleanup() {
-  # The background tool installs run in a process group of their own (setsid): stop all of it.
+  # The background installs and builds run in process groups of their own (setsid): stop them.
   if [ -n "$tools_pid" ]; then kill -- -"$tools_pid" 2>/dev/null || true; fi
+  if [ -n "$release_pid" ]; then kill -- -"$release_pid" 2>/dev/null || true; fi
   if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; fi
   if [ -n "$csr_pid" ]; then kill "$csr_pid" 2>/dev/null || true; fi
   rm -rf "$work"
@@ -43,7 +45,9 @@ bash scripts/setup.sh --tests --for-lints
 # cargo-leptos, wasm-bindgen and Trunk compile for minutes on a fresh machine, Chromium downloads;
 # no step needs them before the browser bundles, so they install beside the lints, the tests and
 # the server build (when all is present, this takes a second).
-setsid bash scripts/setup.sh --tests --after-lints >"$work/tools.log" 2>&1 &
+# (Its exit status lands in tools.rc, for the release builds, which wait for it.)
+setsid bash -c 'bash scripts/setup.sh --tests --after-lints; echo $? >"$1/tools.rc"' _ "$work" \
+  >"$work/tools.log" 2>&1 &
 tools_pid=$!
 
 # PostgreSQL: the tests that need it run when it answers (and must, in CI).
@@ -61,7 +65,7 @@ else
 fi
 
 # Native builds: the demo's server, the engine's server and native client (their tests need them).
-native_features="demo-app/ssr,chat-app/ssr,todomvc-plain/ssr,sssync-core/server,sssync-core/native-client"
+native_features="demo-app/ssr,chat-app/ssr,sssync-starter/ssr,todomvc-plain/ssr,sssync-core/server,sssync-core/native-client"
 
 step "formatting (cargo fmt --check) and the layout (scripts/check-layout.py: no import circles, no file over 650 lines of code)"
 cargo fmt --all -- --check
@@ -72,14 +76,47 @@ cargo clippy --workspace --all-targets --features "$native_features" -- -D warni
 
 step "lints, wasm32 (cargo clippy: the hydrate build, then the client-only build)"
 cargo clippy --workspace --exclude sssync-fault --exclude sssync-bench --all-targets --target wasm32-unknown-unknown \
-  --features demo-app/hydrate,chat-app/hydrate,todomvc-plain/hydrate -- -D warnings
+  --features demo-app/hydrate,chat-app/hydrate,sssync-starter/hydrate,todomvc-plain/hydrate -- -D warnings
 cargo clippy -p demo-app -p sssync-leptos --all-targets --target wasm32-unknown-unknown \
   --features demo-app/csr -- -D warnings
 
 step "building the Rust tests (cargo test --no-run)"
 cargo test --workspace --features "$native_features" --no-run
 
-step "Rust unit and integration tests (cargo test)"
+# The release builds (the servers, the benchmark, the browser bundles) start now, beside the Rust
+# tests and the fuzzing: those leave half the machine idle (they wait on databases and
+# sockets), the builds use it. They build in a target directory of their own, so that the two
+# cargo commands do not wait for each other's lock; every later step uses it.
+release_target="$SSSYNC_HOME/target-release"
+release_builds() {
+  export CARGO_TARGET_DIR="$release_target"
+  local t=$SECONDS
+  # The servers and the benchmark in one cargo invocation: one feature set, so their common
+  # dependencies (all of them: serde's features differ between the apps alone) build once, not
+  # four times. LEPTOS_OUTPUT_NAME as cargo-leptos sets it (leptos reads it at compile time).
+  LEPTOS_OUTPUT_NAME=app cargo build --release -p demo-app -p chat-app -p sssync-starter -p todomvc-plain \
+    -p sssync-bench --features demo-app/ssr,chat-app/ssr,sssync-starter/ssr,todomvc-plain/ssr
+  echo "[test] the servers and the benchmark built in $((SECONDS - t)) s"
+  # The browser bundles need cargo-leptos, wasm-bindgen and wasm-opt (installing since the start;
+  # an hour at most).
+  t=$SECONDS
+  while [ ! -s "$work/tools.rc" ] && [ $((SECONDS - t)) -lt 3600 ]; do sleep 1; done
+  grep -E '\[setup\]|error' "$work/tools.log" || true
+  if [ "$(cat "$work/tools.rc" 2>/dev/null)" != 0 ]; then
+    tail -n 40 "$work/tools.log"
+    echo "[test] installing the tools or Chromium failed" >&2
+    return 1
+  fi
+  echo "[test] waited $((SECONDS - t)) s for the tools"
+  t=$SECONDS
+  cargo leptos build --release --frontend-only
+  echo "[test] the browser bundles built in $((SECONDS - t)) s"
+}
+setsid bash -c "set -euo pipefail; $(declare -f release_builds); work=$(printf %q "$work"); release_target=$(printf %q "$release_target"); release_builds" \
+  >"$work/release.log" 2>&1 &
+release_pid=$!
+
+step "Rust unit and integration tests (cargo test; the release builds beside them)"
 cargo test --workspace --features "$native_features" 2>&1 | tee "$work/cargo-test.log"
 rust_passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$work/cargo-test.log" |
   awk '{s += $4} END {print s + 0}')
@@ -88,26 +125,17 @@ rust_failed=$(grep -Eo '[0-9]+ failed' "$work/cargo-test.log" | awk '{s += $1} E
 step "fuzzing, a short pass (scripts/fuzz.sh: every target at once, for 20 s)"
 bash scripts/fuzz.sh 20
 
-# The servers and the benchmark in one cargo invocation: one feature set, so their common
-# dependencies (all of them: serde's features differ between the apps alone) build once, not four
-# times. LEPTOS_OUTPUT_NAME as cargo-leptos sets it (leptos reads it at compile time).
-step "building the servers and the benchmark (cargo build --release: the demo, the chat, the plain baseline)"
-LEPTOS_OUTPUT_NAME=app cargo build --release -p demo-app -p chat-app -p todomvc-plain -p sssync-bench \
-  --features demo-app/ssr,chat-app/ssr,todomvc-plain/ssr
-
-step "waiting for the tools and Chromium (installing since the start, in the background)"
-tools_status=0
-wait "$tools_pid" || tools_status=$?
-tools_pid=""
-grep -E '\[setup\]|error' "$work/tools.log" || true
-if [ "$tools_status" -ne 0 ]; then
-  tail -n 40 "$work/tools.log"
-  echo "[test] installing the tools or Chromium failed" >&2
+step "the release builds (the servers, the benchmark, then the browser bundles: cargo build --release, cargo leptos build --release --frontend-only)"
+release_status=0
+wait "$release_pid" || release_status=$?
+release_pid=""
+grep -E '^\[test\]|^\[setup\]|^error' "$work/release.log" || true
+if [ "$release_status" -ne 0 ]; then
+  tail -n 60 "$work/release.log"
+  echo "[test] the release builds failed" >&2
   exit 1
 fi
-
-step "building the browser bundles (cargo leptos build --release --frontend-only: the demo, the chat, the plain baseline)"
-cargo leptos build --release --frontend-only
+export CARGO_TARGET_DIR="$release_target"
 
 # After the release builds: the SSR and bundle rows measure them.
 step "benchmark, a short pass (sssync-bench perf --quick --check: ratios against baselines)"

@@ -20,6 +20,9 @@
 //! | `ssr` | server rendering (with `sssync-core/server`) |
 //! | `hydrate` | the browser, after server rendering |
 //! | `csr` | client-only apps |
+//! | `browser` | internal: what `hydrate` and `csr` share (not for apps to name) |
+//!
+//! An app imports one prelude on both builds: `use sssync_leptos::prelude::*;`.
 
 pub use action::{FORM_NEXT_FIELD, SyncAction};
 pub use sssync_core::client::Prediction;
@@ -127,6 +130,35 @@ pub mod prelude {
 mod tests {
     use super::*;
     use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
+
+    #[test]
+    fn the_guide_shows_the_starters_files_whole_as_they_are() {
+        let guide = include_str!("../../docs/guide.md");
+        let files = [
+            (
+                "examples/starter/Cargo.toml",
+                "toml",
+                include_str!("../../examples/starter/Cargo.toml"),
+            ),
+            (
+                "examples/starter/src/lib.rs",
+                "rust",
+                include_str!("../../examples/starter/src/lib.rs"),
+            ),
+            (
+                "examples/starter/src/main.rs",
+                "rust",
+                include_str!("../../examples/starter/src/main.rs"),
+            ),
+        ];
+        for (path, lang, text) in files {
+            let shown = format!("<!-- file: {path} -->\n```{lang}\n{text}```\n");
+            assert!(
+                guide.contains(&shown),
+                "docs/guide.md does not show {path} as it is"
+            );
+        }
+    }
 
     #[test]
     fn errors_keep_their_kinds_across_the_wire() {

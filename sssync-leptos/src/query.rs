@@ -253,8 +253,11 @@ pub(super) fn decode<Q: Query>(rows: &[Row]) -> Result<Vec<Q::Row>, SyncError> {
 ///     let notes = use_sync_query(move || notes(board.get()));
 ///     view! {
 ///         <Transition fallback=|| "Loading…">
-///             <ul>{move || notes.rows().and_then(Result::ok).map(|rows| rows.into_iter()
-///                 .map(|n| view! { <li>{n.text}</li> }).collect_view())}</ul>
+///             // An error (the reader may not read it, the server failed) shows, not an empty list.
+///             <ErrorBoundary fallback=|_| view! { <p role="alert">"Could not load the board."</p> }>
+///                 <ul>{move || Suspend::new(async move { notes.await.map(|rows| rows.into_iter()
+///                     .map(|n| view! { <li>{n.text}</li> }).collect_view()) })}</ul>
+///             </ErrorBoundary>
 ///         </Transition>
 ///     }
 /// }

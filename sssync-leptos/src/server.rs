@@ -210,6 +210,28 @@ impl SyncServer {
             .merge(self.router())
     }
 
+    /// Serves the app until the process stops: Leptos's options from the environment
+    /// (`LEPTOS_SITE_ADDR`, `LEPTOS_SITE_ROOT`, as cargo-leptos sets them; `get_configuration`),
+    /// [`SyncServer::app_router`], on [`listen`](sssync_core::server::listen) (no Nagle delays).
+    /// It prints the address it listens on.
+    pub async fn serve<A, AV, SV>(
+        &self,
+        app: A,
+        shell: fn(leptos::config::LeptosOptions) -> SV,
+    ) -> std::io::Result<()>
+    where
+        A: Fn() -> AV + Clone + Send + Sync + 'static,
+        AV: IntoView + 'static,
+        SV: IntoView + 'static,
+    {
+        let options = leptos::config::get_configuration(None)
+            .map_err(std::io::Error::other)?
+            .leptos_options;
+        let listener = sssync_core::server::listen(options.site_addr).await?;
+        println!("listening on http://{}", listener.local_addr()?);
+        axum::serve(listener, self.app_router(options, app, shell)).await
+    }
+
     /// The database pool, when the builder opened it.
     pub fn pool(&self) -> Option<&DbPool> {
         self.pool.as_ref()
@@ -435,6 +457,36 @@ impl SyncBuilder {
             Box::pin(async move { asked.await.into_identity() })
         }));
         self
+    }
+
+    /// How a request's identity is known, by an axum extractor the app already has (its
+    /// session user, say): `X` is extracted from (a copy of) the request's parts on every path
+    /// sssync serves and converted into the identity (`X: Identified`: it gives an
+    /// `Identity`, or a `Result<Identity, E>`). An extractor that rejects the request means
+    /// the app could not tell who sent it (the request is refused, not made anonymous).
+    ///
+    /// ```ignore
+    /// struct Reader(Identity);
+    /// impl<S: Send + Sync> FromRequestParts<S> for Reader { /* the session's user */ }
+    /// impl Identified for Reader { fn into_identity(self) -> Result<Identity, IdentifyError> { Ok(self.0) } }
+    /// SyncServer::builder().identify_with::<Reader>()
+    /// ```
+    pub fn identify_with<X>(self) -> Self
+    where
+        X: axum::extract::FromRequestParts<()> + Identified,
+        X::Rejection: std::fmt::Display + Send,
+    {
+        self.identify(
+            |parts: &Parts| -> BoxFuture<'static, Result<Identity, IdentifyError>> {
+                let mut parts = parts.clone();
+                Box::pin(async move {
+                    match X::from_request_parts(&mut parts, &()).await {
+                        Ok(x) => x.into_identity(),
+                        Err(rejected) => Err(IdentifyError::new(rejected)),
+                    }
+                })
+            },
+        )
     }
 
     /// An SQL script run before the engine starts (the app's tables, `CREATE TABLE IF NOT

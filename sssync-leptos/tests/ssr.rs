@@ -227,3 +227,57 @@ async fn while_the_args_change_the_old_keys_rows_are_never_handed_out_for_the_ne
     engine.shutdown();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Who sent a request, as an app's own axum extractor says: here the `x-user` header.
+struct FromHeader(sssync_core::server::Identity);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for FromHeader {
+    type Rejection = &'static str;
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        use sssync_core::server::Identity;
+        match parts.headers.get("x-user").map(|v| v.to_str()) {
+            None => Ok(FromHeader(Identity::anonymous())),
+            Some(Ok(name)) => Ok(FromHeader(Identity::user(name))),
+            Some(Err(_)) => Err("x-user is not text"),
+        }
+    }
+}
+
+impl sssync_core::server::Identified for FromHeader {
+    fn into_identity(
+        self,
+    ) -> Result<sssync_core::server::Identity, sssync_core::server::IdentifyError> {
+        Ok(self.0)
+    }
+}
+
+#[tokio::test]
+async fn an_apps_own_axum_extractor_says_who_sent_each_request() {
+    use sssync_core::server::Identity;
+    let dir = std::env::temp_dir().join(format!("sssync-identify-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _ = std::fs::remove_file(dir.join("t.db"));
+    let url = format!("sqlite://{}", dir.join("t.db").display());
+    let sync = SyncServer::builder()
+        .identify_with::<FromHeader>()
+        .open(&url)
+        .await
+        .unwrap();
+    let parts = |user: Option<&[u8]>| {
+        let mut request = axum::http::Request::builder();
+        if let Some(user) = user {
+            request = request.header("x-user", axum::http::HeaderValue::from_bytes(user).unwrap());
+        }
+        request.body(()).unwrap().into_parts().0
+    };
+    let ada = sync.identify(Some(&parts(Some(b"ada")))).await.unwrap();
+    assert_eq!(ada, Identity::user("ada"));
+    let nobody = sync.identify(Some(&parts(None))).await.unwrap();
+    assert_eq!(nobody, Identity::anonymous());
+    // The extractor refused the request: the app could not tell who sent it.
+    assert!(sync.identify(Some(&parts(Some(b"\xff")))).await.is_err());
+    sync.shutdown();
+}

@@ -4,14 +4,12 @@
 
 use leptos::prelude::*;
 use leptos_router::{SsrMode, components::*, path};
-use serde::{Deserialize, Serialize};
 use sssync_leptos::prelude::*;
 
-/// The app's table.
 pub const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS messages (id TEXT PRIMARY KEY, \
     room TEXT NOT NULL, author TEXT NOT NULL, text TEXT NOT NULL, at BIGINT NOT NULL)";
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
 pub struct Message {
     pub id: String,
@@ -22,16 +20,14 @@ pub struct Message {
 /// The messages of a room, oldest first.
 #[sync_query(key = id, reads = [messages(room)])]
 pub async fn messages(conn: &mut Conn<Db>, room: String) -> Result<Vec<Message>, sqlx::Error> {
-    sqlx::query_as("SELECT id, author, text FROM messages WHERE room = $1 ORDER BY at, id")
-        .bind(room)
-        .fetch_all(&mut *conn)
-        .await
+    let sql = "SELECT id, author, text FROM messages WHERE room = $1 ORDER BY at, id";
+    sqlx::query_as(sql).bind(room).fetch_all(&mut *conn).await
 }
 
 /// Says something in a room.
 #[sync_event]
 pub struct Say {
-    #[serde(default = "sssync_leptos::new_id")]
+    #[serde(default = "new_id")]
     pub id: String,
     pub room: String,
     pub author: String,
@@ -42,8 +38,7 @@ pub struct Say {
 impl Say {
     fn predict(&self, view: &mut Prediction<'_>) {
         let (author, text) = (self.author.trim().to_owned(), self.text.trim().to_owned());
-        let message = Message { id: self.id.clone(), author, text };
-        view.insert(messages(&self.room), message);
+        view.insert(messages(&self.room), Message { id: self.id.clone(), author, text });
     }
 
     async fn apply(&self, conn: &mut Conn<Db>, _ctx: &EventCtx) -> Result<(), EventError> {
@@ -62,43 +57,43 @@ impl Say {
 
 /// The HTML document (the browser hydrates `<body>`).
 pub fn shell(options: LeptosOptions) -> impl IntoView {
-    let head = view! { <meta charset="utf-8" /><HydrationScripts options /> };
+    let icon = view! { <link rel="icon" href="data:," /> }; // none: no /favicon.ico 404
+    let head = view! { <meta charset="utf-8" />{icon}<HydrationScripts options /> };
     view! { <!DOCTYPE html><html lang="en"><head>{head}</head><body><App /></body></html> }
 }
 
 #[component]
 pub fn App() -> impl IntoView {
+    let lobby = || view! { <Room room="lobby" /> };
     view! {
-        <SyncProvider>
-            <Router>
-                <Routes fallback=|| "Not found.">
-                    <Route path=path!("/") view=|| view! { <Room room="lobby" /> } ssr=SsrMode::InOrder />
-                    // The same room, streamed out of order, or partly blocked: tested with JavaScript.
-                    <Route path=path!("/streamed") view=|| view! { <Room room="lobby" /> } ssr=SsrMode::OutOfOrder />
-                    <Route path=path!("/blocked") view=|| view! { <Room room="lobby" /> } ssr=SsrMode::PartiallyBlocked />
-                </Routes>
-            </Router>
-        </SyncProvider>
+        <SyncProvider><Router><Routes fallback=|| "Not found.">
+            <Route path=path!("/") view=lobby ssr=SsrMode::InOrder />
+            // The same room, streamed out of order, or partly blocked: tested with JavaScript.
+            <Route path=path!("/streamed") view=lobby ssr=SsrMode::OutOfOrder />
+            <Route path=path!("/blocked") view=lobby ssr=SsrMode::PartiallyBlocked />
+        </Routes></Router></SyncProvider>
     }
 }
 
 /// A room: its messages, live, and a form to say something.
 #[component]
 fn Room(room: &'static str) -> impl IntoView {
-    let messages = use_sync_query(move || messages(room));
-    let say = use_sync_event::<Say>();
-    let status = use_sync_status();
+    let (messages, say, status) =
+        (use_sync_query(move || messages(room)), use_sync_event::<Say>(), use_sync_status());
     let text = NodeRef::<leptos::html::Input>::new(); // emptied once its message is sent
     Effect::new(move |_| {
         say.input().with(Option::is_some).then(|| text.get_untracked().map(|i| i.set_value("")))
     });
+    let item = |m: Message| view! { <li><b>{m.author}</b>": "{m.text}</li> };
+    let list = move || {
+        Suspend::new(async move { messages.await.map(|r| r.into_iter().map(item).collect_view()) })
+    };
     view! {
         <h1>{format!("#{room}")}</h1>
         <Suspense fallback=|| view! { <p>"Loading…"</p> }>
-            <ul aria-label="Messages">
-                {move || messages.rows().and_then(Result::ok).map(|rows| rows.into_iter()
-                    .map(|m| view! { <li><b>{m.author}</b>": "{m.text}</li> }).collect_view())}
-            </ul>
+            <ErrorBoundary fallback=|_| view! { <p role="alert">"The room could not load."</p> }>
+                <ul aria-label="Messages">{list}</ul>
+            </ErrorBoundary>
         </Suspense>
         {move || status.last_rejection.get().map(|r| view! { <p role="alert">{r.message}</p> })}
         <SyncForm action=say> // idempotent without JavaScript too (its form key)

@@ -4,17 +4,10 @@
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     use sssync_leptos::prelude::*;
-    let options = leptos::prelude::get_configuration(None)?.leptos_options;
     let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "sqlite://sssync-chat.db".into());
-    let sync = SyncServer::builder()
-        .schema(chat_app::SCHEMA)
-        .table(Table::new("messages", "id")?.partition("room")?)
-        .open(&url)
-        .await?;
-    let listener = listen(options.site_addr).await?; // TCP_NODELAY
-    println!("sssync chat: http://{}", listener.local_addr()?);
-    axum::serve(listener, sync.app_router(options, chat_app::App, chat_app::shell)).await?;
-    Ok(())
+    let table = Table::new("messages", "id")?.partition("room")?; // what the query reads
+    let sync = SyncServer::builder().schema(chat_app::SCHEMA).table(table).open(&url).await?;
+    Ok(sync.serve(chat_app::App, chat_app::shell).await?)
 }
 
 #[cfg(not(feature = "ssr"))]
