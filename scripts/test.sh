@@ -50,6 +50,40 @@ setsid bash -c 'bash scripts/setup.sh --tests --after-lints; echo $? >"$1/tools.
   >"$work/tools.log" 2>&1 &
 tools_pid=$!
 
+# The release builds (the servers, the benchmark, the browser bundles) start now, beside the lints,
+# the Rust tests and the fuzzing: the tests leave half the machine idle (they wait on databases
+# and sockets), the builds use it, and the release side is the longest path to the browser
+# tests. They build in a target directory of their own, so that two cargo commands do not wait
+# for each other's lock; every step after them uses it.
+release_target="$SSSYNC_HOME/target-release"
+release_builds() {
+  export CARGO_TARGET_DIR="$release_target"
+  local t=$SECONDS
+  # The servers and the benchmark in one cargo invocation: one feature set, so their common
+  # dependencies (all of them: serde's features differ between the apps alone) build once, not
+  # four times. LEPTOS_OUTPUT_NAME as cargo-leptos sets it (leptos reads it at compile time).
+  LEPTOS_OUTPUT_NAME=app cargo build --release -p demo-app -p chat-app -p sssync-starter -p todomvc-plain \
+    -p sssync-bench --features demo-app/ssr,chat-app/ssr,sssync-starter/ssr,todomvc-plain/ssr
+  echo "[test] the servers and the benchmark built in $((SECONDS - t)) s"
+  # The browser bundles need cargo-leptos, wasm-bindgen and wasm-opt (installing since the start;
+  # an hour at most).
+  t=$SECONDS
+  while [ ! -s "$work/tools.rc" ] && [ $((SECONDS - t)) -lt 3600 ]; do sleep 1; done
+  grep -E '\[setup\]|error' "$work/tools.log" || true
+  if [ "$(cat "$work/tools.rc" 2>/dev/null)" != 0 ]; then
+    tail -n 40 "$work/tools.log"
+    echo "[test] installing the tools or Chromium failed" >&2
+    return 1
+  fi
+  echo "[test] waited $((SECONDS - t)) s for the tools"
+  t=$SECONDS
+  cargo leptos build --release --frontend-only
+  echo "[test] the browser bundles built in $((SECONDS - t)) s"
+}
+setsid bash -c "set -euo pipefail; $(declare -f release_builds); work=$(printf %q "$work"); release_target=$(printf %q "$release_target"); release_builds" \
+  >"$work/release.log" 2>&1 &
+release_pid=$!
+
 # PostgreSQL: the tests that need it run when it answers (and must, in CI).
 pg_admin="${SSSYNC_PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 export SSSYNC_TEST_PG="${SSSYNC_TEST_PG:-postgres://postgres@127.0.0.1:5432/test}"
@@ -83,40 +117,7 @@ cargo clippy -p demo-app -p sssync-leptos --all-targets --target wasm32-unknown-
 step "building the Rust tests (cargo test --no-run)"
 cargo test --workspace --features "$native_features" --no-run
 
-# The release builds (the servers, the benchmark, the browser bundles) start now, beside the Rust
-# tests and the fuzzing: those leave half the machine idle (they wait on databases and
-# sockets), the builds use it. They build in a target directory of their own, so that the two
-# cargo commands do not wait for each other's lock; every later step uses it.
-release_target="$SSSYNC_HOME/target-release"
-release_builds() {
-  export CARGO_TARGET_DIR="$release_target"
-  local t=$SECONDS
-  # The servers and the benchmark in one cargo invocation: one feature set, so their common
-  # dependencies (all of them: serde's features differ between the apps alone) build once, not
-  # four times. LEPTOS_OUTPUT_NAME as cargo-leptos sets it (leptos reads it at compile time).
-  LEPTOS_OUTPUT_NAME=app cargo build --release -p demo-app -p chat-app -p sssync-starter -p todomvc-plain \
-    -p sssync-bench --features demo-app/ssr,chat-app/ssr,sssync-starter/ssr,todomvc-plain/ssr
-  echo "[test] the servers and the benchmark built in $((SECONDS - t)) s"
-  # The browser bundles need cargo-leptos, wasm-bindgen and wasm-opt (installing since the start;
-  # an hour at most).
-  t=$SECONDS
-  while [ ! -s "$work/tools.rc" ] && [ $((SECONDS - t)) -lt 3600 ]; do sleep 1; done
-  grep -E '\[setup\]|error' "$work/tools.log" || true
-  if [ "$(cat "$work/tools.rc" 2>/dev/null)" != 0 ]; then
-    tail -n 40 "$work/tools.log"
-    echo "[test] installing the tools or Chromium failed" >&2
-    return 1
-  fi
-  echo "[test] waited $((SECONDS - t)) s for the tools"
-  t=$SECONDS
-  cargo leptos build --release --frontend-only
-  echo "[test] the browser bundles built in $((SECONDS - t)) s"
-}
-setsid bash -c "set -euo pipefail; $(declare -f release_builds); work=$(printf %q "$work"); release_target=$(printf %q "$release_target"); release_builds" \
-  >"$work/release.log" 2>&1 &
-release_pid=$!
-
-step "Rust unit and integration tests (cargo test; the release builds beside them)"
+step "Rust unit and integration tests (cargo test)"
 cargo test --workspace --features "$native_features" 2>&1 | tee "$work/cargo-test.log"
 rust_passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$work/cargo-test.log" |
   awk '{s += $4} END {print s + 0}')
