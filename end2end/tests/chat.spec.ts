@@ -1,44 +1,15 @@
 // The second app (examples/chat-app/): the declaration API is not the demo's alone. A chat room, served
 // by its own release build on a database of its own; its page streams in order (InOrder).
 import { expect, test, type Page } from '@playwright/test';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { freePort } from './servers';
+import { type ChildProcess } from 'node:child_process';
+import { bin, startApp } from './servers';
 
-const bin = process.env.E2E_SERVER_BIN && join(dirname(process.env.E2E_SERVER_BIN), 'chat-app');
-// cargo-leptos puts the chat's site where Cargo.toml says: target/chat-site in the clone.
-const siteRoot = process.env.E2E_CHAT_SITE_ROOT ?? join(process.cwd(), '..', 'target', 'chat-site');
 let server: ChildProcess | undefined;
 let url = '';
 
 test.beforeAll(async () => {
   test.skip(!bin, 'E2E_SERVER_BIN names the release builds');
-  const port = await freePort();
-  url = `http://127.0.0.1:${port}`;
-  const db = join(mkdtempSync(join(tmpdir(), 'sssync-chat-')), 'chat.db');
-  server = spawn(bin!, [], {
-    env: {
-      ...process.env,
-      LEPTOS_SITE_ADDR: `127.0.0.1:${port}`,
-      LEPTOS_SITE_ROOT: siteRoot!,
-      LEPTOS_ENV: 'PROD',
-      DATABASE_URL: `sqlite://${db}`,
-      RUST_LOG: 'warn',
-    },
-    stdio: 'ignore',
-  });
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    try {
-      if ((await fetch(url)).ok) return;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) throw new Error('the chat server did not start within 15 s');
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  ({ url, proc: server } = await startApp('chat-app', 'chat-site'));
 });
 
 test.afterAll(() => {

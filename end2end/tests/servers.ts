@@ -1,8 +1,11 @@
-// Demo server processes of the tests' own (the release build scripts/test.sh made), on ports
+// Server processes of the tests' own (the release build scripts/test.sh made), on ports
 // and databases of their own, for tests that kill, restart or multiply servers.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { mkdtempSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 
 export const bin = process.env.E2E_SERVER_BIN;
 export const siteRoot = process.env.E2E_SITE_ROOT;
@@ -72,3 +75,36 @@ export class DemoServer {
   }
 }
 
+
+/** Another app's release server (the chat, the starter: a binary beside the demo's, its site
+ *  where its Cargo.toml says, `target/<app>-site` in the clone), on 127.0.0.1 and a fresh SQLite
+ *  database; answered once its page answers (bounded). */
+export async function startApp(binary: string, site: string): Promise<{ url: string; proc: ChildProcess }> {
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const db = join(mkdtempSync(join(tmpdir(), `sssync-${binary}-`)), 'app.db');
+  const proc = spawn(join(dirname(bin!), binary), [], {
+    env: {
+      ...process.env,
+      LEPTOS_SITE_ADDR: `127.0.0.1:${port}`,
+      LEPTOS_SITE_ROOT: join(process.cwd(), '..', 'target', site),
+      LEPTOS_ENV: 'PROD',
+      DATABASE_URL: `sqlite://${db}`,
+      RUST_LOG: 'warn',
+    },
+    stdio: 'ignore',
+  });
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    try {
+      if ((await fetch(url)).ok) return { url, proc };
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      proc.kill('SIGKILL');
+      throw new Error(`${binary} did not start within 15 s`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

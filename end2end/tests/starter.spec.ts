@@ -2,44 +2,15 @@
 // release build on a database of its own, it renders its list on the server, takes a todo, and
 // shows it at once in every open browser.
 import { expect, test, type Page } from '@playwright/test';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { freePort } from './servers';
+import { type ChildProcess } from 'node:child_process';
+import { bin, startApp } from './servers';
 
-const bin = process.env.E2E_SERVER_BIN && join(dirname(process.env.E2E_SERVER_BIN), 'sssync-starter');
-// cargo-leptos puts the starter's site where its Cargo.toml says: target/starter-site in the clone.
-const siteRoot = process.env.E2E_STARTER_SITE_ROOT ?? join(process.cwd(), '..', 'target', 'starter-site');
 let server: ChildProcess | undefined;
 let url = '';
 
 test.beforeAll(async () => {
   test.skip(!bin, 'E2E_SERVER_BIN names the release builds');
-  const port = await freePort();
-  url = `http://127.0.0.1:${port}`;
-  const db = join(mkdtempSync(join(tmpdir(), 'sssync-starter-')), 'starter.db');
-  server = spawn(bin!, [], {
-    env: {
-      ...process.env,
-      LEPTOS_SITE_ADDR: `127.0.0.1:${port}`,
-      LEPTOS_SITE_ROOT: siteRoot,
-      LEPTOS_ENV: 'PROD',
-      DATABASE_URL: `sqlite://${db}`,
-      RUST_LOG: 'warn',
-    },
-    stdio: 'ignore',
-  });
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    try {
-      if ((await fetch(url)).ok) return;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) throw new Error('the starter did not start within 15 s');
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  ({ url, proc: server } = await startApp('sssync-starter', 'starter-site'));
 });
 
 test.afterAll(() => {

@@ -353,6 +353,18 @@ where
     engine.shutdown();
 }
 
+/// A fresh SQLite file (`name` tells the tests' files apart) with the schema.
+async fn sqlite_store(name: &str) -> SqliteStore {
+    let dir = std::env::temp_dir().join(format!("sssync-macros-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _ = std::fs::remove_file(dir.join("t.db"));
+    let store = SqliteStore::open(&format!("sqlite://{}", dir.join("t.db").display()))
+        .await
+        .unwrap();
+    sqlx::raw_sql(SCHEMA).execute(store.pool()).await.unwrap();
+    store
+}
+
 #[tokio::test]
 async fn what_a_declared_query_reads_is_checked_against_the_declared_tables_at_start() {
     use sssync_core::server::Sqlite;
@@ -375,12 +387,7 @@ async fn what_a_declared_query_reads_is_checked_against_the_declared_tables_at_s
         &[TableRead::partition("notes")]
     );
     // ...so an engine that does not declare one of those tables refuses to start, naming it.
-    let dir = std::env::temp_dir().join(format!("sssync-macros-reads-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let _ = std::fs::remove_file(dir.join("t.db"));
-    let url = format!("sqlite://{}", dir.join("t.db").display());
-    let store = SqliteStore::open(&url).await.unwrap();
-    sqlx::raw_sql(SCHEMA).execute(store.pool()).await.unwrap();
+    let store = sqlite_store("reads").await;
     let [notes, _locked, kinds] = tables();
     let err = match Engine::builder(store)
         .table(notes)
@@ -407,12 +414,7 @@ async fn what_a_declared_query_reads_is_checked_against_the_declared_tables_at_s
 
 #[tokio::test]
 async fn declared_queries_and_events_register_run_and_refuse_on_sqlite() {
-    let dir = std::env::temp_dir().join(format!("sssync-macros-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let _ = std::fs::remove_file(dir.join("t.db"));
-    let url = format!("sqlite://{}", dir.join("t.db").display());
-    let store = SqliteStore::open(&url).await.unwrap();
-    sqlx::raw_sql(SCHEMA).execute(store.pool()).await.unwrap();
+    let store = sqlite_store("declared").await;
     check(store).await;
 }
 

@@ -10,34 +10,25 @@ use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{Error, Expr};
 
-/// An entry of `reads = [...]`: a whole table, or a table's partition by a value.
-fn dependency(e: &Expr) -> syn::Result<Tokens> {
-    let p = krate();
-    let table_name = |e: &Expr| -> syn::Result<String> {
-        match e {
-            Expr::Path(path) if path.path.get_ident().is_some() => Ok(path
-                .path
-                .get_ident()
-                .map(|i| i.unraw().to_string())
-                .unwrap_or_default()),
-            _ => Err(Error::new(e.span(), "a table name")),
-        }
+/// An entry of `reads = [...]`: a whole table (`table`), or a table's partition by a value
+/// (`table(value)`, the value an expression over the args).
+fn read(e: &Expr) -> syn::Result<(String, Option<&Expr>)> {
+    let table_name = |e: &Expr| match e {
+        Expr::Path(path) => path.path.get_ident().map(|i| i.unraw().to_string()),
+        _ => None,
     };
-    match e {
-        Expr::Path(_) => {
-            let t = table_name(e)?;
-            Ok(quote!(#p::core::server::Dependency::table(#t)))
-        }
+    let read = match e {
         Expr::Call(call) if call.args.len() == 1 => {
-            let t = table_name(&call.func)?;
-            let v = &call.args[0];
-            Ok(quote!(#p::core::server::Dependency::partition(#t, #v)))
+            table_name(&call.func).map(|t| (t, Some(&call.args[0])))
         }
-        _ => Err(Error::new(
+        _ => table_name(e).map(|t| (t, None)),
+    };
+    read.ok_or_else(|| {
+        Error::new(
             e.span(),
             "each read is `table` (any row of it) or `table(value)` (the rows whose partition column is the value, an expression over the args)",
-        )),
-    }
+        )
+    })
 }
 
 /// The tables of `reads = [...]`, known before any args (`TableRead`s): the engine checks them
@@ -46,27 +37,9 @@ pub(super) fn table_reads(list: &Option<syn::ExprArray>) -> syn::Result<Tokens> 
     let p = krate();
     let mut reads = Vec::new();
     for e in list.iter().flat_map(|l| l.elems.iter()) {
-        reads.push(match e {
-            Expr::Path(path) if path.path.get_ident().is_some() => {
-                let t = path
-                    .path
-                    .get_ident()
-                    .map(|i| i.unraw().to_string())
-                    .unwrap_or_default();
-                quote!(#p::core::server::TableRead::table(#t))
-            }
-            Expr::Call(call) => match &*call.func {
-                Expr::Path(path) if path.path.get_ident().is_some() => {
-                    let t = path
-                        .path
-                        .get_ident()
-                        .map(|i| i.unraw().to_string())
-                        .unwrap_or_default();
-                    quote!(#p::core::server::TableRead::partition(#t))
-                }
-                _ => return Err(Error::new(e.span(), "a table name")),
-            },
-            _ => return Err(Error::new(e.span(), "a table name")),
+        reads.push(match read(e)? {
+            (t, None) => quote!(#p::core::server::TableRead::table(#t)),
+            (t, Some(_)) => quote!(#p::core::server::TableRead::partition(#t)),
         });
     }
     Ok(quote!(&[#(#reads),*]))
@@ -79,7 +52,10 @@ pub(super) fn dependencies(
     let p = krate();
     let mut deps = Vec::new();
     for e in list.iter().flat_map(|l| l.elems.iter()) {
-        let dep = dependency(e)?;
+        let dep = match read(e)? {
+            (t, None) => quote!(#p::core::server::Dependency::table(#t)),
+            (t, Some(v)) => quote!(#p::core::server::Dependency::partition(#t, #v)),
+        };
         deps.push(quote! {{
             #[allow(unused_variables)]
             #destructure

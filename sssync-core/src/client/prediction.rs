@@ -140,23 +140,23 @@ impl<'a> Prediction<'a> {
     /// Changes the row whose key is `key` wherever this client holds it: in every held result
     /// of query `Q`, whatever its args.
     pub fn edit_row<Q: Query>(&mut self, key: &str, f: impl Fn(&mut Q::Row)) {
-        for held in self.held::<Q>() {
-            if self.holds_row::<Q>(&held, key) {
-                self.edit::<Q>(&held, |rows| {
-                    rows.iter_mut()
-                        .filter(|r| Q::row_key(r) == key)
-                        .for_each(&f)
-                });
-                self.touched.insert(held);
-            }
-        }
+        self.edit_holding::<Q>(key, |rows| {
+            rows.iter_mut()
+                .filter(|r| Q::row_key(r) == key)
+                .for_each(&f)
+        });
     }
 
     /// Removes the row whose key is `key` from every held result of query `Q`.
     pub fn remove_row<Q: Query>(&mut self, key: &str) {
+        self.edit_holding::<Q>(key, |rows| rows.retain(|r| Q::row_key(r) != key));
+    }
+
+    /// Runs `f` on the rows of every held result of query `Q` that has a row whose key is `key`.
+    fn edit_holding<Q: Query>(&mut self, key: &str, mut f: impl FnMut(&mut Vec<Q::Row>)) {
         for held in self.held::<Q>() {
             if self.holds_row::<Q>(&held, key) {
-                self.edit::<Q>(&held, |rows| rows.retain(|r| Q::row_key(r) != key));
+                self.edit::<Q>(&held, &mut f);
                 self.touched.insert(held);
             }
         }
