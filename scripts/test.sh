@@ -101,9 +101,10 @@ fi
 # Native builds: the demo's server, the engine's server and native client (their tests need them).
 native_features="demo-app/ssr,chat-app/ssr,sssync-starter/ssr,todomvc-plain/ssr,sssync-core/server,sssync-core/native-client"
 
-step "formatting (cargo fmt --check) and the layout (scripts/check-layout.py: no import circles, no file over 650 lines of code)"
+step "formatting (cargo fmt --check), the layout (scripts/check-layout.py: no import circles, no file over 650 lines of code) and the guide (scripts/guide-files.py --check: its code is the files it comes from)"
 cargo fmt --all -- --check
 python3 scripts/check-layout.py
+python3 scripts/guide-files.py --check
 
 step "lints, native (cargo clippy)"
 cargo clippy --workspace --all-targets --features "$native_features" -- -D warnings
@@ -113,6 +114,15 @@ cargo clippy --workspace --exclude sssync-fault --exclude sssync-bench --all-tar
   --features demo-app/hydrate,chat-app/hydrate,sssync-starter/hydrate,todomvc-plain/hydrate -- -D warnings
 cargo clippy -p demo-app -p sssync-leptos --all-targets --target wasm32-unknown-unknown \
   --features demo-app/csr -- -D warnings
+
+step "one database each (an app compiles only the driver it enables: the starter SQLite, sssync-leptos with postgres only PostgreSQL)"
+# The workspace's builds enable both (the demo does); these build each alone.
+if cargo tree -p sssync-starter --features ssr -e normal --prefix none | grep -q '^sqlx-postgres '; then
+  echo "the starter (SQLite only) links sqlx's PostgreSQL driver" >&2
+  exit 1
+fi
+cargo check -p sssync-starter --features ssr
+cargo check -p sssync-leptos --no-default-features --features ssr,postgres
 
 step "building the Rust tests (cargo test --no-run)"
 cargo test --workspace --features "$native_features" --no-run

@@ -17,8 +17,6 @@
 // Leptos views are deeply nested types; the hydrate build needs more room than the default.
 #![recursion_limit = "256"]
 
-// `#[server]` generates an args struct per function whose fields cannot carry doc comments.
-#[allow(missing_docs)]
 pub mod api;
 pub mod app;
 #[cfg(feature = "ssr")]

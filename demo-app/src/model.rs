@@ -87,32 +87,49 @@ pub fn valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// Why the server refuses an event of the demo: each a stable code (the variant's name in snake
+/// case) and a message; the browser gets it back typed, `rejection.kind::<Refused>()`. (A
+/// refusal of an identity is `Forbidden`, the same for every app.)
+#[derive(Clone, Debug, PartialEq, Rejection)]
+pub enum Refused {
+    #[rejection(message = "A todo can have at most {max} characters; this one has {chars}.")]
+    TitleTooLong { max: usize, chars: usize },
+    #[rejection(message = "Invalid id {id:?}.")]
+    BadId { id: String },
+    #[rejection(message = "There is no user of that name.")]
+    UnknownUser,
+    #[rejection(message = "Only a new list can be private; this one stays public.")]
+    ListPublic,
+    #[rejection(message = "That list is in use already.")]
+    ListInUse,
+    #[rejection(message = "This list is yours already.")]
+    OwnList,
+}
+
 /// What a title becomes once trimmed: `Ok(None)` when nothing is left, a rejection when too
 /// long (the server's rule; the client predicts the todo anyway and rolls back on rejection).
-pub fn clean_title(raw: &str) -> Result<Option<String>, Rejection> {
+pub fn clean_title(raw: &str) -> Result<Option<String>, Refused> {
     let title = raw.trim();
     let chars = title.chars().count();
     if chars == 0 {
         Ok(None)
     } else if chars > MAX_TITLE_CHARS {
-        Err(Rejection::new(
-            "title_too_long",
-            format!("A todo can have at most {MAX_TITLE_CHARS} characters; this one has {chars}."),
-        ))
+        Err(Refused::TitleTooLong {
+            max: MAX_TITLE_CHARS,
+            chars,
+        })
     } else {
         Ok(Some(title.to_owned()))
     }
 }
 
 /// Checks an id from a client.
-pub fn check_id(id: &str) -> Result<(), Rejection> {
+pub fn check_id(id: &str) -> Result<(), Refused> {
     if valid_id(id) {
         Ok(())
     } else {
-        Err(Rejection::new(
-            "bad_id",
-            format!("Invalid id {:?}.", id.chars().take(80).collect::<String>()),
-        ))
+        let id = id.chars().take(80).collect();
+        Err(Refused::BadId { id })
     }
 }
 
@@ -264,8 +281,9 @@ mod tests {
         assert_eq!(clean_title("   ").unwrap(), None);
         let ok = "é".repeat(MAX_TITLE_CHARS);
         assert_eq!(clean_title(&ok).unwrap(), Some(ok.clone()));
-        let err = clean_title(&format!("{ok}x")).unwrap_err();
+        let err = Rejection::from(clean_title(&format!("{ok}x")).unwrap_err());
         assert_eq!(err.code, "title_too_long");
+        assert_eq!(err.kind(), Some(Refused::TitleTooLong { max: 0, chars: 0 }));
         assert!(
             err.message
                 .contains("at most 200 characters; this one has 201")

@@ -5,8 +5,8 @@
 use crate::db::Pool;
 use crate::model::{
     AddTodo, ClearCompleted, CreateList, DEFAULT_LIST, DeleteTodo, EditTodo, MyList, MyLists,
-    PRIVATE_PREFIX, ShareList, Todos, TodosArgs, ToggleAll, ToggleTodo, UnshareList, check_id,
-    clean_title,
+    PRIVATE_PREFIX, Refused, ShareList, Todos, TodosArgs, ToggleAll, ToggleTodo, UnshareList,
+    check_id, clean_title,
 };
 use sssync_leptos::prelude::*;
 use sssync_leptos::server::OpenError;
@@ -86,7 +86,7 @@ impl Todos {
         if may_access(conn, &args.list_id, &ctx.identity).await? {
             Ok(())
         } else {
-            Err(AccessError::forbidden(NO_SUCH_LIST))
+            Err(Forbidden::new(NO_SUCH_LIST).into())
         }
     }
 }
@@ -102,7 +102,7 @@ async fn check_access(
     if may_access(conn, list_id, &ctx.identity).await? {
         Ok(())
     } else {
-        Err(Rejection::forbidden(NO_SUCH_LIST).into())
+        Err(Forbidden::new(NO_SUCH_LIST).into())
     }
 }
 
@@ -120,7 +120,7 @@ async fn check_owner(
         .await?;
     match (owner, ctx.identity.id()) {
         (Some((owner,)), Some(user)) if owner == user => Ok(owner),
-        _ => Err(Rejection::forbidden("Only the owner of a private list can share it.").into()),
+        _ => Err(Forbidden::new("Only the owner of a private list can share it.").into()),
     }
 }
 
@@ -132,7 +132,7 @@ async fn user_named(conn: &mut Conn<Db>, name: &str) -> Result<String, EventErro
         .fetch_optional(&mut *conn)
         .await?;
     id.map(|(id,)| id)
-        .ok_or_else(|| Rejection::new("unknown_user", "There is no user of that name.").into())
+        .ok_or_else(|| Refused::UnknownUser.into())
 }
 
 /// The body of [`MyLists`]: the private lists the reader owns or was given.
@@ -251,16 +251,12 @@ impl CreateList {
     async fn apply(&self, conn: &mut Conn<Db>, ctx: &EventCtx) -> Result<(), EventError> {
         check_id(&self.id)?;
         let Some(user) = ctx.identity.id() else {
-            return Err(Rejection::forbidden("Sign in to make a private list.").into());
+            return Err(Forbidden::new("Sign in to make a private list.").into());
         };
         // A list others may use stays public: only a new list (an id of the private kind,
         // naming no public list) becomes private. Nobody takes over someone else's list.
         if !self.id.starts_with(PRIVATE_PREFIX) {
-            return Err(Rejection::new(
-                "list_in_use",
-                "Only a new list can be private; this one stays public.",
-            )
-            .into());
+            return Err(Refused::ListPublic.into());
         }
         let used: Option<(String,)> =
             sqlx::query_as("SELECT id FROM todos WHERE list_id = $1 LIMIT 1")
@@ -268,7 +264,7 @@ impl CreateList {
                 .fetch_optional(&mut *conn)
                 .await?;
         if used.is_some() || self.id == DEFAULT_LIST {
-            return Err(Rejection::new("list_in_use", "That list is in use already.").into());
+            return Err(Refused::ListInUse.into());
         }
         let sql = "INSERT INTO lists (id, owner) VALUES ($1, $2)";
         exec(conn, sql, &[&self.id, user]).await?;
@@ -282,7 +278,7 @@ impl ShareList {
         let owner = check_owner(conn, ctx, &self.list_id).await?;
         let user = user_named(conn, &self.user_name).await?;
         if user == owner {
-            return Err(Rejection::new("own_list", "This list is yours already.").into());
+            return Err(Refused::OwnList.into());
         }
         let sql = "INSERT INTO shares (id, list_id, user_id) VALUES ($1, $2, $3) \
                    ON CONFLICT (id) DO NOTHING";

@@ -23,8 +23,11 @@
 //! | feature | what it adds |
 //! |---|---|
 //! | (none) | the protocol, the schema traits and the client state machine; native and wasm32 |
-//! | `server` | the engine on axum + sqlx (SQLite and PostgreSQL) |
+//! | `server` | the engine on axum + sqlx, with one database at least: |
+//! | `sqlite` | (with `server`) `SqliteStore`, sqlx's SQLite driver |
+//! | `postgres` | (with `server`) `PgStore`, sqlx's PostgreSQL driver |
 //! | `native-client` | a tokio WebSocket transport for the client |
+#![warn(missing_docs)] // a library: everything public is documented
 
 pub mod client;
 pub mod delta;
@@ -37,7 +40,9 @@ pub mod server;
 pub mod version;
 
 pub use delta::{Delta, Put};
-pub use protocol::{ClientMsg, ErrorCode, Limits, ProtocolError, Rejection, ServerMsg};
+pub use protocol::{
+    ClientMsg, ErrorCode, Forbidden, Limits, ProtocolError, Rejection, RejectionKind, ServerMsg,
+};
 pub use query::{ArgsError, QueryKey};
 pub use row::{Digest, Row, Rows};
 pub use schema::{Event, Query, Request};

@@ -515,15 +515,86 @@ impl Rejection {
     }
 
     /// The application refuses this identity the event (`forbidden`): it rolls back on the
-    /// client like any other rejection.
+    /// client like any other rejection. The same as `Rejection::from(Forbidden::new(message))`.
     pub fn forbidden(message: impl Into<String>) -> Rejection {
         Rejection::new(FORBIDDEN, message)
     }
+
+    /// This rejection as one of the application's own kinds, when its code is one of theirs:
+    /// `match r.kind::<SayError>() { Some(SayError::TooLong) => …, … }`, or
+    /// `r.kind::<Forbidden>()`.
+    pub fn kind<K: RejectionKind>(&self) -> Option<K> {
+        K::from_rejection(self)
+    }
+
+    /// Whether the application refused this identity the event ([`Forbidden`]).
+    pub fn is_forbidden(&self) -> bool {
+        self.code == FORBIDDEN
+    }
 }
 
-/// The code of a rejection or error that refuses an identity (see [`Rejection::forbidden`],
+/// The code of a rejection or error that refuses an identity (see [`Forbidden`],
 /// [`ErrorCode::Forbidden`]).
 pub const FORBIDDEN: &str = "forbidden";
+
+/// A kind of rejection, as an application's own type: usually an enum with
+/// `#[derive(Rejection)]` (from `sssync-leptos`), one variant per reason, each with its stable
+/// code (the variant's name in snake case) and its message. A handler returns it
+/// (`Err(SayError::TooLong.into())`, an `EventError`); the browser gets it back from the
+/// [`Rejection`] it receives with [`Rejection::kind`].
+pub trait RejectionKind: Sized {
+    /// The stable code (what crosses the wire, and what [`Rejection::kind`] matches).
+    fn code(&self) -> &'static str;
+    /// The sentence for people.
+    fn message(&self) -> String;
+    /// The kind a rejection is, if its code is one of this type's. Fields a code alone does
+    /// not carry come back as their `Default`; the message is the rejection's.
+    fn from_rejection(rejection: &Rejection) -> Option<Self>;
+}
+
+impl<K: RejectionKind> From<K> for Rejection {
+    fn from(kind: K) -> Rejection {
+        Rejection::new(kind.code(), kind.message())
+    }
+}
+
+/// This identity may not do it: the one refusal of an identity, everywhere. A query's
+/// `authorize` returns it (`Err(Forbidden::new("No such list.").into())`, an `AccessError`), an
+/// event's handler too (an `EventError`: the event is rejected with code `forbidden`), and the
+/// browser gets it back as `SyncError::Forbidden` from a query, or as [`Rejection::kind`] of a
+/// rejected event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(transparent)]
+#[error("forbidden: {0}")]
+pub struct Forbidden(pub String);
+
+impl Forbidden {
+    /// A refusal, with the message the reader or sender gets.
+    pub fn new(message: impl Into<String>) -> Forbidden {
+        Forbidden(message.into())
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.0
+    }
+}
+
+impl RejectionKind for Forbidden {
+    fn code(&self) -> &'static str {
+        FORBIDDEN
+    }
+
+    fn message(&self) -> String {
+        self.0.clone()
+    }
+
+    fn from_rejection(rejection: &Rejection) -> Option<Forbidden> {
+        rejection
+            .is_forbidden()
+            .then(|| Forbidden(rejection.message.clone()))
+    }
+}
 
 /// The kinds of protocol error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! Why a query or an event failed ([`SyncError`]), typed across the wire.
 
 use serde::{Deserialize, Serialize};
-use sssync_core::Rejection;
+use sssync_core::{Forbidden, Rejection};
 
 /// Why a query or an event failed; crosses the wire typed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -19,9 +19,10 @@ pub enum SyncError {
     /// The request did not get through (network, encoding).
     #[error("the request failed: {0}")]
     Request(String),
-    /// This identity may not read the query (render a 404, or a sign-in prompt).
-    #[error("forbidden: {0}")]
-    Forbidden(String),
+    /// This identity may not read the query (render a 404, or a sign-in prompt): the
+    /// [`Forbidden`] its `authorize` returned.
+    #[error("{0}")]
+    Forbidden(Forbidden),
 }
 
 impl leptos::server_fn::error::FromServerFnError for SyncError {

@@ -56,6 +56,11 @@ pub fn SyncForm<E>(
     /// Where the `<form>` element is kept, as `<ActionForm node_ref>`.
     #[prop(optional)]
     node_ref: Option<NodeRef<leptos::html::Form>>,
+    /// The fields emptied as the form is sent (with JavaScript: a chat's message box, a new
+    /// todo's title), by name: `clear=&["text"]`. Without JavaScript the page the server sends
+    /// back renders them empty anyway.
+    #[prop(optional)]
+    clear: &'static [&'static str],
     /// The form's fields (the event's, by name).
     children: Children,
 ) -> impl IntoView
@@ -68,11 +73,40 @@ where
 {
     let fields = children();
     let node_ref = node_ref.unwrap_or_default();
+    #[cfg(feature = "browser")]
+    if !clear.is_empty() {
+        Effect::new(move |_| {
+            if action.input().with(Option::is_some)
+                && let Some(form) = node_ref.get_untracked()
+            {
+                clear_fields(&form, clear);
+            }
+        });
+    }
+    #[cfg(not(feature = "browser"))]
+    let _ = clear;
     view! {
         <ActionForm action node_ref>
             {fields}
             <FormKey />
         </ActionForm>
+    }
+}
+
+/// Empties the named text fields of a form.
+#[cfg(feature = "browser")]
+fn clear_fields(form: &web_sys::HtmlFormElement, names: &[&str]) {
+    use wasm_bindgen::JsCast;
+    for name in names {
+        match form.elements().named_item(name) {
+            Some(field) if field.is_instance_of::<web_sys::HtmlInputElement>() => field
+                .unchecked_into::<web_sys::HtmlInputElement>()
+                .set_value(""),
+            Some(field) if field.is_instance_of::<web_sys::HtmlTextAreaElement>() => field
+                .unchecked_into::<web_sys::HtmlTextAreaElement>()
+                .set_value(""),
+            _ => {}
+        }
     }
 }
 

@@ -18,16 +18,19 @@
 //! | feature | role |
 //! |---|---|
 //! | `ssr` | server rendering (with `sssync-core/server`) |
+//! | `sqlite` (default) | the server runs on SQLite (its store, sqlx's driver) |
+//! | `postgres` | the server runs on PostgreSQL; with `sqlite` too, chosen at start by the URL |
 //! | `hydrate` | the browser, after server rendering |
 //! | `csr` | client-only apps |
 //! | `browser` | internal: what `hydrate` and `csr` share (not for apps to name) |
 //!
 //! An app imports one prelude on both builds: `use sssync_leptos::prelude::*;`.
+#![warn(missing_docs)] // a library: everything public is documented
 
 pub use action::{FORM_NEXT_FIELD, SyncAction};
 pub use sssync_core::client::Prediction;
-pub use sssync_core::{Event, Query, Rejection, Request};
-pub use sssync_macros::{sync_apply, sync_event, sync_query, sync_run, sync_sql};
+pub use sssync_core::{Event, Forbidden, Query, Rejection, RejectionKind, Request};
+pub use sssync_macros::{Rejection, sync_apply, sync_event, sync_query, sync_run, sync_sql};
 
 /// In a server build an event declared with [`macro@sync_event`] but applied by no
 /// [`macro@sync_apply`] handler is a compile error ("event `AddNote` has no server handler"),
@@ -74,12 +77,20 @@ pub mod __private {
         ActionClient, ActionProtocol, ActionRequest, ActionResponse, ActionServer, run_body,
         run_on_client, run_on_server,
     };
+    pub use crate::entry::document;
+    #[cfg(feature = "hydrate")]
+    pub use crate::entry::hydrate;
     pub use crate::event::predicts::{Predict, Predicted, Probe, Unpredicted};
+    pub use leptos::config::LeptosOptions;
+    pub use leptos::prelude::IntoView;
+    #[cfg(feature = "browser")]
+    pub use wasm_bindgen;
 }
 
 // The map: one concept a module.
 mod action; //   events as server actions (the ServerFn impl the macros make)
 mod client; //   the sync client a page provides (SyncProvider)
+mod entry; //    an app's shell and hydrate (entry_points!)
 mod error; //    SyncError, typed across the wire
 mod event; //    use_sync_event, use_sync_sender, new_id
 mod form; //     plain forms: FormKey, the rejection a redirect brings back
@@ -106,7 +117,8 @@ pub use status::{SyncStatus, use_hydrated, use_sync_status};
 pub struct ReadmeExample;
 
 /// What an app names, in one import on both builds: `use sssync_leptos::prelude::*;` (the
-/// declaration macros, the hooks and components, `Prediction`, `Rejection`, `Request`). In a
+/// declaration macros, the hooks and components, `Prediction`, `Rejection` (the type and its
+/// derive), `RejectionKind`, `Forbidden`, `Request`). In a
 /// server build (`ssr`) it also holds what server code names: `Conn` (`Conn<Db>` inside the
 /// macros), `EventCtx`, `EventError`, `QueryCtx`, `AccessError`, `Identity`, `SyncServer`,
 /// `Table` and `listen`; in a browser build those are absent, and the macros drop the server
@@ -116,9 +128,9 @@ pub mod prelude {
         FormKey, QueryStatus, SyncError, SyncForm, SyncProvider, SyncQuery, new_id, use_hydrated,
         use_sync_event, use_sync_query, use_sync_sender, use_sync_status,
     };
-    pub use crate::{sync_apply, sync_event, sync_query, sync_run, sync_sql};
+    pub use crate::{Rejection, sync_apply, sync_event, sync_query, sync_run, sync_sql};
     pub use sssync_core::client::Prediction;
-    pub use sssync_core::{Event, Query, Rejection, Request};
+    pub use sssync_core::{Event, Forbidden, Query, RejectionKind, Request};
 
     #[cfg(feature = "ssr")]
     pub use crate::server::{SyncServer, prelude::*};
@@ -132,38 +144,9 @@ mod tests {
     use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
 
     #[test]
-    fn the_guide_shows_the_starters_files_whole_as_they_are() {
-        let guide = include_str!("../../docs/guide.md");
-        let files = [
-            (
-                "examples/starter/Cargo.toml",
-                "toml",
-                include_str!("../../examples/starter/Cargo.toml"),
-            ),
-            (
-                "examples/starter/src/lib.rs",
-                "rust",
-                include_str!("../../examples/starter/src/lib.rs"),
-            ),
-            (
-                "examples/starter/src/main.rs",
-                "rust",
-                include_str!("../../examples/starter/src/main.rs"),
-            ),
-        ];
-        for (path, lang, text) in files {
-            let shown = format!("<!-- file: {path} -->\n```{lang}\n{text}```\n");
-            assert!(
-                guide.contains(&shown),
-                "docs/guide.md does not show {path} as it is"
-            );
-        }
-    }
-
-    #[test]
     fn errors_keep_their_kinds_across_the_wire() {
         let rejected = SyncError::Rejected(Rejection::new("title_too_long", "Too long."));
-        let forbidden = SyncError::Forbidden("no such list".into());
+        let forbidden = SyncError::Forbidden(Forbidden::new("no such list"));
         for e in [rejected, forbidden, SyncError::Internal("disk".into())] {
             assert_eq!(SyncError::de(e.ser()), e);
         }

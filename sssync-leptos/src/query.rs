@@ -5,7 +5,7 @@ use crate::client::SyncClient;
 use crate::error::SyncError;
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
-use sssync_core::{Epoch, Query, QueryKey, Request, Row, Version};
+use sssync_core::{Epoch, Forbidden, Query, QueryKey, Request, Row, Version};
 
 /// A query's rows as the server rendered them: what travels in the hydration data.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -119,7 +119,7 @@ impl<Q: Query> SyncQuery<Q> {
     pub fn rows(&self) -> Option<Result<Vec<Q::Row>, SyncError>> {
         let loaded = self.current()?;
         if let Some(why) = self.forbidden.get() {
-            return Some(Err(SyncError::Forbidden(why)));
+            return Some(Err(SyncError::Forbidden(Forbidden(why))));
         }
         self.client.changed.track();
         let key = QueryKey::new(Q::NAME, &self.args.get_untracked()).ok();
@@ -154,7 +154,7 @@ impl<Q: Query> SyncQuery<Q> {
     pub fn loaded(&self) -> Option<Result<(), SyncError>> {
         let loaded = self.current()?;
         if let Some(why) = self.forbidden.get() {
-            return Some(Err(SyncError::Forbidden(why)));
+            return Some(Err(SyncError::Forbidden(Forbidden(why))));
         }
         Some(loaded.map(|_| ()))
     }

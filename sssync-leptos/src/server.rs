@@ -5,7 +5,7 @@ use crate::{Loaded, SyncError};
 
 /// What server code that declares queries and events uses: `use sssync_leptos::server::prelude::*;`.
 pub mod prelude {
-    pub use crate::Rejection;
+    pub use crate::{Forbidden, Rejection};
     pub use sssync_core::server::{
         Access, AccessError, Conn, Dependency, EventCtx, EventError, Identity, QueryCtx,
     };
@@ -130,7 +130,7 @@ impl<S: Store> DynEngine for Engine<S> {
 
 fn engine_error(e: EngineError) -> SyncError {
     match e {
-        EngineError::Forbidden(m) => SyncError::Forbidden(m),
+        EngineError::Forbidden(m) => SyncError::Forbidden(sssync_core::Forbidden(m)),
         EngineError::UnknownQuery(_) | EngineError::BadArgs(_) => {
             SyncError::BadRequest(e.to_string())
         }
@@ -367,12 +367,20 @@ fn sync_server() -> Result<SyncServer, SyncError> {
         .ok_or_else(|| SyncError::Internal("no SyncServer in this request's context".into()))
 }
 
-/// A connection pool on one of the databases sssync runs on.
+#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+compile_error!(
+    "sssync-leptos's `ssr` needs a database: enable its feature `sqlite` (the default) or \
+     `postgres`, or both"
+);
+
+/// A connection pool on one of the databases sssync runs on (those of the crate's features).
 #[derive(Clone, Debug)]
 pub enum DbPool {
-    /// An embedded SQLite file (the default).
+    /// An embedded SQLite file (the default; feature `sqlite`).
+    #[cfg(feature = "sqlite")]
     Sqlite(sqlx::SqlitePool),
-    /// PostgreSQL: any number of server instances may share it.
+    /// PostgreSQL: any number of server instances may share it (feature `postgres`).
+    #[cfg(feature = "postgres")]
     Postgres(sqlx::PgPool),
 }
 
@@ -386,6 +394,10 @@ pub enum OpenError {
          postgres://user@host/database"
     )]
     Unsupported(String),
+    /// The URL names a database this build left out (the feature of `sssync-leptos` it
+    /// needs: `sqlite` or `postgres`).
+    #[error("this server was built without {0} (sssync-leptos's feature `{1}`)")]
+    NotCompiled(&'static str, &'static str),
     /// The database refused.
     #[error("the database refused: {0}")]
     Database(#[from] sqlx::Error),
@@ -398,20 +410,39 @@ impl DbPool {
     /// Opens the database at `url`: `sqlite://file.db` (created if missing, with the settings
     /// the engine relies on: WAL, durable commits) or `postgres://…`.
     pub async fn open(url: &str) -> Result<DbPool, OpenError> {
-        use sssync_core::server::{PgStore, SqliteStore, Store};
+        #[allow(unused_imports)] // with one database only
+        use sssync_core::server::Store;
         if url.starts_with("sqlite:") {
-            Ok(DbPool::Sqlite(SqliteStore::open(url).await?.pool().clone()))
-        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Ok(DbPool::Postgres(PgStore::open(url).await?.pool().clone()))
-        } else {
-            Err(OpenError::Unsupported(url.to_owned()))
+            #[cfg(feature = "sqlite")]
+            return Ok(DbPool::Sqlite(
+                sssync_core::server::SqliteStore::open(url)
+                    .await?
+                    .pool()
+                    .clone(),
+            ));
+            #[cfg(not(feature = "sqlite"))]
+            return Err(OpenError::NotCompiled("SQLite", "sqlite"));
         }
+        if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            #[cfg(feature = "postgres")]
+            return Ok(DbPool::Postgres(
+                sssync_core::server::PgStore::open(url)
+                    .await?
+                    .pool()
+                    .clone(),
+            ));
+            #[cfg(not(feature = "postgres"))]
+            return Err(OpenError::NotCompiled("PostgreSQL", "postgres"));
+        }
+        Err(OpenError::Unsupported(url.to_owned()))
     }
 
     /// Runs an SQL script (several statements) on it.
     pub async fn execute_script(&self, sql: &'static str) -> Result<(), sqlx::Error> {
         match self {
+            #[cfg(feature = "sqlite")]
             DbPool::Sqlite(p) => sqlx::raw_sql(sql).execute(p).await.map(drop),
+            #[cfg(feature = "postgres")]
             DbPool::Postgres(p) => sqlx::raw_sql(sql).execute(p).await.map(drop),
         }
     }
@@ -419,7 +450,9 @@ impl DbPool {
     /// Closes every connection.
     pub async fn close(&self) {
         match self {
+            #[cfg(feature = "sqlite")]
             DbPool::Sqlite(p) => p.close().await,
+            #[cfg(feature = "postgres")]
             DbPool::Postgres(p) => p.close().await,
         }
     }
@@ -508,6 +541,7 @@ impl SyncBuilder {
             pool.execute_script(sql).await?;
         }
         let server: Arc<dyn DynEngine> = match &pool {
+            #[cfg(feature = "sqlite")]
             DbPool::Sqlite(p) => Arc::new(
                 self.declare(Engine::builder(
                     sssync_core::server::SqliteStore::from_pool(p.clone()),
@@ -515,6 +549,7 @@ impl SyncBuilder {
                 .start()
                 .await?,
             ),
+            #[cfg(feature = "postgres")]
             DbPool::Postgres(p) => Arc::new(
                 self.declare(Engine::builder(
                     sssync_core::server::PgStore::from_pool(p.clone()).await?,

@@ -10,7 +10,7 @@ use sssync_core::server::{
     AccessError, Conn, Engine, EngineError, EventCtx, EventError, Identity, Outcome, PgStore,
     QueryCtx, ServerQuery, SqliteStore, Store, Table, TableRead,
 };
-use sssync_core::{Event, Query, QueryKey, Rejection};
+use sssync_core::{Event, Query, QueryKey};
 use sssync_leptos::{sync_apply, sync_event, sync_query, sync_run, sync_sql};
 
 /// A note on a board.
@@ -47,7 +47,7 @@ async fn check_board(
     if may_read(conn, &args.board, &ctx.identity).await? {
         Ok(())
     } else {
-        Err(AccessError::forbidden("locked"))
+        Err(sssync_core::Forbidden::new("locked").into())
     }
 }
 
@@ -114,6 +114,20 @@ pub struct Kind {
 #[sync_query(key = id, from = kinds, columns = [id, r#type], order_by = [id])]
 pub fn r#match(r#type: String) -> Vec<Kind>;
 
+/// Why a note is refused: the application's own kinds, derived.
+#[derive(Debug, PartialEq, sssync_leptos::Rejection)]
+pub enum NoteRefused {
+    /// No text.
+    #[rejection(message = "A note has a text.")]
+    Empty,
+    /// Too long.
+    #[rejection(message = "A note has at most {max} characters.")]
+    TooLong {
+        /// The most.
+        max: usize,
+    },
+}
+
 /// Adds a note.
 #[sync_event]
 pub struct AddNote {
@@ -139,7 +153,13 @@ impl AddNote {
 
     async fn apply(&self, conn: &mut Conn<Db>, _ctx: &EventCtx) -> Result<(), EventError> {
         if self.text.is_empty() {
-            return Err(Rejection::new("empty", "a note has a text").into());
+            return Err(NoteRefused::Empty.into());
+        }
+        if self.text.len() > 20 {
+            return Err(NoteRefused::TooLong { max: 20 }.into());
+        }
+        if self.text == "graffiti" {
+            return Err(sssync_core::Forbidden::new("not on this board").into());
         }
         sqlx::query("INSERT INTO notes (id, board, text) VALUES ($1, $2, $3)")
             .bind(&self.id)
@@ -226,10 +246,38 @@ where
         engine.apply("add_note", &add("1", "milk")).await.unwrap(),
         Outcome::Applied { .. }
     ));
-    match engine.apply("add_note", &add("2", "")).await.unwrap() {
-        Outcome::Rejected { rejection, .. } => assert_eq!(rejection.code, "empty"),
+    // Refusals as the application's own kinds: a code and a message each, typed again on the
+    // other side; one `Forbidden` for an identity refused.
+    let refused = |outcome| match outcome {
+        Outcome::Rejected { rejection, .. } => rejection,
         other => panic!("expected a rejection, got {other:?}"),
-    }
+    };
+    let empty = refused(engine.apply("add_note", &add("2", "")).await.unwrap());
+    assert_eq!(
+        (empty.code.as_str(), empty.message.as_str()),
+        ("empty", "A note has a text.")
+    );
+    assert_eq!(empty.kind(), Some(NoteRefused::Empty));
+    let long = refused(
+        engine
+            .apply("add_note", &add("2", &"x".repeat(21)))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(long.code, "too_long");
+    assert_eq!(long.message, "A note has at most 20 characters.");
+    let graffiti = refused(
+        engine
+            .apply("add_note", &add("2", "graffiti"))
+            .await
+            .unwrap(),
+    );
+    assert!(graffiti.is_forbidden());
+    assert_eq!(
+        graffiti.kind(),
+        Some(sssync_core::Forbidden::new("not on this board"))
+    );
+    assert_eq!(graffiti.kind::<NoteRefused>(), None);
     let anyone = QueryCtx::default();
     let (_, _, rows) = engine
         .snapshot_json("notes", r#"{"board":"b"}"#, &anyone)

@@ -51,13 +51,14 @@ pub(super) fn apply(attr: Tokens, imp: ItemImpl) -> syn::Result<Tokens> {
 pub(super) fn handler(ty: &syn::Type, apply_fn: &syn::ImplItemFn, dbs: Dbs) -> Tokens {
     let p = krate();
     let mut impls = Vec::new();
-    for db in dbs.each() {
-        let f = method_for_db(apply_fn, &db);
-        impls.push(quote! {
+    for target in dbs.each() {
+        let db = &target.db;
+        let f = method_for_db(apply_fn, db);
+        impls.push(target.gated(quote! {
             impl #p::core::server::ServerEvent<#db> for #ty {
                 #f
             }
-        });
+        }));
     }
     let registrations = dbs.registrations(|r| quote!(#r.event::<#ty>();));
     quote! {

@@ -55,15 +55,22 @@ impl Dbs {
         Ok(dbs)
     }
 
-    /// The type of each database compiled for.
-    pub(super) fn each(self) -> Vec<Tokens> {
+    /// Each database compiled for: its type, and the gate its items pass (dropped when
+    /// `sssync-core` is built without that database's feature).
+    pub(super) fn each(self) -> Vec<Target> {
         let p = krate();
         let mut out = Vec::new();
         if self.sqlite {
-            out.push(quote!(#p::core::server::Sqlite));
+            out.push(Target {
+                db: quote!(#p::core::server::Sqlite),
+                gate: quote!(#p::core::__sqlite),
+            });
         }
         if self.postgres {
-            out.push(quote!(#p::core::server::Postgres));
+            out.push(Target {
+                db: quote!(#p::core::server::Postgres),
+                gate: quote!(#p::core::__postgres),
+            });
         }
         out
     }
@@ -75,10 +82,13 @@ impl Dbs {
             if on {
                 let f = format_ident!("__sssync_register_{}", name);
                 let body = register(&quote!(r));
-                quote! {{
-                    fn #f(r: &mut #p::core::server::declared::Registrar<'_, #db>) { #body }
-                    ::core::option::Option::Some(#f as fn(&mut #p::core::server::declared::Registrar<'_, #db>))
-                }}
+                let gate = format_ident!("__{}", name);
+                quote! {
+                    #p::core::#gate!(option {
+                        fn #f(r: &mut #p::core::server::declared::Registrar<'_, #db>) { #body }
+                        #f as fn(&mut #p::core::server::declared::Registrar<'_, #db>)
+                    })
+                }
             } else {
                 quote!(::core::option::Option::None)
             }
@@ -90,6 +100,22 @@ impl Dbs {
             "postgres",
         );
         quote!(sqlite: #sqlite, postgres: #postgres,)
+    }
+}
+
+/// A database an item is compiled for.
+pub(super) struct Target {
+    /// Its type (`Sqlite`, `Postgres`).
+    pub(super) db: Tokens,
+    /// The macro that keeps items for it only when `sssync-core` has its feature.
+    gate: Tokens,
+}
+
+impl Target {
+    /// `items`, compiled only when `sssync-core` has this database.
+    pub(super) fn gated(&self, items: Tokens) -> Tokens {
+        let gate = &self.gate;
+        quote!(#gate! { items #items })
     }
 }
 

@@ -8,6 +8,7 @@
 //! code (query bodies, handlers, SQL helpers) is compiled only with the `ssr` feature of the
 //! crate that declares it (Leptos's convention; that feature turns on `sssync-leptos/ssr`), once for each database it is compiled for (SQLite and PostgreSQL unless
 //! `db = sqlite` or `db = postgres` says otherwise); inside it, `Db` names that database.
+#![warn(missing_docs)] // a library: everything public is documented
 
 use proc_macro::TokenStream;
 use proc_macro2::TokenStream as Tokens;
@@ -19,6 +20,7 @@ mod db;
 mod event;
 mod query;
 mod reads;
+mod rejection;
 mod run;
 mod sql;
 
@@ -334,6 +336,41 @@ pub fn sync_run(attr: TokenStream, item: TokenStream) -> TokenStream {
 pub fn sync_sql(attr: TokenStream, item: TokenStream) -> TokenStream {
     let func = parse_macro_input!(item as ItemFn);
     match sql(attr.into(), func) {
+        Ok(t) => t.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+/// An application's own kinds of rejection, as an enum: one variant per reason, each with its
+/// message (`#[rejection(message = "…")]`, a format string over the variant's fields) and its
+/// stable code (the variant's name in snake case, or `code = "…"`). It implements
+/// `RejectionKind`: a handler returns a variant (`Err(SayError::TooLong.into())`, an
+/// `EventError`), the browser matches it (`rejection.kind::<SayError>()`).
+///
+/// ```
+/// use sssync_leptos::{Rejection, RejectionKind};
+///
+/// #[derive(Debug, PartialEq, Rejection)]
+/// pub enum SayError {
+///     #[rejection(message = "Say something.")]
+///     Empty,
+///     #[rejection(message = "At most {max} characters; this has {chars}.")]
+///     TooLong { max: usize, chars: usize },
+///     #[rejection(code = "muted", message = "You cannot speak here.")]
+///     NotAllowed,
+/// }
+///
+/// let r = Rejection::from(SayError::TooLong { max: 500, chars: 501 });
+/// assert_eq!((r.code.as_str(), r.message.as_str()), ("too_long", "At most 500 characters; this has 501."));
+/// assert_eq!(Rejection::from(SayError::NotAllowed).code, "muted");
+/// // Back from the wire: a code alone carries no fields (they come back as their defaults).
+/// assert_eq!(r.kind::<SayError>(), Some(SayError::TooLong { max: 0, chars: 0 }));
+/// assert_eq!(Rejection::new("muted", "…").kind(), Some(SayError::NotAllowed));
+/// assert_eq!(Rejection::new("other", "…").kind::<SayError>(), None);
+/// ```
+#[proc_macro_derive(Rejection, attributes(rejection))]
+pub fn derive_rejection(item: TokenStream) -> TokenStream {
+    match rejection::derive(parse_macro_input!(item as syn::DeriveInput)) {
         Ok(t) => t.into(),
         Err(e) => e.to_compile_error().into(),
     }

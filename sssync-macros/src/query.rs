@@ -414,7 +414,8 @@ pub(super) fn query(attr: Tokens, func: QueryFn) -> syn::Result<Tokens> {
         .collect();
 
     let mut impls = Vec::new();
-    for db in dbs.each() {
+    for target in dbs.each() {
+        let db = &target.db;
         let authorize_fn = authorize.as_ref().map(|path| {
             let call = match path {
                 Some(path) => quote!(#path(conn, ctx, args).await),
@@ -522,7 +523,7 @@ pub(super) fn query(attr: Tokens, func: QueryFn) -> syn::Result<Tokens> {
                 }
             },
         };
-        impls.push(quote! {
+        impls.push(target.gated(quote! {
             impl #p::core::server::ServerQuery<#db> for #marker {
                 const KEYED_BY: ::core::option::Option<&'static str> = #keyed_by;
                 const ACCESS: #p::core::server::Access = #access;
@@ -541,7 +542,7 @@ pub(super) fn query(attr: Tokens, func: QueryFn) -> syn::Result<Tokens> {
 
                 #body
             }
-        });
+        }));
     }
     let at = format!("query `{name}`");
     let registrations = dbs.registrations(|r| quote!(#r.query::<#marker>();));

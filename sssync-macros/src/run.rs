@@ -46,22 +46,23 @@ pub(crate) fn run(attr: Tokens, imp: ItemImpl) -> syn::Result<Tokens> {
         return Err(Error::new(imp.span(), SHAPE));
     }
     let mut impls = Vec::new();
-    for db in dbs.each() {
+    for target in dbs.each() {
+        let db = &target.db;
         if let Some(f) = &run_fn {
-            let f = method_for_db(f, &db);
-            impls.push(quote! {
+            let f = method_for_db(f, db);
+            impls.push(target.gated(quote! {
                 impl #p::core::server::declared::RunQuery<#db> for #ty {
                     #f
                 }
-            });
+            }));
         }
         if let Some(f) = &authorize_fn {
-            let f = method_for_db(f, &db);
-            impls.push(quote! {
+            let f = method_for_db(f, db);
+            impls.push(target.gated(quote! {
                 impl #p::core::server::declared::AuthorizeQuery<#db> for #ty {
                     #f
                 }
-            });
+            }));
         }
     }
     Ok(quote! {

@@ -56,11 +56,12 @@ pub(super) fn sql(attr: Tokens, func: ItemFn) -> syn::Result<Tokens> {
     trait_sig.output =
         parse_quote!(-> impl ::core::future::Future<Output = #out> + ::core::marker::Send);
     let mut impls = Vec::new();
-    for db in dbs.each() {
-        let mut isig = with_db(sig, &db, |v, s| v.visit_signature_mut(s));
+    for target in dbs.each() {
+        let db = &target.db;
+        let mut isig = with_db(sig, db, |v, s| v.visit_signature_mut(s));
         isig.ident = format_ident!("call");
         let stmts = &func.block.stmts;
-        impls.push(quote! {
+        impls.push(target.gated(quote! {
             #[cfg(feature = "ssr")]
             impl #tr for #db {
                 #[allow(clippy::needless_lifetimes)]
@@ -70,7 +71,7 @@ pub(super) fn sql(attr: Tokens, func: ItemFn) -> syn::Result<Tokens> {
                     #(#stmts)*
                 }
             }
-        });
+        }));
     }
     // Generic over the connection type (which names its database), so that a call infers it.
     let mut generic_sig = sig.clone();

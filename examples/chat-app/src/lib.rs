@@ -1,6 +1,5 @@
 //! A chat room, the second sssync app: messages live in every browser, predicted, sent without
 //! JavaScript too; the page streams in order (`SsrMode::InOrder`), its messages in the HTML.
-#![allow(missing_docs)] // a short example
 
 use leptos::prelude::*;
 use leptos_router::{SsrMode, components::*, path};
@@ -24,6 +23,13 @@ pub async fn messages(conn: &mut Conn<Db>, room: String) -> Result<Vec<Message>,
     sqlx::query_as(sql).bind(room).fetch_all(&mut *conn).await
 }
 
+/// Why the server refuses a message (`rejection.kind::<Refused>()` in the browser).
+#[derive(Debug, PartialEq, Rejection)]
+pub enum Refused {
+    #[rejection(message = "Give a name and 1 to 500 characters.")]
+    BadMessage,
+}
+
 /// Says something in a room.
 #[sync_event]
 pub struct Say {
@@ -44,8 +50,7 @@ impl Say {
     async fn apply(&self, conn: &mut Conn<Db>, _ctx: &EventCtx) -> Result<(), EventError> {
         let (author, text) = (self.author.trim(), self.text.trim());
         if author.is_empty() || text.is_empty() || text.chars().count() > 500 {
-            let why = "Give a name and 1 to 500 characters.";
-            return Err(Rejection::new("bad_message", why).into());
+            return Err(Refused::BadMessage.into());
         }
         let sql = "INSERT INTO messages (id, room, author, text, at) \
                    VALUES ($1, $2, $3, $4, COALESCE((SELECT MAX(at) FROM messages), 0) + 1)";
@@ -55,12 +60,7 @@ impl Say {
     }
 }
 
-/// The HTML document (the browser hydrates `<body>`).
-pub fn shell(options: LeptosOptions) -> impl IntoView {
-    let icon = view! { <link rel="icon" href="data:," /> }; // none: no /favicon.ico 404
-    let head = view! { <meta charset="utf-8" />{icon}<HydrationScripts options /> };
-    view! { <!DOCTYPE html><html lang="en"><head>{head}</head><body><App /></body></html> }
-}
+sssync_leptos::entry_points!(App); // `shell`, the server's HTML document; `hydrate`
 
 #[component]
 pub fn App() -> impl IntoView {
@@ -80,10 +80,6 @@ pub fn App() -> impl IntoView {
 fn Room(room: &'static str) -> impl IntoView {
     let (messages, say, status) =
         (use_sync_query(move || messages(room)), use_sync_event::<Say>(), use_sync_status());
-    let text = NodeRef::<leptos::html::Input>::new(); // emptied once its message is sent
-    Effect::new(move |_| {
-        say.input().with(Option::is_some).then(|| text.get_untracked().map(|i| i.set_value("")))
-    });
     let item = |m: Message| view! { <li><b>{m.author}</b>": "{m.text}</li> };
     let list = move || {
         Suspend::new(async move { messages.await.map(|r| r.into_iter().map(item).collect_view()) })
@@ -96,18 +92,11 @@ fn Room(room: &'static str) -> impl IntoView {
             </ErrorBoundary>
         </Suspense>
         {move || status.last_rejection.get().map(|r| view! { <p role="alert">{r.message}</p> })}
-        <SyncForm action=say> // idempotent without JavaScript too (its form key)
+        <SyncForm action=say clear=&["text"]> // idempotent without JavaScript too (its form key)
             <input type="hidden" name="room" value=room />
             <input name="author" aria-label="Name" placeholder="Name" required />
-            <input name="text" aria-label="Message" autocomplete="off" node_ref=text />
+            <input name="text" aria-label="Message" autocomplete="off" />
             <button type="submit">"Send"</button>
         </SyncForm>
     }
-}
-
-#[cfg(feature = "hydrate")]
-#[wasm_bindgen::prelude::wasm_bindgen]
-pub fn hydrate() {
-    console_error_panic_hook::set_once();
-    leptos::mount::hydrate_body(App);
 }

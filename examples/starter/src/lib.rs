@@ -1,5 +1,4 @@
 //! The starter app: a live todo list. One table, one query, one event, one page.
-#![allow(missing_docs)]
 
 use leptos::prelude::*;
 use sssync_leptos::prelude::*;
@@ -21,6 +20,14 @@ pub async fn todos(conn: &mut Conn<Db>) -> Result<Vec<Todo>, sqlx::Error> {
     sqlx::query_as("SELECT id, title FROM todos ORDER BY at, id")
         .fetch_all(&mut *conn)
         .await
+}
+
+/// Why the server refuses a todo: a code and a message each (the browser gets it back typed,
+/// `rejection.kind::<Refused>()`).
+#[derive(Debug, PartialEq, Rejection)]
+pub enum Refused {
+    #[rejection(message = "Write something first.")]
+    Empty,
 }
 
 /// The event: add a todo.
@@ -46,7 +53,7 @@ impl AddTodo {
     async fn apply(&self, conn: &mut Conn<Db>, _: &EventCtx) -> Result<(), EventError> {
         let title = self.title.trim();
         if title.is_empty() {
-            return Err(Rejection::new("empty", "Write something first.").into());
+            return Err(Refused::Empty.into());
         }
         sqlx::query(
             "INSERT INTO todos (id, title, at) VALUES ($1, $2, (SELECT COUNT(*) FROM todos))",
@@ -77,7 +84,7 @@ fn TodoList() -> impl IntoView {
     let status = use_sync_status();
     view! {
             <h1>"Todos"</h1>
-            <SyncForm action=add>
+            <SyncForm action=add clear=&["title"]>
                 <input name="title" aria-label="New todo" placeholder="What needs to be done?" />
                 <button type="submit">"Add"</button>
             </SyncForm>
@@ -96,27 +103,5 @@ fn TodoList() -> impl IntoView {
     }
 }
 
-/// The HTML document (the browser hydrates `<body>`).
-pub fn shell(options: LeptosOptions) -> impl IntoView {
-    view! {
-        <!DOCTYPE html>
-        <html lang="en">
-            <head>
-                <meta charset="utf-8" />
-                <link rel="icon" href="data:," />
-                <AutoReload options=options.clone() />
-                <HydrationScripts options />
-            </head>
-            <body>
-                <App />
-            </body>
-        </html>
-    }
-}
-
-#[cfg(feature = "hydrate")]
-#[wasm_bindgen::prelude::wasm_bindgen]
-pub fn hydrate() {
-    console_error_panic_hook::set_once();
-    leptos::mount::hydrate_body(App);
-}
+// The HTML document the server renders (`shell`) and the browser's entry point (`hydrate`).
+sssync_leptos::entry_points!(App);

@@ -1,9 +1,9 @@
 //! The starter's server. `DATABASE_URL` (default `sqlite://starter.db`, created if missing),
 //! and Leptos's `LEPTOS_SITE_ADDR` and `LEPTOS_SITE_ROOT` (cargo-leptos sets them), configure it.
-#[cfg(feature = "ssr")]
+use sssync_leptos::prelude::*;
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    use sssync_leptos::prelude::*;
     let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "sqlite://starter.db".into());
     let sync = SyncServer::builder()
         .schema(sssync_starter::SCHEMA) // CREATE TABLE IF NOT EXISTS (or run your migrations)
@@ -14,6 +14,3 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .serve(sssync_starter::App, sssync_starter::shell)
         .await?)
 }
-
-#[cfg(not(feature = "ssr"))]
-fn main() {}

@@ -4,7 +4,10 @@
 //! registers them all, so nothing is listed twice.
 
 use super::schema::{Registry, ServerEvent, ServerQuery};
-use sqlx::{Postgres, Sqlite};
+#[cfg(feature = "postgres")]
+use sqlx::Postgres;
+#[cfg(feature = "sqlite")]
+use sqlx::Sqlite;
 
 #[doc(hidden)]
 pub use inventory;
@@ -38,10 +41,33 @@ pub struct Declared {
     /// Where it was declared (for error messages).
     pub at: &'static str,
     /// Registers it on SQLite, if compiled for it.
-    pub sqlite: Option<fn(&mut Registrar<'_, Sqlite>)>,
+    pub sqlite: Option<RegisterSqlite>,
     /// Registers it on PostgreSQL, if compiled for it.
-    pub postgres: Option<fn(&mut Registrar<'_, Postgres>)>,
+    pub postgres: Option<RegisterPostgres>,
 }
+
+/// How a declaration registers on SQLite.
+#[cfg(feature = "sqlite")]
+#[doc(hidden)]
+pub type RegisterSqlite = fn(&mut Registrar<'_, Sqlite>);
+/// SQLite is not compiled in: nothing registers on it.
+#[cfg(not(feature = "sqlite"))]
+#[doc(hidden)]
+pub type RegisterSqlite = NotCompiled;
+
+/// How a declaration registers on PostgreSQL.
+#[cfg(feature = "postgres")]
+#[doc(hidden)]
+pub type RegisterPostgres = fn(&mut Registrar<'_, Postgres>);
+/// PostgreSQL is not compiled in: nothing registers on it.
+#[cfg(not(feature = "postgres"))]
+#[doc(hidden)]
+pub type RegisterPostgres = NotCompiled;
+
+/// A database whose feature is off (no value exists).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug)]
+pub enum NotCompiled {}
 
 /// What a [`Declared`] is.
 #[doc(hidden)]
@@ -66,6 +92,7 @@ pub trait DeclaredDb: sqlx::Database {
     const LABEL: &'static str;
 }
 
+#[cfg(feature = "sqlite")]
 impl DeclaredDb for Sqlite {
     fn registration(d: &Declared) -> Option<fn(&mut Registrar<'_, Self>)> {
         d.sqlite
@@ -73,6 +100,7 @@ impl DeclaredDb for Sqlite {
     const LABEL: &'static str = "SQLite";
 }
 
+#[cfg(feature = "postgres")]
 impl DeclaredDb for Postgres {
     fn registration(d: &Declared) -> Option<fn(&mut Registrar<'_, Self>)> {
         d.postgres
@@ -263,10 +291,12 @@ pub trait ConnOf {
     type Db: sqlx::Database<Connection = Self>;
 }
 
+#[cfg(feature = "sqlite")]
 impl ConnOf for sqlx::SqliteConnection {
     type Db = Sqlite;
 }
 
+#[cfg(feature = "postgres")]
 impl ConnOf for sqlx::PgConnection {
     type Db = Postgres;
 }

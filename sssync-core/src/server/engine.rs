@@ -465,7 +465,10 @@ async fn plan_for<S: Store>(
             table.key_column()
         )));
     }
+    #[cfg(feature = "sqlite")]
     let sqlite = std::any::TypeId::of::<S::Db>() == std::any::TypeId::of::<sqlx::Sqlite>();
+    #[cfg(not(feature = "sqlite"))]
+    let sqlite = false;
     let mut key_type = String::new();
     let mut columns: Vec<&str> = shape.order_columns();
     columns.extend(shape.filter.iter().copied());

@@ -40,7 +40,7 @@ pub enum EngineError {
 impl From<AccessError> for EngineError {
     fn from(e: AccessError) -> EngineError {
         match e {
-            AccessError::Forbidden(m) => EngineError::Forbidden(m),
+            AccessError::Forbidden(m) => EngineError::Forbidden(m.0),
             AccessError::Storage(e) => EngineError::Storage(e),
         }
     }

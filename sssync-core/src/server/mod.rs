@@ -39,9 +39,21 @@ pub use schema::{
     Identified, IdentifyError, Identity, Order, PartitionValue, QueryCtx, RunError, ServerEvent,
     ServerQuery, Shape, TableRead,
 };
+#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+compile_error!(
+    "sssync-core's `server` needs a database: enable its feature `sqlite` or `postgres`, or both"
+);
+
 /// The databases sssync runs on (sqlx's types), for [`for_each_db!`](crate::for_each_db).
-pub use sqlx::{Postgres, Sqlite};
-pub use store::{Change, LogRead, PgStore, RowChange, SqliteStore, Store, StoreError};
+#[cfg(feature = "postgres")]
+pub use sqlx::Postgres;
+#[cfg(feature = "sqlite")]
+pub use sqlx::Sqlite;
+#[cfg(feature = "postgres")]
+pub use store::PgStore;
+#[cfg(feature = "sqlite")]
+pub use store::SqliteStore;
+pub use store::{Change, LogRead, RowChange, Store, StoreError};
 pub use transport::{NoDelayListener, listen, router, valid_client_id};
 
 /// Writes the items it is given once for each database sssync runs on (SQLite and PostgreSQL),
@@ -65,16 +77,64 @@ pub use transport::{NoDelayListener, listen, router, valid_client_id};
 #[macro_export]
 macro_rules! for_each_db {
     ($($item:item)*) => {
-        const _: () = {
-            #[allow(dead_code)]
-            type Db = $crate::server::Sqlite;
-            $($item)*
-        };
-        const _: () = {
-            #[allow(dead_code)]
-            type Db = $crate::server::Postgres;
-            $($item)*
-        };
+        $crate::__sqlite! { items
+            const _: () = {
+                #[allow(dead_code)]
+                type Db = $crate::server::Sqlite;
+                $($item)*
+            };
+        }
+        $crate::__postgres! { items
+            const _: () = {
+                #[allow(dead_code)]
+                type Db = $crate::server::Postgres;
+                $($item)*
+            };
+        }
+    };
+}
+
+// What is compiled for a database only with its feature. A macro decides, not a `#[cfg]` in
+// the expansion: that would read the features of the crate the code expands in, not this one's.
+// `items …`: the items, or nothing; `option expr`: `Some(expr)`, or `None`.
+
+/// Keeps its tokens when SQLite is compiled in (feature `sqlite`).
+#[cfg(feature = "sqlite")]
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __sqlite {
+    (items $($t:tt)*) => { $($t)* };
+    (option $e:expr) => { ::core::option::Option::Some($e) };
+}
+
+/// Keeps its tokens when SQLite is compiled in (feature `sqlite`).
+#[cfg(not(feature = "sqlite"))]
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __sqlite {
+    (items $($t:tt)*) => {};
+    (option $e:expr) => {
+        ::core::option::Option::None
+    };
+}
+
+/// Keeps its tokens when PostgreSQL is compiled in (feature `postgres`).
+#[cfg(feature = "postgres")]
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __postgres {
+    (items $($t:tt)*) => { $($t)* };
+    (option $e:expr) => { ::core::option::Option::Some($e) };
+}
+
+/// Keeps its tokens when PostgreSQL is compiled in (feature `postgres`).
+#[cfg(not(feature = "postgres"))]
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __postgres {
+    (items $($t:tt)*) => {};
+    (option $e:expr) => {
+        ::core::option::Option::None
     };
 }
 

@@ -1,6 +1,6 @@
 //! The server side of queries and events, and their type-erased registry.
 
-use crate::protocol::Rejection;
+use crate::protocol::{Forbidden, Rejection};
 use crate::row::Row;
 use crate::schema::{Event, Query};
 use std::collections::HashMap;
@@ -121,8 +121,8 @@ pub enum Access {
 pub enum AccessError {
     /// This identity may not read it (`forbidden`: HTTP 404 on the snapshot GET and in server
     /// rendering, an `error` for a `sub`; no rows are sent).
-    #[error("forbidden: {0}")]
-    Forbidden(String),
+    #[error("{0}")]
+    Forbidden(#[from] Forbidden),
     /// The database failed while checking.
     #[error("storage: {0}")]
     Storage(#[from] sqlx::Error),
@@ -131,7 +131,7 @@ pub enum AccessError {
 impl AccessError {
     /// A refusal, with the message the reader gets.
     pub fn forbidden(message: impl Into<String>) -> AccessError {
-        AccessError::Forbidden(message.into())
+        AccessError::Forbidden(Forbidden::new(message))
     }
 }
 
@@ -401,6 +401,14 @@ impl From<Rejection> for EventError {
     }
 }
 
+/// An application's own kind of rejection ([`Forbidden`], or an enum with
+/// `#[derive(Rejection)]`): `return Err(SayError::TooLong.into())`.
+impl<K: crate::protocol::RejectionKind> From<K> for EventError {
+    fn from(kind: K) -> EventError {
+        EventError::Rejected(kind.into())
+    }
+}
+
 /// An event the server can apply to database `Db`.
 pub trait ServerEvent<Db: sqlx::Database>: Event {
     /// Applies the event inside the engine's transaction (which also records the client's
@@ -573,7 +581,7 @@ fn authorize_erased<'a, Db: sqlx::Database, Q: ServerQuery<Db>>(
         }
         // The args were checked when the key was made.
         let args: Q::Args = serde_json::from_str(args)
-            .map_err(|e| AccessError::Forbidden(format!("bad args: {e}")))?;
+            .map_err(|e| AccessError::forbidden(format!("bad args: {e}")))?;
         Q::authorize(conn, ctx, &args).await
     })
 }

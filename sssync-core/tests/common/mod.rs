@@ -1,7 +1,7 @@
 //! The engine's tests: a small application (`app.rs`: lists of todos, a few typed tables)
 //! on a real database (a SQLite file, or a PostgreSQL schema of its own), served on 127.0.0.1
 //! by a real axum server. `on_both!` runs a test body against each database.
-#![allow(dead_code, missing_docs)]
+#![allow(dead_code)]
 
 mod app;
 pub use app::*;

@@ -165,9 +165,9 @@ impl Runtime {
         let mut outcomes = self.outcomes.borrow_mut();
         if update.identity_changed || update.identity_reset {
             for (_, tx) in outcomes.drain() {
-                let _ = tx.send(Err(crate::SyncError::Forbidden(
+                let _ = tx.send(Err(crate::SyncError::Forbidden(sssync_core::Forbidden(
                     "signed out: the event was dropped".into(),
-                )));
+                ))));
             }
             return;
         }

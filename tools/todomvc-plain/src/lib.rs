@@ -7,8 +7,6 @@
 
 // Leptos views are deeply nested types; the hydrate build needs more room than the default.
 #![recursion_limit = "256"]
-// `#[server]` generates an args struct per function whose fields cannot carry doc comments.
-#![allow(missing_docs)]
 
 use leptos::html::Input;
 use leptos::prelude::*;

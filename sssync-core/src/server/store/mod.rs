@@ -18,11 +18,15 @@
 //! its own. Every instance *tails* the log in version order ([`Store::read_log`]), so it sees
 //! every commit, its own and everyone else's.
 
+#[cfg(feature = "postgres")]
 mod postgres;
 mod shared;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
+#[cfg(feature = "postgres")]
 pub use postgres::PgStore;
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
 use super::schema::PartitionValue;

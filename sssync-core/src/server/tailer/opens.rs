@@ -33,7 +33,7 @@ pub(super) async fn authorize<S: Store>(
         .await
     {
         Ok(Ok(())) => Ok(Ok(())),
-        Ok(Err(AccessError::Forbidden(m))) => Ok(Err(EngineError::Forbidden(m))),
+        Ok(Err(AccessError::Forbidden(m))) => Ok(Err(EngineError::Forbidden(m.0))),
         Ok(Err(AccessError::Storage(e))) => Ok(Err(storage_failure::<S>(key, e)?)),
         Err(_) => Err(RoundError::Panicked(Panicked::panic(key))),
     }
