@@ -35,9 +35,9 @@ test('the starter renders its list, takes a todo, and shows it live in another b
   await a.getByLabel('New todo').fill('  buy milk ');
   await a.getByRole('button', { name: 'Add' }).click();
   await expect(todos(a)).toHaveText(['buy milk']);
+  await expect(a.getByLabel('New todo')).toHaveValue(''); // emptied as it is sent
   await expect(todos(b)).toHaveText(['buy milk']);
   // Refused: nothing to add, and the page says why.
-  await a.getByLabel('New todo').fill('');
   await a.getByRole('button', { name: 'Add' }).click();
   await expect(a.getByRole('alert')).toHaveText('Write something first.');
   await expect(todos(a)).toHaveCount(1);

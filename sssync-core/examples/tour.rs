@@ -2,7 +2,7 @@
 //! as they flow.
 //!
 //! ```sh
-//! cargo run -p sssync-core --features server,native-client --example tour
+//! cargo run -p sssync-core --features server,sqlite,native-client --example tour
 //! ```
 //!
 //! Alice and Bob watch the same list. Alice adds two todos (each shows in her view at once, a

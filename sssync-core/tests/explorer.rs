@@ -22,7 +22,7 @@
 //! shared and unshared by their owners or by SQL; sessions signed out or given to another user
 //! while their connections are open.
 //!
-//! `cargo test -p sssync-core --features server,native-client --test explorer` runs
+//! `cargo test -p sssync-core --features server,sqlite,postgres,native-client --test explorer` runs
 //! `EXPLORE_SEQUENCES` sequences (default 240, every fourth on two instances) on SQLite and a
 //! fifth as many on PostgreSQL; a failure prints its seed and the command that replays it
 //! (`EXPLORE_SEED`). The soak (docs/development.md) runs 100,000 and prints `N sequences: 0
@@ -1056,7 +1056,7 @@ async fn explore(db: TestDb, first: u64, n: u64, label: &str) {
                 report,
                 "seed {seed} ({label}, {instances} instance(s)): leaks {:?}, lost {:?}, \
                  duplicated {:?}, stuck {:?}\n  steps: {log:#?}\n  replay: EXPLORE_SEED={seed} \
-                 cargo test -p sssync-core --features server,native-client --test explorer \
+                 cargo test -p sssync-core --features server,sqlite,postgres,native-client --test explorer \
                  {label} -- --nocapture",
                 v.leaks, v.lost, v.duplicated, v.stuck,
             );

@@ -68,9 +68,7 @@ macro_rules! entry_points {
 
         /// The browser's entry point: hydrates the server-rendered page.
         #[cfg(feature = "hydrate")]
-        #[$crate::__private::wasm_bindgen::prelude::wasm_bindgen(
-                    wasm_bindgen = $crate::__private::wasm_bindgen
-                )]
+        #[$crate::__private::wasm_bindgen_attr(wasm_bindgen = $crate::__private::wasm_bindgen)]
         pub fn hydrate() {
             $crate::__private::hydrate($app);
         }

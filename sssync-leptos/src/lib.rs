@@ -84,7 +84,7 @@ pub mod __private {
     pub use leptos::config::LeptosOptions;
     pub use leptos::prelude::IntoView;
     #[cfg(feature = "browser")]
-    pub use wasm_bindgen;
+    pub use wasm_bindgen::{self, prelude::wasm_bindgen as wasm_bindgen_attr};
 }
 
 // The map: one concept a module.
