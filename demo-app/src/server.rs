@@ -28,7 +28,7 @@ pub fn router(
             provide_context(pool.clone());
         }
     };
-    Router::new()
+    let pages = Router::new()
         .route(
             "/new",
             get(|| async { Redirect::to(&format!("/lists/{}", uuid::Uuid::new_v4())) }),
@@ -38,7 +38,10 @@ pub fn router(
             move || shell(options.clone())
         })
         .fallback(leptos_axum::file_and_error_handler(shell))
-        .with_state(options)
+        .with_state(options);
+    // An anonymous visitor's pages are kept while their lists are unchanged (inside the check
+    // below: a hidden list's 404 is decided first).
+    sync.with_kept_pages(pages)
         .layer(axum::middleware::from_fn_with_state(
             sync.clone(),
             not_found_for_hidden_lists,

@@ -29,6 +29,8 @@ pub async fn start(pool: Pool) -> Result<SyncServer, OpenError> {
         .table(table("lists", "id"))
         .table(table("shares", "list_id"))
         .identify(move |parts| sessions.identify(parts))
+        // Public pages (an anonymous visitor's) are made of their lists alone: kept, 32 MiB.
+        .keep_public_pages(32 << 20)
         .start(pool)
         .await
 }

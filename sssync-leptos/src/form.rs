@@ -17,6 +17,9 @@ pub const FORM_KEY_FIELD: &str = "sssync_key";
 pub fn FormKey() -> impl IntoView {
     #[cfg(feature = "ssr")]
     let key = crate::event::new_id();
+    // A kept page makes it again for every answer.
+    #[cfg(feature = "ssr")]
+    crate::server::form_key_made(&key);
     #[cfg(not(feature = "ssr"))]
     let key = String::new();
     view! { <input type="hidden" name=FORM_KEY_FIELD value=key/> }

@@ -7,7 +7,7 @@ use super::cmd::{
     Cmd, EventCmd, FaultHook, Identify, Inner, Open, REIDENTIFYING, RESUMING, WriteRetry,
 };
 use super::error::EngineError;
-use super::hub::{Counts, Hub, Outbox, Subscribed};
+use super::hub::{ChangeWatch, Counts, Hub, Outbox, Subscribed};
 use super::schema::{
     Access, BoxFuture, Identified, IdentifyError, Identity, QueryCtx, Registry, ServerEvent,
     ServerQuery,
@@ -252,6 +252,26 @@ impl<S: Store> Engine<S> {
         }
         let (v, rows) = self.inner.read(&key).await?;
         Ok((key, v, rows))
+    }
+
+    /// A watch for something derived from query results outside the engine (a kept server
+    /// render): current until a commit touches what it reads ([`Engine::watch_key`] for each key,
+    /// before reading it). It turns before the commit's writes are acknowledged by this
+    /// instance; other instances turn theirs as their tailers fan the commit out.
+    pub fn watch(&self) -> ChangeWatch {
+        ChangeWatch::default()
+    }
+
+    /// Tells `watch` that what it guards reads `key`: the tables and partitions the key's
+    /// result depends on and, for a checked query, what its `authorize` reads. Call it before
+    /// reading the key, so that no commit falls between the read and the watch.
+    pub fn watch_key(&self, watch: &ChangeWatch, key: &QueryKey) -> Result<(), EngineError> {
+        let mut deps = self.inner.deps(key)?;
+        if self.inner.checked(key) {
+            deps.extend(self.inner.access_deps(key)?);
+        }
+        self.inner.hub.watches.add(watch, deps);
+        Ok(())
     }
 
     /// The typed rows of query `Q` with `args` and their version (for server rendering).

@@ -33,7 +33,7 @@ pub use cmd::WriteRetry;
 pub use cmd::{FaultHook, FaultPoint};
 pub use engine::{Engine, EngineBuilder};
 pub use error::EngineError;
-pub use hub::Counts;
+pub use hub::{ChangeWatch, Counts};
 pub use schema::{
     Access, AccessError, BoxFuture, ColumnInfo, Conn, Dependency, EventCtx, EventError, Fetched,
     Identified, IdentifyError, Identity, Order, PartitionValue, QueryCtx, RunError, ServerEvent,

@@ -24,13 +24,18 @@ impl Http {
 
     /// GETs `path` (at most 30 s): its body; an error unless the status is 200.
     pub(crate) async fn get(&mut self, path: &str) -> Result<Vec<u8>> {
-        tokio::time::timeout(Duration::from_secs(30), self.get_unbounded(path))
+        self.get_with(path, "").await
+    }
+
+    /// GETs `path` with more header lines (each ending in CRLF).
+    pub(crate) async fn get_with(&mut self, path: &str, headers: &str) -> Result<Vec<u8>> {
+        tokio::time::timeout(Duration::from_secs(30), self.get_unbounded(path, headers))
             .await
             .map_err(|_| format!("GET {path} timed out"))?
     }
 
-    async fn get_unbounded(&mut self, path: &str) -> Result<Vec<u8>> {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n");
+    async fn get_unbounded(&mut self, path: &str, headers: &str) -> Result<Vec<u8>> {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n{headers}\r\n");
         self.stream.get_mut().write_all(request.as_bytes()).await?;
         let mut status = String::new();
         self.stream.read_line(&mut status).await?;

@@ -23,12 +23,15 @@ use tokio::sync::watch;
 mod group;
 mod messages;
 mod outbox;
+mod watches;
 
 use group::Group;
 pub(crate) use group::Patched;
 use messages::{log_resume_msg, resume_msg, snapshot_msg};
 pub(crate) use messages::{query_failed, row_bytes, slow_consumer};
 pub(crate) use outbox::{InFlight, Outbox};
+pub use watches::ChangeWatch;
+pub(crate) use watches::Watches;
 
 /// How many query keys are live on an instance, and how many subscriptions they have (see
 /// [`Engine::counts`](crate::server::Engine::counts)).
@@ -124,6 +127,8 @@ pub(crate) struct Hub {
     /// The database version every group reflects (every commit up to it has been fanned out).
     processed: watch::Sender<Version>,
     max_groups: usize,
+    /// What was derived from results outside the hub (kept pages), by dependency.
+    pub(crate) watches: Watches,
 }
 
 /// What a subscription found.
@@ -147,6 +152,7 @@ impl Hub {
             maps: Mutex::new(Maps::default()),
             processed: watch::channel(Version(0)).0,
             max_groups: max_groups.max(1),
+            watches: Watches::default(),
         }
     }
 

@@ -303,6 +303,13 @@ async fn round<S: Store>(
             }
         }
     }
+    // What was derived from rows these commits changed (a kept page) is stale from now on,
+    // before any of them is acknowledged (the writer acknowledges once `v` is processed).
+    if new_epoch || behind || lagged {
+        inner.hub.watches.change_all();
+    } else {
+        inner.hub.watches.touched(&log.changes);
+    }
     inner.hub.set_processed(v);
     // Subscribers that resume from a version no group remembers, by key and version: their
     // log reads run off the tailer, one per key and version.

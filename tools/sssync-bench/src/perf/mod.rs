@@ -92,7 +92,7 @@ pub async fn run(size: Size, pg: Option<String>, check: bool, only: &[String]) -
         let built = crate::web::Built::find()?;
         if want("ssr") {
             eprintln!("perf: server render of a list page");
-            lines.push(crate::web::ssr(&built, size, &dir).await?);
+            lines.extend(crate::web::ssr(&built, size, &dir).await?);
         }
         if want("bundle") {
             lines.push(crate::web::bundle(&built)?);

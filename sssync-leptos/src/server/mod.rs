@@ -10,10 +10,16 @@ pub mod prelude {
         Access, AccessError, Conn, Dependency, EventCtx, EventError, Identity, QueryCtx,
     };
 }
+mod builder; // SyncBuilder: from tables, identify and a database to a SyncServer
+mod kept; //    public pages kept and answered again while current
+
+pub use builder::{DbPool, OpenError, SyncBuilder};
+pub(crate) use kept::form_key_made;
+pub use kept::{PAGE_HEADER, dont_keep};
 use leptos::prelude::*;
 use sssync_core::server::Parts;
 use sssync_core::server::{
-    BoxFuture, Engine, EngineError, Identified, IdentifyError, Identity, Outcome, QueryCtx, Store,
+    BoxFuture, ChangeWatch, Engine, EngineError, IdentifyError, Identity, Outcome, QueryCtx, Store,
 };
 use sssync_core::{Event, QueryKey};
 use std::sync::Arc;
@@ -24,6 +30,7 @@ trait DynEngine: Send + Sync + 'static {
     fn identities_changed(&self);
     fn shutdown(&self);
     fn is_incremental(&self, name: &str) -> bool;
+    fn watch_key(&self, watch: &ChangeWatch, key: &QueryKey) -> Result<(), EngineError>;
     fn identify<'a>(&'a self, parts: &'a Parts) -> BoxFuture<'a, Result<Identity, IdentifyError>>;
     fn identity_tag(&self, identity: &Identity) -> Option<String>;
     fn load<'a>(
@@ -60,6 +67,10 @@ impl<S: Store> DynEngine for Engine<S> {
 
     fn is_incremental(&self, name: &str) -> bool {
         Engine::is_incremental(self, name)
+    }
+
+    fn watch_key(&self, watch: &ChangeWatch, key: &QueryKey) -> Result<(), EngineError> {
+        Engine::watch_key(self, watch, key)
     }
 
     fn identify<'a>(&'a self, parts: &'a Parts) -> BoxFuture<'a, Result<Identity, IdentifyError>> {
@@ -148,6 +159,8 @@ pub struct SyncServer {
     engine: Arc<dyn DynEngine>,
     /// The pool it was opened over (`None`: built from an engine).
     pool: Option<DbPool>,
+    /// Public pages kept ([`SyncBuilder::keep_public_pages`]).
+    kept: Option<kept::KeptPages>,
 }
 
 impl SyncServer {
@@ -156,23 +169,41 @@ impl SyncServer {
         SyncServer {
             engine: Arc::new(engine),
             pool: None,
+            kept: None,
         }
     }
 
     /// Starts declaring the app's sync server: its tables, how a request's identity is known;
     /// every query and event declared with the macros is registered by itself.
     pub fn builder() -> SyncBuilder {
-        SyncBuilder {
-            tables: Vec::new(),
-            identify: None,
-            schema: Vec::new(),
-        }
+        SyncBuilder::default()
     }
 
     /// The engine's routes (`/sssync/…`: the WebSocket, server-sent events, event posts, the
     /// snapshot GET), to merge into the app's router.
     pub fn router(&self) -> axum::Router {
         self.engine.router()
+    }
+
+    /// A watch for something derived from query results (see `Engine::watch`).
+    pub(crate) fn watch(&self) -> ChangeWatch {
+        ChangeWatch::default()
+    }
+
+    /// `routes` with public pages kept, when the builder said so
+    /// ([`SyncBuilder::keep_public_pages`]); `routes` as they are otherwise. For an app that
+    /// builds its router itself: wrap the Leptos routes (not the engine's [`SyncServer::router`]).
+    pub fn with_kept_pages<S: Clone + Send + Sync + 'static>(
+        &self,
+        routes: axum::Router<S>,
+    ) -> axum::Router<S> {
+        match &self.kept {
+            Some(kept) => routes.layer(axum::middleware::from_fn_with_state(
+                (self.clone(), kept.clone()),
+                kept::layer,
+            )),
+            None => routes,
+        }
     }
 
     /// What `leptos_routes_with_context` provides to every render and server function: this
@@ -203,11 +234,11 @@ impl SyncServer {
             let options = options.clone();
             move || shell(options.clone())
         };
-        axum::Router::new()
+        let pages = axum::Router::new()
             .leptos_routes_with_context(&options, routes, self.context(), page)
             .fallback(leptos_axum::file_and_error_handler(shell))
-            .with_state(options)
-            .merge(self.router())
+            .with_state(options);
+        self.with_kept_pages(pages).merge(self.router())
     }
 
     /// Serves the app until the process stops: Leptos's options from the environment
@@ -292,7 +323,19 @@ impl SyncServer {
         parts: Option<&Parts>,
     ) -> Result<Loaded, SyncError> {
         let identity = self.identify(parts).await?;
-        self.engine.load(key, identity).await
+        // A render the kept-page layer follows: the watch learns what it reads, before it reads.
+        let render = kept::Render::of(parts);
+        if let Some(render) = &render {
+            render.reader(&identity);
+            if self.engine.watch_key(render.watch(), key).is_err() {
+                render.spoil();
+            }
+        }
+        let loaded = self.engine.load(key, identity).await;
+        if let (Some(render), Err(_)) = (&render, &loaded) {
+            render.spoil();
+        }
+        loaded
     }
 
     /// Whether the sender of the request with these parts may read `request` (`todos(list_id)`)
@@ -365,220 +408,6 @@ pub async fn apply_form<E: Event>(
 fn sync_server() -> Result<SyncServer, SyncError> {
     use_context::<SyncServer>()
         .ok_or_else(|| SyncError::Internal("no SyncServer in this request's context".into()))
-}
-
-#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
-compile_error!(
-    "sssync-leptos's `ssr` needs a database: enable its feature `sqlite` (the default) or \
-     `postgres`, or both"
-);
-
-/// A connection pool on one of the databases sssync runs on (those of the crate's features).
-#[derive(Clone, Debug)]
-pub enum DbPool {
-    /// An embedded SQLite file (the default; feature `sqlite`).
-    #[cfg(feature = "sqlite")]
-    Sqlite(sqlx::SqlitePool),
-    /// PostgreSQL: any number of server instances may share it (feature `postgres`).
-    #[cfg(feature = "postgres")]
-    Postgres(sqlx::PgPool),
-}
-
-/// Why a database did not open, or the engine did not start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum OpenError {
-    /// The URL names no database sssync runs on.
-    #[error(
-        "unsupported database URL {0:?}: use sqlite://file.db (created if missing) or \
-         postgres://user@host/database"
-    )]
-    Unsupported(String),
-    /// The URL names a database this build left out (the feature of `sssync-leptos` it
-    /// needs: `sqlite` or `postgres`).
-    #[error("this server was built without {0} (sssync-leptos's feature `{1}`)")]
-    NotCompiled(&'static str, &'static str),
-    /// The database refused.
-    #[error("the database refused: {0}")]
-    Database(#[from] sqlx::Error),
-    /// The engine did not start (its tables, the declarations).
-    #[error("the sync engine did not start: {0}")]
-    Engine(#[from] EngineError),
-}
-
-impl DbPool {
-    /// Opens the database at `url`: `sqlite://file.db` (created if missing, with the settings
-    /// the engine relies on: WAL, durable commits) or `postgres://…`.
-    pub async fn open(url: &str) -> Result<DbPool, OpenError> {
-        #[allow(unused_imports)] // with one database only
-        use sssync_core::server::Store;
-        if url.starts_with("sqlite:") {
-            #[cfg(feature = "sqlite")]
-            return Ok(DbPool::Sqlite(
-                sssync_core::server::SqliteStore::open(url)
-                    .await?
-                    .pool()
-                    .clone(),
-            ));
-            #[cfg(not(feature = "sqlite"))]
-            return Err(OpenError::NotCompiled("SQLite", "sqlite"));
-        }
-        if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            #[cfg(feature = "postgres")]
-            return Ok(DbPool::Postgres(
-                sssync_core::server::PgStore::open(url)
-                    .await?
-                    .pool()
-                    .clone(),
-            ));
-            #[cfg(not(feature = "postgres"))]
-            return Err(OpenError::NotCompiled("PostgreSQL", "postgres"));
-        }
-        Err(OpenError::Unsupported(url.to_owned()))
-    }
-
-    /// Runs an SQL script (several statements) on it.
-    pub async fn execute_script(&self, sql: &'static str) -> Result<(), sqlx::Error> {
-        match self {
-            #[cfg(feature = "sqlite")]
-            DbPool::Sqlite(p) => sqlx::raw_sql(sql).execute(p).await.map(drop),
-            #[cfg(feature = "postgres")]
-            DbPool::Postgres(p) => sqlx::raw_sql(sql).execute(p).await.map(drop),
-        }
-    }
-
-    /// Closes every connection.
-    pub async fn close(&self) {
-        match self {
-            #[cfg(feature = "sqlite")]
-            DbPool::Sqlite(p) => p.close().await,
-            #[cfg(feature = "postgres")]
-            DbPool::Postgres(p) => p.close().await,
-        }
-    }
-}
-
-type Identify =
-    Arc<dyn Fn(&Parts) -> BoxFuture<'static, Result<Identity, IdentifyError>> + Send + Sync>;
-
-/// Declares an app's sync server (see [`SyncServer::builder`]).
-#[must_use]
-pub struct SyncBuilder {
-    tables: Vec<sssync_core::server::Table>,
-    identify: Option<Identify>,
-    schema: Vec<&'static str>,
-}
-
-impl SyncBuilder {
-    /// A table the queries read (its changes are recorded, so that a write re-runs only the
-    /// queries that depend on it).
-    pub fn table(mut self, table: sssync_core::server::Table) -> Self {
-        self.tables.push(table);
-        self
-    }
-
-    /// How a request's identity is known: an `Identity`, or a `Result<Identity, E>` whose
-    /// error says the app could not tell (see `EngineBuilder::identify`; default: everyone is
-    /// anonymous).
-    pub fn identify<F, R>(mut self, f: F) -> Self
-    where
-        F: Fn(&Parts) -> BoxFuture<'static, R> + Send + Sync + 'static,
-        R: Identified,
-    {
-        self.identify = Some(Arc::new(move |parts| {
-            let asked = f(parts);
-            Box::pin(async move { asked.await.into_identity() })
-        }));
-        self
-    }
-
-    /// How a request's identity is known, by an axum extractor the app already has (its
-    /// session user, say): `X` is extracted from (a copy of) the request's parts on every path
-    /// sssync serves and converted into the identity (`X: Identified`: it gives an
-    /// `Identity`, or a `Result<Identity, E>`). An extractor that rejects the request means
-    /// the app could not tell who sent it (the request is refused, not made anonymous).
-    ///
-    /// ```ignore
-    /// struct Reader(Identity);
-    /// impl<S: Send + Sync> FromRequestParts<S> for Reader { /* the session's user */ }
-    /// impl Identified for Reader { fn into_identity(self) -> Result<Identity, IdentifyError> { Ok(self.0) } }
-    /// SyncServer::builder().identify_with::<Reader>()
-    /// ```
-    pub fn identify_with<X>(self) -> Self
-    where
-        X: axum::extract::FromRequestParts<()> + Identified,
-        X::Rejection: std::fmt::Display + Send,
-    {
-        self.identify(
-            |parts: &Parts| -> BoxFuture<'static, Result<Identity, IdentifyError>> {
-                let mut parts = parts.clone();
-                Box::pin(async move {
-                    match X::from_request_parts(&mut parts, &()).await {
-                        Ok(x) => x.into_identity(),
-                        Err(rejected) => Err(IdentifyError::new(rejected)),
-                    }
-                })
-            },
-        )
-    }
-
-    /// An SQL script run before the engine starts (the app's tables, `CREATE TABLE IF NOT
-    /// EXISTS …`, in SQL both databases take), for apps without migrations of their own.
-    pub fn schema(mut self, sql: &'static str) -> Self {
-        self.schema.push(sql);
-        self
-    }
-
-    /// Opens the database at `url` ([`DbPool::open`]) and starts the engine on it.
-    pub async fn open(self, url: &str) -> Result<SyncServer, OpenError> {
-        let pool = DbPool::open(url).await?;
-        self.start(pool).await
-    }
-
-    /// Starts the engine on an open pool (the app's own, migrated).
-    pub async fn start(self, pool: DbPool) -> Result<SyncServer, OpenError> {
-        for sql in &self.schema {
-            pool.execute_script(sql).await?;
-        }
-        let server: Arc<dyn DynEngine> = match &pool {
-            #[cfg(feature = "sqlite")]
-            DbPool::Sqlite(p) => Arc::new(
-                self.declare(Engine::builder(
-                    sssync_core::server::SqliteStore::from_pool(p.clone()),
-                ))
-                .start()
-                .await?,
-            ),
-            #[cfg(feature = "postgres")]
-            DbPool::Postgres(p) => Arc::new(
-                self.declare(Engine::builder(
-                    sssync_core::server::PgStore::from_pool(p.clone()).await?,
-                ))
-                .start()
-                .await?,
-            ),
-        };
-        Ok(SyncServer {
-            engine: server,
-            pool: Some(pool),
-        })
-    }
-
-    fn declare<S: Store>(
-        &self,
-        mut builder: sssync_core::server::EngineBuilder<S>,
-    ) -> sssync_core::server::EngineBuilder<S>
-    where
-        S::Db: sssync_core::server::declared::DeclaredDb,
-    {
-        for t in &self.tables {
-            builder = builder.table(t.clone());
-        }
-        if let Some(f) = self.identify.clone() {
-            builder = builder.identify(move |parts| f(parts));
-        }
-        builder.declared()
-    }
 }
 
 /// The route list of `app` (what `leptos_axum::generate_route_list` makes), built once per
