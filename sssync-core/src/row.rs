@@ -166,10 +166,12 @@ impl<'de> Deserialize<'de> for Digest {
     }
 }
 
-/// An ordered result with an index by key: what both sides keep per query key.
+/// An ordered result with an index by key: what both sides keep per query key. Its rows are
+/// shared ([`Rows::shared`]): handing them to a store costs no copy, and a change copies them
+/// only while someone else still holds them.
 #[derive(Clone, Debug, Default)]
 pub struct Rows {
-    rows: Vec<Row>,
+    rows: Arc<Vec<Row>>,
     index: HashMap<Arc<str>, usize>,
     digest: Digest,
 }
@@ -191,10 +193,16 @@ impl Rows {
             digest.add(r);
         }
         Ok(Rows {
-            rows,
+            rows: Arc::new(rows),
             index,
             digest,
         })
+    }
+
+    /// The rows, in order, shared (no copy: a later change to these rows copies them then,
+    /// if this handle is still held).
+    pub fn shared(&self) -> Arc<Vec<Row>> {
+        self.rows.clone()
     }
 
     /// The rows, in order.
@@ -229,13 +237,13 @@ impl Rows {
 
     /// Consumes the result, giving its rows in order.
     pub fn into_rows(self) -> Vec<Row> {
-        self.rows
+        Arc::unwrap_or_clone(self.rows)
     }
 
     /// Removes the row with `key`, if any.
     pub(crate) fn remove(&mut self, key: &str) -> Option<Row> {
         let i = self.index.remove(key)?;
-        let row = self.rows.remove(i);
+        let row = Arc::make_mut(&mut self.rows).remove(i);
         self.digest.remove(&row);
         for r in &self.rows[i..] {
             *self.index.get_mut(&r.key).expect("indexed") -= 1;
@@ -245,15 +253,22 @@ impl Rows {
 
     /// Replaces the row with `row`'s key where it is; false (changing nothing) when there is
     /// none.
-    #[cfg(feature = "server")]
     pub(crate) fn replace(&mut self, row: Row) -> bool {
         let Some(&i) = self.index.get(&row.key) else {
             return false;
         };
         self.digest.remove(&self.rows[i]);
         self.digest.add(&row);
-        self.rows[i] = row;
+        Arc::make_mut(&mut self.rows)[i] = row;
         true
+    }
+
+    /// Puts `row` in place of the row with its key, or at the end when there is none.
+    pub(crate) fn put_last(&mut self, row: Row) {
+        if !self.replace(row.clone()) {
+            let last = self.rows.last().map(|r| r.key.clone());
+            self.insert_after(last.as_deref(), row);
+        }
     }
 
     /// Inserts `row` right after the row keyed `after` (at the front when `None`). Returns false,
@@ -267,7 +282,7 @@ impl Rows {
         self.remove(&row.key);
         let at = after.map_or(0, |k| self.index[k] + 1);
         self.digest.add(&row);
-        self.rows.insert(at, row);
+        Arc::make_mut(&mut self.rows).insert(at, row);
         for (i, r) in self.rows.iter().enumerate().skip(at) {
             self.index.insert(r.key.clone(), i);
         }

@@ -34,8 +34,8 @@ pub enum Persist {
         args: String,
         /// The version of the rows.
         version: Version,
-        /// The rows, in order.
-        rows: Vec<Row>,
+        /// The rows, in order (shared with the client's state: no copy).
+        rows: Arc<Vec<Row>>,
     },
     /// Forget the rows of a key.
     DropRows {
@@ -106,7 +106,8 @@ impl Persisted {
                     version,
                     rows,
                 } => {
-                    self.keys.insert((name, args), (version, rows));
+                    self.keys
+                        .insert((name, args), (version, Arc::unwrap_or_clone(rows)));
                 }
                 Persist::DropRows { name, args } | Persist::Forget { name, args } => {
                     self.keys.remove(&(name, args));

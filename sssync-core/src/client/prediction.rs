@@ -29,6 +29,16 @@ pub struct Prediction<'a> {
     pub(crate) failed: bool,
 }
 
+/// What a key-addressed edit of encoded rows did.
+enum Edited {
+    /// Done (or nothing to do).
+    Done,
+    /// It could not encode the row (as when a run of predictions cannot encode its rows).
+    Failed,
+    /// Not done: the rows are to be decoded and edited so.
+    Not,
+}
+
 /// Encodes a query's decoded rows back (`None`: duplicate keys, or a row that does not
 /// serialize).
 pub(crate) type Encode = fn(Box<dyn Any>) -> Option<Rows>;
@@ -126,39 +136,103 @@ impl<'a> Prediction<'a> {
     }
 
     /// Adds `row` to the rows of `request`, if this client holds it: in place of the row with
-    /// its key if there is one, else at the end.
+    /// its key if there is one, else at the end. By key: the one row is encoded, the others
+    /// are left as they are (no decoding of the query's rows).
     pub fn insert<Q: Query>(&mut self, request: Request<Q>, row: Q::Row) {
-        let key = Q::row_key(&row);
-        self.update(request, |rows| {
-            match rows.iter_mut().find(|r| Q::row_key(r) == key) {
-                Some(r) => *r = row,
-                None => rows.push(row),
+        let Ok(key) = request.key() else {
+            return;
+        };
+        if !self.views.contains_key(&key) {
+            return;
+        }
+        let row_key = Q::row_key(&row);
+        if self.typed.contains_key(&key) {
+            // Decoded by an earlier prediction of this rebase: changed there, in order.
+            self.edit::<Q>(&key, |rows| {
+                match rows.iter_mut().find(|r| Q::row_key(r) == row_key) {
+                    Some(r) => *r = row,
+                    None => rows.push(row),
+                }
+            });
+        } else {
+            let Ok(encoded) = Row::from_serialize(row_key, &row) else {
+                self.failed |= !self.careful; // careful: this prediction is dropped alone
+                return;
+            };
+            if let Some(rows) = self.views.get_mut(&key) {
+                rows.put_last(encoded);
             }
-        });
+        }
+        self.touched.insert(key);
     }
 
     /// Changes the row whose key is `key` wherever this client holds it: in every held result
-    /// of query `Q`, whatever its args.
+    /// of query `Q`, whatever its args. By key: only that row is decoded and encoded again.
     pub fn edit_row<Q: Query>(&mut self, key: &str, f: impl Fn(&mut Q::Row)) {
-        self.edit_holding::<Q>(key, |rows| {
-            rows.iter_mut()
-                .filter(|r| Q::row_key(r) == key)
-                .for_each(&f)
-        });
+        self.edit_holding::<Q>(
+            key,
+            |rows| {
+                rows.iter_mut()
+                    .filter(|r| Q::row_key(r) == key)
+                    .for_each(&f)
+            },
+            |rows| {
+                let Some(Ok(mut row)) = rows.get(key).map(Row::decode::<Q::Row>) else {
+                    return Edited::Done; // a row that does not decode: nothing to predict
+                };
+                f(&mut row);
+                if Q::row_key(&row) != key {
+                    return Edited::Not; // the key changed: the whole rows, decoded
+                }
+                match Row::from_serialize(key, &row) {
+                    Ok(encoded) => {
+                        rows.replace(encoded);
+                        Edited::Done
+                    }
+                    Err(_) => Edited::Failed,
+                }
+            },
+        );
     }
 
     /// Removes the row whose key is `key` from every held result of query `Q`.
     pub fn remove_row<Q: Query>(&mut self, key: &str) {
-        self.edit_holding::<Q>(key, |rows| rows.retain(|r| Q::row_key(r) != key));
+        self.edit_holding::<Q>(
+            key,
+            |rows| rows.retain(|r| Q::row_key(r) != key),
+            |rows| {
+                rows.remove(key);
+                Edited::Done
+            },
+        );
     }
 
-    /// Runs `f` on the rows of every held result of query `Q` that has a row whose key is `key`.
-    fn edit_holding<Q: Query>(&mut self, key: &str, mut f: impl FnMut(&mut Vec<Q::Row>)) {
+    /// Edits every held result of query `Q` that has a row whose key is `key`: with `one` on
+    /// its encoded rows while no prediction of this rebase decoded them, else (or when `one`
+    /// cannot) with `typed` on its decoded rows.
+    fn edit_holding<Q: Query>(
+        &mut self,
+        key: &str,
+        mut typed: impl FnMut(&mut Vec<Q::Row>),
+        mut one: impl FnMut(&mut Rows) -> Edited,
+    ) {
         for held in self.held::<Q>() {
-            if self.holds_row::<Q>(&held, key) {
-                self.edit::<Q>(&held, &mut f);
-                self.touched.insert(held);
+            if !self.holds_row::<Q>(&held, key) {
+                continue;
             }
+            let done = match self.views.get_mut(&held) {
+                Some(rows) if !self.typed.contains_key(&held) => one(rows),
+                _ => Edited::Not,
+            };
+            match done {
+                Edited::Done => {}
+                Edited::Failed => {
+                    self.failed |= !self.careful; // careful: dropped alone
+                    continue;
+                }
+                Edited::Not => self.edit::<Q>(&held, &mut typed),
+            }
+            self.touched.insert(held);
         }
     }
 
@@ -339,5 +413,31 @@ mod tests {
         tab.push(Edit::Insert("z".into(), todo("4", "jam")))
             .unwrap();
         assert_eq!(rows(&tab, "z"), None);
+    }
+
+    #[test]
+    fn predictions_by_key_leave_the_other_rows_as_they_were() {
+        // A row the query's type cannot decode (another shape, from an older version of the
+        // app, say) is no obstacle to an insert, an edit or a removal of another row, and
+        // comes out byte for byte.
+        let mut tab = holding(&[("a", &[todo("1", "milk")])]);
+        let odd = Row::from_serialize("0", &serde_json::json!({"legacy": true})).unwrap();
+        let mut kept = vec![odd.clone()];
+        kept.extend(tab.view(&key("a")).unwrap().rows().iter().cloned());
+        tab.seed(key("a"), &Epoch("e".into()), Version(2), kept);
+        tab.push(Edit::Insert("a".into(), todo("2", "eggs")))
+            .unwrap();
+        tab.push(Edit::Rename("1".into(), "oat milk".into()))
+            .unwrap();
+        tab.push(Edit::Remove("2".into())).unwrap();
+        tab.push(Edit::Insert("a".into(), todo("3", "tea")))
+            .unwrap();
+        let view = tab.view(&key("a")).unwrap();
+        assert_eq!(view.rows()[0], odd);
+        let rest: Vec<Todo> = view.rows()[1..]
+            .iter()
+            .map(|r| r.decode().unwrap())
+            .collect();
+        assert_eq!(rest, [todo("1", "oat milk"), todo("3", "tea")]);
     }
 }

@@ -200,7 +200,13 @@ async fn pg_pool(schema: &str, size: u32) -> sqlx::PgPool {
                 Ok(())
             })
         })
-        .connect(&pg_url())
+        // Named after the schema, so that the drop can end what is left of them.
+        .connect_with(
+            pg_url()
+                .parse::<sqlx::postgres::PgConnectOptions>()
+                .unwrap()
+                .application_name(schema),
+        )
         .await
         .unwrap()
 }
@@ -218,6 +224,17 @@ impl Drop for TestDb {
                 rt.block_on(async {
                     use sqlx::Connection;
                     if let Ok(mut c) = sqlx::PgConnection::connect(&pg_url()).await {
+                        // The test's runtime waits for this thread, so its engine's
+                        // connections cannot end a transaction they hold (a tailer's round
+                        // cut off at the test's end): they are ended here, or the DROP would
+                        // wait for their locks forever.
+                        let _ = sqlx::query(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                             WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                        )
+                        .bind(&schema)
+                        .execute(&mut c)
+                        .await;
                         let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
                             "DROP SCHEMA IF EXISTS {schema} CASCADE"
                         )))

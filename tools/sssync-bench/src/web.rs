@@ -246,8 +246,14 @@ fn brotli(path: &Path) -> Result<usize> {
     Ok(out.len())
 }
 
-/// The hydrate bundle (wasm + JS, brotli): the demo's against the plain Leptos TodoMVC's.
-pub fn bundle(built: &Built) -> Result<Line> {
+/// The bundle budget: what the demo's hydrate bundle may weigh over the plain Leptos TodoMVC's
+/// (brotli, KB). A `--check` run (CI's) fails beyond it, so that what is taken off stays off;
+/// lower it with every diet (docs/performance.md).
+pub const BUNDLE_BUDGET_OVER_PLAIN_KB: f64 = 183.0;
+
+/// The hydrate bundle (wasm + JS, brotli): the demo's against the plain Leptos TodoMVC's; and
+/// the demo's KB over the plain one's (for the budget).
+pub fn bundle(built: &Built) -> Result<(Line, f64)> {
     let size = |site: &Path, name: &str| -> Result<usize> {
         Ok(brotli(&site.join(format!("pkg/{name}.wasm")))?
             + brotli(&site.join(format!("pkg/{name}.js")))?)
@@ -255,7 +261,7 @@ pub fn bundle(built: &Built) -> Result<Line> {
     let ours = size(&built.demo_site, "app")?;
     let base = size(&built.plain_site, "app")?;
     let kb = |n: usize| n as f64 / 1024.0;
-    Ok(Line {
+    let line = Line {
         what: "hydrate bundle (demo, release, brotli, wasm + js)".into(),
         target: "<= 120 KB, and <= 40 KB over plain Leptos",
         sssync: format!(
@@ -269,5 +275,6 @@ pub fn bundle(built: &Built) -> Result<Line> {
         ),
         ratio: base as f64 / ours as f64,
         met: Some(ours <= 120 * 1024 && ours <= base + 40 * 1024),
-    })
+    };
+    Ok((line, kb(ours) - kb(base)))
 }

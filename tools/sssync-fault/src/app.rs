@@ -154,13 +154,12 @@ impl Event for AddItem {
         let args = ListArgs {
             list_id: self.list_id.clone(),
         };
-        view.update(Items::request(args), |rows| {
-            rows.push(Item {
-                id: self.id.clone(),
-                list_id: self.list_id.clone(),
-                title: self.title.clone(),
-            })
-        });
+        let item = Item {
+            id: self.id.clone(),
+            list_id: self.list_id.clone(),
+            title: self.title.clone(),
+        };
+        view.insert(Items::request(args), item);
     }
 }
 

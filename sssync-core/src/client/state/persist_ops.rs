@@ -91,7 +91,7 @@ impl ClientState {
                 name: key.name().to_owned(),
                 args: key.args_json().to_owned(),
                 version: *v,
-                rows: rows.rows().to_vec(),
+                rows: rows.shared(),
             },
             None => Persist::DropRows {
                 name: key.name().to_owned(),

@@ -88,6 +88,8 @@ pub async fn run(size: Size, pg: Option<String>, check: bool, only: &[String]) -
         eprintln!("perf: a delta into a big query, the client's cost");
         lines.push(client_delta(size)?);
     }
+    // The bundle's budget, checked once the table is out.
+    let mut over_budget = None;
     if want("ssr") || want("bundle") {
         let built = crate::web::Built::find()?;
         if want("ssr") {
@@ -95,7 +97,20 @@ pub async fn run(size: Size, pg: Option<String>, check: bool, only: &[String]) -
             lines.extend(crate::web::ssr(&built, size, &dir).await?);
         }
         if want("bundle") {
-            lines.push(crate::web::bundle(&built)?);
+            let (line, over) = crate::web::bundle(&built)?;
+            lines.push(line);
+            let budget = crate::web::BUNDLE_BUDGET_OVER_PLAIN_KB;
+            if over > budget {
+                over_budget = Some(format!(
+                    "the demo's hydrate bundle is {over:.1} KB over plain Leptos, over its budget \
+                     of {budget} KB (tools/sssync-bench/src/web.rs): take the weight off, or \
+                     say in docs/performance.md why the budget grows"
+                ));
+            } else {
+                eprintln!(
+                    "perf: the bundle, {over:.1} KB over plain Leptos, is within its budget ({budget} KB)"
+                );
+            }
         }
     }
 
@@ -138,7 +153,15 @@ pub async fn run(size: Size, pg: Option<String>, check: bool, only: &[String]) -
     }
     let _ = std::fs::remove_dir_all(&dir);
 
-    crate::table::print(&lines, check)
+    crate::table::print(&lines, check)?;
+    match over_budget {
+        Some(why) if check => Err(why.into()),
+        Some(why) => {
+            eprintln!("perf: {why}");
+            Ok(())
+        }
+        None => Ok(()),
+    }
 }
 
 fn ms(d: Duration) -> String {
