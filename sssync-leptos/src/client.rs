@@ -11,6 +11,11 @@ use sssync_core::Query;
 pub struct SyncClient {
     /// Grows whenever the client's views change.
     pub(crate) changed: RwSignal<u64>,
+    /// One trigger per query key the tab's hooks read rows of: notified when that key's view
+    /// changes (or, after anything but a delta or a snapshot, with every other), so that a
+    /// delta makes only its key's hooks read their rows again.
+    #[cfg_attr(not(feature = "browser"), allow(dead_code))] // the server renders once
+    pub(crate) rows_of: StoredValue<crate::triggers::RowTriggers>,
     pub(crate) online: RwSignal<bool>,
     pub(crate) pending: RwSignal<usize>,
     pub(crate) rejection: RwSignal<Option<Refused>>,
@@ -29,6 +34,7 @@ pub struct SyncClient {
 pub fn provide_sync_client() -> SyncClient {
     let client = SyncClient {
         changed: RwSignal::new(0),
+        rows_of: StoredValue::new(Default::default()),
         online: RwSignal::new(false),
         pending: RwSignal::new(0),
         rejection: RwSignal::new(None),
@@ -86,6 +92,7 @@ impl SyncClient {
         let rt = crate::runtime::Runtime::start(
             crate::runtime::Signals {
                 changed: self.changed,
+                rows_of: self.rows_of,
                 online: self.online,
                 pending: self.pending,
                 rejection: self.rejection,
@@ -95,6 +102,28 @@ impl SyncClient {
         );
         self.runtime.set_value(Some(rt.clone()));
         rt
+    }
+
+    /// Tracks the rows of `key` (see [`SyncClient::rows_of`]); on the server, the client's
+    /// changes.
+    pub(crate) fn track_rows(&self, key: &sssync_core::QueryKey) {
+        #[cfg(feature = "browser")]
+        {
+            let trigger = self.rows_of.try_update_value(|t| {
+                t.0.entry(key.clone())
+                    .or_insert_with(ArcTrigger::new)
+                    .clone()
+            });
+            match trigger {
+                Some(trigger) => trigger.track(),
+                None => self.changed.track(),
+            }
+        }
+        #[cfg(not(feature = "browser"))]
+        {
+            let _ = key;
+            self.changed.track();
+        }
     }
 
     /// The current view of `key`, if the runtime holds it.

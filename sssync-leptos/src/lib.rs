@@ -103,6 +103,7 @@ mod runtime; //  the tab's runtime: socket, tabs, cache, loads
 #[cfg(feature = "ssr")]
 pub mod server; // SyncServer: the engine behind the components
 mod status; //   use_sync_status, use_hydrated
+mod triggers; // a trigger per query key: a hook re-reads its rows when its key changed
 
 pub use client::{SyncClient, SyncProvider, SyncProviderProps, provide_sync_client};
 pub use error::SyncError;

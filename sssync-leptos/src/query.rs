@@ -121,8 +121,10 @@ impl<Q: Query> SyncQuery<Q> {
         if let Some(why) = self.forbidden.get() {
             return Some(Err(SyncError::Forbidden(Forbidden(why))));
         }
-        self.client.changed.track();
         let key = QueryKey::new(Q::NAME, &self.args.get_untracked()).ok();
+        if let Some(key) = &key {
+            self.client.track_rows(key);
+        }
         if key.is_some()
             && self.live.read().as_ref() == key.as_ref()
             && let Some(rows) = self.client.view::<Q>(&self.args.get_untracked())

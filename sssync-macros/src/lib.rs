@@ -6,8 +6,10 @@
 //! `ServerEvent`), a Leptos server function per event, and a registration that
 //! `EngineBuilder::declared` finds at start, so that nothing is named or listed twice. Server
 //! code (query bodies, handlers, SQL helpers) is compiled only with the `ssr` feature of the
-//! crate that declares it (Leptos's convention; that feature turns on `sssync-leptos/ssr`), once for each database it is compiled for (SQLite and PostgreSQL unless
-//! `db = sqlite` or `db = postgres` says otherwise); inside it, `Db` names that database.
+//! crate that declares it (Leptos's convention; that feature turns on `sssync-leptos/ssr`),
+//! once for each database it is compiled for: those `sssync-leptos`'s features `sqlite` and
+//! `postgres` compile in, unless `db = sqlite` or `db = postgres` narrows it; inside it, `Db`
+//! names that database. `#[derive(Rejection)]` makes an enum an app's own kinds of refusal.
 #![warn(missing_docs)] // a library: everything public is documented
 
 use proc_macro::TokenStream;

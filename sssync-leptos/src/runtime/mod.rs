@@ -40,6 +40,7 @@ pub(crate) type Callback = Closure<dyn FnMut(web_sys::Event)>;
 /// The signals the runtime keeps current for the UI.
 pub(crate) struct Signals {
     pub(crate) changed: RwSignal<u64>,
+    pub(crate) rows_of: StoredValue<crate::triggers::RowTriggers>,
     pub(crate) online: RwSignal<bool>,
     pub(crate) pending: RwSignal<usize>,
     pub(crate) rejection: RwSignal<Option<crate::error::Refused>>,
@@ -282,6 +283,12 @@ impl Runtime {
     }
 
     fn after_change(&self) {
+        self.after_change_of(None);
+    }
+
+    /// After a change to the views of `keys` only (`None`: of any key): the rows of those
+    /// keys' hooks are read again, everything else the UI shows of the client too.
+    pub(super) fn after_change_of(&self, keys: Option<&[QueryKey]>) {
         // The state describes its changes for a store: changed rows go to the rows cache (the
         // keys only: the write takes the newest rows); this runtime keeps its pending events
         // itself (`save_own`). A key no longer held stays cached.
@@ -324,6 +331,7 @@ impl Runtime {
         let pending = self.state.borrow().pending_count();
         self.signals.pending.set(pending);
         self.signals.changed.update(|n| *n += 1);
+        self.signals.rows_of.with_value(|t| t.notify(keys));
         let ready: Vec<oneshot::Sender<()>> = {
             let st = self.state.borrow();
             let mut waiters = self.waiters.borrow_mut();

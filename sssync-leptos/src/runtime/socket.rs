@@ -158,6 +158,8 @@ impl Runtime {
             _ => None,
         };
         let welcome = matches!(msg, ServerMsg::Welcome(_));
+        // A delta or a snapshot changes the views of the keys its update names, no other.
+        let keyed = matches!(msg, ServerMsg::Delta(_) | ServerMsg::Snapshot(_));
         let update = self.state.borrow_mut().on_message(msg);
         self.answer_outcomes(&update, welcome);
         if update.identity_changed {
@@ -263,7 +265,11 @@ impl Runtime {
         {
             rt.drop_socket();
         }
-        self.after_change();
+        if keyed {
+            self.after_change_of(Some(&update.changed));
+        } else {
+            self.after_change();
+        }
     }
 
     /// Sends the pending events again after `after` (the server asked: `retry`).
