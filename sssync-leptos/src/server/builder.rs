@@ -50,7 +50,6 @@ impl DbPool {
     /// Opens the database at `url`: `sqlite://file.db` (created if missing, with the settings
     /// the engine relies on: WAL, durable commits) or `postgres://…`.
     pub async fn open(url: &str) -> Result<DbPool, OpenError> {
-        #[allow(unused_imports)] // with one database only
         use sssync_core::server::Store;
         if url.starts_with("sqlite:") {
             #[cfg(feature = "sqlite")]

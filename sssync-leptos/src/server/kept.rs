@@ -54,9 +54,9 @@ struct RenderState {
 }
 
 impl Render {
-    fn new(watch: ChangeWatch) -> Render {
+    fn new() -> Render {
         Render(Arc::new(RenderState {
-            watch,
+            watch: ChangeWatch::default(),
             form_keys: Mutex::new(HashSet::new()),
             spoiled: AtomicBool::new(false),
             anonymous: AtomicBool::new(false),
@@ -66,6 +66,12 @@ impl Render {
     /// The render of the request with these parts, when the layer follows it.
     pub(crate) fn of(parts: Option<&Parts>) -> Option<Render> {
         parts?.extensions.get::<Render>().cloned()
+    }
+
+    /// The render of the current request (the Leptos context's parts, read in place: a form
+    /// key is made for every form of a page).
+    fn current() -> Option<Render> {
+        leptos::prelude::with_context::<Parts, _>(|parts| Render::of(Some(parts))).flatten()
     }
 
     /// The watch that the queries it reads must be added to, before they are read.
@@ -101,14 +107,14 @@ impl Render {
 /// (the time, a server function's data that no sync query carries). Call it in the component
 /// that reads it, on the server; it does nothing elsewhere.
 pub fn dont_keep() {
-    if let Some(render) = Render::of(leptos::prelude::use_context::<Parts>().as_ref()) {
+    if let Some(render) = Render::current() {
         render.spoil();
     }
 }
 
 /// A form key made in the current render (see [`Render::form_key`]).
 pub(crate) fn form_key_made(key: &str) {
-    if let Some(render) = Render::of(leptos::prelude::use_context::<Parts>().as_ref()) {
+    if let Some(render) = Render::current() {
         render.form_key(key);
     }
 }
@@ -290,7 +296,7 @@ pub(crate) async fn layer(
             _ => return next.run(Request::from_parts(parts, body)).await,
         }
     }
-    let render = Render::new(sync.watch());
+    let render = Render::new();
     let asker = parts.clone();
     parts.extensions.insert(render.clone());
     let mut response = next.run(Request::from_parts(parts, body)).await;
@@ -365,7 +371,7 @@ mod tests {
     fn kept_pages_stay_within_their_budget_stale_ones_first() {
         let kept = KeptPages::new(3_000);
         let render = |changed: bool| {
-            let r = Render::new(ChangeWatch::default());
+            let r = Render::new();
             if changed {
                 r.watch().set_changed();
             }

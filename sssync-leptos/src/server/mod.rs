@@ -185,11 +185,6 @@ impl SyncServer {
         self.engine.router()
     }
 
-    /// A watch for something derived from query results (see `Engine::watch`).
-    pub(crate) fn watch(&self) -> ChangeWatch {
-        ChangeWatch::default()
-    }
-
     /// `routes` with public pages kept, when the builder said so
     /// ([`SyncBuilder::keep_public_pages`]); `routes` as they are otherwise. For an app that
     /// builds its router itself: wrap the Leptos routes (not the engine's [`SyncServer::router`]).
